@@ -1,0 +1,99 @@
+"""Ed25519 identities and signatures (pynacl).
+
+Public keys are the raw 32 bytes; signatures are the raw 64 bytes. Every
+signed object signs a domain-separated message so a signature made for one
+kind of object can never be replayed as another.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+
+from p2pml.errors import ConfigError
+
+PUBKEY_SIZE = 32
+SIGNATURE_SIZE = 64
+SEED_SIZE = 32
+
+
+def signing_message(domain: bytes, payload: bytes) -> bytes:
+    """The exact bytes signed: ``b"p2pml:" + domain + b":" + payload``."""
+    return b"p2pml:" + domain + b":" + payload
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An Ed25519 key pair. ``seed`` is the 32-byte private seed."""
+
+    seed: bytes
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        if len(seed) != SEED_SIZE:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        return cls(seed)
+
+    @property
+    def _key(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(self.seed)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._key.verify_key)
+
+    def sign(self, domain: bytes, payload: bytes) -> bytes:
+        return self._key.sign(signing_message(domain, payload)).signature
+
+    def __repr__(self) -> str:  # never print the seed
+        return f"Identity(public_key={self.public_key.hex()})"
+
+
+def verify(public_key: bytes, domain: bytes, payload: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is ``public_key``'s over (domain, payload)."""
+    if len(public_key) != PUBKEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    try:
+        nacl.signing.VerifyKey(public_key).verify(signing_message(domain, payload), signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError):
+        return False
+    return True
+
+
+def load_or_create_identity(path: Path) -> Identity:
+    """Read the 32-byte seed at ``path``, creating it (mode 0600) if absent.
+
+    A key file readable by group or others is refused, like ssh does.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ident = Identity.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(ident.seed.hex().encode() + b"\n")
+        return ident
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path}: key file permissions {oct(mode)} are too open (want 0600)"
+            )
+        text = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read key file: {exc.strerror}") from None
+    try:
+        seed = bytes.fromhex(text.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{path}: key file is not a hex Ed25519 seed") from None
+    if len(seed) != SEED_SIZE:
+        raise ConfigError(f"{path}: key file must hold a 32-byte seed, has {len(seed)}")
+    return Identity(seed)

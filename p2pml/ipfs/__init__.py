@@ -1,0 +1,1 @@
+"""IPFS dataset layer: the DatasetStore protocol and its backends."""
