@@ -1,0 +1,203 @@
+"""Canonical msgpack encoding of transactions and blocks.
+
+Wire layout (msgpack arrays, never maps, smallest integer encodings):
+
+* transaction: ``[tag, field...]``; coinbase: ``[0, height, miner(bin32),
+  amount, extra(bin<=64)]``.
+* block: ``[header(bin 92), [transaction...]]``.
+
+A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
+and demands byte equality, so every object has exactly one encoding (no
+malleability), and it raises only :class:`~p2pml.errors.DecodeError`. Size
+limits are checked before parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from p2pml.chain.hashing import HASH_SIZE, sha256d
+from p2pml.chain.types import HEADER_SIZE, Block, BlockHeader, Coinbase, Transaction
+from p2pml.errors import DecodeError
+
+TAG_COINBASE = 0
+
+MAX_EXTRA = 64
+PUBKEY_SIZE = 32
+# Generous absolute ceiling; networks set a lower max block size in params.
+MAX_BLOCK_BYTES_HARD = 4 * 1024 * 1024
+MAX_TXS_HARD = 20_000
+MAX_TX_BYTES = 64 * 1024
+
+U32 = 2**32 - 1
+U64 = 2**64 - 1
+
+
+def packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpackb(data: bytes, max_bytes: int) -> Any:
+    """Parse msgpack with every container bounded; only DecodeError escapes."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("expected bytes")
+    if len(data) > max_bytes:
+        raise DecodeError(f"message of {len(data)} bytes is over the {max_bytes} byte limit")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=max_bytes,
+            max_str_len=max_bytes,
+            max_array_len=min(max_bytes, MAX_TXS_HARD + 16),
+            max_map_len=1024,
+            max_ext_len=0,
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises many types; none may escape
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+
+
+def expect_int(v: Any, name: str, lo: int = 0, hi: int = U64) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise DecodeError(f"{name}: expected integer in [{lo}, {hi}]")
+    return v
+
+
+def expect_bytes(v: Any, name: str, size: int | None = None, max_size: int = 1 << 20) -> bytes:
+    if type(v) is not bytes:
+        raise DecodeError(f"{name}: expected bytes")
+    if size is not None and len(v) != size:
+        raise DecodeError(f"{name}: expected {size} bytes, got {len(v)}")
+    if len(v) > max_size:
+        raise DecodeError(f"{name}: over {max_size} bytes")
+    return v
+
+
+def expect_list(v: Any, name: str, length: int | None = None) -> list[Any]:
+    if type(v) is not list:
+        raise DecodeError(f"{name}: expected array")
+    if length is not None and len(v) != length:
+        raise DecodeError(f"{name}: expected {length} items, got {len(v)}")
+    return v
+
+
+# -- transactions -----------------------------------------------------------
+
+
+def _coinbase_to_wire(tx: Coinbase) -> list[Any]:
+    return [TAG_COINBASE, tx.height, tx.miner, tx.amount, tx.extra]
+
+
+def _coinbase_from_wire(f: list[Any]) -> Coinbase:
+    expect_list(f, "coinbase", 5)
+    return Coinbase(
+        height=expect_int(f[1], "coinbase.height", hi=U32),
+        miner=expect_bytes(f[2], "coinbase.miner", PUBKEY_SIZE),
+        amount=expect_int(f[3], "coinbase.amount"),
+        extra=expect_bytes(f[4], "coinbase.extra", max_size=MAX_EXTRA),
+    )
+
+
+_TO_WIRE: dict[type, Callable[[Any], list[Any]]] = {Coinbase: _coinbase_to_wire}
+_FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {TAG_COINBASE: _coinbase_from_wire}
+
+
+def register_tx_type(
+    cls: type,
+    tag: int,
+    to_wire: Callable[[Any], list[Any]],
+    from_wire: Callable[[list[Any]], Any],
+) -> None:
+    """Add a transaction type to the codec (tags are protocol constants)."""
+    if tag in _FROM_WIRE and _TO_WIRE.get(cls) is None:
+        raise ValueError(f"tx tag {tag} already registered")
+    _TO_WIRE[cls] = to_wire
+    _FROM_WIRE[tag] = from_wire
+
+
+def tx_to_wire(tx: Transaction) -> list[Any]:
+    return _TO_WIRE[type(tx)](tx)
+
+
+def tx_from_wire(obj: Any) -> Transaction:
+    f = expect_list(obj, "transaction")
+    if not f:
+        raise DecodeError("transaction: empty")
+    tag = f[0]
+    if type(tag) is not int or tag not in _FROM_WIRE:
+        raise DecodeError(f"transaction: unknown type tag {tag!r}")
+    return _FROM_WIRE[tag](f)
+
+
+def encode_tx(tx: Transaction) -> bytes:
+    return packb(tx_to_wire(tx))
+
+
+def decode_tx(data: bytes) -> Transaction:
+    tx = tx_from_wire(unpackb(data, MAX_TX_BYTES))
+    if encode_tx(tx) != bytes(data):
+        raise DecodeError("transaction: non-canonical encoding")
+    return tx
+
+
+def tx_id(tx: Transaction) -> bytes:
+    return sha256d(encode_tx(tx))
+
+
+# -- headers and blocks -----------------------------------------------------
+
+
+def decode_header(data: bytes) -> BlockHeader:
+    if type(data) is not bytes or len(data) != HEADER_SIZE:
+        raise DecodeError(f"header: expected {HEADER_SIZE} bytes")
+    return BlockHeader.deserialize(data)
+
+
+def block_to_wire(block: Block) -> list[Any]:
+    return [block.header.serialize(), [tx_to_wire(tx) for tx in block.txs]]
+
+
+def encode_block(block: Block) -> bytes:
+    if block._raw is not None:
+        return block._raw
+    return packb(block_to_wire(block))
+
+
+def decode_block(data: bytes, max_bytes: int = MAX_BLOCK_BYTES_HARD) -> Block:
+    obj = unpackb(data, max_bytes)
+    f = expect_list(obj, "block", 2)
+    header = decode_header(expect_bytes(f[0], "block.header", HEADER_SIZE))
+    txs = tuple(tx_from_wire(t) for t in expect_list(f[1], "block.txs"))
+    raw = bytes(data)
+    block = Block(header, txs, _raw=raw)
+    if packb(block_to_wire(block)) != raw:
+        raise DecodeError("block: non-canonical encoding")
+    return block
+
+
+def with_raw(block: Block) -> Block:
+    """The same block with its canonical encoding cached."""
+    if block._raw is not None:
+        return block
+    return Block(block.header, block.txs, _raw=packb(block_to_wire(block)))
+
+
+def hash_hex(h: bytes) -> str:
+    return h.hex()
+
+
+def parse_hash(text: str) -> bytes:
+    try:
+        h = bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError("hash: not hex") from None
+    if len(h) != HASH_SIZE:
+        raise DecodeError("hash: expected 32 bytes")
+    return h

@@ -1,0 +1,132 @@
+"""Network parameters and genesis blocks for main, devnet and regtest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pml.chain.encoding import tx_id, with_raw
+from p2pml.chain.hashing import ZERO_HASH, merkle_root
+from p2pml.chain.pow import bits_to_target, check_pow, target_to_bits
+from p2pml.chain.types import Block, BlockHeader, Coinbase
+
+BLOCK_VERSION = 1
+# Genesis pays nobody: an all-zero key that has no private key anyone knows.
+GENESIS_MINER = bytes(32)
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    name: str
+    genesis_time: int
+    genesis_nonce: int
+    pow_limit_bits: int
+    target_spacing: int  # seconds between blocks, intended
+    retarget_window: int  # blocks per difficulty period
+    no_retarget: bool
+    max_block_bytes: int
+    max_block_txs: int
+    max_future_seconds: int
+    coinbase_reward: int
+    median_time_span: int = 11
+    genesis_message: bytes = b"p2pml genesis"
+    genesis: Block = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "genesis", _build_genesis(self))
+
+    @property
+    def pow_limit(self) -> int:
+        return bits_to_target(self.pow_limit_bits)
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self.genesis.hash
+
+    @property
+    def intended_timespan(self) -> int:
+        # The window spans (window - 1) intervals between its first and last block.
+        return (self.retarget_window - 1) * self.target_spacing
+
+
+def _genesis_coinbase(p: NetworkParams) -> Coinbase:
+    return Coinbase(height=0, miner=GENESIS_MINER, amount=0, extra=p.genesis_message)
+
+
+def _build_genesis(p: NetworkParams) -> Block:
+    cb = _genesis_coinbase(p)
+    header = BlockHeader(
+        version=BLOCK_VERSION,
+        height=0,
+        prev_hash=ZERO_HASH,
+        tx_root=merkle_root([tx_id(cb)]),
+        time=p.genesis_time,
+        bits=p.pow_limit_bits,
+        nonce=p.genesis_nonce,
+    )
+    return with_raw(Block(header, (cb,)))
+
+
+def mine_genesis_nonce(p: NetworkParams) -> int:
+    """Used once to pick ``genesis_nonce``; tests check genesis PoW holds."""
+    target = p.pow_limit
+    g = p.genesis.header
+    nonce = 0
+    while True:
+        h = BlockHeader(g.version, 0, g.prev_hash, g.tx_root, g.time, g.bits, nonce)
+        if check_pow(h.hash, target):
+            return nonce
+        nonce += 1
+
+
+GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+MAIN = NetworkParams(
+    name="main",
+    genesis_time=GENESIS_TIME,
+    genesis_nonce=8_661,
+    pow_limit_bits=target_to_bits((1 << 240) - 1),
+    target_spacing=60,
+    retarget_window=720,
+    no_retarget=False,
+    max_block_bytes=1_000_000,
+    max_block_txs=5_000,
+    max_future_seconds=2 * 60 * 60,
+    coinbase_reward=50_000_000,
+)
+
+DEVNET = NetworkParams(
+    name="devnet",
+    genesis_time=GENESIS_TIME,
+    genesis_nonce=2_988_089,
+    pow_limit_bits=target_to_bits((1 << 236) - 1),
+    target_spacing=5,
+    retarget_window=24,
+    no_retarget=False,
+    max_block_bytes=1_000_000,
+    max_block_txs=5_000,
+    max_future_seconds=2 * 60 * 60,
+    coinbase_reward=50_000_000,
+)
+
+REGTEST = NetworkParams(
+    name="regtest",
+    genesis_time=GENESIS_TIME,
+    genesis_nonce=0,
+    pow_limit_bits=0x207FFFFF,
+    target_spacing=1,
+    retarget_window=144,
+    no_retarget=True,
+    max_block_bytes=1_000_000,
+    max_block_txs=5_000,
+    max_future_seconds=2 * 60 * 60,
+    coinbase_reward=50_000_000,
+)
+
+NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}
+
+
+def params_for(name: str) -> NetworkParams:
+    try:
+        return NETWORKS[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})") from None

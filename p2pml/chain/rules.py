@@ -1,0 +1,85 @@
+"""Block and header validity rules, each failure a stable reason string.
+
+Stateless rules need only the object and the network parameters; contextual
+rules also need facts about the parent that :class:`ChainState` computes.
+"""
+
+from __future__ import annotations
+
+from p2pml.chain.encoding import encode_block, tx_id
+from p2pml.chain.hashing import merkle_root
+from p2pml.chain.params import BLOCK_VERSION, NetworkParams
+from p2pml.chain.pow import bits_to_target, check_pow
+from p2pml.chain.txrules import handler_for
+from p2pml.chain.types import Block, BlockHeader, Coinbase
+from p2pml.errors import ValidationError
+
+
+def check_header(header: BlockHeader, params: NetworkParams) -> None:
+    """Proof of work and a sane target: cheap, done before anything is stored."""
+    if header.version != BLOCK_VERSION:
+        raise ValidationError("bad-version", f"version {header.version}")
+    target = bits_to_target(header.bits)
+    if target > params.pow_limit:
+        raise ValidationError("bad-bits", "target above the pow limit")
+    if not check_pow(header.hash, target):
+        raise ValidationError("bad-pow", "hash above target")
+
+
+def check_header_context(
+    header: BlockHeader,
+    parent_height: int,
+    expected_bits: int,
+    median_time_past: int,
+    now: int,
+    params: NetworkParams,
+) -> None:
+    if header.height != parent_height + 1:
+        raise ValidationError("bad-height", f"height {header.height} after {parent_height}")
+    if header.bits != expected_bits:
+        raise ValidationError("bad-bits", f"bits {header.bits:#x}, expected {expected_bits:#x}")
+    if header.time <= median_time_past:
+        raise ValidationError("time-too-old", f"time {header.time} <= median {median_time_past}")
+    if header.time > now + params.max_future_seconds:
+        raise ValidationError(
+            "time-too-new", f"time {header.time} > now {now} + {params.max_future_seconds}"
+        )
+
+
+def check_tx_root(block: Block) -> list[bytes]:
+    """The body matches the header's commitment; returns the tx ids.
+
+    A mismatch means this body is not the block the header names (maybe
+    mangled in transit), so the header itself must not be marked invalid.
+    """
+    ids = [tx_id(tx) for tx in block.txs]
+    if merkle_root(ids) != block.header.tx_root:
+        raise ValidationError("bad-tx-root", "transactions do not match the header")
+    return ids
+
+
+def check_block_body(block: Block, ids: list[bytes], params: NetworkParams) -> None:
+    """Stateless body rules for a block whose tx root already matched."""
+    size = len(encode_block(block))
+    if size > params.max_block_bytes:
+        raise ValidationError("block-too-large", f"{size} bytes > {params.max_block_bytes}")
+    if not block.txs:
+        raise ValidationError("bad-coinbase", "no transactions")
+    if len(block.txs) > params.max_block_txs:
+        raise ValidationError("bad-tx-count", f"{len(block.txs)} > {params.max_block_txs}")
+    cb = block.txs[0]
+    if not isinstance(cb, Coinbase):
+        raise ValidationError("bad-coinbase", "first transaction is not a coinbase")
+    if any(isinstance(tx, Coinbase) for tx in block.txs[1:]):
+        raise ValidationError("bad-coinbase", "more than one coinbase")
+    if cb.height != block.header.height:
+        raise ValidationError("bad-coinbase", "coinbase height differs from block height")
+    if len(set(ids)) != len(ids):
+        raise ValidationError("duplicate-tx", "a transaction appears twice")
+    for tx in block.txs:
+        handler_for(tx).check(tx, params)
+
+
+def median_time(times: list[int]) -> int:
+    s = sorted(times)
+    return s[len(s) // 2]

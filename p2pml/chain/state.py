@@ -1,0 +1,664 @@
+"""ChainState: the block tree, the best valid tip, connect/disconnect, reorgs.
+
+Pure: the node passes in the current time and a :class:`BlockSource` to read
+stored bodies and undo logs, and persists the :class:`ChainUpdate` each call
+returns (in one store transaction) before making the next call.
+
+Fork choice is the most cumulative work; among equal work the block whose
+data arrived first wins. No operation scans the chain: ancestors are found
+through skip pointers (O(log n)), the active chain is an array by height,
+and candidate tips are a small set.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+from p2pml.chain import rules
+from p2pml.chain.encoding import encode_block
+from p2pml.chain.params import NetworkParams
+from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
+from p2pml.chain.txrules import BlockContext, StateView, UndoLog, handler_for
+from p2pml.chain.types import Block, BlockHeader
+from p2pml.errors import MissingDataError, StoreError, ValidationError
+
+MAX_HEADERS_PER_MESSAGE = 2_000
+ORPHAN_MAX_COUNT = 750
+ORPHAN_MAX_BYTES = 32 * 1024 * 1024
+
+
+class Status(IntEnum):
+    HEADER = 1  # header checked, no body yet
+    DATA = 2  # body stored and stateless-valid, never connected
+    VALID = 3  # connected to the active chain at least once
+    INVALID = 4  # failed validation itself
+    FAILED_CHILD = 5  # descends from an invalid block
+
+    @property
+    def failed(self) -> bool:
+        return self in (Status.INVALID, Status.FAILED_CHILD)
+
+
+def _skip_height(height: int) -> int:
+    """Bitcoin's skip-list target height: O(log n) ancestor walks."""
+
+    def invert_lowest_one(n: int) -> int:
+        return n & (n - 1)
+
+    if height < 2:
+        return 0
+    if height & 1:
+        return invert_lowest_one(invert_lowest_one(height - 1)) + 1
+    return invert_lowest_one(height)
+
+
+@dataclass(eq=False, slots=True)
+class IndexEntry:
+    hash: bytes
+    header: BlockHeader
+    parent: IndexEntry | None
+    height: int
+    chain_work: int
+    status: Status = Status.HEADER
+    has_data: bool = False
+    chain_has_data: bool = False  # this block and every ancestor have bodies
+    seq: int = 0  # order in which the full chain of data arrived: tie-break
+    invalid_reason: str = ""
+    skip: IndexEntry | None = None
+
+    def ancestor(self, height: int) -> IndexEntry:
+        if height > self.height or height < 0:
+            raise ValueError("no ancestor at that height")
+        e: IndexEntry = self
+        while e.height != height:
+            skip = e.skip
+            sh = _skip_height(e.height)
+            sh_prev = _skip_height(e.height - 1)
+            if skip is not None and (
+                sh == height or (sh > height and not (sh_prev < sh - 2 and sh_prev >= height))
+            ):
+                e = skip
+            else:
+                assert e.parent is not None
+                e = e.parent
+        return e
+
+
+class BlockSource(Protocol):
+    """Read access to what earlier ChainUpdates persisted."""
+
+    def get_block(self, block_hash: bytes) -> Block | None: ...
+
+    def get_undo(self, block_hash: bytes) -> UndoLog | None: ...
+
+
+@dataclass
+class ChainUpdate:
+    """Everything one call changed, for the store to write atomically."""
+
+    new_entries: list[IndexEntry] = field(default_factory=list)
+    new_blocks: list[Block] = field(default_factory=list)
+    status_changed: list[IndexEntry] = field(default_factory=list)
+    connected: list[tuple[bytes, UndoLog]] = field(default_factory=list)
+    disconnected: list[bytes] = field(default_factory=list)
+    state_changes: dict[bytes, Any] = field(default_factory=dict)  # None = delete
+    rejected: list[tuple[bytes, str]] = field(default_factory=list)
+    orphaned: bool = False
+    tip_changed: bool = False
+    error: ValidationError | None = None  # why the submitted object was refused
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def reorg_depth(self) -> int:
+        return len(self.disconnected)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new_entries or self.new_blocks or self.status_changed)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An index row as the store keeps it."""
+
+    header: BlockHeader
+    status: Status
+    has_data: bool
+    seq: int
+    invalid_reason: str = ""
+
+
+class OrphanPool:
+    """Blocks whose parent is unknown, bounded by count and bytes (oldest out)."""
+
+    def __init__(self, max_count: int = ORPHAN_MAX_COUNT, max_bytes: int = ORPHAN_MAX_BYTES):
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._blocks: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
+        self._by_prev: dict[bytes, set[bytes]] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __contains__(self, block_hash: bytes) -> bool:
+        return block_hash in self._blocks
+
+    def add(self, block: Block) -> None:
+        h = block.hash
+        if h in self._blocks:
+            return
+        size = len(encode_block(block))
+        self._blocks[h] = (block, size)
+        self._by_prev.setdefault(block.prev_hash, set()).add(h)
+        self.bytes += size
+        while self._blocks and (len(self._blocks) > self.max_count or self.bytes > self.max_bytes):
+            self._remove(next(iter(self._blocks)))
+
+    def _remove(self, h: bytes) -> Block:
+        block, size = self._blocks.pop(h)
+        self.bytes -= size
+        kids = self._by_prev.get(block.prev_hash)
+        if kids is not None:
+            kids.discard(h)
+            if not kids:
+                del self._by_prev[block.prev_hash]
+        return block
+
+    def take_children(self, parent_hash: bytes) -> list[Block]:
+        return [self._remove(h) for h in list(self._by_prev.get(parent_hash, ()))]
+
+    def roots_missing(self) -> set[bytes]:
+        """Parents we should ask peers for (orphans whose parent is not pooled)."""
+        return {p for p in self._by_prev if p not in self._blocks}
+
+
+class ChainState:
+    def __init__(self, params: NetworkParams, source: BlockSource) -> None:
+        self.params = params
+        self.source = source
+        self.index: dict[bytes, IndexEntry] = {}
+        self.active: list[IndexEntry] = []
+        self.state: dict[bytes, Any] = {}
+        self.orphans = OrphanPool()
+        self._candidates: set[IndexEntry] = set()
+        self._unlinked: dict[bytes, list[IndexEntry]] = {}  # parent hash -> children w/ data
+        self._failed: set[IndexEntry] = set()
+        self._tips: set[IndexEntry] = set()
+        self._seq = 0
+        # Bodies and undo logs produced by the current call, not yet persisted.
+        self._pending_blocks: dict[bytes, Block] = {}
+        self._pending_undo: dict[bytes, UndoLog] = {}
+
+    # -- construction ------------------------------------------------------
+
+    @classmethod
+    def create(cls, params: NetworkParams, source: BlockSource) -> tuple[ChainState, ChainUpdate]:
+        """A new chain holding only genesis; persist the returned update."""
+        cs = cls(params, source)
+        g = params.genesis
+        e = IndexEntry(
+            hash=g.hash,
+            header=g.header,
+            parent=None,
+            height=0,
+            chain_work=block_work(bits_to_target(g.header.bits)),
+        )
+        cs._add_entry(e)
+        update = ChainUpdate()
+        update.new_entries.append(e)
+        cs._receive_data(e, g, update)
+        cs._activate(update)
+        cs._flush_pending()
+        return cs, update
+
+    @classmethod
+    def load(
+        cls,
+        params: NetworkParams,
+        source: BlockSource,
+        entries: Iterable[StoredEntry],
+        tip_hash: bytes,
+        state: dict[bytes, Any],
+    ) -> ChainState:
+        """Rebuild from a store (one pass over the index, at start only)."""
+        cs = cls(params, source)
+        for s in sorted(entries, key=lambda s: s.header.height):
+            h = s.header.hash
+            parent = cs.index.get(s.header.prev_hash)
+            if s.header.height > 0 and parent is None:
+                raise StoreError(f"block index: parent of {h.hex()} is missing")
+            e = IndexEntry(
+                hash=h,
+                header=s.header,
+                parent=parent,
+                height=s.header.height,
+                chain_work=(parent.chain_work if parent else 0)
+                + block_work(bits_to_target(s.header.bits)),
+                status=s.status,
+                has_data=s.has_data,
+                seq=s.seq,
+                invalid_reason=s.invalid_reason,
+            )
+            e.chain_has_data = e.has_data and (parent is None or parent.chain_has_data)
+            cs._add_entry(e)
+            cs._seq = max(cs._seq, s.seq)
+            if e.status is Status.INVALID:
+                cs._failed.add(e)
+            if e.has_data and not e.chain_has_data and parent is not None:
+                cs._unlinked.setdefault(parent.hash, []).append(e)
+        if params.genesis_hash not in cs.index:
+            raise StoreError("block index has no genesis block for this network")
+        tip = cs.index.get(tip_hash)
+        if tip is None or not tip.chain_has_data or tip.status.failed:
+            raise StoreError("stored tip is missing, lacks data or is invalid")
+        chain: list[IndexEntry] = []
+        cur: IndexEntry | None = tip
+        while cur is not None:
+            chain.append(cur)
+            cur = cur.parent
+        cs.active = chain[::-1]
+        cs.state = dict(state)
+        for e in cs._tips:
+            if e.chain_has_data and not e.status.failed and cs._better(e, tip):
+                cs._candidates.add(e)
+        cs._candidates.add(tip)
+        return cs
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def tip(self) -> IndexEntry:
+        return self.active[-1]
+
+    @property
+    def height(self) -> int:
+        return len(self.active) - 1
+
+    def entry(self, block_hash: bytes) -> IndexEntry | None:
+        return self.index.get(block_hash)
+
+    def at_height(self, height: int) -> IndexEntry | None:
+        if 0 <= height < len(self.active):
+            return self.active[height]
+        return None
+
+    def in_active_chain(self, e: IndexEntry) -> bool:
+        return e.height < len(self.active) and self.active[e.height] is e
+
+    def tips(self) -> list[IndexEntry]:
+        return list(self._tips)
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        b = self._pending_blocks.get(block_hash)
+        return b if b is not None else self.source.get_block(block_hash)
+
+    def median_time_past(self, e: IndexEntry) -> int:
+        times = []
+        cur: IndexEntry | None = e
+        for _ in range(self.params.median_time_span):
+            if cur is None:
+                break
+            times.append(cur.header.time)
+            cur = cur.parent
+        return rules.median_time(times)
+
+    def next_bits(self, parent: IndexEntry) -> int:
+        p = self.params
+        if p.no_retarget:
+            return p.pow_limit_bits
+        height = parent.height + 1
+        if height % p.retarget_window != 0:
+            return parent.header.bits
+        first = parent.ancestor(height - p.retarget_window)
+        actual = parent.header.time - first.header.time
+        new = retarget(bits_to_target(parent.header.bits), actual, p.intended_timespan, p.pow_limit)
+        return target_to_bits(new)
+
+    def locator(self, e: IndexEntry | None = None) -> list[bytes]:
+        """Block locator: dense near the tip, exponentially sparse, then genesis."""
+        e = e or self.tip
+        out: list[bytes] = []
+        step = 1
+        height = e.height
+        while True:
+            out.append(e.ancestor(height).hash)
+            if height == 0:
+                break
+            height = max(height - step, 0)
+            if len(out) >= 10:
+                step *= 2
+        return out
+
+    def find_fork(self, locator: Iterable[bytes]) -> IndexEntry:
+        """The highest locator entry on our active chain (genesis at worst)."""
+        for h in locator:
+            e = self.index.get(h)
+            if e is not None and self.in_active_chain(e):
+                return e
+        return self.active[0]
+
+    def headers_after(
+        self, locator: Iterable[bytes], stop: bytes | None = None, limit: int = 2000
+    ) -> list[BlockHeader]:
+        fork = self.find_fork(locator)
+        limit = min(limit, MAX_HEADERS_PER_MESSAGE)
+        out = []
+        for h in range(fork.height + 1, min(fork.height + 1 + limit, len(self.active))):
+            e = self.active[h]
+            out.append(e.header)
+            if stop is not None and e.hash == stop:
+                break
+        return out
+
+    def tip_status(self, e: IndexEntry) -> str:
+        if self.in_active_chain(e):
+            return "active"
+        if e.status.failed:
+            return "invalid"
+        if not e.chain_has_data:
+            return "headers-only"
+        return "valid-fork"
+
+    # -- headers -------------------------------------------------------------
+
+    def accept_header(self, header: BlockHeader, now: int, update: ChainUpdate) -> IndexEntry:
+        h = header.hash
+        e = self.index.get(h)
+        if e is not None:
+            if e.status.failed:
+                raise ValidationError("duplicate-invalid", e.invalid_reason)
+            return e
+        rules.check_header(header, self.params)
+        parent = self.index.get(header.prev_hash)
+        if parent is None:
+            raise ValidationError("prev-unknown", f"parent {header.prev_hash.hex()} unknown")
+        if parent.status.failed or self._descends_from_failed(parent):
+            raise ValidationError("bad-prev", "parent is invalid")
+        rules.check_header_context(
+            header,
+            parent.height,
+            self.next_bits(parent),
+            self.median_time_past(parent),
+            now,
+            self.params,
+        )
+        e = IndexEntry(
+            hash=h,
+            header=header,
+            parent=parent,
+            height=parent.height + 1,
+            chain_work=parent.chain_work + block_work(bits_to_target(header.bits)),
+        )
+        self._add_entry(e)
+        update.new_entries.append(e)
+        return e
+
+    def accept_headers(self, headers: list[BlockHeader], now: int) -> ChainUpdate:
+        """A batch from sync: each must connect to the previous or the index.
+
+        Stops at the first bad header; ``update.error`` says why, and what was
+        accepted before it is in the update (to persist).
+        """
+        update = ChainUpdate()
+        try:
+            for header in headers:
+                self.accept_header(header, now, update)
+        except ValidationError as err:
+            update.error = err
+        return update
+
+    # -- blocks --------------------------------------------------------------
+
+    def accept_block(self, block: Block, now: int) -> ChainUpdate:
+        """Store a block, follow the most work, then adopt waiting orphans.
+
+        Never raises ValidationError: ``update.error`` says why this block was
+        refused; blocks that failed on the way (connected as part of a reorg,
+        or adopted orphans) are in ``update.rejected``. Persist the update
+        whatever it says: it may hold headers and statuses learned meanwhile.
+        """
+        update = ChainUpdate()
+        try:
+            self._accept_one(block, now, update)
+            if not update.orphaned:
+                self._activate(update)
+                self._adopt_orphans(block.hash, now, update)
+        except MissingDataError:
+            raise
+        except ValidationError as err:
+            update.error = err
+        finally:
+            self._flush_pending()
+        return update
+
+    def _accept_one(self, block: Block, now: int, update: ChainUpdate) -> None:
+        h = block.hash
+        e = self.index.get(h)
+        if e is not None and e.status.failed:
+            raise ValidationError("duplicate-invalid", e.invalid_reason)
+        if e is not None and e.has_data:
+            raise ValidationError("duplicate", "block already known")
+        if e is None and block.prev_hash not in self.index:
+            rules.check_header(block.header, self.params)  # PoW before pooling
+            if h in self.orphans:
+                raise ValidationError("duplicate", "orphan already pooled")
+            self.orphans.add(block)
+            update.orphaned = True
+            return
+        if e is None:
+            e = self.accept_header(block.header, now, update)
+        ids = rules.check_tx_root(block)  # mismatch: bad body, header stays fine
+        try:
+            rules.check_block_body(block, ids, self.params)
+        except ValidationError as err:
+            self._mark_invalid(e, err.reason, update)
+            raise
+        self._receive_data(e, block, update)
+
+    def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:
+        stack = [parent_hash]
+        while stack:
+            for child in self.orphans.take_children(stack.pop()):
+                try:
+                    self._accept_one(child, now, update)
+                except ValidationError as err:
+                    update.rejected.append((child.hash, err.reason))
+                    continue
+                self._activate(update)
+                stack.append(child.hash)
+
+    def _receive_data(self, e: IndexEntry, block: Block, update: ChainUpdate) -> None:
+        e.has_data = True
+        if e.status is Status.HEADER:
+            e.status = Status.DATA
+        self._pending_blocks[e.hash] = block
+        update.new_blocks.append(block)
+        update.status_changed.append(e)
+        if e.parent is None or e.parent.chain_has_data:
+            # This block (and any descendants already waiting) now have full data.
+            todo = [e]
+            while todo:
+                x = todo.pop()
+                x.chain_has_data = True
+                self._seq += 1
+                x.seq = self._seq
+                if x is not e:
+                    update.status_changed.append(x)
+                if not x.status.failed and self._better(x, self.tip if self.active else None):
+                    self._candidates.add(x)
+                todo.extend(self._unlinked.pop(x.hash, ()))
+        else:
+            self._unlinked.setdefault(e.parent.hash, []).append(e)
+
+    # -- activation ------------------------------------------------------------
+
+    @staticmethod
+    def _better(a: IndexEntry, b: IndexEntry | None) -> bool:
+        if b is None:
+            return True
+        return (a.chain_work, -a.seq) > (b.chain_work, -b.seq)
+
+    def _best_candidate(self) -> IndexEntry | None:
+        best: IndexEntry | None = None
+        for c in list(self._candidates):
+            if c.status.failed:
+                self._candidates.discard(c)
+                continue
+            if best is None or self._better(c, best):
+                best = c
+        return best
+
+    def _activate(self, update: ChainUpdate) -> None:
+        while True:
+            best = self._best_candidate()
+            if best is None or (self.active and best is self.tip):
+                break
+            if self.active and not self._better(best, self.tip):
+                break
+            fork = self._fork_point(best)
+            while self.active and self.tip is not fork:
+                self._disconnect_tip(update)
+            path = []
+            cur: IndexEntry | None = best
+            while cur is not None and cur is not fork:
+                path.append(cur)
+                cur = cur.parent
+            path.reverse()
+            failed = False
+            for i, e in enumerate(path):
+                try:
+                    self._connect(e, update)
+                except MissingDataError:
+                    raise
+                except ValidationError as err:
+                    if not e.status.failed:
+                        self._mark_invalid(e, err.reason, update)
+                        update.rejected.append((e.hash, err.reason))
+                    for d in path[i + 1 :]:
+                        self._mark_failed_child(d, e.invalid_reason, update)
+                    failed = True
+                    break
+            if not failed:
+                break
+        tip = self.tip
+        self._candidates = {c for c in self._candidates if c is tip or self._better(c, tip)}
+
+    def _fork_point(self, e: IndexEntry) -> IndexEntry | None:
+        if not self.active:
+            return None
+        if e.height > self.height:
+            e = e.ancestor(self.height)
+        while not self.in_active_chain(e):
+            assert e.parent is not None
+            e = e.parent
+        return e
+
+    def _connect(self, e: IndexEntry, update: ChainUpdate) -> None:
+        if e.status.failed:
+            raise ValidationError(e.invalid_reason or "bad-prev", "known invalid")
+        block = self.get_block(e.hash)
+        if block is None:
+            raise StoreError(f"body of {e.hash.hex()} missing from the store")
+        ctx = BlockContext(self.params, e.height, e.hash, e.header.time)
+        view = StateView(self.state)
+        if e.parent is not None:  # genesis is fixed by the params, not checked
+            for tx in block.txs[1:]:
+                handler_for(tx).apply(tx, view, ctx)
+            cb = block.txs[0]
+            handler_for(cb).apply(cb, view, ctx)
+        for k, v in view.writes.items():
+            if v is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = v
+            update.state_changes[k] = v
+        undo = view.undo_log()
+        self._pending_undo[e.hash] = undo
+        update.connected.append((e.hash, undo))
+        if e.status is not Status.VALID:
+            e.status = Status.VALID
+            update.status_changed.append(e)
+        self.active.append(e)
+        update.tip_changed = True
+
+    def _disconnect_tip(self, update: ChainUpdate) -> None:
+        e = self.tip
+        undo = self._pending_undo.get(e.hash)
+        if undo is None:
+            undo = self.source.get_undo(e.hash)
+        if undo is None:
+            raise StoreError(f"undo data of {e.hash.hex()} missing from the store")
+        for k, old in reversed(undo):
+            if old is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = old
+            update.state_changes[k] = old
+        self.active.pop()
+        update.disconnected.append(e.hash)
+        update.tip_changed = True
+        self._candidates.add(e)
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _add_entry(self, e: IndexEntry) -> None:
+        if e.parent is not None:
+            e.skip = e.parent.ancestor(_skip_height(e.height))
+            self._tips.discard(e.parent)
+        self.index[e.hash] = e
+        self._tips.add(e)
+
+    def _descends_from_failed(self, e: IndexEntry) -> bool:
+        for f in self._failed:
+            if f.height <= e.height and e.ancestor(f.height) is f:
+                return True
+        return False
+
+    def _mark_invalid(self, e: IndexEntry, reason: str, update: ChainUpdate) -> None:
+        e.status = Status.INVALID
+        e.invalid_reason = reason
+        self._failed.add(e)
+        update.status_changed.append(e)
+        self._candidates.discard(e)
+        for c in list(self._candidates):
+            if c.height > e.height and c.ancestor(e.height) is e:
+                self._mark_failed_child(c, reason, update)
+
+    def _mark_failed_child(self, e: IndexEntry, reason: str, update: ChainUpdate) -> None:
+        if not e.status.failed:
+            e.status = Status.FAILED_CHILD
+            e.invalid_reason = reason
+            update.status_changed.append(e)
+        self._candidates.discard(e)
+
+    def _flush_pending(self) -> None:
+        self._pending_blocks.clear()
+        self._pending_undo.clear()
+
+
+class MemoryBlockSource:
+    """A dict-backed BlockSource for tests and tools."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[bytes, Block] = {}
+        self.undo: dict[bytes, UndoLog] = {}
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        return self.blocks.get(block_hash)
+
+    def get_undo(self, block_hash: bytes) -> UndoLog | None:
+        return self.undo.get(block_hash)
+
+    def apply(self, update: ChainUpdate) -> None:
+        for b in update.new_blocks:
+            self.blocks[b.hash] = b
+        for h, undo in update.connected:
+            self.undo[h] = undo
