@@ -67,6 +67,8 @@ def check_block_body(block: Block, ids: list[bytes], params: NetworkParams) -> N
         raise ValidationError("bad-coinbase", "no transactions")
     if len(block.txs) > params.max_block_txs:
         raise ValidationError("bad-tx-count", f"{len(block.txs)} > {params.max_block_txs}")
+    if len(set(ids)) != len(ids):
+        raise ValidationError("duplicate-tx", "a transaction appears twice")
     cb = block.txs[0]
     if not isinstance(cb, Coinbase):
         raise ValidationError("bad-coinbase", "first transaction is not a coinbase")
@@ -74,8 +76,6 @@ def check_block_body(block: Block, ids: list[bytes], params: NetworkParams) -> N
         raise ValidationError("bad-coinbase", "more than one coinbase")
     if cb.height != block.header.height:
         raise ValidationError("bad-coinbase", "coinbase height differs from block height")
-    if len(set(ids)) != len(ids):
-        raise ValidationError("duplicate-tx", "a transaction appears twice")
     for tx in block.txs:
         handler_for(tx).check(tx, params)
 

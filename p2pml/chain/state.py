@@ -29,6 +29,9 @@ from p2pml.errors import MissingDataError, StoreError, ValidationError
 MAX_HEADERS_PER_MESSAGE = 2_000
 ORPHAN_MAX_COUNT = 750
 ORPHAN_MAX_BYTES = 32 * 1024 * 1024
+RECENT_REJECTS_MAX = 10_000
+# Refusals that say nothing about the block's own validity.
+_TRANSIENT = frozenset({"duplicate", "time-too-new", "bad-tx-root", "prev-unknown"})
 
 
 class Status(IntEnum):
@@ -175,6 +178,16 @@ class OrphanPool:
     def take_children(self, parent_hash: bytes) -> list[Block]:
         return [self._remove(h) for h in list(self._by_prev.get(parent_hash, ()))]
 
+    def drop_descendants(self, block_hash: bytes) -> list[bytes]:
+        """Forget orphans that build on a rejected block: they can never connect."""
+        dropped: list[bytes] = []
+        stack = [block_hash]
+        while stack:
+            for child in self.take_children(stack.pop()):
+                dropped.append(child.hash)
+                stack.append(child.hash)
+        return dropped
+
     def roots_missing(self) -> set[bytes]:
         """Parents we should ask peers for (orphans whose parent is not pooled)."""
         return {p for p in self._by_prev if p not in self._blocks}
@@ -192,6 +205,9 @@ class ChainState:
         self._unlinked: dict[bytes, list[IndexEntry]] = {}  # parent hash -> children w/ data
         self._failed: set[IndexEntry] = set()
         self._tips: set[IndexEntry] = set()
+        # Invalid blocks that never entered the index, so orphans building on
+        # them are refused at once instead of waiting in the pool.
+        self._recent_rejects: OrderedDict[bytes, str] = OrderedDict()
         self._seq = 0
         # Bodies and undo logs produced by the current call, not yet persisted.
         self._pending_blocks: dict[bytes, Block] = {}
@@ -435,6 +451,7 @@ class ChainState:
             raise
         except ValidationError as err:
             update.error = err
+            self._note_reject(block.hash, err.reason)
         finally:
             self._flush_pending()
         return update
@@ -446,6 +463,8 @@ class ChainState:
             raise ValidationError("duplicate-invalid", e.invalid_reason)
         if e is not None and e.has_data:
             raise ValidationError("duplicate", "block already known")
+        if e is None and block.prev_hash in self._recent_rejects:
+            raise ValidationError("bad-prev", "parent was rejected")
         if e is None and block.prev_hash not in self.index:
             rules.check_header(block.header, self.params)  # PoW before pooling
             if h in self.orphans:
@@ -471,6 +490,7 @@ class ChainState:
                     self._accept_one(child, now, update)
                 except ValidationError as err:
                     update.rejected.append((child.hash, err.reason))
+                    self._note_reject(child.hash, err.reason)
                     continue
                 self._activate(update)
                 stack.append(child.hash)
@@ -638,6 +658,17 @@ class ChainState:
             e.invalid_reason = reason
             update.status_changed.append(e)
         self._candidates.discard(e)
+
+    def _note_reject(self, block_hash: bytes, reason: str) -> None:
+        if reason in _TRANSIENT:
+            return
+        rejected = [(block_hash, reason)]
+        rejected += [(h, "bad-prev") for h in self.orphans.drop_descendants(block_hash)]
+        for h, r in rejected:
+            if h not in self.index:
+                self._recent_rejects[h] = r
+        while len(self._recent_rejects) > RECENT_REJECTS_MAX:
+            self._recent_rejects.popitem(last=False)
 
     def _flush_pending(self) -> None:
         self._pending_blocks.clear()

@@ -1,0 +1,129 @@
+"""ChainManager: the node's async front to the pure ChainState and its store.
+
+Every mutation goes through one lock, and the store write of each update
+finishes (in a worker thread) before the next mutation starts, so the chain
+in memory never runs ahead of what a restart would find by more than the
+update being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from p2pml.chain.params import NetworkParams
+from p2pml.chain.state import ChainState, ChainUpdate
+from p2pml.chain.template import build_block
+from p2pml.chain.types import Block, BlockHeader
+from p2pml.store import BlockStore
+
+log = logging.getLogger("p2pml.chain")
+
+TipListener = Callable[[ChainUpdate], None]
+
+
+@dataclass
+class ChainMetrics:
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    reorgs: int = 0
+    max_reorg_depth: int = 0
+
+
+class ChainManager:
+    def __init__(
+        self,
+        params: NetworkParams,
+        store: BlockStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.params = params
+        self.store = store
+        self.clock = clock
+        self.chain = store.load_chain()
+        self._lock = asyncio.Lock()
+        self._listeners: list[TipListener] = []
+        self.metrics = ChainMetrics()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def on_tip_changed(self, fn: TipListener) -> None:
+        self._listeners.append(fn)
+
+    async def submit_block(self, block: Block, source: str = "local") -> ChainUpdate:
+        async with self._lock:
+            update = self.chain.accept_block(block, self.now())
+            await self._persist([update])
+        self._report(block.hash, update, source)
+        return update
+
+    async def submit_blocks(self, blocks: list[Block], source: str = "sync") -> list[ChainUpdate]:
+        """A sync batch: validated one by one, written as one transaction."""
+        async with self._lock:
+            updates = [self.chain.accept_block(b, self.now()) for b in blocks]
+            await self._persist(updates)
+        for b, u in zip(blocks, updates, strict=True):
+            self._report(b.hash, u, source)
+        return updates
+
+    async def submit_headers(self, headers: list[BlockHeader]) -> ChainUpdate:
+        async with self._lock:
+            update = self.chain.accept_headers(headers, self.now())
+            await self._persist([update])
+        return update
+
+    async def _persist(self, updates: list[ChainUpdate]) -> None:
+        if all(u.empty and not u.tip_changed and not u.state_changes for u in updates):
+            return
+        await asyncio.to_thread(self.store.apply_many, updates, self.chain.tip.hash)
+
+    def _report(self, block_hash: bytes, update: ChainUpdate, source: str) -> None:
+        short = block_hash.hex()[:16]
+        if update.error is not None:
+            reason = update.error.reason
+            self.metrics.rejected[reason] += 1
+            if reason != "duplicate":
+                log.info("block %s rejected from %s: %s", short, source, update.error)
+        elif update.orphaned:
+            log.debug("block %s from %s is an orphan", short, source)
+        for h, reason in update.rejected:
+            self.metrics.rejected[reason] += 1
+            log.warning("block %s invalid: %s", h.hex()[:16], reason)
+        if update.tip_changed:
+            self.metrics.accepted += len(update.connected)
+            if update.disconnected:
+                self.metrics.reorgs += 1
+                self.metrics.max_reorg_depth = max(
+                    self.metrics.max_reorg_depth, update.reorg_depth
+                )
+                log.warning(
+                    "reorg: %d block(s) disconnected, %d connected, new tip %s",
+                    update.reorg_depth,
+                    len(update.connected),
+                    self.chain.tip.hash.hex()[:16],
+                )
+            tip = self.chain.tip
+            log.info(
+                "tip %s height %d (from %s)", tip.hash.hex()[:16], tip.height, source
+            )
+            for fn in self._listeners:
+                fn(update)
+
+    def template(self, miner: bytes, extra: bytes = b"") -> Block:
+        """A block to mine on the current tip (transactions come with the mempool)."""
+        tip = self.chain.tip
+        t = max(self.now(), self.chain.median_time_past(tip) + 1)
+        return build_block(
+            self.params,
+            tip.hash,
+            tip.height + 1,
+            self.chain.next_bits(tip),
+            t,
+            miner,
+            extra=extra,
+        )

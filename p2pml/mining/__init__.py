@@ -1,0 +1,1 @@
+"""Proof-of-work mining: nonce search in worker processes, async control loop."""

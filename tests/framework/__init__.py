@@ -1,0 +1,1 @@
+"""Test harness shared by unit, integration and functional tests."""
