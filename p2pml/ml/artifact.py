@@ -1,0 +1,262 @@
+"""Fitted models as bytes in a safe format (skops), and their checked loading.
+
+A model from a peer is never unpickled. The artifact is a skops zip; loading:
+
+1. checks the container (zip magic, member count, uncompressed size: no zip
+   bombs, a ``schema.json``, only ``.npy`` members besides it);
+2. walks the schema and refuses any type or skops loader that is not on the
+   explicit trusted list of the task's estimator (our own list, stricter than
+   skops' defaults), naming the offending type;
+3. loads with ``skops.io.loads(trusted=<that list>)`` (skops checks again);
+4. checks the object is exactly the task's estimator class and that its
+   parameters equal the task's plus the protocol ``random_state``.
+
+Worker-side only (imports skops/sklearn lazily).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from p2pml.errors import ModelArtifactError
+from p2pml.ml.estimators import ESTIMATORS, ParamValue, estimator_class, protocol_params
+
+MAX_ARTIFACT_BYTES: Final = 256 * 1024**2
+MAX_UNPACKED_BYTES: Final = 1024**3
+MAX_MEMBERS: Final = 100_000
+
+_ALLOWED_LOADERS: Final = frozenset(
+    {
+        "DictNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "RandomGeneratorNode",
+        "RandomStateNode",
+        "TreeNode",
+        "TupleNode",
+        "TypeNode",
+    }
+)
+
+_BASE: Final = (
+    "builtins.dict",
+    "builtins.list",
+    "builtins.str",
+    "builtins.tuple",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.uint64",
+)
+_TREE_R: Final = ("sklearn.tree._classes.DecisionTreeRegressor", "sklearn.tree._tree.Tree")
+_TREE_C: Final = ("sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._tree.Tree")
+_LOSS: Final = "sklearn._loss."
+_REG_LOSSES: Final = (
+    _LOSS + "_loss.CyAbsoluteError",
+    _LOSS + "_loss.CyHalfSquaredError",
+    _LOSS + "_loss.CyHuberLoss",
+    _LOSS + "_loss.CyHalfPoissonLoss",
+    _LOSS + "_loss.CyHalfGammaLoss",
+    _LOSS + "link.IdentityLink",
+    _LOSS + "link.LogLink",
+    _LOSS + "link.Interval",
+    _LOSS + "loss.AbsoluteError",
+    _LOSS + "loss.HalfSquaredError",
+    _LOSS + "loss.HuberLoss",
+    _LOSS + "loss.HalfPoissonLoss",
+    _LOSS + "loss.HalfGammaLoss",
+)
+_CLF_LOSSES: Final = (
+    _LOSS + "_loss.CyHalfMultinomialLoss",
+    _LOSS + "_loss.CyHalfBinomialLoss",
+    _LOSS + "link.Interval",
+    _LOSS + "link.MultinomialLogit",
+    _LOSS + "link.LogitLink",
+    _LOSS + "loss.HalfMultinomialLoss",
+    _LOSS + "loss.HalfBinomialLoss",
+)
+_HGB: Final = (
+    "numpy.random._generator.Generator",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+_KNN: Final = (
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.KDTree",
+)
+_MLP: Final = (
+    "numpy.random.mtrand.RandomState",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+)
+_EXTRA: Final[dict[str, tuple[str, ...]]] = {
+    "linear_regression": ("sklearn.linear_model._base.LinearRegression",),
+    "ridge": ("sklearn.linear_model._ridge.Ridge",),
+    "lasso": ("sklearn.linear_model._coordinate_descent.Lasso",),
+    "logistic_regression": ("sklearn.linear_model._logistic.LogisticRegression",),
+    "decision_tree_regressor": _TREE_R,
+    "decision_tree_classifier": _TREE_C,
+    "random_forest_regressor": ("sklearn.ensemble._forest.RandomForestRegressor", *_TREE_R),
+    "random_forest_classifier": ("sklearn.ensemble._forest.RandomForestClassifier", *_TREE_C),
+    "gradient_boosting_regressor": (
+        "sklearn.ensemble._gb.GradientBoostingRegressor",
+        "sklearn.dummy.DummyRegressor",
+        "numpy.random.mtrand.RandomState",
+        *_TREE_R,
+        *_REG_LOSSES,
+    ),
+    "gradient_boosting_classifier": (
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.dummy.DummyClassifier",
+        "numpy.random.mtrand.RandomState",
+        *_TREE_R,
+        *_CLF_LOSSES,
+    ),
+    "hist_gradient_boosting_regressor": (
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        *_HGB,
+        *_REG_LOSSES,
+    ),
+    "hist_gradient_boosting_classifier": (
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.preprocessing._label.LabelEncoder",
+        *_HGB,
+        *_CLF_LOSSES,
+    ),
+    "knn_regressor": ("sklearn.neighbors._regression.KNeighborsRegressor", *_KNN),
+    "knn_classifier": ("sklearn.neighbors._classification.KNeighborsClassifier", *_KNN),
+    "mlp_regressor": ("sklearn.neural_network._multilayer_perceptron.MLPRegressor", *_MLP),
+    "mlp_classifier": (
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.preprocessing._label.LabelBinarizer",
+        *_MLP,
+    ),
+}
+
+#: estimator name -> the only types its artifact may contain.
+TRUSTED_TYPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {name: frozenset(_BASE + _EXTRA[name]) for name in ESTIMATORS}
+)
+
+
+def dump_model(model: Any) -> bytes:
+    """Serialise a fitted model (skops, uncompressed: cheap to inspect)."""
+    import skops.io as sio
+
+    data: bytes = sio.dumps(model)
+    return data
+
+
+def artifact_types(data: bytes) -> tuple[frozenset[str], frozenset[str]]:
+    """(types, skops loaders) named in the artifact's schema, after container checks."""
+    if len(data) > MAX_ARTIFACT_BYTES:
+        raise ModelArtifactError(f"artifact is {len(data)} bytes > {MAX_ARTIFACT_BYTES}")
+    if not data.startswith(b"PK\x03\x04"):
+        raise ModelArtifactError("not a skops (zip) artifact")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise ModelArtifactError("too many members")
+            if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
+                raise ModelArtifactError("unpacked size over the limit")
+            names = [i.filename for i in infos]
+            if "schema.json" not in names:
+                raise ModelArtifactError("no schema.json")
+            for name in names:
+                if name != "schema.json" and (not name.endswith(".npy") or "/" in name):
+                    raise ModelArtifactError(f"unexpected member {name!r}")
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise ModelArtifactError(f"malformed artifact: {e}") from None
+    except (ValueError, EOFError, NotImplementedError, RuntimeError) as e:
+        raise ModelArtifactError(f"malformed artifact: {e}") from None
+    types: set[str] = set()
+    loaders: set[str] = set()
+    _walk(schema, types, loaders, 0)
+    return frozenset(types), frozenset(loaders)
+
+
+def _walk(node: Any, types: set[str], loaders: set[str], depth: int) -> None:
+    if depth > 200:
+        raise ModelArtifactError("schema nested too deeply")
+    if isinstance(node, dict):
+        module, cls = node.get("__module__"), node.get("__class__")
+        if module is not None or cls is not None:
+            types.add(f"{module}.{cls}")
+        if "__loader__" in node:
+            loaders.add(str(node["__loader__"]))
+        for value in node.values():
+            _walk(value, types, loaders, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, types, loaders, depth + 1)
+
+
+def load_model(
+    data: bytes,
+    estimator: str,
+    params: Mapping[str, ParamValue],
+    random_state: int,
+    n_features: int | None = None,
+) -> Any:
+    """Load an artifact that must be ``estimator`` with exactly these parameters.
+
+    Raises ``ModelArtifactError`` (reason "bad-model-artifact") otherwise.
+    """
+    import skops.io as sio
+
+    trusted = TRUSTED_TYPES[estimator]
+    types, loaders = artifact_types(data)
+    untrusted = sorted(types - trusted)
+    if untrusted:
+        raise ModelArtifactError(f"untrusted types for {estimator}: {', '.join(untrusted)}")
+    bad_loaders = sorted(loaders - _ALLOWED_LOADERS)
+    if bad_loaders:
+        raise ModelArtifactError(f"untrusted skops loaders: {', '.join(bad_loaders)}")
+    try:
+        model = sio.loads(data, trusted=sorted(trusted))
+    except Exception as e:  # skops raises many types on malformed content
+        raise ModelArtifactError(f"cannot load: {type(e).__name__}: {e}") from None
+    cls = estimator_class(estimator)
+    if type(model) is not cls:
+        raise ModelArtifactError(f"artifact is a {type(model).__name__}, task wants {cls.__name__}")
+    want = cls(**protocol_params(estimator, params, random_state)).get_params(deep=False)
+    try:
+        got = model.get_params(deep=False)
+    except Exception as e:
+        raise ModelArtifactError(f"cannot read parameters: {e}") from None
+    for key in sorted(set(want) | set(got)):
+        if _norm(want.get(key, _MISSING)) != _norm(got.get(key, _MISSING)):
+            raise ModelArtifactError(
+                f"parameter {key!r} is {got.get(key, _MISSING)!r}, "
+                f"task wants {want.get(key, _MISSING)!r}"
+            )
+    if n_features is not None and getattr(model, "n_features_in_", None) != n_features:
+        raise ModelArtifactError(f"model is not fitted on {n_features} features")
+    return model
+
+
+_MISSING: Final = "<missing>"
+
+
+def _norm(value: Any) -> Any:
+    # skops may restore tuples as lists; numpy scalars compare by value.
+    if isinstance(value, list | tuple):
+        return ("seq", tuple(_norm(v) for v in value))
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return (type(value.item()).__name__, value.item())
+        except (ValueError, TypeError):
+            return ("obj", repr(value))
+    return (type(value).__name__, value)

@@ -1,0 +1,221 @@
+"""A pool of long-lived training processes with per-job time limits.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill one job.
+Enforcing a time limit there means terminating the whole executor, failing
+every other job in flight. Here each worker is one ``spawn`` process behind
+its own pipe, running one job at a time; a job over its limit gets its
+process SIGKILLed and replaced, and nothing else is disturbed. Processes are
+reused between jobs so sklearn's ~1 s import is paid once per worker.
+
+Spawn import order: a spawned child re-imports the parent's ``__main__``
+(which may import numpy) before it runs any of our code, so thread-count
+variables set inside the child would be too late for OpenBLAS/OpenMP. The
+variables are therefore placed in the environment the child is *exec'd*
+with (briefly set around ``Process.start()`` on the event loop thread), and
+the child also applies ``threadpoolctl`` limits at runtime.
+
+Messages on the pipes are pickles between this process and its own children
+only (job requests and results we construct); nothing from peers is ever
+unpickled: model artifacts travel as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any, Final
+
+from p2pml.errors import ModelArtifactError, P2PMLError, TrainingError, ValidationError
+from p2pml.ml.worker import THREAD_ENV
+
+log = logging.getLogger(__name__)
+
+#: Job name -> "module:function" run in the child. A fixed table: the parent
+#: cannot make a worker run arbitrary code by name.
+JOBS: Final = {
+    "train": "p2pml.ml.worker:train_job",
+    "verify": "p2pml.ml.verify:verify_job",
+    "info": "p2pml.ml.worker:info_job",
+    "sleep": "p2pml.ml.worker:sleep_job",
+}
+
+_ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {
+    "TrainingError": TrainingError,
+    "ValidationError": ValidationError,
+    "ModelArtifactError": lambda _reason, detail: ModelArtifactError(detail),
+}
+
+
+def _child_main(conn: Connection) -> None:
+    """Worker process loop: receive (job, request), send ("ok", result) or an error."""
+    import importlib
+
+    from p2pml.ml.worker import limit_threads
+
+    limits = limit_threads()  # held for the life of the process
+    # Import the heavy libraries now, not inside the first job's time limit.
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import skops.io  # noqa: F401
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if msg is None:
+            break
+        job, request = msg
+        try:
+            module, _, func = JOBS[job].partition(":")
+            result = getattr(importlib.import_module(module), func)(request)
+            reply: tuple[Any, ...] = ("ok", result)
+        except (TrainingError, ValidationError) as e:
+            reply = ("err", type(e).__name__, e.reason, e.detail)
+        except MemoryError:
+            reply = ("err", "TrainingError", "out-of-memory", "the job ran out of memory")
+        except Exception as e:
+            reply = ("err", "TrainingError", "job-failed", f"{type(e).__name__}: {e}")
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            break
+    del limits
+
+
+@contextlib.contextmanager
+def _child_env() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(THREAD_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=_child_main, args=(child_conn,), name="p2pml-train", daemon=True
+        )
+        with _child_env():
+            self.proc.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class TrainingPool:
+    """``workers`` spawn processes; ``run`` one job on an idle one, with a time limit."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._busy: set[_Worker] = set()
+        # Threads that block on pipe I/O so the event loop never does.
+        self._io = ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="p2pml-pool")
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for _ in range(self.workers):
+            self._add()
+
+    def _add(self) -> None:
+        w = _Worker(self._ctx)
+        self._all.add(w)
+        self._idle.put_nowait(w)
+
+    async def _replace(self, w: _Worker) -> None:
+        self._all.discard(w)
+        await asyncio.get_running_loop().run_in_executor(self._io, w.kill)
+        if not self._closed:
+            self._add()
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted(w.proc.pid for w in self._all if w.proc.pid is not None)
+
+    @property
+    def busy_pids(self) -> list[int]:
+        """Processes running a job now (for the admin API and tests)."""
+        return sorted(w.proc.pid for w in self._busy if w.proc.pid is not None)
+
+    async def run(self, job: str, request: Any, timeout: float) -> Any:
+        """Run ``job`` in a worker; ``TrainingError("job-timeout")`` past ``timeout`` s.
+
+        The time limit counts from when a worker starts the job, not the wait
+        for an idle worker. Errors raised in the job come back as the same
+        exception class and reason.
+        """
+        if job not in JOBS:
+            raise ValueError(f"unknown job {job!r}")
+        if self._closed:
+            raise TrainingError("pool-closed", "the training pool is shut down")
+        if not self._started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        w = await self._idle.get()
+        self._busy.add(w)
+        try:
+            await loop.run_in_executor(self._io, w.conn.send, (job, request))
+            reply = await asyncio.wait_for(loop.run_in_executor(self._io, w.conn.recv), timeout)
+        except TimeoutError:
+            log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
+            await self._replace(w)
+            raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
+        except (EOFError, OSError, BrokenPipeError) as e:
+            await self._replace(w)
+            raise TrainingError("worker-crashed", f"worker exited during {job}: {e!r}") from None
+        except BaseException:
+            # Cancelled mid-job: the worker is busy with work nobody wants.
+            await asyncio.shield(self._replace(w))
+            raise
+        finally:
+            self._busy.discard(w)
+        self._idle.put_nowait(w)
+        if reply[0] == "ok":
+            return reply[1]
+        _, cls, reason, detail = reply
+        raise _ERRORS[cls](reason, detail)
+
+    async def close(self) -> None:
+        """Stop every worker (gracefully, then by force) and the I/O threads."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        workers = list(self._all)
+        self._all.clear()
+
+        def stop(w: _Worker) -> None:
+            with contextlib.suppress(OSError, ValueError):
+                w.conn.send(None)
+            w.proc.join(2)
+            w.kill()
+
+        await asyncio.gather(*(loop.run_in_executor(self._io, stop, w) for w in workers))
+        self._io.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,210 @@
+"""Verification of training results: "results are consensus rules".
+
+:func:`verify_result` is deterministic given its inputs and runs inside a
+worker process (:func:`verify_result_async` sends it to the pool). It raises
+``ValidationError`` with:
+
+* ``bad-result-dataset``: the task's dataset cannot be used (then no result
+  for the task can be valid);
+* ``bad-result-model``: the artifact is not a safe model of the task's
+  estimator class with the task's parameters and the protocol random_state,
+  or cannot predict on the holdout;
+* ``bad-result-rows``: the claimed train_rows is not the partition size;
+* ``bad-result-metric``: the holdout metric differs from the claim beyond
+  ``metrics.METRIC_REL_TOL``/``METRIC_ABS_TOL``;
+* ``bad-result-audit`` (``audit=True``): re-training on the trainer's derived
+  partition with the protocol random_state does not reproduce the artifact's
+  holdout predictions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from p2pml.errors import ModelArtifactError, TrainingError, ValidationError
+from p2pml.ml.spec import TaskSpec
+
+#: Audit comparison of re-trained vs claimed predictions. Equal bits on one
+#: machine (tests assert that); the tolerance only absorbs ulp-level BLAS/SIMD
+#: differences between machines. A model fitted on other rows differs by far more.
+AUDIT_REL_TOL: Final = 1e-9
+AUDIT_ABS_TOL: Final = 1e-12
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    trainer_pubkey: bytes
+    round: int
+    dataset_path: str
+    artifact: bytes
+    claimed_metric: float
+    audit: bool
+    claimed_train_rows: int | None
+    cache_dir: str
+    max_dataset_bytes: int
+
+
+def verify_result(
+    spec: TaskSpec,
+    task_id: bytes,
+    seed: bytes,
+    trainer_pubkey: bytes,
+    round: int,
+    dataset_path: Path,
+    artifact_bytes: bytes,
+    claimed_metric: float,
+    audit: bool,
+    *,
+    claimed_train_rows: int | None = None,
+    cache_dir: Path | None = None,
+    max_dataset_bytes: int = 512 * 1024**2,
+) -> None:
+    """Check one result; return None if valid, raise ``ValidationError`` if not.
+
+    CPU-heavy: call it in a worker (see :func:`verify_result_async`).
+    """
+    import numpy as np
+
+    from p2pml.ml.artifact import load_model
+    from p2pml.ml.metrics import compute_metric, metric_matches
+    from p2pml.ml.worker import fit, prepare
+
+    spec.validate()
+    cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
+    try:
+        prep = prepare(
+            spec,
+            task_id,
+            seed,
+            trainer_pubkey,
+            round,
+            dataset_path,
+            cache,
+            max_dataset_bytes,
+        )
+    except TrainingError as e:
+        raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
+    if claimed_train_rows is not None and claimed_train_rows != len(prep.partition):
+        raise ValidationError(
+            "bad-result-rows",
+            f"claimed {claimed_train_rows} rows, the partition has {len(prep.partition)}",
+        )
+    try:
+        model = load_model(
+            artifact_bytes,
+            spec.model,
+            spec.param_dict,
+            prep.random_state,
+            n_features=int(prep.data.X.shape[1]),
+        )
+    except ModelArtifactError as e:
+        raise ValidationError("bad-result-model", e.detail) from None
+    X_hold = prep.data.X[prep.holdout]
+    y_hold = prep.data.y[prep.holdout]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = compute_metric(spec.metric, model, X_hold, y_hold)
+            claimed_out = _outputs(spec, model, X_hold) if audit else None
+    except Exception as e:  # a loaded-but-broken model must not crash the validator
+        raise ValidationError("bad-result-model", f"cannot predict: {type(e).__name__}") from None
+    if not metric_matches(claimed_metric, value):
+        raise ValidationError(
+            "bad-result-metric", f"claimed {claimed_metric!r}, holdout {spec.metric} is {value!r}"
+        )
+    if not audit:
+        return
+    try:
+        again = fit(spec, prep)
+    except TrainingError as e:
+        raise ValidationError("bad-result-audit", f"re-training failed: {e}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        redone = _outputs(spec, again, X_hold)
+    assert claimed_out is not None
+    for a, b in zip(claimed_out, redone, strict=True):
+        if not _same(np, a, b):
+            raise ValidationError(
+                "bad-result-audit",
+                "re-training on the derived partition gives different holdout predictions",
+            )
+
+
+def _outputs(spec: TaskSpec, model: Any, X: Any) -> list[Any]:
+    out = [model.predict(X)]
+    if spec.metric == "log_loss":
+        out.append(model.predict_proba(X))
+    return out
+
+
+def _same(np: Any, a: Any, b: Any) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if np.array_equal(a, b):
+        return True
+    if a.dtype.kind != "f":
+        return False
+    return bool(np.all(np.abs(a - b) <= AUDIT_ABS_TOL + AUDIT_REL_TOL * np.abs(b)))
+
+
+def verify_job(req: VerifyRequest) -> None:
+    """Pool entry point."""
+    verify_result(
+        req.spec,
+        req.task_id,
+        req.seed,
+        req.trainer_pubkey,
+        req.round,
+        Path(req.dataset_path),
+        req.artifact,
+        req.claimed_metric,
+        req.audit,
+        claimed_train_rows=req.claimed_train_rows,
+        cache_dir=Path(req.cache_dir),
+        max_dataset_bytes=req.max_dataset_bytes,
+    )
+
+
+async def verify_result_async(
+    pool: Any,
+    spec: TaskSpec,
+    task_id: bytes,
+    seed: bytes,
+    trainer_pubkey: bytes,
+    round: int,
+    dataset_path: Path,
+    artifact_bytes: bytes,
+    claimed_metric: float,
+    audit: bool,
+    *,
+    claimed_train_rows: int | None = None,
+    cache_dir: Path | None = None,
+    max_dataset_bytes: int = 512 * 1024**2,
+    timeout: float = 600.0,
+) -> None:
+    """:func:`verify_result` in the training pool (``p2pml.ml.pool.TrainingPool``).
+
+    Raises ``ValidationError`` for an invalid result, ``TrainingError``
+    ("job-timeout", "worker-crashed") if verification itself could not finish.
+    """
+    req = VerifyRequest(
+        spec,
+        task_id,
+        seed,
+        trainer_pubkey,
+        round,
+        str(dataset_path),
+        artifact_bytes,
+        float(claimed_metric),
+        audit,
+        claimed_train_rows,
+        str(cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")),
+        max_dataset_bytes,
+    )
+    await pool.run("verify", req, timeout)

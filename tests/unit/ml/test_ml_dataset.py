@@ -1,0 +1,113 @@
+"""CSV parsing reasons and the parsed-dataset cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from p2pml.errors import TrainingError
+from p2pml.ml.dataset import load_dataset, parse_csv
+
+LIMIT = 10 * 1024**2
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "data.csv"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def reason(
+    path: Path,
+    kind: str = "regression",
+    target: str = "y",
+    features: tuple[str, ...] = (),
+    limit: int = LIMIT,
+) -> str:
+    with pytest.raises(TrainingError) as e:
+        parse_csv(path, kind, target, tuple(features), limit)
+    return e.value.reason + "|" + e.value.detail
+
+
+def test_parse_regression(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,b,y\n1,2.5,3\n4,5,6.5\n")
+    d = parse_csv(path, "regression", "y", (), LIMIT)
+    assert d.X.dtype == np.float64 and d.X.flags.c_contiguous
+    assert d.X.tolist() == [[1.0, 2.5], [4.0, 5.0]]
+    assert d.y.tolist() == [3.0, 6.5] and d.features == ("a", "b")
+    d2 = parse_csv(path, "regression", "y", ("b",), LIMIT)
+    assert d2.X.tolist() == [[2.5], [5.0]]
+
+
+def test_parse_classification_labels(tmp_path: Path) -> None:
+    d = parse_csv(write(tmp_path, "a,y\n1,cat\n2,dog\n3,cat\n"), "classification", "y", (), LIMIT)
+    assert d.y.dtype.kind == "U" and d.y.tolist() == ["cat", "dog", "cat"]
+    d = parse_csv(write(tmp_path, "a,y\n1,1.0\n2,0\n3,2\n"), "classification", "y", (), LIMIT)
+    assert d.y.dtype == np.int64 and d.y.tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "target", "features", "want"),
+    [
+        (b"a,y\n1,2\n\xff\xfe,3\n", "regression", "y", (), "bad-csv"),
+        ("", "regression", "y", (), "bad-csv"),
+        ('a,y\n1,"2\n', "regression", "y", (), "bad-csv"),
+        ("a,a,y\n1,2,3\n", "regression", "y", (), "bad-csv"),
+        ("a,b\n1,2\n", "regression", "label", (), "missing-target|no column 'label'"),
+        ("a,y\n1,2\n", "regression", "y", ("a", "zz"), "missing-feature|no column 'zz'"),
+        ("y\n1\n2\n", "regression", "y", (), "missing-feature"),
+        ("a,b,y\n1,x,2\n2,z,3\n", "regression", "y", (), "non-numeric-feature|column 'b'"),
+        ("a,y\n1,2\n,3\n", "regression", "y", (), "missing-value|column 'a'"),
+        ("a,y\n1,2\n2,\n", "regression", "y", (), "missing-value"),
+        ("a,y\n1,x\n2,z\n", "regression", "y", (), "non-numeric-target"),
+        ("a,y\n1,0.5\n2,1.25\n", "classification", "y", (), "continuous-target|"),
+    ],
+)
+def test_bad_inputs(
+    tmp_path: Path, text: str | bytes, kind: str, target: str, features: tuple[str, ...], want: str
+) -> None:
+    got = reason(write(tmp_path, text), kind, target, features)
+    assert got.startswith(want), got
+
+
+def test_too_large(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,y\n" + "1,2\n" * 100)
+    assert reason(path, limit=100).startswith("dataset-too-large")
+
+
+def test_cache_parses_once_and_memory_maps(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,b,y\n1,2,3\n4,5,6\n7,8,9\n")
+    cache = tmp_path / "cache"
+    d1 = load_dataset(path, cache, "cid1", "regression", "y", (), LIMIT)
+    assert len(list(cache.iterdir())) == 1
+    path.write_text("garbage that would not parse \x00\n")  # same CID: must not be re-read
+    d2 = load_dataset(path, cache, "cid1", "regression", "y", (), LIMIT)
+    assert isinstance(d2.X, np.memmap) and np.array_equal(d1.X, d2.X)
+    assert np.array_equal(d1.y, d2.y) and d2.features == ("a", "b")
+    # Another key (target/features/CID) is another entry, parsed from the file.
+    with pytest.raises(TrainingError):
+        load_dataset(path, cache, "cid2", "regression", "y", (), LIMIT)
+
+
+def test_cache_never_pickles_labels(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,y\n1,cat\n2,dog\n")
+    cache = tmp_path / "cache"
+    load_dataset(path, cache, "c", "classification", "y", (), LIMIT)
+    (entry,) = cache.iterdir()
+    y = np.load(entry / "y.npy", allow_pickle=False)  # would raise for an object array
+    assert y.tolist() == ["cat", "dog"]
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,y\n1,2\n3,4\n")
+    cache = tmp_path / "cache"
+    load_dataset(path, cache, "c", "regression", "y", (), LIMIT)
+    (entry,) = cache.iterdir()
+    (entry / "X.npy").write_bytes(b"not numpy")
+    d = load_dataset(path, cache, "c", "regression", "y", (), LIMIT)
+    assert d.X.tolist() == [[1.0], [3.0]]
