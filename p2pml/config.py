@@ -9,8 +9,18 @@ naming the file, the key and the problem, and applies environment overrides
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from p2pml.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,8 @@ class NodeSettings:
     network: str = "regtest"
     data_dir: Path = Path("./data")
     key_file: Path | None = None  # default: <data_dir>/node.key
+    # Added to the system clock; for clock-skew tests, never for real use.
+    clock_offset_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,3 +93,230 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
+
+
+# -- loading ---------------------------------------------------------------
+
+ENV_PREFIX = "P2PML_"
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _sections() -> dict[str, type]:
+    return {name: hint for name, hint in _hints(Settings).items()}
+
+
+def _describe(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is Path:
+        return "a path"
+    if typing.get_origin(tp) is tuple:
+        return "a list of strings"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
+    """Check ``value`` against the field type; env strings are parsed first."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, inner, base, from_env)
+    if from_env and isinstance(value, str):
+        if tp is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            return int(value)
+        if tp is float:
+            return float(value)
+        if origin is tuple:
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+    if tp is bool:
+        if type(value) is not bool:
+            raise ValueError
+        return value
+    if tp is int:
+        if type(value) is not int:
+            raise ValueError
+        return value
+    if tp is float:
+        if type(value) not in (int, float):
+            raise ValueError
+        return float(value)
+    if tp is str:
+        if type(value) is not str:
+            raise ValueError
+        return value
+    if tp is Path:
+        if type(value) is not str or not value:
+            raise ValueError
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+    if origin is tuple:
+        if type(value) is not list or not all(type(v) is str for v in value):
+            raise ValueError
+        return tuple(value)
+    raise ValueError
+
+
+def _check_multiaddr(text: str) -> str | None:
+    from multiaddr import Multiaddr
+
+    try:
+        Multiaddr(text)
+    except Exception as exc:  # the multiaddr package raises several types
+        return f"not a valid multiaddr ({str(exc).splitlines()[0]})"
+    return None
+
+
+def _validate(s: Settings) -> list[tuple[str, str, str]]:
+    """Cross-field checks; returns (section, key, problem) triples."""
+    from p2pml.chain.params import NETWORKS
+
+    bad: list[tuple[str, str, str]] = []
+    if s.node.network not in NETWORKS:
+        bad.append(
+            (
+                "node",
+                "network",
+                f"unknown network {s.node.network!r} (known: {', '.join(NETWORKS)})",
+            )
+        )
+    for key, addrs in (
+        ("listen", s.p2p.listen),
+        ("bootstrap", s.p2p.bootstrap),
+    ):
+        for a in addrs:
+            problem = _check_multiaddr(a)
+            if problem:
+                bad.append(("p2p", key, f"{a!r}: {problem}"))
+    for a in s.p2p.bootstrap:
+        if "/p2p/" not in a:
+            bad.append(("p2p", "bootstrap", f"{a!r}: must end in /p2p/<peer id>"))
+    for key, addrs in (("api", (s.ipfs.api,)), ("swarm", s.ipfs.swarm), ("peers", s.ipfs.peers)):
+        for a in addrs:
+            problem = _check_multiaddr(a)
+            if problem:
+                bad.append(("ipfs", key, f"{a!r}: {problem}"))
+    if s.ipfs.mode not in ("embedded", "sidecar"):
+        bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
+    host, _, port = s.admin.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        bad.append(("admin", "listen", f"{s.admin.listen!r}: expected HOST:PORT"))
+    if logging.getLevelName(s.log.level.upper()) not in (10, 20, 30, 40, 50):
+        bad.append(("log", "level", f"{s.log.level!r}: expected DEBUG, INFO, WARNING or ERROR"))
+    for section, key, value in (
+        ("p2p", "max_peers", s.p2p.max_peers),
+        ("mining", "workers", s.mining.workers),
+        ("mining", "nonce_range", s.mining.nonce_range),
+        ("training", "workers", s.training.workers),
+        ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+    ):
+        if value < 1:
+            bad.append((section, key, f"{value}: must be at least 1"))
+    for section, key, fvalue in (
+        ("ipfs", "timeout", s.ipfs.timeout),
+        ("training", "max_job_seconds", s.training.max_job_seconds),
+        ("p2p", "heartbeat_seconds", s.p2p.heartbeat_seconds),
+    ):
+        if not fvalue > 0:
+            bad.append((section, key, f"{fvalue}: must be positive"))
+    return bad
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (TOML; None = defaults only) plus ``P2PML_<SECTION>_<KEY>``.
+
+    Every problem raises :class:`ConfigError` whose message is one line naming
+    the file, the key and what is wrong.
+    """
+    env = os.environ if env is None else env
+    where = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        base = path.resolve().parent
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+
+    sections = _sections()
+    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for name, body in raw.items():
+        if name not in sections:
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: {name} must be a [section]")
+        hints = _hints(sections[name])
+        for key, value in body.items():
+            if key not in hints:
+                raise ConfigError(f"{where}: [{name}] unknown key {key!r}")
+            try:
+                values[name][key] = _convert(value, hints[key], base, from_env=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: [{name}] {key}: expected {_describe(hints[key])}, got {value!r}"
+                ) from None
+
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var in ("P2PML_API", "P2PML_TIMEOUT_FACTOR"):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections:
+            continue  # other P2PML_* variables belong to tools, not the node
+        hints = _hints(sections[section])
+        if key not in hints:
+            raise ConfigError(f"{where}: environment {var}: [{section}] has no key {key!r}")
+        try:
+            values[section][key] = _convert(text, hints[key], Path.cwd(), from_env=True)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: environment {var}: expected {_describe(hints[key])}, got {text!r}"
+            ) from None
+
+    try:
+        settings = Settings(**{n: sections[n](**values[n]) for n in sections})
+    except TypeError as exc:  # pragma: no cover - guarded by the key checks above
+        raise ConfigError(f"{where}: {exc}") from None
+    problems = _validate(settings)
+    if problems:
+        section, key, problem = problems[0]
+        raise ConfigError(f"{where}: [{section}] {key}: {problem}")
+    return _with_defaults(settings)
+
+
+def _with_defaults(s: Settings) -> Settings:
+    """Fill the paths that default to places inside the data dir."""
+    d = s.node.data_dir
+    return dataclasses.replace(
+        s,
+        node=dataclasses.replace(s.node, key_file=s.node.key_file or d / "node.key"),
+        ipfs=dataclasses.replace(s.ipfs, cache_dir=s.ipfs.cache_dir or d / "cache"),
+        admin=dataclasses.replace(s.admin, token_file=s.admin.token_file or d / "admin.token"),
+        log=dataclasses.replace(s.log, file=s.log.file or d / "blockchain.log"),
+    )

@@ -374,7 +374,7 @@ class ChainState:
                 break
         return out
 
-    def tip_status(self, e: IndexEntry) -> str:
+    def branch_status(self, e: IndexEntry) -> str:
         if self.in_active_chain(e):
             return "active"
         if e.status.failed:

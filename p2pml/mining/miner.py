@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from p2pml.chain.pow import bits_to_target
 from p2pml.chain.template import with_nonce
@@ -125,7 +126,7 @@ class Miner:
         target = bits_to_target(template.header.bits)
         next_start = secrets.randbits(64)
         built = time.monotonic()
-        inflight: set[asyncio.Future[int | None]] = set()
+        inflight: set[asyncio.Future[Any]] = set()
 
         def launch() -> None:
             nonlocal next_start
@@ -141,7 +142,7 @@ class Miner:
                 launch()
             while True:
                 t0 = time.monotonic()
-                changed = asyncio.ensure_future(self._changed.wait())
+                changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
                 done, _ = await asyncio.wait(
                     [*inflight, changed], return_when=asyncio.FIRST_COMPLETED
                 )
@@ -149,7 +150,7 @@ class Miner:
                 for fut in done:
                     if fut is changed:
                         continue
-                    inflight.discard(fut)  # type: ignore[arg-type]
+                    inflight.discard(fut)
                     self.stats.hashes += self.nonce_range
                     nonce = fut.result()
                     if nonce is not None:

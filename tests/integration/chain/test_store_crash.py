@@ -93,14 +93,14 @@ def test_restart_resumes_at_the_same_tip_with_forks_and_state(tmp_path: Path) ->
         up = chain.accept_block(blk, NOW)
         up.raise_error()
         store.apply(up, chain.tip.hash)
-    tips = {e.hash: chain.tip_status(e) for e in chain.tips()}
+    tips = {e.hash: chain.branch_status(e) for e in chain.tips()}
     store.close()
 
     store = BlockStore.open(path, REGTEST)
     again = store.load_chain()
     assert again.tip.hash == a[-1].hash
     assert again.state == chain.state
-    assert {e.hash: again.tip_status(e) for e in again.tips()} == tips
+    assert {e.hash: again.branch_status(e) for e in again.tips()} == tips
     # The side branch can still win after the restart: its bodies were kept.
     more = b.chain(side[-1].hash, 2, miner=b"\x33" * 32)
     for blk in more:

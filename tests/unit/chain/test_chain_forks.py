@@ -54,7 +54,7 @@ def test_equal_work_fork_keeps_first_seen() -> None:
     ups = n.feed_all(bb)
     assert n.tip == a[-1].hash
     assert all(u.reorg_depth == 0 for u in ups)
-    assert n.chain.tip_status(n.chain.entry(bb[-1].hash)) == "valid-fork"  # type: ignore[arg-type]
+    assert n.chain.branch_status(n.chain.entry(bb[-1].hash)) == "valid-fork"  # type: ignore[arg-type]
 
 
 def test_heavier_branch_with_invalid_block_in_the_middle() -> None:

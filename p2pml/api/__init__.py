@@ -1,0 +1,1 @@
+"""The admin HTTP API (aiohttp) and its client."""

@@ -1,0 +1,265 @@
+"""The OpenAPI 3.0 document of the admin API (kept next to the handlers;
+tests run schemathesis against a live node to hold the two together)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2pml import __version__
+
+HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+ERROR = {
+    "type": "object",
+    "required": ["error", "reason"],
+    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": ERROR,
+    "Header": {
+        "type": "object",
+        "required": ["hash", "height", "prev_hash", "tx_root", "time", "bits", "nonce"],
+        "properties": {
+            "hash": HEX64,
+            "version": {"type": "integer"},
+            "height": {"type": "integer", "minimum": 0},
+            "prev_hash": HEX64,
+            "tx_root": HEX64,
+            "time": {"type": "integer"},
+            "bits": {"type": "string"},
+            "nonce": {"type": "integer"},
+            "chain_work": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["active", "valid-fork", "invalid", "headers-only"],
+            },
+        },
+    },
+    "Block": {
+        "type": "object",
+        "required": ["header", "size", "txs"],
+        "properties": {
+            "header": _ref("Header"),
+            "size": {"type": "integer"},
+            "txs": {"type": "array", "items": {"type": "object"}},
+            "status": {"type": "string"},
+            "chain_work": {"type": "string"},
+            "confirmations": {"type": "integer"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["network", "height", "tip", "chain_work", "peers", "version", "uptime"],
+        "properties": {
+            "version": {"type": "string"},
+            "network": {"type": "string"},
+            "peer_id": {"type": "string"},
+            "public_key": {"type": "string"},
+            "height": {"type": "integer"},
+            "tip": HEX64,
+            "chain_work": {"type": "string"},
+            "peers": {"type": "integer"},
+            "mempool": {"type": "integer"},
+            "mining": {"type": "object"},
+            "training": {"type": "object"},
+            "ipfs": {"type": "object"},
+            "uptime": {"type": "number"},
+        },
+    },
+    "Peer": {
+        "type": "object",
+        "required": ["peer_id", "direction", "addrs"],
+        "properties": {
+            "peer_id": {"type": "string"},
+            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "addrs": {"type": "array", "items": {"type": "string"}},
+            "connected_since": {"type": "number"},
+            "score": {"type": "integer"},
+            "tip": {"type": "string", "nullable": True},
+            "height": {"type": "integer"},
+            "chain_work": {"type": "integer"},
+        },
+    },
+    "Balance": {
+        "type": "object",
+        "required": ["public_key", "balance"],
+        "properties": {"public_key": {"type": "string"}, "balance": {"type": "integer"}},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/status": {"get": {"summary": "Node status", "responses": {"200": _json(_ref("Status"))}}},
+        "/peers": {
+            "get": {
+                "summary": "Connected peers",
+                "responses": {"200": _json({"type": "array", "items": _ref("Peer")})},
+            },
+            "post": {
+                "summary": "Connect to a peer",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["addr"],
+                                "properties": {"addr": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    "400": _err("bad multiaddr"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                    "503": _err("could not connect"),
+                },
+            },
+        },
+        "/peers/{peer_id}": {
+            "delete": {
+                "summary": "Disconnect (and optionally ban) a peer",
+                "security": AUTH,
+                "parameters": [
+                    {
+                        "name": "peer_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "ban",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 315360000},
+                    },
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    "400": _err("bad parameter"),
+                    "401": _err("no or wrong token"),
+                    "404": _err("unknown peer"),
+                    "503": _err("network unavailable"),
+                },
+            }
+        },
+        "/chain": {
+            "get": {
+                "summary": "Headers on the best chain, newest first",
+                "parameters": [
+                    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Header")}),
+                    "400": _err("bad parameter"),
+                },
+            }
+        },
+        "/chain/tips": {
+            "get": {
+                "summary": "Every known tip with its status",
+                "responses": {"200": _json({"type": "array", "items": _ref("Header")})},
+            }
+        },
+        "/blocks/{id}": {
+            "get": {
+                "summary": "A block by hash or height",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Block")), "404": _err("unknown block")},
+            }
+        },
+        "/mempool": {
+            "get": {
+                "summary": "Transactions waiting for a block",
+                "responses": {"200": _json({"type": "array", "items": {"type": "object"}})},
+            }
+        },
+        "/balances/{pubkey}": {
+            "get": {
+                "summary": "Balance of a public key",
+                "parameters": [
+                    {"name": "pubkey", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Balance")), "400": _err("not a public key")},
+            }
+        },
+        "/mine": {
+            "post": {
+                "summary": "Regtest only: mine N blocks now",
+                "security": AUTH,
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "blocks": {"type": "integer", "minimum": 1, "maximum": 1000}
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["hashes"],
+                            "properties": {"hashes": {"type": "array", "items": HEX64}},
+                        }
+                    ),
+                    "400": _err("bad request"),
+                    "401": _err("no or wrong token"),
+                    "403": _err("not regtest"),
+                    "413": _err("body too large"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "p2pml admin API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,233 @@
+"""The ``p2pml`` command line.
+
+``p2pml node --config FILE`` runs a node; ``p2pml devnet`` runs a local
+network; every other command talks to a node's admin API (``--api``, default
+``$P2PML_API`` or http://127.0.0.1:8080). Errors are one line and a non-zero
+exit; ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from p2pml.api.client import ApiClient
+from p2pml.errors import ApiError, P2PMLError
+
+EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+def fail(msg: str, code: int = 1) -> int:
+    print(f"p2pml: {msg}", file=sys.stderr)
+    return code
+
+
+def table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def show(args: argparse.Namespace, data: Any, human: str | None = None) -> None:
+    if args.json or human is None:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(human)
+
+
+def kv(data: dict[str, Any], indent: str = "") -> str:
+    out = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.append(f"{indent}{k}:")
+            out.append(kv(v, indent + "  "))
+        else:
+            out.append(f"{indent}{k}: {v}")
+    return "\n".join(out)
+
+
+# -- node and devnet ---------------------------------------------------------------
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from p2pml.config import load_settings
+    from p2pml.errors import ConfigError, NetworkError, StoreError
+    from p2pml.logsetup import setup_logging
+    from p2pml.node import run_node
+
+    try:
+        settings = load_settings(Path(args.config))
+        setup_logging(settings.log)
+        asyncio.run(run_node(settings))
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    except (NetworkError, StoreError) as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# -- API commands ----------------------------------------------------------------
+
+
+def client(args: argparse.Namespace) -> ApiClient:
+    token_file = args.token_file or os.environ.get("P2PML_TOKEN_FILE")
+    path = Path(token_file) if token_file else None
+    if path is None and Path("data/admin.token").exists():
+        path = Path("data/admin.token")
+    return ApiClient.with_token_file(args.api, path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = client(args).get("/status")
+    show(args, data, kv(data))
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.peers_cmd == "connect":
+        show(args, c.post("/peers", {"addr": args.addr}), f"connected to {args.addr}")
+    elif args.peers_cmd == "disconnect":
+        res = c.delete(f"/peers/{args.peer_id}?ban={args.ban}")
+        show(
+            args,
+            res,
+            f"disconnected {args.peer_id}" + (f", banned {args.ban}s" if args.ban else ""),
+        )
+    else:
+        data = c.get("/peers")
+        show(args, data, table(data, ["peer_id", "direction", "height", "score", "addrs"]))
+    return 0
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.tips:
+        data = c.get("/chain/tips")
+        show(args, data, table(data, ["height", "hash", "status", "chain_work"]))
+        return 0
+    q = f"?limit={args.limit}" + (f"&start={args.start}" if args.start is not None else "")
+    data = c.get("/chain" + q)
+    show(args, data, table(data, ["height", "hash", "time", "bits", "status"]))
+    return 0
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    data = client(args).get(f"/blocks/{args.id}")
+    show(args, data)
+    return 0
+
+
+def cmd_mempool(args: argparse.Namespace) -> int:
+    data = client(args).get("/mempool")
+    show(args, data, table(data, ["id", "type", "fee"]))
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    data = client(args).post("/mine", {"blocks": args.n})
+    show(args, data, "\n".join(data["hashes"]))
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    data = client(args).get(f"/balances/{args.pubkey}")
+    show(args, data, f"{data['balance']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The common options work before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        help="admin API URL (default $P2PML_API or http://127.0.0.1:8080)",
+    )
+    common.add_argument(
+        "--token-file",
+        default=argparse.SUPPRESS,
+        help="admin token file (default $P2PML_TOKEN_FILE, else ./data/admin.token)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    ap = argparse.ArgumentParser(
+        prog="p2pml", description=__doc__.splitlines()[0], parents=[common]
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_parser = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _add_parser(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
+
+    p = sub.add_parser("node", help="run a node from a config file")
+    p.add_argument("--config", required=True)
+    p.set_defaults(fn=cmd_node)
+
+    sub.add_parser("status", help="node status").set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("peers", help="list, connect or disconnect peers")
+    psub = p.add_subparsers(dest="peers_cmd")
+    pc = psub.add_parser("connect")
+    pc.add_argument("addr")
+    pd = psub.add_parser("disconnect")
+    pd.add_argument("peer_id")
+    pd.add_argument("--ban", type=int, default=0, metavar="SECONDS")
+    p.set_defaults(fn=cmd_peers)
+
+    p = sub.add_parser("chain", help="headers on the best chain, newest first")
+    p.add_argument("--start", type=int)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--tips", action="store_true", help="every known tip with its status")
+    p.set_defaults(fn=cmd_chain)
+
+    p = sub.add_parser("block", help="one block by hash or height")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_block)
+
+    sub.add_parser("mempool", help="transactions waiting for a block").set_defaults(fn=cmd_mempool)
+
+    p = sub.add_parser("mine", help="regtest: mine N blocks now")
+    p.add_argument("n", type=int)
+    p.set_defaults(fn=cmd_mine)
+
+    p = sub.add_parser("balance", help="balance of a public key (hex)")
+    p.add_argument("pubkey")
+    p.set_defaults(fn=cmd_balance)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Common options are SUPPRESSed so a subcommand never resets them: fill gaps.
+    for name, default in (("api", None), ("token_file", None), ("json", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    try:
+        return int(args.fn(args))
+    except ApiError as exc:
+        return fail(str(exc))
+    except P2PMLError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
