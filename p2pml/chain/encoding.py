@@ -3,7 +3,8 @@
 Wire layout (msgpack arrays, never maps, smallest integer encodings):
 
 * transaction: ``[tag, field...]``; coinbase: ``[0, height, miner(bin32),
-  amount, extra(bin<=64)]``.
+  amount, extra(bin<=64)]``; allocation (genesis only): ``[3, pubkey, amount]``;
+  tasks (1) and results (2) are in :mod:`p2pml.chain.tasks`.
 * block: ``[header(bin 92), [transaction...]]``.
 
 A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
@@ -20,10 +21,13 @@ from typing import Any
 import msgpack
 
 from p2pml.chain.hashing import HASH_SIZE, sha256d
-from p2pml.chain.types import HEADER_SIZE, Block, BlockHeader, Coinbase, Transaction
+from p2pml.chain.types import HEADER_SIZE, Allocation, Block, BlockHeader, Coinbase, Transaction
 from p2pml.errors import DecodeError
 
 TAG_COINBASE = 0
+TAG_TASK = 1
+TAG_RESULT = 2
+TAG_ALLOCATION = 3
 
 MAX_EXTRA = 64
 PUBKEY_SIZE = 32
@@ -105,8 +109,26 @@ def _coinbase_from_wire(f: list[Any]) -> Coinbase:
     )
 
 
-_TO_WIRE: dict[type, Callable[[Any], list[Any]]] = {Coinbase: _coinbase_to_wire}
-_FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {TAG_COINBASE: _coinbase_from_wire}
+def _alloc_to_wire(tx: Allocation) -> list[Any]:
+    return [TAG_ALLOCATION, tx.pubkey, tx.amount]
+
+
+def _alloc_from_wire(f: list[Any]) -> Allocation:
+    expect_list(f, "allocation", 3)
+    return Allocation(
+        pubkey=expect_bytes(f[1], "allocation.pubkey", PUBKEY_SIZE),
+        amount=expect_int(f[2], "allocation.amount"),
+    )
+
+
+_TO_WIRE: dict[type, Callable[[Any], list[Any]]] = {
+    Coinbase: _coinbase_to_wire,
+    Allocation: _alloc_to_wire,
+}
+_FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
+    TAG_COINBASE: _coinbase_from_wire,
+    TAG_ALLOCATION: _alloc_from_wire,
+}
 
 
 def register_tx_type(

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from p2pml.chain.encoding import tx_id, with_raw
 from p2pml.chain.hashing import ZERO_HASH, merkle_root
 from p2pml.chain.pow import bits_to_target, check_pow, target_to_bits
-from p2pml.chain.types import Block, BlockHeader, Coinbase
+from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
+from p2pml.crypto import Identity
 
 BLOCK_VERSION = 1
 # Genesis pays nobody: an all-zero key that has no private key anyone knows.
 GENESIS_MINER = bytes(32)
+DEV_KEYS = 8
+DEV_ALLOCATION = 10**12
+
+
+def dev_identity(i: int) -> Identity:
+    """Well-known keys funded in the devnet and regtest genesis (like regtest's
+    well-known keys elsewhere): anyone can spend them, so never on main."""
+    return Identity.from_seed(hashlib.sha256(b"p2pml dev key %d" % i).digest())
+
+
+def dev_allocations() -> tuple[tuple[bytes, int], ...]:
+    return tuple((dev_identity(i).public_key, DEV_ALLOCATION) for i in range(DEV_KEYS))
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,9 @@ class NetworkParams:
     max_future_seconds: int
     coinbase_reward: int
     median_time_span: int = 11
+    min_task_fee: int = 1_000
+    audit_fraction: float = 1.0  # share of results re-trained in every block
+    allocations: tuple[tuple[bytes, int], ...] = ()
     genesis_message: bytes = b"p2pml genesis"
     genesis: Block = field(init=False, compare=False, repr=False)
 
@@ -53,17 +70,20 @@ def _genesis_coinbase(p: NetworkParams) -> Coinbase:
 
 
 def _build_genesis(p: NetworkParams) -> Block:
-    cb = _genesis_coinbase(p)
+    txs: tuple[Transaction, ...] = (
+        _genesis_coinbase(p),
+        *(Allocation(pubkey=k, amount=a) for k, a in p.allocations),
+    )
     header = BlockHeader(
         version=BLOCK_VERSION,
         height=0,
         prev_hash=ZERO_HASH,
-        tx_root=merkle_root([tx_id(cb)]),
+        tx_root=merkle_root([tx_id(t) for t in txs]),
         time=p.genesis_time,
         bits=p.pow_limit_bits,
         nonce=p.genesis_nonce,
     )
-    return with_raw(Block(header, (cb,)))
+    return with_raw(Block(header, txs))
 
 
 def mine_genesis_nonce(p: NetworkParams) -> int:
@@ -92,12 +112,13 @@ MAIN = NetworkParams(
     max_block_txs=5_000,
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
+    audit_fraction=0.1,
 )
 
 DEVNET = NetworkParams(
     name="devnet",
     genesis_time=GENESIS_TIME,
-    genesis_nonce=2_988_089,
+    genesis_nonce=94_860,
     pow_limit_bits=target_to_bits((1 << 236) - 1),
     target_spacing=5,
     retarget_window=24,
@@ -106,6 +127,7 @@ DEVNET = NetworkParams(
     max_block_txs=5_000,
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
+    allocations=dev_allocations(),
 )
 
 REGTEST = NetworkParams(
@@ -120,6 +142,7 @@ REGTEST = NetworkParams(
     max_block_txs=5_000,
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
+    allocations=dev_allocations(),
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

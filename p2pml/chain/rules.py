@@ -11,7 +11,7 @@ from p2pml.chain.hashing import merkle_root
 from p2pml.chain.params import BLOCK_VERSION, NetworkParams
 from p2pml.chain.pow import bits_to_target, check_pow
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Block, BlockHeader, Coinbase
+from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase
 from p2pml.errors import ValidationError
 
 
@@ -76,6 +76,8 @@ def check_block_body(block: Block, ids: list[bytes], params: NetworkParams) -> N
         raise ValidationError("bad-coinbase", "more than one coinbase")
     if cb.height != block.header.height:
         raise ValidationError("bad-coinbase", "coinbase height differs from block height")
+    if block.header.height > 0 and any(isinstance(tx, Allocation) for tx in block.txs):
+        raise ValidationError("bad-allocation", "allocations exist only in genesis")
     for tx in block.txs:
         handler_for(tx).check(tx, params)
 

@@ -22,7 +22,15 @@ from p2pml.chain import rules
 from p2pml.chain.encoding import encode_block
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
-from p2pml.chain.txrules import BlockContext, StateView, UndoLog, handler_for
+from p2pml.chain.txrules import (
+    BLOCK_HOOKS,
+    BlockContext,
+    StateView,
+    UndoLog,
+    VerdictOracle,
+    handler_for,
+    no_verdicts,
+)
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
 
@@ -110,6 +118,7 @@ class ChainUpdate:
     disconnected: list[bytes] = field(default_factory=list)
     state_changes: dict[bytes, Any] = field(default_factory=dict)  # None = delete
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
+    waiting: list[tuple[bytes, str]] = field(default_factory=list)  # (block, missing cid)
     orphaned: bool = False
     tip_changed: bool = False
     error: ValidationError | None = None  # why the submitted object was refused
@@ -212,6 +221,10 @@ class ChainState:
         # Bodies and undo logs produced by the current call, not yet persisted.
         self._pending_blocks: dict[bytes, Block] = {}
         self._pending_undo: dict[bytes, UndoLog] = {}
+        # Result verdicts come from the node (it re-runs models in workers).
+        self.verdicts: VerdictOracle = no_verdicts
+        # Blocks that wait for data (a verdict) before they can connect.
+        self.waiting: set[IndexEntry] = set()
 
     # -- construction ------------------------------------------------------
 
@@ -447,8 +460,6 @@ class ChainState:
             if not update.orphaned:
                 self._activate(update)
                 self._adopt_orphans(block.hash, now, update)
-        except MissingDataError:
-            raise
         except ValidationError as err:
             update.error = err
             self._note_reject(block.hash, err.reason)
@@ -556,8 +567,14 @@ class ChainState:
             for i, e in enumerate(path):
                 try:
                     self._connect(e, update)
-                except MissingDataError:
-                    raise
+                except MissingDataError as err:
+                    # Not invalid, not connectable yet: park the branch until
+                    # the node has the data, and fall back to the best we can.
+                    update.waiting.append((e.hash, err.cid))
+                    self.waiting.add(best)
+                    self._candidates.discard(best)
+                    failed = True
+                    break
                 except ValidationError as err:
                     if not e.status.failed:
                         self._mark_invalid(e, err.reason, update)
@@ -587,11 +604,13 @@ class ChainState:
         block = self.get_block(e.hash)
         if block is None:
             raise StoreError(f"body of {e.hash.hex()} missing from the store")
-        ctx = BlockContext(self.params, e.height, e.hash, e.header.time)
+        ctx = BlockContext(self.params, e.height, e.hash, e.header.time, verdict=self.verdicts)
         view = StateView(self.state)
-        if e.parent is not None:  # genesis is fixed by the params, not checked
-            for tx in block.txs[1:]:
-                handler_for(tx).apply(tx, view, ctx)
+        for tx in block.txs[1:]:
+            handler_for(tx).apply(tx, view, ctx)
+        if e.parent is not None:  # genesis pays nobody: its coinbase is not checked
+            for hook in BLOCK_HOOKS:
+                hook(view, ctx)
             cb = block.txs[0]
             handler_for(cb).apply(cb, view, ctx)
         for k, v in view.writes.items():
@@ -626,6 +645,28 @@ class ChainState:
         update.disconnected.append(e.hash)
         update.tip_changed = True
         self._candidates.add(e)
+
+    def retry_waiting(self) -> ChainUpdate:
+        """Try again the branches that waited for data (the node has more now)."""
+        update = ChainUpdate()
+        try:
+            for e in list(self.waiting):
+                self.waiting.discard(e)
+                if not e.status.failed and self._better(e, self.tip):
+                    self._candidates.add(e)
+            self._activate(update)
+        finally:
+            self._flush_pending()
+        return update
+
+    def branch_to(self, e: IndexEntry) -> list[IndexEntry]:
+        """Entries from the fork with the active chain (exclusive) up to ``e``."""
+        out = []
+        cur: IndexEntry | None = e
+        while cur is not None and not self.in_active_chain(cur):
+            out.append(cur)
+            cur = cur.parent
+        return out[::-1]
 
     # -- bookkeeping -----------------------------------------------------------
 

@@ -9,12 +9,12 @@ changes and gets undo for free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.types import Coinbase, Transaction
+from p2pml.chain.types import Allocation, Coinbase, Transaction
 from p2pml.errors import ValidationError
 
 _MISSING = object()
@@ -68,6 +68,14 @@ class StateView:
         self.put(balance_key(pubkey), (bal - amount) or None)
 
 
+# (result tx, task record, audited?) -> "" valid, a reason if not, None if unknown
+VerdictOracle = Callable[[Any, dict[str, Any], bool], str | None]
+
+
+def no_verdicts(_tx: Any, _task: dict[str, Any], _audit: bool) -> str | None:
+    return None
+
+
 @dataclass
 class BlockContext:
     """What a transaction may know about the block connecting it."""
@@ -77,6 +85,7 @@ class BlockContext:
     block_hash: bytes
     time: int
     fees: int = 0
+    verdict: VerdictOracle = no_verdicts
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,7 +110,26 @@ class CoinbaseHandler:
         view.credit(tx.miner, tx.amount)
 
 
-HANDLERS: dict[type, TxHandler] = {Coinbase: CoinbaseHandler()}
+class AllocationHandler:
+    def check(self, tx: Allocation, params: NetworkParams) -> None:
+        pass  # the block rules refuse allocations outside genesis
+
+    def apply(self, tx: Allocation, view: StateView, ctx: BlockContext) -> None:
+        if ctx.height != 0:
+            raise ValidationError("bad-allocation", "allocations exist only in genesis")
+        view.credit(tx.pubkey, tx.amount)
+
+
+HANDLERS: dict[type, TxHandler] = {Coinbase: CoinbaseHandler(), Allocation: AllocationHandler()}
+
+# Run after a block's transactions, before its coinbase (e.g. closing tasks).
+BlockHook = Callable[[StateView, BlockContext], None]
+BLOCK_HOOKS: list[BlockHook] = []
+
+
+def register_block_hook(fn: BlockHook) -> None:
+    if fn not in BLOCK_HOOKS:
+        BLOCK_HOOKS.append(fn)
 
 
 def handler_for(tx: Transaction) -> TxHandler:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from p2pml.chain.tasks import ResultTx, TaskTx
 
 from p2pml.chain.hashing import sha256d
 
@@ -65,8 +69,15 @@ class Coinbase:
     extra: bytes = b""
 
 
-# Grows as transaction types are added (tasks, results, transfers).
-Transaction = Coinbase
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """Genesis only (devnet, regtest): credit ``amount`` to ``pubkey``."""
+
+    pubkey: bytes
+    amount: int
+
+
+Transaction = Union[Coinbase, Allocation, "TaskTx", "ResultTx"]
 
 
 @dataclass(frozen=True)

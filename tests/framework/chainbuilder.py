@@ -7,7 +7,7 @@ import dataclasses
 from p2pml.chain.params import REGTEST, NetworkParams
 from p2pml.chain.state import ChainState, ChainUpdate, IndexEntry, MemoryBlockSource
 from p2pml.chain.template import build_block, solve
-from p2pml.chain.types import Block, BlockHeader
+from p2pml.chain.types import Block, BlockHeader, Transaction
 
 MINER = b"\x11" * 32
 NOW = REGTEST.genesis_time + 10_000_000
@@ -51,7 +51,7 @@ class Builder:
         extra: bytes = b"",
         reward_delta: int = 0,
         register: bool = True,
-        mutate: object = None,
+        txs: tuple[Transaction, ...] = (),
     ) -> Block:
         """A solved block on ``parent``, ``dt`` seconds after it.
 
@@ -59,6 +59,7 @@ class Builder:
         wrong amount: it passes every stateless check and fails at connect.
         """
         p = self.entry(parent)
+        fees = sum(getattr(t, "fee", 0) for t in txs)
         b = build_block(
             self.params,
             parent,
@@ -66,8 +67,9 @@ class Builder:
             self.ref.next_bits(p),
             p.header.time + dt,
             miner,
+            txs=txs,
             extra=extra,
-            fees=reward_delta,
+            fees=fees + reward_delta,
         )
         b = solve(b)
         if register:

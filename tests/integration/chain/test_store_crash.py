@@ -26,7 +26,7 @@ def assert_consistent(path: Path) -> int:
     store = BlockStore.open(path, REGTEST)
     try:
         chain = store.load_chain()
-        expected: dict[bytes, int] = {}
+        expected = {balance_key(k): a for k, a in REGTEST.allocations}
         for h in range(1, chain.height + 1):
             e = chain.at_height(h)
             assert e is not None and e.parent is chain.at_height(h - 1)

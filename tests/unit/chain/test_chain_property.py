@@ -67,7 +67,7 @@ def test_random_trees_end_on_max_work_valid_tip(
         assert tip.hash == winners[0]
 
     # The chain state equals a replay of the winning chain from genesis.
-    expected: dict[bytes, int] = {}
+    expected = {balance_key(k): a for k, a in b.params.allocations}
     h = tip.hash
     while h != b.genesis:
         cb = by_hash[h].txs[0]

@@ -1,0 +1,309 @@
+"""Tasks, results and the ledger as consensus rules (verdicts from a fake oracle)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2pml.chain.params import REGTEST, dev_identity
+from p2pml.chain.state import Status
+from p2pml.chain.tasks import ResultTx, TaskTx, task_key
+from p2pml.chain.txrules import balance_key
+from p2pml.chain.types import Block
+from p2pml.crypto import Identity
+from p2pml.ml.spec import TaskSpec
+from tests.framework.chainbuilder import MINER, Builder, Node
+
+PUB = dev_identity(0)
+T1, T2, T3 = dev_identity(1), dev_identity(2), dev_identity(3)
+POOR = Identity.from_seed(b"\x77" * 32)
+SPEC = TaskSpec(
+    dataset_cid="QmDataset", target="y", model="ridge", kind="regression", metric="r2", rounds=2
+)
+ALLOC = dict(REGTEST.allocations)
+
+
+def task(
+    pub: Identity = PUB, bounty: int = 1000, fee: int = 1000, deadline: int = 5, **kw: Any
+) -> TaskTx:
+    fields: dict[str, Any] = dict(
+        spec=SPEC,
+        bounty=bounty,
+        fee=fee,
+        deadline=deadline,
+        result_reward=0,
+        max_results=10,
+        publisher=pub.public_key,
+        nonce=1,
+    )
+    fields.update(kw)
+    return TaskTx(**fields).signed_by(pub)
+
+
+def result(t: TaskTx, trainer: Identity, metric: float, rnd: int = 0) -> ResultTx:
+    return ResultTx(
+        task_id=t.id,
+        round=rnd,
+        trainer=trainer.public_key,
+        metric=metric,
+        model_cid="QmModel" + trainer.public_key.hex()[:8],
+        train_rows=100,
+        train_ms=5,
+    ).signed_by(trainer)
+
+
+class Oracle:
+    """Verdicts as the node would give them; unknown results are missing data."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[bytes, str] = {}
+        self.asked: list[tuple[bytes, bool]] = []
+
+    def __call__(self, tx: ResultTx, task_rec: dict[str, Any], audit: bool) -> str | None:
+        self.asked.append((tx.id, audit))
+        return self.verdicts.get(tx.id)
+
+
+def setup() -> tuple[Builder, Node, Oracle]:
+    b, n, o = Builder(), Node(), Oracle()
+    n.chain.verdicts = o
+    b.ref.verdicts = o
+    return b, n, o
+
+
+def bal(n: Node, ident: Identity | bytes) -> int:
+    key = ident if isinstance(ident, bytes) else ident.public_key
+    return int(n.chain.state.get(balance_key(key), 0))
+
+
+def mine(b: Builder, n: Node, parent: bytes, *txs: Any) -> Block:
+    blk = b.make(parent, txs=tuple(txs))
+    up = n.feed(blk)
+    up.raise_error()
+    return blk
+
+
+def test_task_costs_fee_and_escrow_and_pays_the_miner() -> None:
+    b, n, _ = setup()
+    t = task(bounty=5000, fee=2000, result_reward=10, max_results=3)
+    blk = mine(b, n, b.genesis, t)
+    assert n.tip == blk.hash
+    assert bal(n, PUB) == ALLOC[PUB.public_key] - 2000 - 5000 - 30
+    assert bal(n, MINER) == REGTEST.coinbase_reward + 2000
+    rec = n.chain.state[task_key(t.id)]
+    assert rec["open"] and rec["seed"] == blk.hash and rec["close_at"] == 1 + 5
+
+
+def test_unfunded_task_makes_the_block_invalid() -> None:
+    b, n, _ = setup()
+    t = task(pub=POOR)
+    blk = b.make(b.genesis, txs=(t,))
+    up = n.feed(blk)
+    assert up.rejected == [(blk.hash, "insufficient-funds")]
+    assert n.tip == b.genesis
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda t: dataclasses.replace(t, bounty=t.bounty + 1), "bad-task-sig"),
+        (lambda t: task(fee=1), "bad-task-fee"),
+        (lambda t: task(deadline=0), "bad-task-deadline"),
+        (lambda t: task(spec=dataclasses.replace(SPEC, metric="accuracy")), "bad-task-metric"),
+        (lambda t: task(spec=dataclasses.replace(SPEC, params=(("n_jobs", 2),))), "bad-task-param"),
+    ],
+)
+def test_bad_tasks_make_the_block_invalid(mangle: Any, reason: str) -> None:
+    b, n, _ = setup()
+    blk = b.make(b.genesis, txs=(mangle(task()),), register=False)
+    up = n.feed(blk)
+    assert up.error is not None and up.error.reason == reason
+
+
+def test_duplicate_task_is_refused() -> None:
+    b, n, _ = setup()
+    t = task()
+    blk = mine(b, n, b.genesis, t)
+    again = b.make(blk.hash, txs=(t,))
+    assert n.feed(again).rejected == [(again.hash, "duplicate-task")]
+
+
+def test_results_close_the_task_and_pay_the_best_with_ties_split() -> None:
+    b, n, o = setup()
+    t = task(bounty=1001, deadline=3)
+    b1 = mine(b, n, b.genesis, t)
+    r1, r2, r3 = result(t, T1, 0.5), result(t, T2, 0.7), result(t, T3, 0.7)
+    for r in (r1, r2, r3):
+        o.verdicts[r.id] = ""
+    b2 = mine(b, n, b1.hash, r1, r2)
+    b3 = mine(b, n, b2.hash, r3)
+    assert n.chain.state[task_key(t.id)]["open"]
+    mine(b, n, b3.hash)  # height 4 = close_at
+    rec = n.chain.state[task_key(t.id)]
+    assert not rec["open"] and rec["best"] == 0.7
+    assert {bytes(w[0]) for w in rec["winners"]} == {T2.public_key, T3.public_key}
+    assert bal(n, T2) == ALLOC[T2.public_key] + 500
+    assert bal(n, T3) == ALLOC[T3.public_key] + 500
+    assert bal(n, T1) == ALLOC[T1.public_key]
+    # 1 left over from the split goes back to the publisher.
+    assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 1001 + 1
+    assert all(audit for _, audit in o.asked)  # regtest audits every result
+
+
+def test_task_without_results_refunds_the_publisher_at_its_deadline() -> None:
+    b, n, _ = setup()
+    t = task(bounty=700, deadline=2, result_reward=5, max_results=4)
+    blk = mine(b, n, b.genesis, t)
+    blk = mine(b, n, blk.hash)
+    assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 720
+    mine(b, n, blk.hash)
+    assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000
+
+
+def test_max_results_closes_early_and_pays_result_rewards() -> None:
+    b, n, o = setup()
+    t = task(bounty=100, result_reward=7, max_results=2, deadline=50)
+    b1 = mine(b, n, b.genesis, t)
+    r1, r2 = result(t, T1, 0.1), result(t, T2, 0.2)
+    o.verdicts.update({r1.id: "", r2.id: ""})
+    mine(b, n, b1.hash, r1, r2)
+    rec = n.chain.state[task_key(t.id)]
+    assert not rec["open"] and rec["closed_at"] == 2
+    assert bal(n, T1) == ALLOC[T1.public_key] + 7
+    assert bal(n, T2) == ALLOC[T2.public_key] + 7 + 100
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown", "same-block", "closed", "round", "duplicate", "verdict"],
+)
+def test_bad_results(case: str) -> None:
+    b, n, o = setup()
+    t = task(deadline=1)
+    r = result(t, T1, 0.5)
+    o.verdicts[r.id] = ""
+    if case == "unknown":
+        blk, expect = b.make(b.genesis, txs=(r,)), "result-task-unknown"
+    elif case == "same-block":
+        blk, expect = b.make(b.genesis, txs=(t, r)), "result-task-unknown"
+    else:
+        b1 = mine(b, n, b.genesis, t)
+        if case == "closed":
+            b2 = mine(b, n, b1.hash)
+            blk, expect = b.make(b2.hash, txs=(r,)), "result-task-closed"
+        elif case == "round":
+            r = result(t, T1, 0.5, rnd=2)
+            o.verdicts[r.id] = ""
+            blk, expect = b.make(b1.hash, txs=(r,)), "bad-result-round"
+        elif case == "duplicate":
+            r_again = result(t, T1, 0.6)
+            o.verdicts[r_again.id] = ""
+            blk, expect = b.make(b1.hash, txs=(r, r_again)), "duplicate-result"
+        else:
+            o.verdicts[r.id] = "bad-result-metric"
+            blk, expect = b.make(b1.hash, txs=(r,)), "bad-result-metric"
+    up = n.feed(blk)
+    assert up.rejected == [(blk.hash, expect)], up
+    assert n.chain.entry(blk.hash).status is Status.INVALID  # type: ignore[union-attr]
+
+
+def test_bad_result_signature_is_a_stateless_reject() -> None:
+    b, n, _ = setup()
+    t = task()
+    b1 = mine(b, n, b.genesis, t)
+    r = dataclasses.replace(result(t, T1, 0.5), metric=0.99)
+    up = n.feed(b.make(b1.hash, txs=(r,), register=False))
+    assert up.error is not None and up.error.reason == "bad-result-sig"
+
+
+def test_block_waits_for_data_then_connects() -> None:
+    #   G - b1(task) - b2(result, verdict unknown)   -> waits, tip stays b1
+    b, n, o = setup()
+    t = task()
+    b1 = mine(b, n, b.genesis, t)
+    r = result(t, T1, 0.5)
+    b2 = b.make(b1.hash, txs=(r,))
+    up = n.feed(b2)
+    assert up.error is None and up.waiting == [(b2.hash, r.model_cid)]
+    assert n.tip == b1.hash
+    assert n.chain.entry(b2.hash).status is Status.DATA  # type: ignore[union-attr]
+    o.verdicts[r.id] = ""
+    up = n.chain.retry_waiting()
+    n.source.apply(up)
+    assert n.tip == b2.hash
+
+
+def test_reorg_removing_results_refunds_and_repays() -> None:
+    #   G - b1(task) - a2(r1, r2) - a3 - a4      task closes at 4: r2 wins
+    #              \
+    #               c2(r1) - c3 - c4 - c5*       r1 alone wins
+    b, n, o = setup()
+    t = task(bounty=900, deadline=3)
+    b1 = mine(b, n, b.genesis, t)
+    r1, r2 = result(t, T1, 0.5), result(t, T2, 0.9)
+    o.verdicts.update({r1.id: "", r2.id: ""})
+    a = [mine(b, n, b1.hash, r1, r2)]
+    a.append(mine(b, n, a[-1].hash))
+    a.append(mine(b, n, a[-1].hash))
+    assert bal(n, T2) == ALLOC[T2.public_key] + 900
+    c = [b.make(b1.hash, txs=(r1,), miner=b"\x55" * 32)]
+    for _ in range(3):
+        c.append(b.make(c[-1].hash, miner=b"\x55" * 32))
+    for blk in c:
+        n.feed(blk).raise_error()
+    assert n.tip == c[-1].hash
+    assert bal(n, T2) == ALLOC[T2.public_key]
+    assert bal(n, T1) == ALLOC[T1.public_key] + 900
+    replay = Node()
+    replay.chain.verdicts = o
+    replay.feed_all([b1, *c])
+    assert replay.chain.state == n.chain.state
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
+    b, n, o = setup()
+    trainers = [T1, T2, T3]
+    blocks: list[Block] = []
+    tasks: list[TaskTx] = []
+    for i in range(data.draw(st.integers(3, 14))):
+        parents = [b.genesis] + [x.hash for x in blocks]
+        parent = parents[data.draw(st.integers(max(0, len(parents) - 4), len(parents) - 1))]
+        txs: list[Any] = []
+        if data.draw(st.booleans()):
+            t = task(
+                bounty=data.draw(st.integers(0, 5000)),
+                deadline=data.draw(st.integers(1, 4)),
+                nonce=i,
+                result_reward=data.draw(st.integers(0, 3)),
+                max_results=3,
+            )
+            txs.append(t)
+            tasks.append(t)
+        # Results for tasks that may or may not be on this branch: invalid ones
+        # just make the block invalid, which is part of what is tested.
+        if tasks and data.draw(st.booleans()):
+            t = data.draw(st.sampled_from(tasks))
+            r = result(t, data.draw(st.sampled_from(trainers)), data.draw(st.floats(0, 1)))
+            o.verdicts[r.id] = ""
+            txs.append(r)
+        miner = data.draw(st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
+        blk = b.make(parent, txs=tuple(txs), miner=miner)
+        blocks.append(blk)
+        n.feed(blk)
+    replay = Node()
+    replay.chain.verdicts = o
+    chain = []
+    e = n.chain.tip
+    while e.parent is not None:
+        chain.append(b.blocks[e.hash])
+        e = e.parent
+    for blk in reversed(chain):
+        replay.feed(blk).raise_error()
+    assert replay.tip == n.tip
+    assert replay.chain.state == n.chain.state
