@@ -1,0 +1,225 @@
+"""The backend-independent half of every ``DatasetStore``: cache, verification, retries.
+
+A backend (:class:`Backend`) only moves bytes to and from one IPFS node. This
+class owns everything that must not depend on trusting that node:
+
+* every fetched byte is hashed locally and compared with the CID; a
+  mismatch raises :class:`CIDMismatch` and the bytes are discarded;
+* downloads land in the cache's temp dir and enter the cache only verified;
+* an unreachable daemon is retried with exponential backoff and jitter until
+  the configured timeout; meanwhile ``state`` says what we are waiting for,
+  and the next call after the daemon returns succeeds (no restart needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetError, FetchTimeout
+from p2pml.ipfs.cache import DatasetCache
+from p2pml.ipfs.cid import cid_of_bytes, cid_of_file, is_cidv0
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
+
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+
+class Backend(Protocol):
+    """One IPFS node, as seen by :class:`CachingDatasetStore`.
+
+    Methods raise :class:`DaemonUnavailable` when the node cannot be reached
+    (the store retries), and other :class:`DatasetError` s for final failures.
+    """
+
+    @property
+    def unreachable_state(self) -> str:
+        """e.g. "sidecar unreachable at /ip4/127.0.0.1/tcp/5002"."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add_file(self, path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, str]:
+        """Add and pin; return (CID the node reported, CID we computed locally)."""
+        ...
+
+    async def add_bytes(self, data: bytes) -> str:
+        """Add and pin; return the CID the node reported."""
+        ...
+
+    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+        """Write the content of ``cid`` to ``dest``; return the CID computed locally
+        over exactly the bytes written. Raise :class:`DatasetTooLarge` past
+        ``max_bytes``. ``deadline`` is a ``time.monotonic()`` value."""
+        ...
+
+    async def pin(self, cid: str) -> None: ...
+
+    async def has_local(self, cid: str) -> bool: ...
+
+
+class CachingDatasetStore:
+    """A :class:`~p2pml.ipfs.store.DatasetStore` over any :class:`Backend`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cache: DatasetCache,
+        timeout: float,
+        max_dataset_bytes: int,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.timeout = timeout
+        self.max_dataset_bytes = max_dataset_bytes
+        self._sleep = sleep
+        self._state = "not started"
+        self._waiting = 0  # operations currently retrying an unreachable daemon
+        self._fetch_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.cache.open)
+        await self.backend.start()
+        self._state = "ready"
+
+    async def close(self) -> None:
+        await self.backend.close()
+        self._state = "closed"
+
+    # -- retries -------------------------------------------------------------
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """Run ``op``, retrying :class:`DaemonUnavailable` with backoff until ``deadline``."""
+        delay = BACKOFF_FIRST
+        waiting = False
+        try:
+            while True:
+                try:
+                    result = await op()
+                except DaemonUnavailable as exc:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DaemonUnavailable(
+                            f"{what}: {self.backend.unreachable_state} "
+                            f"(gave up after {self.timeout:g}s): {exc}"
+                        ) from exc
+                    if not waiting:
+                        waiting = True
+                        self._waiting += 1
+                    self._state = f"waiting for data: {self.backend.unreachable_state}"
+                    log.info("%s: %s; retrying in %.2fs", what, exc, delay)
+                    await self._sleep(min(delay * random.uniform(0.5, 1.5), remaining))
+                    delay = min(delay * 2, BACKOFF_MAX)
+                else:
+                    self._state = "ready"
+                    return result
+        finally:
+            if waiting:
+                self._waiting -= 1
+
+    # -- DatasetStore --------------------------------------------------------
+
+    async def add(self, path: Path) -> str:
+        return await self.add_with_progress(path, None)
+
+    async def add_with_progress(self, path: Path, progress: ProgressFn | None) -> str:
+        """Add a file (streamed, never read whole into memory), pin it, return its CID."""
+        total = path.stat().st_size
+        on_bytes = None if progress is None else (lambda done: progress(done, total))
+        deadline = time.monotonic() + self.timeout
+        daemon_cid, local_cid = await self._retrying(
+            f"add {path}", lambda: self.backend.add_file(path, on_bytes), deadline
+        )
+        if daemon_cid != local_cid:
+            raise CIDMismatch(
+                f"IPFS node returned {daemon_cid} for {path}, but its CIDv0 is {local_cid} "
+                "(node not using the default importer?)"
+            )
+        return local_cid
+
+    async def add_bytes(self, data: bytes) -> str:
+        local_cid = cid_of_bytes(data)
+        deadline = time.monotonic() + self.timeout
+        daemon_cid = await self._retrying(
+            "add bytes", lambda: self.backend.add_bytes(data), deadline
+        )
+        if daemon_cid != local_cid:
+            raise CIDMismatch(f"IPFS node returned {daemon_cid} for bytes whose CID is {local_cid}")
+        return local_cid
+
+    async def has(self, cid: str) -> bool:
+        _check_cid(cid)
+        if self.cache.contains(cid):
+            return True
+        try:
+            return await asyncio.wait_for(self.backend.has_local(cid), timeout=5)
+        except (DatasetError, TimeoutError):
+            return False
+
+    async def pin(self, cid: str) -> None:
+        _check_cid(cid)
+        deadline = time.monotonic() + self.timeout
+        await self._retrying(f"pin {cid}", lambda: self.backend.pin(cid), deadline)
+
+    async def fetch(self, cid: str) -> Path:
+        _check_cid(cid)
+        cached = await self.cache.aget_verified(cid)
+        if cached is not None:
+            return cached
+        lock = self._fetch_locks.setdefault(cid, asyncio.Lock())
+        async with lock:  # one download per CID; others wait and reuse it
+            cached = await self.cache.aget_verified(cid)
+            if cached is not None:
+                return cached
+            deadline = time.monotonic() + self.timeout
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._retrying(
+                        f"fetch {cid}", lambda: self._fetch_once(cid, deadline), deadline
+                    )
+            except TimeoutError:
+                if self._state.startswith("waiting for data"):
+                    raise DaemonUnavailable(
+                        f"fetch {cid}: {self.backend.unreachable_state} "
+                        f"(gave up after {self.timeout:g}s)"
+                    ) from None
+                raise FetchTimeout(
+                    f"fetch {cid} did not finish within {self.timeout:g}s (ipfs.timeout)"
+                ) from None
+
+    async def _fetch_once(self, cid: str, deadline: float) -> Path:
+        with self.cache.temp_file() as tmp:
+            actual = await self.backend.fetch_to(cid, tmp, self.max_dataset_bytes, deadline)
+            if actual != cid:
+                raise CIDMismatch(
+                    f"bytes received for {cid} hash to {actual}; discarded "
+                    f"(the IPFS node served wrong content)"
+                )
+            return self.cache.commit(cid, tmp)
+
+
+def _check_cid(cid: str) -> None:
+    if not is_cidv0(cid):
+        raise DatasetError(f"not a CIDv0: {cid!r} (p2pml uses base58btc Qm... CIDs)")
+
+
+async def verify_file(path: Path) -> str:
+    """CID of a local file, computed in a thread."""
+    return await asyncio.to_thread(cid_of_file, path)

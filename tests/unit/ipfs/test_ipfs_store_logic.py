@@ -1,0 +1,227 @@
+"""CachingDatasetStore over a fake backend: verification, retries, state, limits.
+
+The backend fake is in-memory and the store's sleep is injected, so the
+retry/backoff logic is exercised deterministically without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from p2pml.errors import (
+    CIDMismatch,
+    DaemonUnavailable,
+    DatasetError,
+    DatasetTooLarge,
+    FetchTimeout,
+)
+from p2pml.ipfs import add_dataset
+from p2pml.ipfs.cache import DatasetCache
+from p2pml.ipfs.caching import CachingDatasetStore
+from p2pml.ipfs.cid import cid_of_bytes, cid_of_file
+
+UNREACHABLE = "fake unreachable at /ip4/127.0.0.1/tcp/1"
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.lie: dict[str, bytes] = {}  # cid -> wrong bytes to serve
+        self.up = True
+        self.fetches = 0
+        self.hang = False
+
+    @property
+    def unreachable_state(self) -> str:
+        return UNREACHABLE
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _check(self) -> None:
+        if not self.up:
+            raise DaemonUnavailable("connection refused")
+
+    async def add_file(self, path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, str]:
+        self._check()
+        data = path.read_bytes()
+        cid = cid_of_bytes(data)
+        self.blobs[cid] = data
+        if on_bytes:
+            on_bytes(len(data))
+        return cid, cid_of_file(path)
+
+    async def add_bytes(self, data: bytes) -> str:
+        self._check()
+        cid = cid_of_bytes(data)
+        self.blobs[cid] = data
+        return cid
+
+    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+        self._check()
+        self.fetches += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        data = self.lie.get(cid, self.blobs[cid])
+        if len(data) > max_bytes:
+            raise DatasetTooLarge("too large")
+        dest.write_bytes(data)
+        return cid_of_bytes(data)
+
+    async def pin(self, cid: str) -> None:
+        self._check()
+
+    async def has_local(self, cid: str) -> bool:
+        self._check()
+        return cid in self.blobs
+
+
+class Clock:
+    """Injected sleep: records delays and runs a hook instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.hook: Callable[[int], None] = lambda n: None
+
+    async def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.hook(len(self.delays))
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, backend: FakeBackend, clock: Clock) -> CachingDatasetStore:
+    s = CachingDatasetStore(
+        backend, DatasetCache(tmp_path / "cache", 10**9), 5.0, 10_000, sleep=clock.sleep
+    )
+    await s.start()
+    return s
+
+
+async def test_fetch_verifies_and_caches(store: CachingDatasetStore, backend: FakeBackend) -> None:
+    cid = await store.add_bytes(b"data" * 10)
+    path = await store.fetch(cid)
+    assert path.read_bytes() == b"data" * 10
+    assert await store.fetch(cid) == path
+    assert backend.fetches == 1  # second time from the cache
+    assert await store.has(cid)
+
+
+async def test_wrong_bytes_raise_and_are_discarded(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    cid = await store.add_bytes(b"the real content")
+    backend.lie[cid] = b"evil content!!!!"
+    with pytest.raises(CIDMismatch, match=cid):
+        await store.fetch(cid)
+    assert not store.cache.contains(cid)
+    assert list(store.cache.blobs.iterdir()) == []
+    assert list(store.cache.tmp.iterdir()) == []
+
+
+async def test_tampered_cache_entry_is_refetched(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    cid = await store.add_bytes(b"x" * 1000)
+    path = await store.fetch(cid)
+    path.write_bytes(b"y" * 1000)
+    again = await store.fetch(cid)
+    assert again.read_bytes() == b"x" * 1000
+    assert backend.fetches == 2
+
+
+async def test_oversize_refused(store: CachingDatasetStore, backend: FakeBackend) -> None:
+    cid = await store.add_bytes(b"z" * 20_000)
+    with pytest.raises(DatasetTooLarge):
+        await store.fetch(cid)
+    assert not store.cache.contains(cid)
+
+
+async def test_unreachable_then_recovers(
+    store: CachingDatasetStore, backend: FakeBackend, clock: Clock
+) -> None:
+    cid = await store.add_bytes(b"payload")
+    backend.up = False
+    states: list[str] = []
+
+    def hook(n: int) -> None:
+        states.append(store.state)
+        if n == 4:
+            backend.up = True  # the daemon comes back
+
+    clock.hook = hook
+    path = await store.fetch(cid)
+    assert path.read_bytes() == b"payload"
+    assert states == [f"waiting for data: {UNREACHABLE}"] * 4
+    assert store.state == "ready"
+    # exponential backoff with jitter: each delay within [0.5, 1.5] x base
+    for i, d in enumerate(clock.delays):
+        base = 0.05 * 2**i
+        assert 0.5 * base <= d <= 1.5 * base
+
+
+async def test_unreachable_until_timeout(tmp_path: Path, backend: FakeBackend) -> None:
+    store = CachingDatasetStore(backend, DatasetCache(tmp_path / "c", 10**9), 0.3, 10_000)
+    await store.start()
+    cid = await store.add_bytes(b"payload")
+    backend.up = False
+    t0 = time.monotonic()
+    with pytest.raises(DaemonUnavailable, match=UNREACHABLE):
+        await store.fetch(cid)
+    assert time.monotonic() - t0 < 2
+    assert store.state == f"waiting for data: {UNREACHABLE}"
+
+
+async def test_fetch_timeout(tmp_path: Path, backend: FakeBackend) -> None:
+    store = CachingDatasetStore(backend, DatasetCache(tmp_path / "c", 10**9), 0.2, 10_000)
+    await store.start()
+    cid = await store.add_bytes(b"slow")
+    backend.hang = True
+    with pytest.raises(FetchTimeout, match=r"ipfs\.timeout"):
+        await store.fetch(cid)
+    assert list(store.cache.tmp.iterdir()) == []
+
+
+async def test_add_waits_for_daemon(
+    store: CachingDatasetStore, backend: FakeBackend, clock: Clock, tmp_path: Path
+) -> None:
+    src = tmp_path / "src.csv"
+    src.write_bytes(b"a,b\n1,2\n")
+    backend.up = False
+    clock.hook = lambda n: setattr(backend, "up", n >= 2)
+    seen: list[tuple[int, int]] = []
+    cid = await add_dataset(store, src, lambda done, total: seen.append((done, total)))
+    assert cid == cid_of_file(src)
+    assert seen[0] == (0, 8) and seen[-1] == (8, 8)
+
+
+async def test_bad_cid_rejected(store: CachingDatasetStore) -> None:
+    with pytest.raises(DatasetError, match="CIDv0"):
+        await store.fetch("not-a-cid")
+
+
+async def test_concurrent_fetches_download_once(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    cid = await store.add_bytes(b"shared")
+    paths = await asyncio.gather(*(store.fetch(cid) for _ in range(5)))
+    assert len(set(paths)) == 1
+    assert backend.fetches == 1
