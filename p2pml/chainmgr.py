@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate
+from p2pml.chain.state import ChainUpdate
 from p2pml.chain.template import build_block
-from p2pml.chain.types import Block, BlockHeader
+from p2pml.chain.types import Block, BlockHeader, Transaction
 from p2pml.store import BlockStore
 
 log = logging.getLogger("p2pml.chain")
@@ -77,6 +77,14 @@ class ChainManager:
             await self._persist([update])
         return update
 
+    async def retry_waiting(self) -> ChainUpdate:
+        """Branches that waited for result verdicts: try to connect them now."""
+        async with self._lock:
+            update = self.chain.retry_waiting()
+            await self._persist([update])
+        self._report(self.chain.tip.hash, update, "verifier")
+        return update
+
     async def _persist(self, updates: list[ChainUpdate]) -> None:
         if all(u.empty and not u.tip_changed and not u.state_changes for u in updates):
             return
@@ -94,13 +102,13 @@ class ChainManager:
         for h, reason in update.rejected:
             self.metrics.rejected[reason] += 1
             log.warning("block %s invalid: %s", h.hex()[:16], reason)
+        for h, cid in update.waiting:
+            log.info("block %s waits for data (%s)", h.hex()[:16], cid)
         if update.tip_changed:
             self.metrics.accepted += len(update.connected)
             if update.disconnected:
                 self.metrics.reorgs += 1
-                self.metrics.max_reorg_depth = max(
-                    self.metrics.max_reorg_depth, update.reorg_depth
-                )
+                self.metrics.max_reorg_depth = max(self.metrics.max_reorg_depth, update.reorg_depth)
                 log.warning(
                     "reorg: %d block(s) disconnected, %d connected, new tip %s",
                     update.reorg_depth,
@@ -108,14 +116,18 @@ class ChainManager:
                     self.chain.tip.hash.hex()[:16],
                 )
             tip = self.chain.tip
-            log.info(
-                "tip %s height %d (from %s)", tip.hash.hex()[:16], tip.height, source
-            )
+            log.info("tip %s height %d (from %s)", tip.hash.hex()[:16], tip.height, source)
             for fn in self._listeners:
                 fn(update)
 
-    def template(self, miner: bytes, extra: bytes = b"") -> Block:
-        """A block to mine on the current tip (transactions come with the mempool)."""
+    def template(
+        self,
+        miner: bytes,
+        txs: tuple[Transaction, ...] = (),
+        fees: int = 0,
+        extra: bytes = b"",
+    ) -> Block:
+        """A block to mine on the current tip with ``txs`` (from the mempool)."""
         tip = self.chain.tip
         t = max(self.now(), self.chain.median_time_past(tip) + 1)
         return build_block(
@@ -125,5 +137,7 @@ class ChainManager:
             self.chain.next_bits(tip),
             t,
             miner,
+            txs=txs,
+            fees=fees,
             extra=extra,
         )

@@ -28,9 +28,19 @@ from p2pml.chain.types import Block
 from p2pml.chainmgr import ChainManager
 from p2pml.config import Settings
 from p2pml.crypto import Identity, load_or_create_identity
-from p2pml.errors import ConfigError, DecodeError, NetworkError
+from p2pml.errors import ConfigError, DatasetError, DecodeError, NetworkError, ValidationError
+from p2pml.ipfs import open_dataset_store
+from p2pml.mempool import Mempool
 from p2pml.mining.miner import Miner
+from p2pml.ml.pool import TrainingPool
+from p2pml.ml.trainer import Trainer
 from p2pml.store import BlockStore
+from p2pml.verifier import Verifier
+from p2pml.work import TaskService
+
+# How long a block may wait for result data before it is dropped from memory.
+MAX_WAIT_SECONDS = 600.0
+RETRY_MIN, RETRY_MAX = 1.0, 30.0
 
 log = logging.getLogger("p2pml.node")
 
@@ -71,9 +81,29 @@ class Node:
             workers=settings.mining.workers,
             nonce_range=settings.mining.nonce_range,
         )
+        self.ipfs = open_dataset_store(settings.ipfs, self.data_dir)
+        self.pool = TrainingPool(settings.training.workers)
+        self.trainer = Trainer(
+            self.ipfs, self.pool, settings.training, cache_dir=self.data_dir / "parsed"
+        )
+        self.verifier = Verifier(self.ipfs, self.trainer, parallel=settings.training.workers)
+        self.chain.verdicts = self.verifier.verdict
+        self.mempool = Mempool(self.params)
+        self.tasks = TaskService(
+            self.identity,
+            self.chain_mgr,
+            self.mempool,
+            self.verifier,
+            self.trainer,
+            settings.training.enabled,
+        )
+        self.tasks.on_mempool_change = self.miner.notify
         self.chain_mgr.on_tip_changed(self._tip_changed)
         self._stop = asyncio.Event()
+        self._verify_wake = asyncio.Event()
+        self._waiting_since: dict[bytes, float] = {}
         self._runner: web.AppRunner | None = None
+        self._tg: asyncio.TaskGroup | None = None
         self.api_url = ""
 
     @property
@@ -85,11 +115,17 @@ class Node:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until :meth:`stop`; every background task lives in this group."""
         try:
+            await self.ipfs.start()
+            await self.pool.start()
             await self._start_api()
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.tasks.spawn = self._spawn
                 tg.create_task(self.miner.run(), name="miner")
+                tg.create_task(self._verify_loop(), name="verifier")
                 if self.settings.mining.enabled:
                     self.miner.set_enabled(True)
+                self.tasks.schedule_open_tasks()
                 log.info(
                     "node %s up: network %s, height %d, admin API %s",
                     self.identity.public_key.hex()[:16],
@@ -129,12 +165,31 @@ class Node:
         self.api_url = f"http://{bound[0]}:{bound[1]}"
         (self.data_dir / "api.url").write_text(self.api_url + "\n")
 
+    def _spawn(self, coro: Any, name: str) -> None:
+        """Start a job under the supervisor (its failure is logged, not fatal)."""
+        if self._tg is None:
+            coro.close()
+            return
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background job %s failed", name)
+
+        self._tg.create_task(guarded(), name=name)
+
     async def _shutdown(self) -> None:
         t0 = time.monotonic()
+        self._tg = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         await self.miner.close()
+        await self.pool.close()
+        await self.ipfs.close()
         self.store.close()
         if self.api_url:
             log.info("node stopped in %.2fs", time.monotonic() - t0)
@@ -142,15 +197,71 @@ class Node:
     # -- chain wiring --------------------------------------------------------------
 
     def _template(self) -> Block:
-        return self.chain_mgr.template(self.identity.public_key)
+        max_bytes = self.params.max_block_bytes - 4096  # room for header and coinbase
+        txs, fees = self.mempool.select(self.chain, self.verifier.peek, max_bytes)
+        return self.chain_mgr.template(self.identity.public_key, tuple(txs), fees)
 
     async def _submit_mined(self, block: Block) -> None:
         update = await self.chain_mgr.submit_block(block, source="miner")
         if update.error is not None:
             log.warning("own block %s refused: %s", block.hash.hex()[:16], update.error)
+        self._after_update(update)
 
-    def _tip_changed(self, _update: ChainUpdate) -> None:
+    async def submit_block(self, block: Block, source: str) -> ChainUpdate:
+        update = await self.chain_mgr.submit_block(block, source=source)
+        self._after_update(update)
+        return update
+
+    def _after_update(self, update: ChainUpdate) -> None:
+        if update.waiting or self.verifier.wanted:
+            now = time.monotonic()
+            for h, _cid in update.waiting:
+                self._waiting_since.setdefault(h, now)
+            self._verify_wake.set()
+
+    def _tip_changed(self, update: ChainUpdate) -> None:
+        self.tasks.tip_changed(update)
         self.miner.notify()
+
+    async def _verify_loop(self) -> None:
+        """Verify what waiting blocks need, then let them connect (a supervisor task)."""
+        backoff = RETRY_MIN
+        while True:
+            timeout = backoff if self.chain.waiting else None
+            try:
+                await asyncio.wait_for(self._verify_wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._verify_wake.clear()
+            reqs = self.verifier.take_wanted()
+            missing = await self.verifier.resolve(reqs) if reqs else 0
+            if not self.chain.waiting:
+                backoff = RETRY_MIN
+                continue
+            before = self.chain.tip.hash
+            update = await self.chain_mgr.retry_waiting()
+            self._after_update(update)
+            progressed = self.chain.tip.hash != before or bool(update.rejected)
+            backoff = RETRY_MIN if progressed else min(backoff * 2, RETRY_MAX)
+            if missing and not self.verifier.wanted:
+                # Keep asking for what is missing, with backoff.
+                for r in reqs:
+                    if self.verifier.cached(r.tx.id, r.seed, r.audit) is None:
+                        self.verifier.wanted[(r.tx.id, r.seed, r.audit)] = r
+            self._expire_waiting()
+
+    def _expire_waiting(self) -> None:
+        now = time.monotonic()
+        for e in list(self.chain.waiting):
+            since = self._waiting_since.setdefault(e.hash, now)
+            if now - since > MAX_WAIT_SECONDS:
+                self.chain.waiting.discard(e)
+                self._waiting_since.pop(e.hash, None)
+                log.warning(
+                    "block %s waited %.0fs for data: dropped from memory",
+                    e.hash.hex()[:16],
+                    now - since,
+                )
 
     async def mine(self, n: int) -> list[str]:
         return [h.hex() for h in await self.miner.mine_blocks(n)]
@@ -168,13 +279,26 @@ class Node:
             "tip": tip.hash.hex(),
             "chain_work": hex(tip.chain_work),
             "peers": 0,
-            "mempool": 0,
+            "mempool": len(self.mempool),
             "mining": {
                 "enabled": self.miner.enabled,
                 "workers": self.miner.workers,
                 "hash_rate": round(self.miner.stats.hash_rate),
                 "blocks_found": self.miner.stats.blocks_found,
             },
+            "training": {
+                "enabled": self.settings.training.enabled,
+                "workers": self.settings.training.workers,
+                "running_jobs": self.trainer.running_jobs,
+                "jobs_done": self.tasks.jobs_done,
+                "jobs_failed": self.tasks.jobs_failed,
+            },
+            "verification": {
+                "verified": self.verifier.stats.verified,
+                "failed": self.verifier.stats.failed,
+                "blocks_waiting_for_data": len(self.chain.waiting),
+            },
+            "ipfs": {"mode": self.settings.ipfs.mode, "state": self.ipfs.state},
             "uptime": round(time.time() - self.started, 1),
         }
 
@@ -214,8 +338,21 @@ class Node:
         blk = self.chain.get_block(h)
         return None if blk is None else block_json(self.chain, blk)
 
-    def mempool(self) -> list[dict[str, Any]]:
-        return []
+    def mempool_view(self) -> list[dict[str, Any]]:
+        return self.tasks.mempool_view()
+
+    async def publish_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        tx = self.tasks.make_task(body)
+        await self.tasks.submit_task(tx, "api")
+        await self.tasks.publish("tasks", tx)
+        return {"id": tx.id.hex()}
+
+    async def add_dataset_file(self, path: Path) -> dict[str, Any]:
+        try:
+            cid = await self.ipfs.add(path)
+        except DatasetError as exc:
+            raise ValidationError("dataset-add-failed", str(exc)) from None
+        return {"cid": cid, "size": path.stat().st_size}
 
     def balance(self, pubkey_hex: str) -> dict[str, Any]:
         try:

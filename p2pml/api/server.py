@@ -7,10 +7,14 @@ the data dir); GETs are open on the bound address (127.0.0.1 by default).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -145,7 +149,68 @@ def make_app(node: Node) -> web.Application:
         return ok(found)
 
     async def mempool(_req: web.Request) -> web.Response:
-        return ok(node.mempool())
+        return ok(node.mempool_view())
+
+    def hex_id(req: web.Request) -> bytes:
+        try:
+            raw = bytes.fromhex(req.match_info["id"])
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise HTTPError(404, "ids are 64 hex digits", "not-found")
+        return raw
+
+    async def tasks(_req: web.Request) -> web.Response:
+        return ok(node.tasks.tasks())
+
+    async def task(req: web.Request) -> web.Response:
+        found = node.tasks.task_view(hex_id(req))
+        if found is None:
+            raise HTTPError(404, "no such task", "not-found")
+        return ok(found)
+
+    async def publish_task(req: web.Request) -> web.Response:
+        return ok(await node.publish_task(await json_body(req)), status=201)
+
+    async def results(req: web.Request) -> web.Response:
+        task_hex = req.query.get("task")
+        task_id = None
+        if task_hex:
+            try:
+                task_id = bytes.fromhex(task_hex)
+            except ValueError:
+                raise HTTPError(400, "task must be 64 hex digits", "bad-request") from None
+            if len(task_id) != 32:
+                raise HTTPError(400, "task must be 64 hex digits", "bad-request")
+        return ok(node.tasks.results(task_id))
+
+    async def result(req: web.Request) -> web.Response:
+        found = node.tasks.result_view(hex_id(req))
+        if not found:
+            raise HTTPError(404, "no such result", "not-found")
+        return ok(found)
+
+    async def add_dataset(req: web.Request) -> web.Response:
+        limit = node.settings.ipfs.max_dataset_bytes
+        if req.content_length is not None and req.content_length > limit:
+            raise HTTPError(413, f"dataset over {limit} bytes", "body-too-large")
+        uploads = node.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=uploads, suffix=".part")
+        path = Path(name)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in req.content.iter_chunked(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPError(413, f"dataset over {limit} bytes", "body-too-large")
+                    await asyncio.to_thread(fh.write, chunk)
+            if size == 0:
+                raise HTTPError(400, "empty body", "bad-request")
+            return ok(await node.add_dataset_file(path), status=201)
+        finally:
+            path.unlink(missing_ok=True)
 
     async def balances(req: web.Request) -> web.Response:
         return ok(node.balance(req.match_info["pubkey"]))
@@ -173,6 +238,12 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/chain/tips", tips)
     r.add_get("/blocks/{id}", block)
     r.add_get("/mempool", mempool)
+    r.add_get("/tasks", tasks)
+    r.add_post("/tasks", publish_task)
+    r.add_get("/tasks/{id}", task)
+    r.add_get("/results", results)
+    r.add_get("/results/{id}", result)
+    r.add_post("/datasets", add_dataset)
     r.add_get("/balances/{pubkey}", balances)
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)

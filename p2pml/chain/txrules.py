@@ -52,6 +52,14 @@ class StateView:
     def undo_log(self) -> UndoLog:
         return list(self._old.items())
 
+    def child(self) -> StateView:
+        """A view over this one, for a change that may have to be thrown away."""
+        return StateView(self)  # type: ignore[arg-type]
+
+    def merge(self, child: StateView) -> None:
+        for k, v in child.writes.items():
+            self.put(k, v)
+
     # -- helpers shared by transaction types --------------------------------
 
     def balance(self, pubkey: bytes) -> int:

@@ -1,0 +1,184 @@
+"""Result verification for consensus: the verdict oracle and its cache.
+
+The chain asks :meth:`Verifier.verdict` synchronously while it connects a
+block; an unknown verdict parks the block ("pending data") and records the
+request, which :meth:`Verifier.resolve` then answers by fetching the model
+artifact and the dataset and re-running the result in worker processes.
+Verdicts are cached by (result id, task seed), so a block's results are
+verified once, and not again on a reorg back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from p2pml.chain.tasks import ResultTx
+from p2pml.errors import DatasetError, MissingDataError, TrainingError, ValidationError
+from p2pml.ipfs.store import DatasetStore
+from p2pml.ml.spec import TaskSpec
+
+log = logging.getLogger("p2pml.verify")
+
+CACHE_MAX = 100_000
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+
+class ResultChecker(Protocol):
+    """What re-runs a result (``p2pml.ml.trainer.Trainer`` implements it)."""
+
+    async def verify(
+        self,
+        spec: TaskSpec,
+        task_id: bytes,
+        seed: bytes,
+        trainer_pubkey: bytes,
+        round: int,
+        artifact_bytes: bytes,
+        claimed_metric: float,
+        *,
+        claimed_train_rows: int | None = None,
+        audit: bool = False,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    tx: ResultTx
+    spec_wire: Any
+    seed: bytes
+    audit: bool
+
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        return (self.tx.id, self.seed)
+
+
+@dataclass
+class VerifierStats:
+    verified: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+class Verifier:
+    def __init__(self, store: DatasetStore, checker: ResultChecker, parallel: int = 2) -> None:
+        self._store = store
+        self._checker = checker
+        # (result id, seed) -> (audited?, verdict): "" valid, else the reason
+        self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
+        self.wanted: dict[tuple[bytes, bytes, bool], Request] = {}
+        self._parallel = asyncio.Semaphore(max(1, parallel))
+        self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
+        self.stats = VerifierStats()
+
+    # -- the oracle (sync, called by ChainState) ---------------------------------------
+
+    def verdict(self, tx: ResultTx, task: dict[str, Any], audit: bool) -> str | None:
+        got = self.cached(tx.id, task["seed"], audit)
+        if got is None:
+            req = Request(tx, task["spec"], bytes(task["seed"]), audit)
+            self.wanted[(tx.id, req.seed, audit)] = req
+        return got
+
+    def peek(self, tx: ResultTx, task: dict[str, Any], audit: bool) -> str | None:
+        """Like :meth:`verdict` but asks for nothing (mempool and templates)."""
+        return self.cached(tx.id, task["seed"], audit)
+
+    def cached(self, result_id: bytes, seed: bytes, audit: bool) -> str | None:
+        hit = self._cache.get((result_id, bytes(seed)))
+        if hit is None:
+            return None
+        audited, verdict = hit
+        if audited == audit or verdict == "":
+            return verdict
+        if audited and not audit:
+            # Everything before the audit passed; only the re-training failed.
+            return "" if verdict == "bad-result-audit" else verdict
+        return None  # an unaudited pass says nothing about an audit
+
+    def _remember(self, req: Request, verdict: str) -> None:
+        self._cache[req.key] = (req.audit, verdict)
+        self._cache.move_to_end(req.key)
+        while len(self._cache) > CACHE_MAX:
+            self._cache.popitem(last=False)
+
+    # -- resolving ---------------------------------------------------------------------
+
+    def take_wanted(self) -> list[Request]:
+        reqs = list(self.wanted.values())
+        self.wanted.clear()
+        return reqs
+
+    async def resolve(self, reqs: Iterable[Request]) -> int:
+        """Verify ``reqs`` in parallel; returns how many are still missing data."""
+        results = await asyncio.gather(*(self.check(r) for r in reqs))
+        return sum(1 for v in results if v is None)
+
+    async def check(self, req: Request) -> str | None:
+        """The verdict for one request: "" valid, a reason, None = data missing."""
+        have = self.cached(req.tx.id, req.seed, req.audit)
+        if have is not None:
+            return have
+        key = (req.tx.id, req.seed, req.audit)
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._check(req))
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        return await asyncio.shield(fut)
+
+    async def _check(self, req: Request) -> str | None:
+        tx = req.tx
+        try:
+            spec = TaskSpec.from_wire(req.spec_wire)
+        except Exception:  # the chain accepted this spec; unreachable in practice
+            self._remember(req, "bad-result-task")
+            return "bad-result-task"
+        async with self._parallel:
+            try:
+                path = await self._store.fetch(tx.model_cid)
+                size = path.stat().st_size
+                if size > MAX_ARTIFACT_BYTES:
+                    verdict = "bad-result-model"
+                else:
+                    artifact = await asyncio.to_thread(path.read_bytes)
+                    await self._checker.verify(
+                        spec,
+                        tx.task_id,
+                        req.seed,
+                        tx.trainer,
+                        tx.round,
+                        artifact,
+                        tx.metric,
+                        claimed_train_rows=tx.train_rows,
+                        audit=req.audit,
+                    )
+                    verdict = ""
+            except ValidationError as exc:
+                if isinstance(exc, MissingDataError):
+                    self.stats.pending += 1
+                    log.info("result %s waits for data: %s", tx.id.hex()[:16], exc.detail)
+                    return None
+                verdict = exc.reason
+            except DatasetError as exc:
+                self.stats.pending += 1
+                log.info("result %s waits for its model: %s", tx.id.hex()[:16], exc)
+                return None
+            except TrainingError as exc:
+                # A timeout or a crashed worker is our problem, not proof the
+                # result is false: try again later rather than split the network.
+                self.stats.pending += 1
+                log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
+                return None
+        self._remember(req, verdict)
+        if verdict:
+            self.stats.failed += 1
+            log.warning("result %s is false: %s", tx.id.hex()[:16], verdict)
+        else:
+            self.stats.verified += 1
+        return verdict
