@@ -115,9 +115,9 @@ class Node:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until :meth:`stop`; every background task lives in this group."""
         try:
+            await self._start_api()  # first: a busy port fails before anything starts
             await self.ipfs.start()
             await self.pool.start()
-            await self._start_api()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self.tasks.spawn = self._spawn
