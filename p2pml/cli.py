@@ -149,6 +149,119 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if not self.tty or pct == self.last:
+            return
+        self.last = pct
+        bar = "#" * (pct // 4)
+        sys.stderr.write(
+            f"\r{self.label} [{bar:<25}] {pct:3d}% {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        )
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"{path}: no such file")
+    data = client(args).upload("/datasets", path, ProgressBar(f"adding {path.name}"))
+    show(args, data, data["cid"])
+    return 0
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--param {text!r}: expected NAME=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare string such as solver=lbfgs
+    return name, value
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.task_cmd == "show":
+        data = c.get(f"/tasks/{args.id}")
+        if args.json:
+            show(args, data)
+            return 0
+        spec = data["spec"]
+        lines = [
+            f"task {data['id']} ({data['status']})",
+            f"  {spec['model']} on {spec['dataset_cid']} -> {spec['target']}, "
+            f"metric {spec['metric']}, rounds {spec['rounds']}",
+            f"  bounty {data['bounty']}, results {data['rounds_done']}",
+        ]
+        best = data.get("best")
+        if best:
+            lines.append(
+                f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
+                f" model {best['model_cid']}"
+            )
+        for p in data.get("payout", []):
+            lines.append(f"  paid {p['amount']} to {p['to'][:16]}")
+        for f in data.get("failures", []):
+            lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
+        rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
+        lines.append(table(rows, ["id", "trainer", "round", "metric", "model_cid", "height"]))
+        print("\n".join(lines))
+        return 0
+    if args.task_cmd == "publish":
+        if args.file:
+            try:
+                body = json.loads(Path(args.file).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                return fail(f"{args.file}: {exc}")
+        else:
+            missing = [f for f in ("dataset", "target", "model") if not getattr(args, f)]
+            if missing:
+                return fail(f"task publish needs --{missing[0]} (or --file spec.json)", EXIT_USAGE)
+            body = {
+                "dataset_cid": args.dataset,
+                "target": args.target,
+                "model": args.model,
+                "kind": args.kind,
+                "metric": args.metric,
+                "params": dict(args.param or []),
+                "rounds": args.rounds,
+                "partition_fraction": args.partition,
+                "holdout_fraction": args.holdout,
+                "bounty": args.bounty,
+                "deadline": args.deadline,
+            }
+            if args.features:
+                body["features"] = args.features.split(",")
+        data = c.post("/tasks", body)
+        show(args, data, data["id"])
+        return 0
+    data = c.get("/tasks")
+    show(args, data, table(data, ["id", "status", "model", "metric", "rounds", "results", "best"]))
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.id:
+        show(args, c.get(f"/results/{args.id}"))
+        return 0
+    data = c.get("/results" + (f"?task={args.task}" if args.task else ""))
+    show(args, data, table(data, ["id", "task", "trainer", "round", "metric", "status"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The common options work before or after the command name.
     common = argparse.ArgumentParser(add_help=False)
@@ -202,6 +315,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_block)
 
     sub.add_parser("mempool", help="transactions waiting for a block").set_defaults(fn=cmd_mempool)
+
+    p = sub.add_parser("dataset", help="datasets in IPFS")
+    dsub = p.add_subparsers(dest="dataset_cmd", required=True)
+    pa = dsub.add_parser("add", help="add a file (streamed, with progress); prints its CID")
+    pa.add_argument("file")
+    p.set_defaults(fn=cmd_dataset)
+
+    sub.add_parser("tasks", help="every task").set_defaults(fn=cmd_task, task_cmd=None)
+    p = sub.add_parser("task", help="show or publish a task")
+    tsub = p.add_subparsers(dest="task_cmd", required=True)
+    ps = tsub.add_parser("show")
+    ps.add_argument("id")
+    pp = tsub.add_parser("publish", help="flags, or --file spec.json")
+    pp.add_argument("--file", help="JSON body of POST /tasks")
+    pp.add_argument("--dataset", help="dataset CID")
+    pp.add_argument("--target", help="target column")
+    pp.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    pp.add_argument("--model", help="allowlisted estimator, e.g. ridge")
+    pp.add_argument("--kind", default="regression", choices=["regression", "classification"])
+    pp.add_argument("--metric", default="r2")
+    pp.add_argument("--param", action="append", type=parse_param, metavar="NAME=VALUE")
+    pp.add_argument("--rounds", type=int, default=1)
+    pp.add_argument("--partition", type=float, default=0.5, help="fraction of rows per round")
+    pp.add_argument("--holdout", type=float, default=0.2)
+    pp.add_argument("--bounty", type=int, default=0)
+    pp.add_argument("--deadline", type=int, default=20, help="blocks")
+    p.set_defaults(fn=cmd_task)
+
+    p = sub.add_parser("results", help="results, of one task or all")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--task")
+    p.set_defaults(fn=cmd_results)
 
     p = sub.add_parser("mine", help="regtest: mine N blocks now")
     p.add_argument("n", type=int)

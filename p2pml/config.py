@@ -28,6 +28,8 @@ class NodeSettings:
     network: str = "regtest"
     data_dir: Path = Path("./data")
     key_file: Path | None = None  # default: <data_dir>/node.key
+    # devnet/regtest only: use well-known funded key N instead of key_file.
+    dev_key: int = -1
     # Added to the system clock; for clock-skew tests, never for real use.
     clock_offset_seconds: int = 0
 
@@ -216,6 +218,17 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
             problem = _check_multiaddr(a)
             if problem:
                 bad.append(("ipfs", key, f"{a!r}: {problem}"))
+    if s.node.dev_key >= 0 and s.node.network == "main":
+        bad.append(("node", "dev_key", "well-known dev keys are for devnet and regtest only"))
+    from p2pml.chain.params import DEV_KEYS
+
+    if s.node.dev_key >= DEV_KEYS:
+        bad.append(("node", "dev_key", f"{s.node.dev_key}: there are {DEV_KEYS} dev keys (0..)"))
+    from p2pml.ml.estimators import ESTIMATORS
+
+    for model in s.training.allowed_models:
+        if model not in ESTIMATORS:
+            bad.append(("training", "allowed_models", f"{model!r} is not an allowlisted estimator"))
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
     host, _, port = s.admin.listen.rpartition(":")

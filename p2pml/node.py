@@ -21,7 +21,7 @@ from aiohttp import web
 from p2pml import __version__
 from p2pml.api.render import block_json, entry_json
 from p2pml.chain.encoding import parse_hash
-from p2pml.chain.params import NetworkParams, params_for
+from p2pml.chain.params import NetworkParams, dev_identity, params_for
 from p2pml.chain.state import ChainUpdate
 from p2pml.chain.txrules import balance_key
 from p2pml.chain.types import Block
@@ -70,7 +70,11 @@ class Node:
         self.data_dir = settings.node.data_dir
         self.started = time.time()
         assert settings.node.key_file is not None and settings.admin.token_file is not None
-        self.identity: Identity = load_or_create_identity(settings.node.key_file)
+        self.identity: Identity = (
+            dev_identity(settings.node.dev_key)
+            if settings.node.dev_key >= 0
+            else load_or_create_identity(settings.node.key_file)
+        )
         self.admin_token = load_or_create_token(settings.admin.token_file)
         self.store = BlockStore.open(self.data_dir / "chain.sqlite", self.params)
         offset = settings.node.clock_offset_seconds
