@@ -79,6 +79,15 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from p2pml.devnet import run_devnet
+
+    try:
+        return run_devnet(Path(args.dir), args.nodes, args.demo, args.workers)
+    except RuntimeError as exc:
+        return fail(str(exc))
+
+
 # -- API commands ----------------------------------------------------------------
 
 
@@ -292,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("node", help="run a node from a config file")
     p.add_argument("--config", required=True)
     p.set_defaults(fn=cmd_node)
+
+    p = sub.add_parser("devnet", help="run a local network of N nodes on loopback")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--demo", action="store_true", help="add a dataset, publish a task, follow it")
+    p.add_argument("--dir", default="devnet", help="where node data dirs go (default ./devnet)")
+    p.add_argument("--workers", type=int, default=1, help="mining workers per node")
+    p.set_defaults(fn=cmd_devnet)
 
     sub.add_parser("status", help="node status").set_defaults(fn=cmd_status)
 

@@ -95,6 +95,81 @@ SCHEMAS: dict[str, Any] = {
             "chain_work": {"type": "integer"},
         },
     },
+    "TaskSummary": {
+        "type": "object",
+        "required": ["id", "status", "model", "metric", "rounds", "results"],
+        "properties": {
+            "id": HEX64,
+            "status": {"type": "string", "enum": ["pending", "open", "closed"]},
+            "model": {"type": "string"},
+            "metric": {"type": "string"},
+            "dataset_cid": {"type": "string"},
+            "rounds": {"type": "integer"},
+            "results": {"type": "integer"},
+            "best": {"type": "number", "nullable": True},
+            "height": {"type": "integer", "nullable": True},
+            "bounty": {"type": "integer"},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "status", "spec", "publisher", "results", "failures"],
+        "properties": {
+            "id": HEX64,
+            "status": {"type": "string", "enum": ["pending", "open", "closed"]},
+            "spec": {"type": "object"},
+            "publisher": {"type": "string"},
+            "height": {"type": "integer"},
+            "seed": HEX64,
+            "close_at": {"type": "integer"},
+            "closed_at": {"type": "integer", "nullable": True},
+            "bounty": {"type": "integer"},
+            "fee": {"type": "integer"},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
+            "rounds_done": {"type": "integer"},
+            "best": {"type": "object", "nullable": True},
+            "payout": {"type": "array", "items": {"type": "object"}},
+            "failures": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Result": {
+        "type": "object",
+        "required": ["id", "status", "task", "trainer", "round", "metric", "model_cid"],
+        "properties": {
+            "id": HEX64,
+            "status": {"type": "string", "enum": ["pending", "confirmed"]},
+            "task": HEX64,
+            "trainer": {"type": "string"},
+            "round": {"type": "integer"},
+            "metric": {"type": "number"},
+            "model_cid": {"type": "string"},
+            "train_rows": {"type": "integer"},
+            "train_ms": {"type": "integer"},
+            "height": {"type": "integer"},
+            "block": HEX64,
+        },
+    },
+    "NewTask": {
+        "type": "object",
+        "required": ["dataset_cid", "target", "model", "kind", "metric"],
+        "properties": {
+            "dataset_cid": {"type": "string"},
+            "target": {"type": "string"},
+            "features": {"type": "array", "items": {"type": "string"}},
+            "model": {"type": "string"},
+            "kind": {"type": "string", "enum": ["regression", "classification"]},
+            "metric": {"type": "string"},
+            "params": {"type": "object"},
+            "rounds": {"type": "integer"},
+            "holdout_fraction": {"type": "number"},
+            "partition_fraction": {"type": "number"},
+            "bounty": {"type": "integer", "minimum": 0},
+            "fee": {"type": "integer", "minimum": 0},
+            "deadline": {"type": "integer", "minimum": 0},
+            "result_reward": {"type": "integer", "minimum": 0},
+            "max_results": {"type": "integer", "minimum": 0},
+        },
+    },
     "Balance": {
         "type": "object",
         "required": ["public_key", "balance"],
@@ -197,6 +272,82 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "Transactions waiting for a block",
                 "responses": {"200": _json({"type": "array", "items": {"type": "object"}})},
+            }
+        },
+        "/tasks": {
+            "get": {
+                "summary": "Every task (pooled and in the chain)",
+                "responses": {"200": _json({"type": "array", "items": _ref("TaskSummary")})},
+            },
+            "post": {
+                "summary": "Publish a task signed with the node's key",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewTask")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {"type": "object", "required": ["id"], "properties": {"id": HEX64}}
+                    ),
+                    "400": _err("bad spec (reason says which rule)"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                },
+            },
+        },
+        "/tasks/{id}": {
+            "get": {
+                "summary": "One task: spec, status, results, best model, payout, failures",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Task")), "404": _err("unknown task")},
+            }
+        },
+        "/results": {
+            "get": {
+                "summary": "Results, optionally of one task",
+                "parameters": [{"name": "task", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Result")}),
+                    "400": _err("bad task id"),
+                },
+            }
+        },
+        "/results/{id}": {
+            "get": {
+                "summary": "One result",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Result")), "404": _err("unknown result")},
+            }
+        },
+        "/datasets": {
+            "post": {
+                "summary": "Add a dataset to IPFS (streamed body); returns its CID",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["cid", "size"],
+                            "properties": {"cid": {"type": "string"}, "size": {"type": "integer"}},
+                        }
+                    ),
+                    "400": _err("empty body or add failed"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("over the dataset size limit"),
+                },
             }
         },
         "/balances/{pubkey}": {
