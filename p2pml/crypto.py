@@ -84,9 +84,7 @@ def load_or_create_identity(path: Path) -> Identity:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise ConfigError(
-                f"{path}: key file permissions {oct(mode)} are too open (want 0600)"
-            )
+            raise ConfigError(f"{path}: key file permissions {oct(mode)} are too open (want 0600)")
         text = path.read_bytes().strip()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read key file: {exc.strerror}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -20,20 +21,30 @@ from aiohttp import web
 
 from p2pml import __version__
 from p2pml.api.render import block_json, entry_json
-from p2pml.chain.encoding import parse_hash
+from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx, parse_hash
 from p2pml.chain.params import NetworkParams, dev_identity, params_for
 from p2pml.chain.state import ChainUpdate
-from p2pml.chain.txrules import balance_key
+from p2pml.chain.tasks import ResultTx, TaskTx
+from p2pml.chain.txrules import balance_key, handler_for
 from p2pml.chain.types import Block
 from p2pml.chainmgr import ChainManager
-from p2pml.config import Settings
+from p2pml.config import Settings, _check_multiaddr
 from p2pml.crypto import Identity, load_or_create_identity
-from p2pml.errors import ConfigError, DatasetError, DecodeError, NetworkError, ValidationError
-from p2pml.ipfs import open_dataset_store
-from p2pml.mempool import Mempool
+from p2pml.errors import (
+    ConfigError,
+    DatasetError,
+    DecodeError,
+    NetworkError,
+    P2PMLError,
+    ValidationError,
+)
+from p2pml.ipfs import embedded_swarm_addrs, open_dataset_store
+from p2pml.mempool import Mempool, PoolTx
 from p2pml.mining.miner import Miner
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
+from p2pml.net import P2PService, TopicSpec
+from p2pml.netbackend import HARMLESS, NodeBackend
 from p2pml.store import BlockStore
 from p2pml.verifier import Verifier
 from p2pml.work import TaskService
@@ -102,6 +113,27 @@ class Node:
             settings.training.enabled,
         )
         self.tasks.on_mempool_change = self.miner.notify
+        self.tasks.publish = self._publish_tx
+        self.backend = NodeBackend(self)
+        self.p2p = P2PService(
+            self.identity,
+            self.params,
+            self.backend,
+            settings.p2p,
+            bans=self.data_dir / "bans.sqlite",
+            clock=self.chain_mgr.clock,
+        )
+        for kind, cls in (("tasks", TaskTx), ("results", ResultTx)):
+            self.p2p.topics.register(
+                TopicSpec(
+                    kind=kind,
+                    max_bytes=MAX_TX_BYTES,
+                    decode=_tx_decoder(cls),
+                    check=self._check_tx,
+                    encode=encode_tx,
+                )
+            )
+        self._sources: dict[bytes, str] = {}  # waiting block -> the peer that sent it
         self.chain_mgr.on_tip_changed(self._tip_changed)
         self._stop = asyncio.Event()
         self._verify_wake = asyncio.Event()
@@ -120,10 +152,11 @@ class Node:
         """Run until :meth:`stop`; every background task lives in this group."""
         try:
             await self._start_api()  # first: a busy port fails before anything starts
-            await self.ipfs.start()
-            await self.pool.start()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                await self.p2p.start(supervisor=tg)
+                await self.ipfs.start()
+                await self.pool.start()
                 self.tasks.spawn = self._spawn
                 tg.create_task(self.miner.run(), name="miner")
                 tg.create_task(self._verify_loop(), name="verifier")
@@ -140,9 +173,15 @@ class Node:
                 if ready is not None:
                     ready.set()
                 await self._stop.wait()
+                # Ordered: no new API requests, no gossip, then the jobs below.
+                await self._stop_api()
+                await self.p2p.stop()
                 raise _Shutdown
         except* _Shutdown:
             pass
+        except* P2PMLError as group:
+            # A start-up failure inside the group: surface the first as itself.
+            raise group.exceptions[0] from None
         finally:
             await self._shutdown()
 
@@ -185,12 +224,16 @@ class Node:
 
         self._tg.create_task(guarded(), name=name)
 
-    async def _shutdown(self) -> None:
-        t0 = time.monotonic()
-        self._tg = None
+    async def _stop_api(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _shutdown(self) -> None:
+        t0 = time.monotonic()
+        self._tg = None
+        await self._stop_api()
+        await self.p2p.stop()
         await self.miner.close()
         await self.pool.close()
         await self.ipfs.close()
@@ -210,6 +253,23 @@ class Node:
         if update.error is not None:
             log.warning("own block %s refused: %s", block.hash.hex()[:16], update.error)
         self._after_update(update)
+        if update.tip_changed and self.chain.tip.hash == block.hash:
+            await self.p2p.publish_block(block)
+
+    def _check_tx(self, tx: PoolTx) -> None:
+        """Stateless checks before relay (runs in the libp2p thread: pure)."""
+        handler_for(tx).check(tx, self.params)
+
+    async def _publish_tx(self, kind: str, tx: PoolTx) -> None:
+        try:
+            await self.p2p.publish(kind, encode_tx(tx))
+        except NetworkError as exc:
+            log.warning("could not gossip %s %s: %s", kind, tx.id.hex()[:16], exc)
+
+    def remember_source(self, block_hash: bytes, peer_id: str) -> None:
+        self._sources[block_hash] = peer_id
+        while len(self._sources) > 10_000:
+            self._sources.pop(next(iter(self._sources)))
 
     async def submit_block(self, block: Block, source: str) -> ChainUpdate:
         update = await self.chain_mgr.submit_block(block, source=source)
@@ -217,6 +277,10 @@ class Node:
         return update
 
     def _after_update(self, update: ChainUpdate) -> None:
+        for h, reason in update.rejected:
+            peer = self._sources.pop(h, None)
+            if peer is not None and reason not in HARMLESS:
+                self.p2p.penalise(peer, f"invalid-block:{reason}", 100)
         if update.waiting or self.verifier.wanted:
             now = time.monotonic()
             for h, _cid in update.waiting:
@@ -277,12 +341,13 @@ class Node:
         return {
             "version": __version__,
             "network": self.params.name,
-            "peer_id": "",
+            "peer_id": self.p2p.peer_id,
+            "listen": self.p2p.listen_addrs(),
             "public_key": self.identity.public_key.hex(),
             "height": tip.height,
             "tip": tip.hash.hex(),
             "chain_work": hex(tip.chain_work),
-            "peers": 0,
+            "peers": len(self.p2p.peers()),
             "mempool": len(self.mempool),
             "mining": {
                 "enabled": self.miner.enabled,
@@ -302,18 +367,29 @@ class Node:
                 "failed": self.verifier.stats.failed,
                 "blocks_waiting_for_data": len(self.chain.waiting),
             },
-            "ipfs": {"mode": self.settings.ipfs.mode, "state": self.ipfs.state},
+            "ipfs": {
+                "mode": self.settings.ipfs.mode,
+                "state": self.ipfs.state,
+                "swarm": embedded_swarm_addrs(self.ipfs),
+            },
             "uptime": round(time.time() - self.started, 1),
         }
 
     def peers(self) -> list[dict[str, Any]]:
-        return []
+        return [dataclasses.asdict(p) for p in self.p2p.peers()]
 
     async def connect_peer(self, addr: str) -> dict[str, Any]:
-        raise NetworkError("networking is not wired into the node yet")
+        problem = _check_multiaddr(addr)
+        if problem or "/p2p/" not in addr:
+            raise ValidationError("bad-multiaddr", problem or "address must end in /p2p/<peer id>")
+        peer_id = await self.p2p.connect(addr)
+        return {"peer_id": peer_id, "addr": addr}
 
     async def disconnect_peer(self, peer_id: str, ban_seconds: int) -> dict[str, Any]:
-        raise NetworkError("networking is not wired into the node yet")
+        if not any(p.peer_id == peer_id for p in self.p2p.peers()) and not ban_seconds:
+            raise LookupError(peer_id)
+        await self.p2p.disconnect(peer_id, ban_seconds)
+        return {"peer_id": peer_id, "banned_seconds": ban_seconds}
 
     def chain_headers(self, start: int, limit: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -387,6 +463,16 @@ class Node:
             f"p2pml_hash_rate {self.miner.stats.hash_rate:.0f}",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _tx_decoder(cls: type) -> Any:
+    def decode(data: bytes) -> Any:
+        tx = decode_tx(data)
+        if not isinstance(tx, cls):
+            raise DecodeError(f"expected a {cls.__name__}")
+        return tx
+
+    return decode
 
 
 class _Shutdown(Exception):

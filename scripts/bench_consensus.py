@@ -80,7 +80,11 @@ def make_chain(n: int) -> list[bytes]:
         tip = cs.tip
         b = solve(
             build_block(
-                REGTEST, tip.hash, tip.height + 1, REGTEST.pow_limit_bits, tip.header.time + 1,
+                REGTEST,
+                tip.hash,
+                tip.height + 1,
+                REGTEST.pow_limit_bits,
+                tip.header.time + 1,
                 bytes([1 + i % 7]) * 32,
             )
         )

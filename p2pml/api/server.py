@@ -132,7 +132,10 @@ def make_app(node: Node) -> web.Application:
 
     async def disconnect_peer(req: web.Request) -> web.Response:
         ban = int_query(req, "ban", 0, 0, 10 * 365 * 86400)
-        return ok(await node.disconnect_peer(req.match_info["peer_id"], ban))
+        try:
+            return ok(await node.disconnect_peer(req.match_info["peer_id"], ban))
+        except LookupError:
+            raise HTTPError(404, "not connected to that peer", "not-found") from None
 
     async def chain(req: web.Request) -> web.Response:
         limit = int_query(req, "limit", 20, 1, 1000)

@@ -25,7 +25,9 @@ async def wait_until(
         if r:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -35,5 +37,7 @@ def wait_until_sync(
     deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}"
+            )
         time.sleep(interval)

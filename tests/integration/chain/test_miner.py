@@ -64,7 +64,9 @@ async def test_new_tip_interrupts_the_search(setup: tuple[ChainManager, Miner]) 
     mgr, miner = setup
     # A target nobody will meet: the search only ends when told to.
     hard = mgr.template(KEY)
-    hard = dataclasses.replace(hard, header=dataclasses.replace(hard.header, bits=target_to_bits(1)))
+    hard = dataclasses.replace(
+        hard, header=dataclasses.replace(hard.header, bits=target_to_bits(1))
+    )
     search = asyncio.ensure_future(miner._search(hard, stop_when_disabled=False))
     await wait_until(lambda: miner.stats.hashes > 0, what="first range done")
     assert not search.done()

@@ -1,0 +1,90 @@
+"""The boundary between the network layer and the node's chain.
+
+The node implements :class:`ChainBackend` (over its SQLite store); the
+network layer calls it only from the asyncio loop, never concurrently with
+itself for submissions (block and header submissions are serialised by the
+service), so an implementation needs no locking.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pml.chain.types import Block, BlockHeader
+
+
+class Verdict(enum.Enum):
+    """What gossip does with a message after the node looked at it."""
+
+    ACCEPT = "accept"  # valid: relay it
+    IGNORE = "ignore"  # not useful (duplicate, late): do not relay, no penalty
+    REJECT = "reject"  # invalid: do not relay, penalise the sender
+
+
+class BlockStatus(enum.Enum):
+    ACCEPTED = "accepted"  # stored (connected or on a side chain)
+    ORPHAN = "orphan"  # parent unknown: pooled, ancestors must be fetched
+    DUPLICATE = "duplicate"  # already known
+    INVALID = "invalid"  # failed validation; ``reason`` says why
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    status: BlockStatus
+    reason: str = ""  # stable reject reason ("bad-pow", "time-too-new", ...)
+    tip_changed: bool = False
+
+
+@dataclass(frozen=True)
+class HeadersOutcome:
+    accepted: int  # headers of the batch that are now in the index
+    error: str | None = None  # reject reason of the first bad header
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    genesis_hash: bytes
+    tip_hash: bytes
+    height: int
+    chain_work: int
+
+
+class ChainBackend(Protocol):
+    """What the network layer needs from the node's chain."""
+
+    def status(self) -> ChainStatus: ...
+
+    def locator(self) -> list[bytes]:
+        """Block locator of the active chain (tip first, genesis last)."""
+        ...
+
+    def headers_after(
+        self, locator: Sequence[bytes], stop: bytes | None, limit: int
+    ) -> list[BlockHeader]:
+        """Active-chain headers after the fork point of ``locator`` (<= limit)."""
+        ...
+
+    def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
+        """The stored blocks among ``hashes``, in request order (unknown skipped)."""
+        ...
+
+    def has_block(self, block_hash: bytes) -> bool:
+        """True when the body is stored or the block is known invalid."""
+        ...
+
+    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
+        """Validate and store a block (from gossip, sync, or ourselves if None)."""
+        ...
+
+    async def submit_headers(
+        self, headers: Sequence[BlockHeader], from_peer: str
+    ) -> HeadersOutcome:
+        """Check and store a batch of headers (each links to the previous)."""
+        ...
+
+    async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
+        """A decoded, stateless-valid task/result (or other registered kind)."""
+        ...

@@ -1,0 +1,163 @@
+"""Wire constants and the sync message codec (see docs/protocol.md).
+
+Sync messages are canonical msgpack arrays (the same codec as blocks):
+
+* request ``[0]`` status -> ``[0, genesis, tip, height, work]``
+* request ``[1, locator, stop]`` headers -> ``[1, [header92, ...]]``
+* request ``[2, [hash, ...]]`` blocks -> ``[2, [block_bytes, ...]]``
+
+Every decoder raises only :class:`~p2pml.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2pml.chain.encoding import expect_bytes, expect_int, expect_list, packb, unpackb
+from p2pml.chain.hashing import HASH_SIZE
+from p2pml.chain.types import HEADER_SIZE
+from p2pml.errors import DecodeError
+
+PROTOCOL_VERSION = 1
+KINDS = ("blocks", "tasks", "results")
+
+MAX_HEADERS = 2_000
+MAX_LOCATOR = 101
+MAX_BLOCKS_PER_REQUEST = 128
+MAX_BLOCKS_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024
+MAX_RESPONSE_BYTES = MAX_BLOCKS_RESPONSE_BYTES + 1024 * 1024  # one block may overshoot
+MAX_WORK_BYTES = 64
+# Gossip RPC frame cap: go/js default; bigger frames reset the stream.
+MAX_GOSSIP_RPC_BYTES = 1024 * 1024
+
+REQ_STATUS = 0
+REQ_HEADERS = 1
+REQ_BLOCKS = 2
+
+# Penalties add to a peer's score; at BAN_THRESHOLD it is disconnected and banned.
+BAN_THRESHOLD = 100
+PENALTY_INVALID = 100  # invalid block/message, bad signature, bad PoW, garbage
+PENALTY_MALFORMED = 100  # undecodable or oversize message / response
+PENALTY_UNCONNECTED = 100  # header chain that does not connect
+PENALTY_WRONG_NETWORK = 100  # different genesis
+PENALTY_UNREQUESTED = 20  # block we did not ask for in a response
+PENALTY_MILD = 0  # late, duplicate, orphan, time-too-new: never misbehaviour
+
+# Reject reasons that honest peers produce (races, clocks): never penalised.
+BENIGN_REASONS = frozenset({"duplicate", "prev-unknown", "time-too-new", "pending-data", "orphan"})
+
+
+def topic_name(network: str, kind: str) -> str:
+    return f"/p2pml/{network}/{kind}/1"
+
+
+def sync_protocol(network: str) -> str:
+    return f"/p2pml/{network}/sync/1"
+
+
+@dataclass(frozen=True)
+class StatusMsg:
+    genesis_hash: bytes
+    tip_hash: bytes
+    height: int
+    chain_work: int
+
+
+@dataclass(frozen=True)
+class HeadersReq:
+    locator: tuple[bytes, ...]
+    stop: bytes | None
+
+
+@dataclass(frozen=True)
+class BlocksReq:
+    hashes: tuple[bytes, ...]
+
+
+Request = None | HeadersReq | BlocksReq  # None is the status request
+
+
+def encode_request(req: Request) -> bytes:
+    if req is None:
+        return packb([REQ_STATUS])
+    if isinstance(req, HeadersReq):
+        return packb([REQ_HEADERS, list(req.locator), req.stop or b""])
+    return packb([REQ_BLOCKS, list(req.hashes)])
+
+
+def _hash(v: Any, name: str) -> bytes:
+    return expect_bytes(v, name, HASH_SIZE)
+
+
+def decode_request(data: bytes) -> Request:
+    f = expect_list(unpackb(data, MAX_REQUEST_BYTES), "request")
+    if not f:
+        raise DecodeError("request: empty")
+    kind = f[0]
+    if kind == REQ_STATUS and type(kind) is int:
+        expect_list(f, "status request", 1)
+        return None
+    if kind == REQ_HEADERS and type(kind) is int:
+        expect_list(f, "headers request", 3)
+        loc = expect_list(f[1], "locator")
+        if not 0 < len(loc) <= MAX_LOCATOR:
+            raise DecodeError(f"locator: 1..{MAX_LOCATOR} hashes")
+        stop = expect_bytes(f[2], "stop", max_size=HASH_SIZE)
+        if stop and len(stop) != HASH_SIZE:
+            raise DecodeError("stop: expected 0 or 32 bytes")
+        return HeadersReq(tuple(_hash(h, "locator") for h in loc), stop or None)
+    if kind == REQ_BLOCKS and type(kind) is int:
+        expect_list(f, "blocks request", 2)
+        hs = expect_list(f[1], "hashes")
+        if not 0 < len(hs) <= MAX_BLOCKS_PER_REQUEST:
+            raise DecodeError(f"blocks request: 1..{MAX_BLOCKS_PER_REQUEST} hashes")
+        return BlocksReq(tuple(_hash(h, "hash") for h in hs))
+    raise DecodeError(f"request: unknown kind {kind!r}")
+
+
+def encode_status(s: StatusMsg) -> bytes:
+    work = s.chain_work.to_bytes(max(1, (s.chain_work.bit_length() + 7) // 8), "big")
+    return packb([REQ_STATUS, s.genesis_hash, s.tip_hash, s.height, work])
+
+
+def decode_status(data: bytes) -> StatusMsg:
+    f = expect_list(unpackb(data, 1024), "status", 5)
+    if f[0] != REQ_STATUS or type(f[0]) is not int:
+        raise DecodeError("status: wrong kind")
+    work = expect_bytes(f[4], "status.work", max_size=MAX_WORK_BYTES)
+    return StatusMsg(
+        genesis_hash=_hash(f[1], "status.genesis"),
+        tip_hash=_hash(f[2], "status.tip"),
+        height=expect_int(f[3], "status.height", hi=2**32 - 1),
+        chain_work=int.from_bytes(work, "big"),
+    )
+
+
+def encode_headers(headers: list[bytes]) -> bytes:
+    return packb([REQ_HEADERS, headers])
+
+
+def decode_headers(data: bytes) -> list[bytes]:
+    f = expect_list(unpackb(data, MAX_HEADERS * (HEADER_SIZE + 3) + 64), "headers", 2)
+    if f[0] != REQ_HEADERS or type(f[0]) is not int:
+        raise DecodeError("headers: wrong kind")
+    hs = expect_list(f[1], "headers.list")
+    if len(hs) > MAX_HEADERS:
+        raise DecodeError(f"headers: more than {MAX_HEADERS}")
+    return [expect_bytes(h, "header", HEADER_SIZE) for h in hs]
+
+
+def encode_blocks(blocks: list[bytes]) -> bytes:
+    return packb([REQ_BLOCKS, blocks])
+
+
+def decode_blocks(data: bytes, max_block_bytes: int) -> list[bytes]:
+    f = expect_list(unpackb(data, MAX_RESPONSE_BYTES), "blocks", 2)
+    if f[0] != REQ_BLOCKS or type(f[0]) is not int:
+        raise DecodeError("blocks: wrong kind")
+    bs = expect_list(f[1], "blocks.list")
+    if len(bs) > MAX_BLOCKS_PER_REQUEST:
+        raise DecodeError(f"blocks: more than {MAX_BLOCKS_PER_REQUEST}")
+    return [expect_bytes(b, "block", max_size=max_block_bytes) for b in bs]

@@ -1,0 +1,117 @@
+"""The node's side of the network boundary: ``ChainBackend`` over the node.
+
+Blocks and headers go through the ChainManager (one lock, persisted before
+the next); tasks and results go to the TaskService. Reject reasons become
+gossip verdicts: only a peer at fault is penalised; late, duplicate, orphan
+and future-dated messages are ignored without penalty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from p2pml.chain.tasks import ResultTx, TaskTx
+from p2pml.chain.types import Block, BlockHeader
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict
+
+if TYPE_CHECKING:
+    from p2pml.node import Node
+
+log = logging.getLogger("p2pml.net.backend")
+
+# Refusals that say nothing bad about the sender.
+HARMLESS = frozenset(
+    {
+        "duplicate",
+        "time-too-new",
+        "prev-unknown",
+        "pending-data",
+        "mempool-full",
+        "result-task-closed",  # a race with the deadline, not a lie
+        "duplicate-task",
+        "duplicate-result",
+        "insufficient-funds",  # may be funded on a branch we have not seen
+        "result-task-unknown",  # may be on a branch we have not seen
+    }
+)
+
+
+class NodeBackend:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def chain(self):  # type: ignore[no-untyped-def]
+        return self.node.chain
+
+    def status(self) -> ChainStatus:
+        tip = self.chain.tip
+        return ChainStatus(self.node.params.genesis_hash, tip.hash, tip.height, tip.chain_work)
+
+    def locator(self) -> list[bytes]:
+        return list(self.chain.locator())
+
+    def headers_after(
+        self, locator: Sequence[bytes], stop: bytes | None, limit: int
+    ) -> list[BlockHeader]:
+        return list(self.chain.headers_after(locator, stop, limit))
+
+    def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
+        out = []
+        for h in hashes:
+            b = self.chain.get_block(h)
+            if b is not None:
+                out.append(b)
+        return out
+
+    def has_block(self, block_hash: bytes) -> bool:
+        e = self.chain.entry(block_hash)
+        return e is not None and (e.has_data or e.status.failed)
+
+    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
+        update = await self.node.submit_block(block, from_peer or "local")
+        if update.error is not None:
+            reason = update.error.reason
+            if reason == "duplicate":
+                return BlockOutcome(BlockStatus.DUPLICATE, reason)
+            return BlockOutcome(BlockStatus.INVALID, reason)
+        if update.orphaned:
+            return BlockOutcome(BlockStatus.ORPHAN)
+        own = [r for h, r in update.rejected if h == block.hash]
+        if own:
+            if from_peer:
+                self.node.remember_source(block.hash, from_peer)
+            return BlockOutcome(BlockStatus.INVALID, own[0])
+        if from_peer and update.waiting:
+            self.node.remember_source(block.hash, from_peer)
+        return BlockOutcome(BlockStatus.ACCEPTED, tip_changed=update.tip_changed)
+
+    async def submit_headers(
+        self, headers: Sequence[BlockHeader], from_peer: str
+    ) -> HeadersOutcome:
+        update = await self.node.chain_mgr.submit_headers(list(headers))
+        accepted = len(update.new_entries)
+        if update.error is not None:
+            # Known headers are not "new" but were fine: count up to the error.
+            return HeadersOutcome(accepted, update.error.reason)
+        return HeadersOutcome(len(headers))
+
+    async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
+        try:
+            if kind == "tasks" and isinstance(obj, TaskTx):
+                await self.node.tasks.submit_task(obj, from_peer)
+            elif kind == "results" and isinstance(obj, ResultTx):
+                await self.node.tasks.submit_result(obj, from_peer)
+            else:
+                return Verdict.REJECT
+        except MissingDataError:
+            return Verdict.IGNORE
+        except ValidationError as exc:
+            if exc.reason in HARMLESS:
+                return Verdict.IGNORE
+            log.info("%s from %s refused: %s", kind, from_peer, exc)
+            return Verdict.REJECT
+        return Verdict.ACCEPT

@@ -1,0 +1,188 @@
+"""A test-only libp2p peer that breaks the p2pml protocol on purpose.
+
+It is a real py-libp2p host (Noise, yamux, gossipsub, the sync protocol) in
+its own trio thread, driven from asyncio. It relays whatever it receives,
+publishes arbitrary bytes on any topic (bypassing every local check), and
+answers sync requests with whatever ``responder`` returns, so a test can make
+it serve garbage, oversize data, wrong-genesis status, headers that do not
+connect, or nothing at all (stall).
+
+Usage::
+
+    hp = HostilePeer("regtest")
+    await hp.start()
+    await hp.connect(node.listen_addrs()[0])
+    await hp.wait_subscribed(node.peer_id, "blocks")
+    await hp.publish_raw("blocks", b"garbage")
+    ...
+    await hp.stop()
+
+Loopback only: it listens on 127.0.0.1 and dials what the test gives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from p2pml.chain.params import params_for
+from p2pml.chain.pow import bits_to_target, block_work
+from p2pml.crypto import Identity
+from p2pml.net import protocol as P
+from p2pml.net.bridge import TrioBridge
+from p2pml.net.host import HostConfig, TrioHost
+
+# The responder gets the raw request and its decoded form (None for status,
+# HeadersReq, BlocksReq, or the DecodeError) and returns the raw response;
+# returning None stalls (never answers).
+Responder = Callable[[bytes, Any], Awaitable[bytes | None]]
+
+
+def genesis_responder(network: str) -> Responder:
+    """Looks like an honest node that has only the genesis block."""
+    params = params_for(network)
+    g = params.genesis.header
+    status = P.encode_status(
+        P.StatusMsg(params.genesis_hash, params.genesis_hash, 0, block_work(bits_to_target(g.bits)))
+    )
+
+    async def respond(raw: bytes, req: Any) -> bytes | None:
+        if req is None:
+            return status
+        if isinstance(req, P.HeadersReq):
+            return P.encode_headers([])
+        return P.encode_blocks([])
+
+    return respond
+
+
+class _Callbacks:
+    def __init__(self, peer: HostilePeer) -> None:
+        self.peer = peer
+
+    def on_connected(self, peer_id: str, direction: str, addr: str) -> None:
+        self.peer.connected.add(peer_id)
+
+    def on_disconnected(self, peer_id: str) -> None:
+        self.peer.connected.discard(peer_id)
+        self.peer.disconnections += 1
+
+    def on_refused(self, peer_id: str, reason: str) -> None:
+        pass
+
+    def on_dropped(self, what: str, count: int) -> None:
+        pass
+
+    def on_oversize(self, peer_id: str) -> None:
+        pass
+
+    async def validate(self, topic: str, forwarder: str, data: bytes, msg_id: bytes) -> bool:
+        self.peer.received.append((topic, data))
+        return True
+
+    async def serve_request(self, peer_id: str, data: bytes) -> bytes:
+        try:
+            req: Any = P.decode_request(data)
+        except Exception as exc:
+            req = exc
+        self.peer.requests.append((peer_id, req))
+        resp = await self.peer.responder(data, req)
+        if resp is None:
+            await trio.sleep_forever()
+        assert resp is not None
+        return resp
+
+
+class HostilePeer:
+    def __init__(
+        self,
+        network: str = "regtest",
+        identity: Identity | None = None,
+        responder: Responder | None = None,
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+    ) -> None:
+        self.network = network
+        self.identity = identity or Identity.generate()
+        self.responder = responder or genesis_responder(network)
+        self.connected: set[str] = set()  # updated in the trio thread
+        self.disconnections = 0
+        self.received: list[tuple[str, bytes]] = []
+        self.requests: list[tuple[str, Any]] = []
+        self.bridge = TrioBridge("hostile-peer")
+        self.host: TrioHost | None = None
+        self._cfg = HostConfig(
+            seed=self.identity.seed,
+            listen=(listen,),
+            topics=tuple(P.topic_name(network, k) for k in P.KINDS),
+            sync_protocol=P.sync_protocol(network),
+            own_publish_rate=1e9,
+            publish_wait_seconds=0.0,
+            request_timeout=5.0,
+        )
+
+    @property
+    def peer_id(self) -> str:
+        assert self.host is not None
+        return self.host.peer_id
+
+    def listen_addrs(self) -> list[str]:
+        assert self.host is not None
+        return self.host.listen_addrs()
+
+    async def start(self) -> None:
+        async def serve(task_status: Any) -> None:
+            self.host = TrioHost(self._cfg, _Callbacks(self))
+            await self.host.serve(task_status=task_status)
+
+        await self.bridge.start(serve)
+
+    async def stop(self) -> None:
+        host = self.host
+        await self.bridge.stop(host.close_connections if host else None, timeout=0.5)
+
+    def _host(self) -> TrioHost:
+        assert self.host is not None, "start() first"
+        return self.host
+
+    async def connect(self, addr: str) -> str:
+        return await self.bridge.call_trio(self._host().connect, addr)
+
+    async def wait_subscribed(self, peer_id: str, kind: str, timeout: float = 10.0) -> None:
+        topic = P.topic_name(self.network, kind)
+        host = self._host()
+
+        async def check() -> bool:
+            peers = host.pubsub.peer_topics.get(topic, set())
+            return any(str(p) == peer_id for p in peers) and any(
+                str(p) == peer_id for p in host.pubsub.peers
+            )
+
+        deadline = time.monotonic() + timeout
+        while not await self.bridge.call_trio(check):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{peer_id} never subscribed to {topic}")
+            await asyncio.sleep(0.02)
+
+    async def publish_raw(self, kind: str, data: bytes) -> None:
+        """Publish any bytes on ``kind``'s topic: no size, schema or rate checks
+        (even RPC frames over the 1 MiB cap that gossipsub refuses to send)."""
+        host = self._host()
+        topic = P.topic_name(self.network, kind)
+
+        async def publish() -> None:
+            for q in host.pubsub.peer_queues.values():
+                q.max_message_size = max(q.max_message_size, len(data) + 4096)
+            await host.pubsub.publish(topic, data)
+
+        await self.bridge.call_trio(publish)
+
+    async def request_raw(self, peer_id: str, data: bytes, timeout: float = 5.0) -> bytes:
+        """Send any bytes as a sync request and return the raw response."""
+        return await self.bridge.call_trio(self._host().request, peer_id, data, timeout)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected

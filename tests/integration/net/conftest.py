@@ -1,0 +1,105 @@
+"""Fixtures for in-process network tests: real hosts on loopback TCP."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pml.chain.params import REGTEST, NetworkParams
+from p2pml.chain.types import Block
+from p2pml.config import P2PSettings
+from p2pml.crypto import Identity
+from p2pml.net import P2PService, TopicSpec
+from p2pml.net.bans import BanStore
+from p2pml.net.memory_backend import MemoryChainBackend
+from tests.framework.chainbuilder import Builder
+
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+
+
+def load(backend: MemoryChainBackend, blocks: list[Block]) -> None:
+    for b in blocks:
+        up = backend.chain.accept_block(b, int(backend.clock()))
+        backend.source.apply(up)
+        assert up.error is None, up.error
+
+
+class Net:
+    """Creates nodes and stops every one of them at teardown."""
+
+    def __init__(self) -> None:
+        self.nodes: list[P2PService] = []
+
+    async def node(
+        self,
+        params: NetworkParams = REGTEST,
+        blocks: list[Block] | None = None,
+        bootstrap: tuple[str, ...] = (),
+        bans: BanStore | Path | None = None,
+        identity: Identity | None = None,
+        request_timeout: float = 10.0,
+        topics: list[TopicSpec] | None = None,
+        listen: tuple[str, ...] = LOOPBACK,
+        **settings: Any,
+    ) -> P2PService:
+        be = MemoryChainBackend(params)
+        if blocks:
+            load(be, blocks)
+        svc = P2PService(
+            identity or Identity.generate(),
+            params,
+            be,
+            P2PSettings(listen=listen, bootstrap=bootstrap, **settings),
+            bans=bans,
+            request_timeout=request_timeout,
+        )
+        for spec in topics or ():
+            svc.topics.register(spec)
+        await svc.start()
+        self.nodes.append(svc)
+        return svc
+
+    async def close(self) -> None:
+        for n in self.nodes:
+            await n.stop()
+
+
+def backend(svc: P2PService) -> MemoryChainBackend:
+    be = svc.backend
+    assert isinstance(be, MemoryChainBackend)
+    return be
+
+
+def height(svc: P2PService) -> int:
+    return backend(svc).chain.height
+
+
+def tip(svc: P2PService) -> bytes:
+    return backend(svc).chain.tip.hash
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Net]:
+    n = Net()
+    try:
+        yield n
+    finally:
+        await n.close()
+
+
+@pytest.fixture(scope="session")
+def chain2000() -> list[Block]:
+    b = Builder(REGTEST)
+    return b.chain(REGTEST.genesis_hash, 2000)
+
+
+@pytest.fixture
+def builder() -> Iterator[Builder]:
+    yield Builder(REGTEST)
+
+
+OTHER_GENESIS = dataclasses.replace(REGTEST, genesis_message=b"another p2pml genesis")

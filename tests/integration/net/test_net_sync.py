@@ -1,0 +1,103 @@
+"""Headers-first chain sync between real hosts."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pml.net import protocol as P
+from tests.framework.chainbuilder import Builder
+from tests.framework.hostile_peer import HostilePeer
+from tests.framework.waiting import wait_until
+
+from .conftest import OTHER_GENESIS, Net, backend, height, tip
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_fresh_node_syncs_2000_blocks_from_one_peer(net: Net, chain2000: list) -> None:
+    a = await net.node(blocks=chain2000)
+    b = await net.node(bootstrap=tuple(a.listen_addrs()))
+    await wait_until(lambda: tip(b) == tip(a), timeout=60, what="2000 blocks synced")
+    assert height(b) == 2000
+    m = b.metrics()
+    assert m["sync_headers"] == 2000  # headers first, each exactly once
+    assert m["sync_blocks"] == 2000
+    assert [e.hash for e in backend(b).chain.active] == [e.hash for e in backend(a).chain.active]
+
+
+async def test_fresh_node_syncs_from_two_peers_at_once(net: Net, chain2000: list) -> None:
+    a = await net.node(blocks=chain2000)
+    b = await net.node(blocks=chain2000)
+    c = await net.node(bootstrap=(*a.listen_addrs(), *b.listen_addrs()))
+    await wait_until(lambda: tip(c) == tip(a), timeout=60, what="synced from two peers")
+    served_a = a.metrics().get("sync_blocks_served", 0)
+    served_b = b.metrics().get("sync_blocks_served", 0)
+    assert served_a > 0 and served_b > 0, (served_a, served_b)  # both peers were used
+    assert [e.hash for e in backend(c).chain.active] == [e.hash for e in backend(a).chain.active]
+    assert c.metrics().get("penalties", 0) == 0
+
+
+async def test_sync_follows_the_most_work_after_a_fork(net: Net, builder: Builder) -> None:
+    base = builder.chain(builder.genesis, 10)
+    short = builder.chain(base[-1].hash, 3)
+    long = builder.chain(base[-1].hash, 6, dt=2)
+    a = await net.node(blocks=base + short)
+    b = await net.node(blocks=base + long)
+    await a.connect(b.listen_addrs()[0])
+    await wait_until(lambda: tip(a) == long[-1].hash, what="A reorgs to the longer chain")
+    assert tip(b) == long[-1].hash
+
+
+async def test_different_genesis_refuse_each_other(net: Net) -> None:
+    a = await net.node()
+    b = await net.node(params=OTHER_GENESIS, bootstrap=tuple(a.listen_addrs()))
+
+    def banned(x: object, y: object) -> bool:
+        return y.peer_id in {ban.peer_id for ban in x.banned()}  # type: ignore[attr-defined]
+
+    # Whoever reads the other's status first bans it and hangs up; the other
+    # side's own status request may die with the connection, so it may only
+    # see its redials refused.
+    await wait_until(lambda: banned(a, b) or banned(b, a), what="a ban")
+    await wait_until(
+        lambda: banned(b, a) or a.metrics().get("refused_banned", 0) >= 1,
+        what="B cannot come back",
+    )
+    await wait_until(lambda: not a.peers() and not b.peers(), what="disconnected")
+    assert height(a) == 0 and height(b) == 0
+    if banned(a, b):
+        with pytest.raises(Exception, match="banned"):
+            await a.connect(b.listen_addrs()[0])
+
+
+async def test_stalling_peer_is_timed_out_and_others_serve(net: Net, chain2000: list) -> None:
+    blocks = chain2000[:300]
+    a = await net.node(blocks=blocks)
+    honest_status = P.encode_status(
+        P.StatusMsg(
+            backend(a).params.genesis_hash, blocks[-1].hash, 300, backend(a).chain.tip.chain_work
+        )
+    )
+
+    async def stall_bodies(raw: bytes, req: object) -> bytes | None:
+        if req is None:
+            return honest_status
+        if isinstance(req, P.HeadersReq):
+            hs = backend(a).headers_after(list(req.locator), None, P.MAX_HEADERS)
+            return P.encode_headers([h.serialize() for h in hs])
+        return None  # never answers block requests
+
+    staller = HostilePeer(responder=stall_bodies)
+    await staller.start()
+    try:
+        c = await net.node(bootstrap=(staller.listen_addrs()[0],), request_timeout=1.0)
+        await wait_until(
+            lambda: any(isinstance(r, P.BlocksReq) for _, r in staller.requests),
+            what="staller asked for bodies",
+        )
+        await c.connect(a.listen_addrs()[0])
+        await wait_until(lambda: tip(c) == tip(a), timeout=30, what="sync despite staller")
+        assert c.metrics().get("sync_stalls", 0) >= 1
+        assert staller.peer_id not in {x.peer_id for x in c.banned()}  # stalls are not banned
+    finally:
+        await staller.stop()
