@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,13 @@ from p2pml.api.client import ApiClient
 from p2pml.errors import ApiError
 
 STARTUP_TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (the node binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def toml_value(v: Any) -> str:
@@ -104,6 +112,9 @@ class Devnet:
             if n.status.get("listen")
         ]
         ipfs_peers = [a for n in self.nodes for a in n.status.get("ipfs", {}).get("swarm", [])[:1]]
+        # A fixed swarm port: the embedded IPFS node keeps its address across
+        # restarts, so the peers that were told it can still reach it.
+        swarm_port = free_port()
         write_config(
             node.dir / "node.toml",
             {
@@ -111,7 +122,7 @@ class Devnet:
                 "p2p": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": bootstrap},
                 "ipfs": {
                     "mode": "embedded",
-                    "swarm": ["/ip4/127.0.0.1/tcp/0"],
+                    "swarm": [f"/ip4/127.0.0.1/tcp/{swarm_port}"],
                     "peers": ipfs_peers,
                 },
                 "mining": {"enabled": True, "workers": self.mining_workers},

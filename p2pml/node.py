@@ -157,6 +157,8 @@ class Node:
                 await self.p2p.start(supervisor=tg)
                 await self.ipfs.start()
                 await self.pool.start()
+                # Written last: tools that wait for this file find a ready node.
+                (self.data_dir / "api.url").write_text(self.api_url + "\n")
                 self.tasks.spawn = self._spawn
                 tg.create_task(self.miner.run(), name="miner")
                 tg.create_task(self._verify_loop(), name="verifier")
@@ -206,7 +208,6 @@ class Node:
             ) from None
         bound = self._runner.addresses[0]
         self.api_url = f"http://{bound[0]}:{bound[1]}"
-        (self.data_dir / "api.url").write_text(self.api_url + "\n")
 
     def _spawn(self, coro: Any, name: str) -> None:
         """Start a job under the supervisor (its failure is logged, not fatal)."""
@@ -231,6 +232,7 @@ class Node:
 
     async def _shutdown(self) -> None:
         t0 = time.monotonic()
+        (self.data_dir / "api.url").unlink(missing_ok=True)
         self._tg = None
         await self._stop_api()
         await self.p2p.stop()
