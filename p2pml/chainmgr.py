@@ -57,18 +57,21 @@ class ChainManager:
 
     async def submit_block(self, block: Block, source: str = "local") -> ChainUpdate:
         async with self._lock:
+            before = self.chain.tip.hash
             update = self.chain.accept_block(block, self.now())
             await self._persist([update])
-        self._report(block.hash, update, source)
+        self._report(block.hash, update, source, before)
         return update
 
     async def submit_blocks(self, blocks: list[Block], source: str = "sync") -> list[ChainUpdate]:
         """A sync batch: validated one by one, written as one transaction."""
         async with self._lock:
+            before = self.chain.tip.hash
             updates = [self.chain.accept_block(b, self.now()) for b in blocks]
             await self._persist(updates)
         for b, u in zip(blocks, updates, strict=True):
-            self._report(b.hash, u, source)
+            self._report(b.hash, u, source, before)
+            before = self.chain.tip.hash
         return updates
 
     async def submit_headers(self, headers: list[BlockHeader]) -> ChainUpdate:
@@ -80,9 +83,10 @@ class ChainManager:
     async def retry_waiting(self) -> ChainUpdate:
         """Branches that waited for result verdicts: try to connect them now."""
         async with self._lock:
+            before = self.chain.tip.hash
             update = self.chain.retry_waiting()
             await self._persist([update])
-        self._report(self.chain.tip.hash, update, "verifier")
+        self._report(self.chain.tip.hash, update, "verifier", before)
         return update
 
     async def _persist(self, updates: list[ChainUpdate]) -> None:
@@ -90,7 +94,9 @@ class ChainManager:
             return
         await asyncio.to_thread(self.store.apply_many, updates, self.chain.tip.hash)
 
-    def _report(self, block_hash: bytes, update: ChainUpdate, source: str) -> None:
+    def _report(
+        self, block_hash: bytes, update: ChainUpdate, source: str, tip_before: bytes
+    ) -> None:
         short = block_hash.hex()[:16]
         if update.error is not None:
             reason = update.error.reason
@@ -104,6 +110,9 @@ class ChainManager:
             log.warning("block %s invalid: %s", h.hex()[:16], reason)
         for h, cid in update.waiting:
             log.info("block %s waits for data (%s)", h.hex()[:16], cid)
+        if update.tip_changed and self.chain.tip.hash == tip_before:
+            # Went over to a branch and came back (it failed or lacked data).
+            update.tip_changed = False
         if update.tip_changed:
             self.metrics.accepted += len(update.connected)
             if update.disconnected:

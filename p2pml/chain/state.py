@@ -223,8 +223,10 @@ class ChainState:
         self._pending_undo: dict[bytes, UndoLog] = {}
         # Result verdicts come from the node (it re-runs models in workers).
         self.verdicts: VerdictOracle = no_verdicts
-        # Blocks that wait for data (a verdict) before they can connect.
+        # Candidate tips whose branch waits for data (a verdict), and the
+        # blocks on such branches that could not connect for lack of it.
         self.waiting: set[IndexEntry] = set()
+        self._lacking_data: set[IndexEntry] = set()
 
     # -- construction ------------------------------------------------------
 
@@ -555,14 +557,19 @@ class ChainState:
             if self.active and not self._better(best, self.tip):
                 break
             fork = self._fork_point(best)
-            while self.active and self.tip is not fork:
-                self._disconnect_tip(update)
             path = []
             cur: IndexEntry | None = best
             while cur is not None and cur is not fork:
                 path.append(cur)
                 cur = cur.parent
             path.reverse()
+            if any(e in self._lacking_data for e in path):
+                # Known to wait for data: do not tear the tip down to find out again.
+                self.waiting.add(best)
+                self._candidates.discard(best)
+                continue
+            while self.active and self.tip is not fork:
+                self._disconnect_tip(update)
             failed = False
             for i, e in enumerate(path):
                 try:
@@ -571,6 +578,7 @@ class ChainState:
                     # Not invalid, not connectable yet: park the branch until
                     # the node has the data, and fall back to the best we can.
                     update.waiting.append((e.hash, err.cid))
+                    self._lacking_data.add(e)
                     self.waiting.add(best)
                     self._candidates.discard(best)
                     failed = True
@@ -649,6 +657,7 @@ class ChainState:
     def retry_waiting(self) -> ChainUpdate:
         """Try again the branches that waited for data (the node has more now)."""
         update = ChainUpdate()
+        self._lacking_data.clear()
         try:
             for e in list(self.waiting):
                 self.waiting.discard(e)

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,11 +69,17 @@ class TestNode:
         }
         for name, body in (extra or {}).items():
             sections.setdefault(name, {}).update(body)
+        self.sections = sections
         write_config(self.config, sections)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = self.dir / "stderr.log"
         self._stderr: Any = None
         self.api: ApiClient = ApiClient("http://127.0.0.1:1")
+
+    def configure(self, section: str, **values: Any) -> None:
+        """Change config keys (takes effect at the next start)."""
+        self.sections.setdefault(section, {}).update(values)
+        write_config(self.config, self.sections)
 
     # -- process -------------------------------------------------------------------
 
@@ -175,6 +182,12 @@ class TestNode:
         return list(self.status()["listen"])
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def sync_blocks(nodes: Iterable[TestNode], timeout: float = 60) -> None:
     nodes = list(nodes)
 
@@ -251,6 +264,16 @@ class NodeSet:
             n.start(wait=False)
         for n in self.nodes:
             n.wait_for_api()
+
+    def start_mesh(self, nodes: list[TestNode] | None = None) -> None:
+        """Start nodes one by one, each told the embedded IPFS swarm address
+        (on a fixed port) of those before it, so data moves over bitswap."""
+        started: list[TestNode] = []
+        for n in nodes or self.nodes:
+            peers = [a for m in started for a in m.status()["ipfs"]["swarm"][:1]]
+            n.configure("ipfs", swarm=[f"/ip4/127.0.0.1/tcp/{free_port()}"], peers=peers)
+            n.start()
+            started.append(n)
 
     def cleanup(self, check: Callable[[TestNode], None] | None = None) -> None:
         errors = []
