@@ -350,6 +350,7 @@ class Node:
             "tip": tip.hash.hex(),
             "chain_work": hex(tip.chain_work),
             "peers": len(self.p2p.peers()),
+            "banned": [b.peer_id for b in self.p2p.banned()],
             "mempool": len(self.mempool),
             "mining": {
                 "enabled": self.miner.enabled,

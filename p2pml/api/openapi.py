@@ -74,6 +74,8 @@ SCHEMAS: dict[str, Any] = {
             "tip": HEX64,
             "chain_work": {"type": "string"},
             "peers": {"type": "integer"},
+            "banned": {"type": "array", "items": {"type": "string"}},
+            "listen": {"type": "array", "items": {"type": "string"}},
             "mempool": {"type": "integer"},
             "mining": {"type": "object"},
             "training": {"type": "object"},
