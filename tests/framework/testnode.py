@@ -268,7 +268,7 @@ class NodeSet:
     def start_mesh(self, nodes: list[TestNode] | None = None) -> None:
         """Start nodes one by one, each told the embedded IPFS swarm address
         (on a fixed port) of those before it, so data moves over bitswap."""
-        started: list[TestNode] = []
+        started = [m for m in self.nodes if m.proc is not None and m.proc.poll() is None]
         for n in nodes or self.nodes:
             peers = [a for m in started for a in m.status()["ipfs"]["swarm"][:1]]
             n.configure("ipfs", swarm=[f"/ip4/127.0.0.1/tcp/{free_port()}"], peers=peers)
