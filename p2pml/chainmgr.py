@@ -78,6 +78,9 @@ class ChainManager:
         async with self._lock:
             update = self.chain.accept_headers(headers, self.now())
             await self._persist([update])
+        if update.error is not None:
+            self.metrics.rejected[update.error.reason] += 1
+            log.info("headers refused: %s", update.error)
         return update
 
     async def retry_waiting(self) -> ChainUpdate:

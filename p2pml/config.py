@@ -232,7 +232,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
     host, _, port = s.admin.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         bad.append(("admin", "listen", f"{s.admin.listen!r}: expected HOST:PORT"))
     if logging.getLevelName(s.log.level.upper()) not in (10, 20, 30, 40, 50):
         bad.append(("log", "level", f"{s.log.level!r}: expected DEBUG, INFO, WARNING or ERROR"))

@@ -134,6 +134,7 @@ class Node:
                 )
             )
         self._sources: dict[bytes, str] = {}  # waiting block -> the peer that sent it
+        self._bulk_mining = False
         self.chain_mgr.on_tip_changed(self._tip_changed)
         self._stop = asyncio.Event()
         self._verify_wake = asyncio.Event()
@@ -255,7 +256,7 @@ class Node:
         if update.error is not None:
             log.warning("own block %s refused: %s", block.hash.hex()[:16], update.error)
         self._after_update(update)
-        if update.tip_changed and self.chain.tip.hash == block.hash:
+        if update.tip_changed and self.chain.tip.hash == block.hash and not self._bulk_mining:
             await self.p2p.publish_block(block)
 
     def _check_tx(self, tx: PoolTx) -> None:
@@ -334,7 +335,17 @@ class Node:
                 )
 
     async def mine(self, n: int) -> list[str]:
-        return [h.hex() for h in await self.miner.mine_blocks(n)]
+        """Regtest: mine ``n`` blocks now. Only the last is gossiped (own
+        publishes are paced); peers fetch its ancestors like any orphan's."""
+        self._bulk_mining = True
+        try:
+            hashes = await self.miner.mine_blocks(n)
+        finally:
+            self._bulk_mining = False
+        tip = self.chain.get_block(self.chain.tip.hash)
+        if tip is not None and tip.hash in hashes:
+            await self.p2p.publish_block(tip)
+        return [h.hex() for h in hashes]
 
     # -- views for the admin API -----------------------------------------------------
 
@@ -389,6 +400,8 @@ class Node:
         return {"peer_id": peer_id, "addr": addr}
 
     async def disconnect_peer(self, peer_id: str, ban_seconds: int) -> dict[str, Any]:
+        if not is_peer_id(peer_id):
+            raise ValidationError("bad-peer-id", f"{peer_id[:80]!r} is not a libp2p peer id")
         if not any(p.peer_id == peer_id for p in self.p2p.peers()) and not ban_seconds:
             raise LookupError(peer_id)
         await self.p2p.disconnect(peer_id, ban_seconds)
@@ -408,7 +421,7 @@ class Node:
         return [entry_json(self.chain, e) for e in tips]
 
     def block(self, ident: str) -> dict[str, Any] | None:
-        if ident.isdigit() and len(ident) < 20:
+        if ident.isascii() and ident.isdigit() and len(ident) < 20:
             e = self.chain.at_height(int(ident))
             if e is None:
                 return None
@@ -466,6 +479,15 @@ class Node:
             f"p2pml_hash_rate {self.miner.stats.hash_rate:.0f}",
         ]
         return "\n".join(lines) + "\n"
+
+
+def is_peer_id(text: str) -> bool:
+    from libp2p.peer.id import ID
+
+    try:
+        return 32 <= len(text) < 128 and bool(ID.from_base58(text).to_bytes())
+    except Exception:  # base58 and multihash raise several types
+        return False
 
 
 def _tx_decoder(cls: type) -> Any:

@@ -139,20 +139,21 @@ class TaskService:
         if isinstance(wire.get("features"), tuple):
             wire["features"] = list(wire["features"])
         spec = TaskSpec.from_wire(wire)
+        spec.validate()  # ValidationError names the rule (bad-task-*)
 
-        def num(name: str, default: int) -> int:
+        def num(name: str, default: int, hi: int = 2**63 - 1) -> int:
             v = body.get(name, default)
-            if type(v) is not int or v < 0:
-                raise DecodeError(f"{name} must be a non-negative integer")
+            if type(v) is not int or not 0 <= v <= hi:
+                raise DecodeError(f"{name} must be an integer in [0, {hi}]")
             return v
 
         return TaskTx(
             spec=spec,
             bounty=num("bounty", 0),
             fee=num("fee", self.chain_mgr.params.min_task_fee),
-            deadline=num("deadline", 20),
+            deadline=num("deadline", 20, hi=2**32 - 1),
             result_reward=num("result_reward", 0),
-            max_results=num("max_results", 3 * spec.rounds),
+            max_results=num("max_results", 3 * spec.rounds, hi=2**32 - 1),
             publisher=self.identity.public_key,
             nonce=secrets.randbits(63),
         ).signed_by(self.identity)

@@ -221,7 +221,7 @@ def openapi_document() -> dict[str, Any]:
                         "name": "peer_id",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,127}$"},
                     },
                     {
                         "name": "ban",
@@ -231,7 +231,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json({"type": "object"}),
-                    "400": _err("bad parameter"),
+                    "400": _err("bad parameter or not a peer id"),
                     "401": _err("no or wrong token"),
                     "404": _err("unknown peer"),
                     "503": _err("network unavailable"),
@@ -242,7 +242,11 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "Headers on the best chain, newest first",
                 "parameters": [
-                    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "start",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 4294967296},
+                    },
                     {
                         "name": "limit",
                         "in": "query",
