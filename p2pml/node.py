@@ -475,9 +475,30 @@ class Node:
         lines += [
             "# TYPE p2pml_reorgs_total counter",
             f"p2pml_reorgs_total {m.reorgs}",
+            "# TYPE p2pml_max_reorg_depth gauge",
+            f"p2pml_max_reorg_depth {m.max_reorg_depth}",
             "# TYPE p2pml_hash_rate gauge",
             f"p2pml_hash_rate {self.miner.stats.hash_rate:.0f}",
+            "# TYPE p2pml_peers gauge",
+            f"p2pml_peers {len(self.p2p.peers())}",
+            "# TYPE p2pml_mempool_size gauge",
+            f"p2pml_mempool_size {len(self.mempool)}",
+            "# TYPE p2pml_training_jobs_total counter",
+            f'p2pml_training_jobs_total{{outcome="done"}} {self.tasks.jobs_done}',
+            f'p2pml_training_jobs_total{{outcome="failed"}} {self.tasks.jobs_failed}',
+            "# TYPE p2pml_training_jobs_running gauge",
+            f"p2pml_training_jobs_running {self.trainer.running_jobs}",
+            "# TYPE p2pml_results_verified_total counter",
+            f'p2pml_results_verified_total{{verdict="valid"}} {self.verifier.stats.verified}',
+            f'p2pml_results_verified_total{{verdict="false"}} {self.verifier.stats.failed}',
+            "# TYPE p2pml_blocks_waiting_for_data gauge",
+            f"p2pml_blocks_waiting_for_data {len(self.chain.waiting)}",
         ]
+        for name, value in sorted(getattr(self.ipfs, "stats", {}).items()):
+            lines += [f"# TYPE p2pml_ipfs_{name}_total counter", f"p2pml_ipfs_{name}_total {value}"]
+        for name, value in sorted(self.p2p.metrics().items()):
+            metric = "p2pml_p2p_" + "".join(c if c.isalnum() else "_" for c in name)
+            lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
         return "\n".join(lines) + "\n"
 
 

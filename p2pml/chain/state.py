@@ -299,7 +299,9 @@ class ChainState:
         cs.state = dict(state)
         for e in cs._tips:
             if e.chain_has_data and not e.status.failed and cs._better(e, tip):
-                cs._candidates.add(e)
+                # Heavier than the stored tip: it was waiting for data (or
+                # we stopped mid-way); the node retries it (retry_waiting).
+                cs.waiting.add(e)
         cs._candidates.add(tip)
         return cs
 

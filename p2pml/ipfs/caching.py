@@ -89,6 +89,14 @@ class CachingDatasetStore:
         self._state = "not started"
         self._waiting = 0  # operations currently retrying an unreachable daemon
         self._fetch_locks: dict[str, asyncio.Lock] = {}
+        # Plain counters for the node's /metrics.
+        self.stats: dict[str, int] = {
+            "bytes_fetched": 0,
+            "bytes_added": 0,
+            "fetches": 0,
+            "cache_hits": 0,
+            "errors": 0,
+        }
 
     @property
     def state(self) -> str:
@@ -141,6 +149,15 @@ class CachingDatasetStore:
 
     async def add_with_progress(self, path: Path, progress: ProgressFn | None) -> str:
         """Add a file (streamed, never read whole into memory), pin it, return its CID."""
+        try:
+            cid = await self._add_with_progress(path, progress)
+        except DatasetError:
+            self.stats["errors"] += 1
+            raise
+        self.stats["bytes_added"] += path.stat().st_size
+        return cid
+
+    async def _add_with_progress(self, path: Path, progress: ProgressFn | None) -> str:
         total = path.stat().st_size
         on_bytes = None if progress is None else (lambda done: progress(done, total))
         deadline = time.monotonic() + self.timeout
@@ -182,7 +199,18 @@ class CachingDatasetStore:
         _check_cid(cid)
         cached = await self.cache.aget_verified(cid)
         if cached is not None:
+            self.stats["cache_hits"] += 1
             return cached
+        try:
+            path = await self._fetch(cid)
+        except DatasetError:
+            self.stats["errors"] += 1
+            raise
+        self.stats["fetches"] += 1
+        self.stats["bytes_fetched"] += path.stat().st_size
+        return path
+
+    async def _fetch(self, cid: str) -> Path:
         lock = self._fetch_locks.setdefault(cid, asyncio.Lock())
         async with lock:  # one download per CID; others wait and reuse it
             cached = await self.cache.aget_verified(cid)
