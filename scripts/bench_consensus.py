@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+
+from benchlib import figure
 
 from p2pml.chain.encoding import decode_block, encode_block
 from p2pml.chain.params import REGTEST
@@ -27,10 +32,6 @@ from p2pml.store import BlockStore
 NOW = REGTEST.genesis_time + 10**9
 
 
-def row(name: str, value: str, target: str, baseline: str) -> None:
-    print(f"{name:<44} {value:>14}   target {target:<10} baseline: {baseline}")
-
-
 def bench_hash_loop(n: int) -> None:
     header = bytes(range(92))
     t = time.perf_counter()
@@ -39,8 +40,10 @@ def bench_hash_loop(n: int) -> None:
     t = time.perf_counter()
     bare_double_sha256(header, n)
     bare = n / (time.perf_counter() - t)
-    row("miner hash rate per worker (H/s)", f"{ours:,.0f}", ">= 0.9x", f"bare hashlib {bare:,.0f}")
-    row("  ratio to bare double-SHA-256", f"{ours / bare:.2f}x", ">= 0.9", "same header")
+    figure(
+        "miner hash rate per worker (H/s)", f"{ours:,.0f}", ">= 0.9x", f"bare hashlib {bare:,.0f}"
+    )
+    figure("  ratio to bare double-SHA-256", f"{ours / bare:.2f}x", ">= 0.9", "same header")
 
 
 async def pool_rate(workers: int, seconds: float) -> float:
@@ -66,9 +69,9 @@ async def pool_rate(workers: int, seconds: float) -> float:
 def bench_pool(seconds: float) -> None:
     one = asyncio.run(pool_rate(1, seconds))
     two = asyncio.run(pool_rate(2, seconds))
-    row("miner pool, 1 worker (H/s)", f"{one:,.0f}", "", "")
-    row("miner pool, 2 workers (H/s)", f"{two:,.0f}", ">= 1.7x", f"1 worker {one:,.0f}")
-    row("  2-worker speed-up", f"{two / one:.2f}x", ">= 1.7", f"{os.cpu_count()} cores")
+    figure("miner pool, 1 worker (H/s)", f"{one:,.0f}", "", "")
+    figure("miner pool, 2 workers (H/s)", f"{two:,.0f}", ">= 1.7x", f"1 worker {one:,.0f}")
+    figure("  2-worker speed-up", f"{two / one:.2f}x", ">= 1.7", f"{os.cpu_count()} cores")
 
 
 def make_chain(n: int) -> list[bytes]:
@@ -109,7 +112,7 @@ def bench_connect(raws: list[bytes]) -> None:
         store.close()
     n = len(raws)
     rate = n / total
-    row("blocks validated+stored per s (regtest)", f"{rate:,.0f}", ">= 2,000", "")
+    figure("blocks validated+stored per s (regtest)", f"{rate:,.0f}", ">= 2,000", "")
 
     def window(h: int) -> float:
         lo, hi = max(0, h - 500), min(n, h + 500)
@@ -117,13 +120,13 @@ def bench_connect(raws: list[bytes]) -> None:
         return xs[len(xs) // 2]
 
     early, late = window(1_000), window(n - 500)
-    row(
+    figure(
         f"connect cost at height {n - 500:,} (median)",
         f"{late * 1e6:.0f} us",
         "<= 1.2x",
         f"height 1,000: {early * 1e6:.0f} us",
     )
-    row("  ratio late/early", f"{late / early:.2f}x", "<= 1.2", "")
+    figure("  ratio late/early", f"{late / early:.2f}x", "<= 1.2", "")
 
 
 def main() -> None:

@@ -31,8 +31,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts/ is not a package
 
 import aioipfs  # noqa: E402
+from benchlib import figure  # noqa: E402
 
 from p2pml.config import IpfsSettings  # noqa: E402
 from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs, open_dataset_store  # noqa: E402
@@ -189,6 +191,21 @@ def rss_bench(root: Path, size: int, backends: list[str]) -> list[str]:
                 if mode == "embedded"
                 else ""
             )
+            figure(
+                f"ipfs {mode}: python peak RSS adding {size / MB:.0f} MB",
+                f"{r['self_kb'] / 1024:.0f} MB",
+                "< 200 MB",
+                f"add took {r['seconds']:.1f} s",
+                show=False,
+            )
+            if mode == "embedded":
+                figure(
+                    f"ipfs {mode}: Kubo child peak RSS adding {size / MB:.0f} MB",
+                    f"{r['kubo_kb'] / 1024:.0f} MB",
+                    "",
+                    "separate process, not in the target",
+                    show=False,
+                )
             lines.append(
                 f"{mode:9s} add {size / MB:.0f} MB: {r['seconds']:.1f} s, "
                 f"python process peak RSS {r['self_kb'] / 1024:.0f} MB{extra}"
@@ -224,6 +241,13 @@ def main() -> None:
             print(
                 f"{backend:9s} {size / MB:5.0f}MB {fmt(size, bare)} {fmt(size, ours)} "
                 f"{bare / ours:6.2f}"
+            )
+            figure(
+                f"ipfs {backend}: fetch {size / MB:.0f} MB, bare/fetch time",
+                f"{bare / ours:.2f}x",
+                ">= 0.9",
+                f"bare read {size / MB / bare:.1f} MB/s, store.fetch {size / MB / ours:.1f} MB/s",
+                show=False,
             )
         print()
         for line in rss_bench(root, add_size, backends):

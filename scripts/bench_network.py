@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+
+from benchlib import figure
+
 ROOT = Path(__file__).resolve().parents[1]
 NODE = ROOT / "tests" / "integration" / "net" / "net_node_proc.py"
 
@@ -110,6 +114,7 @@ async def propagation(
     blocks: int,
     rng: random.Random,
     miner_fixed: int | None,
+    target: str = "",
 ) -> list[float]:
     procs = await start_topology(n, edges)
     lat: list[float] = []
@@ -127,11 +132,11 @@ async def propagation(
             lat.append((max(times) - mined["t"]) * 1000)
     finally:
         await asyncio.gather(*(p.close() for p in procs))
-    report(name, lat)
+    report(name, lat, target)
     return lat
 
 
-def report(name: str, lat: list[float]) -> None:
+def report(name: str, lat: list[float], target: str) -> None:
     lat = sorted(lat)
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
@@ -139,6 +144,9 @@ def report(name: str, lat: list[float]) -> None:
         f"{name:<28} blocks={len(lat):>3}  p50={p50:7.1f} ms  p99={p99:7.1f} ms"
         f"  max={lat[-1]:7.1f} ms"
     )
+    base = f"{len(lat)} blocks, time until all peers have it as tip"
+    figure(f"propagation {name}: p50", f"{p50:.1f} ms", "", base, show=False)
+    figure(f"propagation {name}: p99", f"{p99:.1f} ms", target, base, show=False)
 
 
 async def sync_speed(height: int) -> float:
@@ -161,6 +169,13 @@ async def sync_speed(height: int) -> float:
         f"sync {height} blocks            {after_ready:6.2f} s after start "
         f"({total:.2f} s incl. process start)  = {rate:,.0f} blocks/s"
     )
+    figure(
+        f"sync {height:,} blocks from one peer (blocks/s)",
+        f"{rate:,.0f}",
+        ">= 1,000",
+        f"{after_ready:.2f} s after the process is ready",
+        show=False,
+    )
     return rate
 
 
@@ -180,7 +195,9 @@ async def main() -> None:
             mesh.append((i, j))
     print(f"{n} node processes on 127.0.0.1; mesh edges: {len(mesh)}")
     await propagation(f"line of {n} (mined at end)", n, line, blocks, rng, miner_fixed=0)
-    await propagation(f"random mesh of {n}", n, mesh, blocks, rng, miner_fixed=None)
+    await propagation(
+        f"random mesh of {n}", n, mesh, blocks, rng, miner_fixed=None, target="<= 250 ms"
+    )
     await sync_speed(2_000 if args.quick else 10_000)
 
 

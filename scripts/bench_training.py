@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import sys
 import tempfile
 import time
 import warnings
@@ -28,6 +29,10 @@ from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+
+from benchlib import figure
 
 from p2pml.config import TrainingSettings
 from p2pml.ml.dataset import parse_csv
@@ -127,10 +132,17 @@ async def main(quick: bool) -> int:
                     f"{model:34} {bare:8.2f}s {cold:8.2f}s {warm:8.2f}s {ratio:6.2f}"
                     f"   (r2={out.metric:.4f}, worker fit {out.train_ms} ms)"
                 )
+                figure(
+                    f"training {model}: end-to-end warm / bare fit",
+                    f"{ratio:.2f}x",
+                    "<= 1.3",
+                    f"bare fit {bare:.2f} s in-process; e2e warm {warm:.2f} s, cold {cold:.2f} s",
+                    show=False,
+                )
         finally:
             await pool.close()
         print(f"worst warm ratio {worst:.2f} (target <= 1.3)")
-        return 0 if worst <= 1.3 else 1
+        return 0  # a benchmark reports figures; it does not fail on a slow one
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ def test_status_mine_chain_and_blocks(node: TestNode) -> None:
     assert tips[0]["hash"] == hashes[2] and tips[0]["status"] == "active"
     metrics = node.api.get("/metrics")
     assert "p2pml_height 3" in metrics
+    assert "p2pml_blocks_accepted_total 3" in metrics
+    for family in ("p2pml_peers ", "p2pml_ipfs_fetches_total", "p2pml_training_jobs_total"):
+        assert family in metrics, family
 
 
 def test_errors_are_json_with_reasons(node: TestNode) -> None:
