@@ -52,6 +52,7 @@ from p2pml.work import TaskService
 # How long a block may wait for result data before it is dropped from memory.
 MAX_WAIT_SECONDS = 600.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
+STOP_STEP_TIMEOUT = 2.0
 
 log = logging.getLogger("p2pml.node")
 
@@ -134,6 +135,7 @@ class Node:
                 )
             )
         self._sources: dict[bytes, str] = {}  # waiting block -> the peer that sent it
+        self._stop_started = 0.0
         self._bulk_mining = False
         self.chain_mgr.on_tip_changed(self._tip_changed)
         self._stop = asyncio.Event()
@@ -177,8 +179,9 @@ class Node:
                     ready.set()
                 await self._stop.wait()
                 # Ordered: no new API requests, no gossip, then the jobs below.
-                await self._stop_api()
-                await self.p2p.stop()
+                self._stop_started = time.monotonic()
+                await self._step("admin API", self._stop_api())
+                await self._step("gossip", self.p2p.stop())
                 raise _Shutdown
         except* _Shutdown:
             pass
@@ -195,7 +198,9 @@ class Node:
         from p2pml.api.server import make_app
 
         host, _, port = self.settings.admin.listen.rpartition(":")
-        self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            make_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, int(port))
         try:
@@ -231,15 +236,27 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _shutdown(self) -> None:
+    async def _step(self, what: str, aw: Any) -> None:
+        """One shutdown step, bounded so one stuck part cannot hold the rest."""
         t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(aw, STOP_STEP_TIMEOUT)
+        except TimeoutError:
+            log.warning("stopping %s took over %.0fs; going on", what, STOP_STEP_TIMEOUT)
+        except Exception as exc:
+            log.warning("stopping %s failed: %s", what, exc)
+        log.debug("stopped %s in %.2fs", what, time.monotonic() - t0)
+
+    async def _shutdown(self) -> None:
+        t0 = self._stop_started or time.monotonic()
         (self.data_dir / "api.url").unlink(missing_ok=True)
         self._tg = None
-        await self._stop_api()
-        await self.p2p.stop()
-        await self.miner.close()
-        await self.pool.close()
-        await self.ipfs.close()
+        log.debug("background jobs stopped after %.2fs", time.monotonic() - t0)
+        await self._step("admin API", self._stop_api())
+        await self._step("gossip", self.p2p.stop())
+        await self._step("miner", self.miner.close())
+        await self._step("worker pool", self.pool.close())
+        await self._step("ipfs", self.ipfs.close())
         self.store.close()
         if self.api_url:
             log.info("node stopped in %.2fs", time.monotonic() - t0)
