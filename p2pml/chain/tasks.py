@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,6 +38,7 @@ from p2pml.chain.encoding import (
 )
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.txrules import BlockContext, StateView, register_block_hook, register_handler
+from p2pml.cidv0 import is_cidv0
 from p2pml.crypto import SIGNATURE_SIZE, Identity, verify
 from p2pml.errors import DecodeError, MissingDataError, ValidationError
 from p2pml.ml.metrics import better
@@ -48,7 +48,6 @@ MAX_DEADLINE = 100_000
 MAX_RESULTS = 10_000
 MAX_CID = 128
 MAX_TRAIN_MS = 7 * 24 * 3600 * 1000
-_CID_RE = re.compile(r"^[A-Za-z0-9]{1,128}$")
 
 DOMAIN_TASK = b"task"
 DOMAIN_RESULT = b"result"
@@ -251,8 +250,8 @@ class ResultHandler:
             raise ValidationError("bad-result-sig", "signature does not match the trainer")
         if not math.isfinite(tx.metric):
             raise ValidationError("bad-result-metric", "metric is not finite")
-        if not _CID_RE.match(tx.model_cid):
-            raise ValidationError("bad-result-model", "model CID is malformed")
+        if not is_cidv0(tx.model_cid):
+            raise ValidationError("bad-result-model", "model CID is not a CIDv0")
         if tx.train_ms > MAX_TRAIN_MS:
             raise ValidationError("bad-result-time", "training time out of range")
 

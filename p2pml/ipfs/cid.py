@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from p2pml.cidv0 import SHA2_256, b58decode, b58encode, is_cidv0
+
+__all__ = ["b58decode", "b58encode", "cid_of_bytes", "cid_of_file", "is_cidv0"]
+
 CHUNK_SIZE = 262_144
 MAX_LINKS = 174
 
-_SHA2_256 = 0x12
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+_SHA2_256 = SHA2_256
 _UNIXFS_FILE = 2
 
 
@@ -47,39 +49,6 @@ def _field_bytes(field: int, data: bytes) -> bytes:
 
 def _field_varint(field: int, value: int) -> bytes:
     return _varint(field << 3) + _varint(value)
-
-
-def b58encode(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    chars = []
-    while n:
-        n, rem = divmod(n, 58)
-        chars.append(_B58_ALPHABET[rem])
-    pad = len(data) - len(data.lstrip(b"\0"))
-    return "1" * pad + "".join(reversed(chars))
-
-
-def b58decode(text: str) -> bytes:
-    n = 0
-    for c in text:
-        try:
-            n = n * 58 + _B58_INDEX[c]
-        except KeyError:
-            raise ValueError(f"invalid base58 character {c!r}") from None
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    pad = len(text) - len(text.lstrip("1"))
-    return b"\0" * pad + body
-
-
-def is_cidv0(text: str) -> bool:
-    """True if ``text`` is a well-formed CIDv0 (base58btc sha2-256 multihash)."""
-    if len(text) != 46 or not text.startswith("Qm"):
-        return False
-    try:
-        raw = b58decode(text)
-    except ValueError:
-        return False
-    return len(raw) == 34 and raw[0] == _SHA2_256 and raw[1] == 32
 
 
 def _cidv0(block: bytes) -> bytes:

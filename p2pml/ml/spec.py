@@ -10,11 +10,11 @@ layout (``DecodeError`` otherwise); ``validate`` applies the task rules
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from p2pml.cidv0 import is_cidv0
 from p2pml.errors import DecodeError, ValidationError
 from p2pml.ml.estimators import KINDS, ParamValue, check_params, get_estimator
 from p2pml.ml.metrics import get_metric
@@ -27,7 +27,6 @@ MAX_NAME_LEN: Final = 256
 MAX_PARAMS: Final = 64
 MIN_HOLDOUT: Final = 0.01
 MAX_HOLDOUT: Final = 0.5
-_CID_RE: Final = re.compile(r"^[A-Za-z0-9]{1,128}$")
 
 #: Keys of the wire dict, in canonical (sorted) order.
 WIRE_KEYS: Final = (
@@ -92,8 +91,8 @@ class TaskSpec:
         """Raise ``ValidationError`` with a stable reason if a rule fails."""
         if self.format not in FORMATS:
             raise ValidationError("bad-task-format", f"format {self.format!r} (want csv)")
-        if not isinstance(self.dataset_cid, str) or not _CID_RE.match(self.dataset_cid):
-            raise ValidationError("bad-task-cid", f"{self.dataset_cid!r} is not a CID")
+        if not is_cidv0(self.dataset_cid):
+            raise ValidationError("bad-task-cid", f"{self.dataset_cid!r} is not a CIDv0 (Qm...)")
         if not _good_name(self.target):
             raise ValidationError("bad-task-target", "target must be a 1..256 char column name")
         self._validate_features()

@@ -1,13 +1,12 @@
 """Shared fixtures of the ml integration tests.
 
 ``DirStore`` is a small directory-backed stand-in for the real IPFS
-``DatasetStore`` (content addressed by SHA-256, verified on fetch); the
+``DatasetStore`` (content addressed by CIDv0, verified on fetch); the
 real-IPFS round trip is the lead's integration test.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest_asyncio
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from p2pml.errors import CIDMismatch, DatasetError
+from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.pool import TrainingPool
 
 
@@ -37,7 +37,7 @@ class DirStore:
         return await self.add_bytes(path.read_bytes())
 
     async def add_bytes(self, data: bytes) -> str:
-        cid = "f" + hashlib.sha256(data).hexdigest()
+        cid = cid_of_bytes(data)
         (self.root / cid).write_bytes(data)
         self.added.append(cid)
         return cid
@@ -46,7 +46,7 @@ class DirStore:
         path = self.root / cid
         if not path.exists():
             raise DatasetError(f"no content {cid}")
-        if "f" + hashlib.sha256(path.read_bytes()).hexdigest() != cid:
+        if cid_of_bytes(path.read_bytes()) != cid:
             raise CIDMismatch(cid)
         return path
 

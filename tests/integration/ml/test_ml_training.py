@@ -14,6 +14,7 @@ import pytest
 
 from p2pml.config import TrainingSettings
 from p2pml.errors import MissingDataError, TrainingError, ValidationError
+from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.artifact import dump_model, load_model
 from p2pml.ml.dataset import parse_csv
 from p2pml.ml.estimators import ESTIMATORS, build_estimator
@@ -32,6 +33,7 @@ SEED = hashlib.sha256(b"block").digest()
 TASK = hashlib.sha256(b"task").digest()
 ALICE = hashlib.sha256(b"alice").digest()
 BOB = hashlib.sha256(b"bob").digest()
+FAKE_CID = cid_of_bytes(b"a dataset these tests never fetch")
 
 # (estimator, dataset, target, metric, params): small settings keep the suite fast.
 CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
@@ -221,7 +223,7 @@ def fit_locally(spec: TaskSpec, csv: Path, rows: np.ndarray, rs: int, params: An
 @pytest.fixture
 def cheat_setup(data_dir: Path) -> tuple[TaskSpec, Path, int, np.ndarray]:
     csv = data_dir / "diabetes.csv"
-    spec = make_spec("fcid", "random_forest_regressor", "target", "r2", {"n_estimators": 8})
+    spec = make_spec(FAKE_CID, "random_forest_regressor", "target", "r2", {"n_estimators": 8})
     rs = derive_random_state(SEED, TASK, ALICE, 0)
     rows = partition_indices(SEED, TASK, ALICE, 0, 442, 0.2, 0.6)
     return spec, csv, rs, rows
@@ -293,7 +295,7 @@ async def test_verify_catches_garbage_and_wrong_class(
         with pytest.raises(ValidationError) as e:
             await _verify(pool, tmp_path, spec, csv, artifact=artifact, metric=0.5)
         assert e.value.reason == "bad-result-model"
-    tree_spec = make_spec("fcid", "decision_tree_regressor", "target", "r2", {})
+    tree_spec = make_spec(FAKE_CID, "decision_tree_regressor", "target", "r2", {})
     tree = fit_locally(tree_spec, csv, rows, rs)
     with pytest.raises(ValidationError) as e:
         await _verify(pool, tmp_path, spec, csv, artifact=dump_model(tree), metric=0.5)
@@ -406,7 +408,7 @@ async def test_dataset_too_large_and_unavailable(
     with pytest.raises(TrainingError) as e:
         await trainer.train_round(spec, TASK, SEED, ALICE, 0)
     assert e.value.reason == "dataset-too-large"
-    missing = make_spec("f" + "0" * 64, "ridge", "target", "r2", {})
+    missing = make_spec(FAKE_CID, "ridge", "target", "r2", {})
     with pytest.raises(TrainingError) as e:
         await trainer.train_round(missing, TASK, SEED, ALICE, 0)
     assert e.value.reason == "dataset-unavailable"

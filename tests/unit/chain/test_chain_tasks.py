@@ -15,6 +15,7 @@ from p2pml.chain.tasks import ResultTx, TaskTx, task_key
 from p2pml.chain.txrules import balance_key
 from p2pml.chain.types import Block
 from p2pml.crypto import Identity
+from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.spec import TaskSpec
 from tests.framework.chainbuilder import MINER, Builder, Node
 
@@ -22,7 +23,12 @@ PUB = dev_identity(0)
 T1, T2, T3 = dev_identity(1), dev_identity(2), dev_identity(3)
 POOR = Identity.from_seed(b"\x77" * 32)
 SPEC = TaskSpec(
-    dataset_cid="QmDataset", target="y", model="ridge", kind="regression", metric="r2", rounds=2
+    dataset_cid=cid_of_bytes(b"dataset"),
+    target="y",
+    model="ridge",
+    kind="regression",
+    metric="r2",
+    rounds=2,
 )
 ALLOC = dict(REGTEST.allocations)
 
@@ -50,7 +56,7 @@ def result(t: TaskTx, trainer: Identity, metric: float, rnd: int = 0) -> ResultT
         round=rnd,
         trainer=trainer.public_key,
         metric=metric,
-        model_cid="QmModel" + trainer.public_key.hex()[:8],
+        model_cid=cid_of_bytes(b"model" + trainer.public_key),
         train_rows=100,
         train_ms=5,
     ).signed_by(trainer)
