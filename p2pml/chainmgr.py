@@ -9,6 +9,7 @@ update being written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainUpdate
 from p2pml.chain.template import build_block
 from p2pml.chain.types import Block, BlockHeader, Transaction
+from p2pml.errors import StoreError
 from p2pml.store import BlockStore
 
 log = logging.getLogger("p2pml.chain")
@@ -47,6 +49,7 @@ class ChainManager:
         self.chain = store.load_chain()
         self._lock = asyncio.Lock()
         self._listeners: list[TipListener] = []
+        self.on_fatal: Callable[[BaseException], None] = lambda _exc: None
         self.metrics = ChainMetrics()
 
     def now(self) -> int:
@@ -62,17 +65,6 @@ class ChainManager:
             await self._persist([update])
         self._report(block.hash, update, source, before)
         return update
-
-    async def submit_blocks(self, blocks: list[Block], source: str = "sync") -> list[ChainUpdate]:
-        """A sync batch: validated one by one, written as one transaction."""
-        async with self._lock:
-            before = self.chain.tip.hash
-            updates = [self.chain.accept_block(b, self.now()) for b in blocks]
-            await self._persist(updates)
-        for b, u in zip(blocks, updates, strict=True):
-            self._report(b.hash, u, source, before)
-            before = self.chain.tip.hash
-        return updates
 
     async def submit_headers(self, headers: list[BlockHeader]) -> ChainUpdate:
         async with self._lock:
@@ -95,7 +87,23 @@ class ChainManager:
     async def _persist(self, updates: list[ChainUpdate]) -> None:
         if all(u.empty and not u.tip_changed and not u.state_changes for u in updates):
             return
-        await asyncio.to_thread(self.store.apply_many, updates, self.chain.tip.hash)
+        write = asyncio.ensure_future(
+            asyncio.to_thread(self.store.apply_many, updates, self.chain.tip.hash)
+        )
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Hold the chain lock until the write is on disk, so writes never
+            # reorder; then let the cancellation through.
+            with contextlib.suppress(Exception):
+                await write
+            raise
+        except StoreError as exc:
+            # Memory is now ahead of disk: going on would write a store that
+            # cannot be reopened. Stop, loudly; a restart resumes from disk.
+            log.critical("chain store write failed, stopping: %s", exc)
+            self.on_fatal(exc)
+            raise
 
     def _report(
         self, block_hash: bytes, update: ChainUpdate, source: str, tip_before: bytes

@@ -61,8 +61,8 @@ class Mempool:
         """Raise ValidationError (or MissingDataError) if ``tx`` may not enter."""
         if tx.id in self.txs:
             raise ValidationError("duplicate", "already in the mempool")
-        if len(self.txs) >= self.max_txs:
-            raise ValidationError("mempool-full", f"{self.max_txs} transactions waiting")
+        if len(self.txs) >= self.max_txs or self.bytes + len(encode_tx(tx)) > MAX_BYTES:
+            raise ValidationError("mempool-full", f"{len(self.txs)} transactions waiting")
         handler = handler_for(tx)
         handler.check(tx, self.params)
         view = StateView(chain.state)
@@ -93,7 +93,10 @@ class Mempool:
         ctx = self._context(chain, verdict)
         chosen: list[PoolTx] = []
         size = 0
+        room = self.params.max_block_txs - 1  # the coinbase takes one
         for tx in self.txs.values():
+            if len(chosen) >= room:
+                break
             n = len(encode_tx(tx))
             if size + n > max_bytes:
                 continue
@@ -115,7 +118,10 @@ class Mempool:
         disconnected: Iterable[Block],
     ) -> None:
         """After a tip change: take back disconnected txs, drop included/invalid ones."""
-        included = {tx.id for b in connected for tx in b.txs[1:] if isinstance(tx, PoolTx)}
+        # A block connected and disconnected again within one update (a
+        # branch tried and abandoned) did not include anything.
+        active = [b for b in connected if (e := chain.entry(b.hash)) and chain.in_active_chain(e)]
+        included = {tx.id for b in active for tx in b.txs[1:] if isinstance(tx, PoolTx)}
         back = [
             tx
             for b in disconnected

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from p2pml.chain.state import Status
 from p2pml.chain.tasks import ResultTx, TaskTx
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, ValidationError
@@ -35,6 +36,7 @@ HARMLESS = frozenset(
         "duplicate-result",
         "insufficient-funds",  # may be funded on a branch we have not seen
         "result-task-unknown",  # may be on a branch we have not seen
+        "result-wrong-seed",  # trained for the task as mined on another branch
     }
 )
 
@@ -60,8 +62,12 @@ class NodeBackend:
         return list(self.chain.headers_after(locator, stop, limit))
 
     def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
+        """Only blocks we have connected: never serve what we have not validated."""
         out = []
         for h in hashes:
+            e = self.chain.entry(h)
+            if e is None or e.status is not Status.VALID:
+                continue
             b = self.chain.get_block(h)
             if b is not None:
                 out.append(b)
@@ -72,6 +78,9 @@ class NodeBackend:
         return e is not None and (e.has_data or e.status.failed)
 
     async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
+        """Gossip relays a block only if we connected it: a block we merely
+        stored (a lighter side branch, or one waiting for result data) has
+        not been fully validated, and relaying it could get us banned."""
         update = await self.node.submit_block(block, from_peer or "local")
         if update.error is not None:
             reason = update.error.reason
@@ -82,21 +91,21 @@ class NodeBackend:
             return BlockOutcome(BlockStatus.ORPHAN)
         own = [r for h, r in update.rejected if h == block.hash]
         if own:
-            if from_peer:
-                self.node.remember_source(block.hash, from_peer)
             return BlockOutcome(BlockStatus.INVALID, own[0])
-        if from_peer and update.waiting:
-            self.node.remember_source(block.hash, from_peer)
+        e = self.chain.entry(block.hash)
+        if e is None or not self.chain.in_active_chain(e):
+            why = "pending-data" if update.waiting else "duplicate"
+            return BlockOutcome(BlockStatus.DUPLICATE, why)
+        if from_peer and e is self.chain.tip:
+            self.node.relayed(block.hash)  # gossip relays it: no separate announce
         return BlockOutcome(BlockStatus.ACCEPTED, tip_changed=update.tip_changed)
 
     async def submit_headers(
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
         update = await self.node.chain_mgr.submit_headers(list(headers))
-        accepted = len(update.new_entries)
         if update.error is not None:
-            # Known headers are not "new" but were fine: count up to the error.
-            return HeadersOutcome(accepted, update.error.reason)
+            return HeadersOutcome(update.headers_ok, update.error.reason)
         return HeadersOutcome(len(headers))
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
@@ -104,7 +113,13 @@ class NodeBackend:
             if kind == "tasks" and isinstance(obj, TaskTx):
                 await self.node.tasks.submit_task(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
-                await self.node.tasks.submit_result(obj, from_peer)
+                try:
+                    await self.node.tasks.submit_result(obj, from_peer, verify=False)
+                except MissingDataError:
+                    # Re-running the model takes long: do it off the gossip
+                    # worker, and gossip the result ourselves once it passes.
+                    self.node.verify_gossiped_result(obj, from_peer)
+                    return Verdict.IGNORE
             else:
                 return Verdict.REJECT
         except MissingDataError:

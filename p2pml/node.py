@@ -34,6 +34,7 @@ from p2pml.errors import (
     ConfigError,
     DatasetError,
     DecodeError,
+    MissingDataError,
     NetworkError,
     P2PMLError,
     ValidationError,
@@ -53,6 +54,8 @@ from p2pml.work import TaskService
 MAX_WAIT_SECONDS = 600.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 STOP_STEP_TIMEOUT = 2.0
+ANNOUNCE_INTERVAL = 0.1
+MAX_RESULT_CHECKS = 256  # gossiped results being re-run at once (more are dropped)
 
 log = logging.getLogger("p2pml.node")
 
@@ -134,10 +137,15 @@ class Node:
                     encode=encode_tx,
                 )
             )
-        self._sources: dict[bytes, str] = {}  # waiting block -> the peer that sent it
+        self._announce = asyncio.Event()
+        self._announced = b""
+        self._result_checks: set[bytes] = set()
+        self._result_check_slots = asyncio.Semaphore(2)
         self._stop_started = 0.0
         self._bulk_mining = False
         self.chain_mgr.on_tip_changed(self._tip_changed)
+        self.chain_mgr.on_fatal = self._fatal
+        self.fatal_error: BaseException | None = None
         self._stop = asyncio.Event()
         self._verify_wake = asyncio.Event()
         self._waiting_since: dict[bytes, float] = {}
@@ -165,6 +173,7 @@ class Node:
                 self.tasks.spawn = self._spawn
                 tg.create_task(self.miner.run(), name="miner")
                 tg.create_task(self._verify_loop(), name="verifier")
+                tg.create_task(self._announce_loop(), name="announce")
                 if self.settings.mining.enabled:
                     self.miner.set_enabled(True)
                 self.tasks.schedule_open_tasks()
@@ -190,9 +199,15 @@ class Node:
             raise group.exceptions[0] from None
         finally:
             await self._shutdown()
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _fatal(self, exc: BaseException) -> None:
+        self.fatal_error = exc
+        self.stop()
 
     async def _start_api(self) -> None:
         from p2pml.api.server import make_app
@@ -274,6 +289,7 @@ class Node:
             log.warning("own block %s refused: %s", block.hash.hex()[:16], update.error)
         self._after_update(update)
         if update.tip_changed and self.chain.tip.hash == block.hash and not self._bulk_mining:
+            self._announced = block.hash
             await self.p2p.publish_block(block)
 
     def _check_tx(self, tx: PoolTx) -> None:
@@ -286,33 +302,81 @@ class Node:
         except NetworkError as exc:
             log.warning("could not gossip %s %s: %s", kind, tx.id.hex()[:16], exc)
 
-    def remember_source(self, block_hash: bytes, peer_id: str) -> None:
-        self._sources[block_hash] = peer_id
-        while len(self._sources) > 10_000:
-            self._sources.pop(next(iter(self._sources)))
+    def verify_gossiped_result(self, tx: ResultTx, peer_id: str) -> None:
+        """Re-run a gossiped result in the background (bounded), then pool and
+        gossip it; a false one costs its sender (honest nodes only gossip
+        results they verified)."""
+        if len(self._result_checks) >= MAX_RESULT_CHECKS or tx.id in self._result_checks:
+            return  # overloaded or already at it: it can be sent again
+        self._result_checks.add(tx.id)
+        self._spawn(self._verify_result(tx, peer_id), "verify-result")
+
+    async def _verify_result(self, tx: ResultTx, peer_id: str) -> None:
+        try:
+            async with self._result_check_slots:
+                await self.tasks.submit_result(tx, peer_id)
+        except MissingDataError:
+            return
+        except ValidationError as exc:
+            if exc.reason not in HARMLESS:
+                self.p2p.penalise(peer_id, f"invalid-result:{exc.reason}", 100)
+            return
+        finally:
+            self._result_checks.discard(tx.id)
+        await self._publish_tx("results", tx)
 
     async def submit_block(self, block: Block, source: str) -> ChainUpdate:
         update = await self.chain_mgr.submit_block(block, source=source)
         self._after_update(update)
         return update
 
-    def _after_update(self, update: ChainUpdate) -> None:
-        for h, reason in update.rejected:
-            peer = self._sources.pop(h, None)
-            if peer is not None and reason not in HARMLESS:
-                self.p2p.penalise(peer, f"invalid-block:{reason}", 100)
+    def _after_update(self, update: ChainUpdate, wake: bool = True) -> None:
         if update.waiting or self.verifier.wanted:
             now = time.monotonic()
             for h, _cid in update.waiting:
                 self._waiting_since.setdefault(h, now)
-            self._verify_wake.set()
+            if wake:
+                self._verify_wake.set()
 
     def _tip_changed(self, update: ChainUpdate) -> None:
         self.tasks.tip_changed(update)
         self.miner.notify()
+        self._announce.set()
+
+    def relayed(self, block_hash: bytes) -> None:
+        """Gossip is relaying this block already: no need to announce it."""
+        self._announced = block_hash
+
+    async def _announce_loop(self) -> None:
+        """Announce every new tip we connect (a supervisor task).
+
+        Gossip relays only blocks its validator accepted; a tip reached by
+        sync, or after a reorg, would otherwise reach our other peers only at
+        their next status poll. Coalesced: only the latest tip is sent.
+        """
+        while True:
+            await self._announce.wait()
+            self._announce.clear()
+            tip = self.chain.tip
+            if tip.hash == self._announced or self._bulk_mining:
+                continue
+            block = self.chain.get_block(tip.hash)
+            if block is None:
+                continue
+            self._announced = tip.hash
+            try:
+                await self.p2p.publish_block(block)
+            except Exception as exc:  # a failed announce must not stop the node
+                log.debug("announcing tip %s failed: %s", tip.hash.hex()[:16], exc)
+            await asyncio.sleep(ANNOUNCE_INTERVAL)  # pacing, not synchronisation
 
     async def _verify_loop(self) -> None:
-        """Verify what waiting blocks need, then let them connect (a supervisor task)."""
+        """Verify what waiting blocks need, then let them connect (a supervisor task).
+
+        New blocks wake it; while data is missing it retries with backoff
+        (its own retries never wake it, so a block that cannot be verified
+        does not spin it).
+        """
         backoff = RETRY_MIN
         while True:
             timeout = backoff if self.chain.waiting else None
@@ -321,25 +385,34 @@ class Node:
             except TimeoutError:
                 pass
             self._verify_wake.clear()
-            reqs = self.verifier.take_wanted()
-            missing = await self.verifier.resolve(reqs) if reqs else 0
-            if not self.chain.waiting:
-                backoff = RETRY_MIN
-                continue
-            before = self.chain.tip.hash
-            update = await self.chain_mgr.retry_waiting()
-            self._after_update(update)
-            progressed = self.chain.tip.hash != before or bool(update.rejected)
-            backoff = RETRY_MIN if progressed else min(backoff * 2, RETRY_MAX)
-            if missing and not self.verifier.wanted:
-                # Keep asking for what is missing, with backoff.
-                for r in reqs:
-                    if self.verifier.cached(r.tx.id, r.seed, r.audit) is None:
-                        self.verifier.wanted[(r.tx.id, r.seed, r.audit)] = r
-            self._expire_waiting()
+            try:
+                backoff = await self._verify_pass(backoff)
+            except Exception:  # a bug must not take the node down: log, back off
+                log.exception("verification pass failed")
+                backoff = RETRY_MAX
+
+    async def _verify_pass(self, backoff: float) -> float:
+        reqs = self.verifier.take_wanted()
+        missing = await self.verifier.resolve(reqs) if reqs else 0
+        if not self.chain.waiting:
+            return RETRY_MIN
+        before = self.chain.tip.hash
+        update = await self.chain_mgr.retry_waiting()
+        self._after_update(update, wake=False)
+        progressed = self.chain.tip.hash != before or bool(update.rejected)
+        if missing and not self.verifier.wanted:
+            # Keep asking for what is missing, on the next (backed-off) pass.
+            for r in reqs:
+                if self.verifier.cached(r.tx.id, r.seed, r.audit) is None:
+                    self.verifier.wanted[(r.tx.id, r.seed, r.audit)] = r
+        self._expire_waiting()
+        return RETRY_MIN if progressed else min(backoff * 2, RETRY_MAX)
 
     def _expire_waiting(self) -> None:
         now = time.monotonic()
+        waiting = {e.hash for e in self.chain.waiting}
+        for h in [h for h in self._waiting_since if h not in waiting]:
+            del self._waiting_since[h]
         for e in list(self.chain.waiting):
             since = self._waiting_since.setdefault(e.hash, now)
             if now - since > MAX_WAIT_SECONDS:
@@ -361,6 +434,7 @@ class Node:
             self._bulk_mining = False
         tip = self.chain.get_block(self.chain.tip.hash)
         if tip is not None and tip.hash in hashes:
+            self._announced = tip.hash
             await self.p2p.publish_block(tip)
         return [h.hex() for h in hashes]
 

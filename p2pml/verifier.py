@@ -25,6 +25,8 @@ from p2pml.ml.spec import TaskSpec
 log = logging.getLogger("p2pml.verify")
 
 CACHE_MAX = 100_000
+# Reasons that depend on this node's configuration, not on the result.
+LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 
 
@@ -94,12 +96,14 @@ class Verifier:
         if hit is None:
             return None
         audited, verdict = hit
-        if audited == audit or verdict == "":
+        if audited == audit:
             return verdict
-        if audited and not audit:
-            # Everything before the audit passed; only the re-training failed.
+        if audited:  # an audited verdict also answers the unaudited question
+            # If only the re-training failed, everything before it passed.
             return "" if verdict == "bad-result-audit" else verdict
-        return None  # an unaudited pass says nothing about an audit
+        # Unaudited: a failure before the audit stands; a pass says nothing
+        # about the audit.
+        return verdict or None
 
     def _remember(self, req: Request, verdict: str) -> None:
         self._cache[req.key] = (req.audit, verdict)
@@ -160,18 +164,21 @@ class Verifier:
                     )
                     verdict = ""
             except ValidationError as exc:
-                if isinstance(exc, MissingDataError):
+                if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:
+                    # Not provably false: data missing, or over this node's
+                    # own limits (other nodes may verify it; we wait).
                     self.stats.pending += 1
-                    log.info("result %s waits for data: %s", tx.id.hex()[:16], exc.detail)
+                    log.info("result %s cannot be verified now: %s", tx.id.hex()[:16], exc)
                     return None
                 verdict = exc.reason
             except DatasetError as exc:
                 self.stats.pending += 1
                 log.info("result %s waits for its model: %s", tx.id.hex()[:16], exc)
                 return None
-            except TrainingError as exc:
-                # A timeout or a crashed worker is our problem, not proof the
-                # result is false: try again later rather than split the network.
+            except (TrainingError, OSError) as exc:
+                # A timeout, a crashed worker or a cache file evicted under us
+                # is our problem, not proof the result is false: try again
+                # later rather than split the network.
                 self.stats.pending += 1
                 log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
                 return None

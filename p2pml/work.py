@@ -58,7 +58,9 @@ class TaskService:
         self.on_mempool_change: Callable[[], None] = lambda: None
         self.spawn: Spawner = lambda _coro, _name: None
         self.failures: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
-        self._claimed: set[tuple[bytes, int]] = set()  # (task, round) trained or training
+        # (task, seed, round) trained or training: a reorg that re-mines a task
+        # gives it a new seed, and new partitions to train.
+        self._claimed: set[tuple[bytes, bytes, int]] = set()
         self.jobs_done = 0
         self.jobs_failed = 0
 
@@ -75,14 +77,17 @@ class TaskService:
         log.info("task %s from %s entered the mempool", tx.id.hex()[:16], source)
         self.on_mempool_change()
 
-    async def submit_result(self, tx: ResultTx, source: str) -> None:
+    async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None:
         """Verify (with audit) and pool a result; ValidationError if false.
 
-        MissingDataError means the model or dataset cannot be fetched now.
+        MissingDataError means the model or dataset cannot be fetched now,
+        or (``verify=False``) that the result still needs re-running.
         """
         try:
             self.mempool.check(tx, self.chain, self.verifier.peek)
         except MissingDataError:
+            if not verify:
+                raise
             task = self.chain.state.get(task_key(tx.task_id))
             assert task is not None  # the handler checks the task before asking
             verdict = await self.verifier.check(Request(tx, task["spec"], task["seed"], True))
@@ -196,13 +201,14 @@ class TaskService:
             self.failures[task_id].append({"round": None, "reason": ok, "detail": "policy"})
             return
         me = self.identity.public_key
+        seed = bytes(rec["seed"])
         for rnd in range(spec.rounds):
-            if (task_id, rnd) in self._claimed:
+            if (task_id, seed, rnd) in self._claimed:
                 continue
             if self.chain.state.get(b"slot:" + task_id + me + rnd.to_bytes(4, "big")):
                 continue
-            self._claimed.add((task_id, rnd))
-            self.spawn(self._train(task_id, spec, bytes(rec["seed"]), rnd), "train")
+            self._claimed.add((task_id, seed, rnd))
+            self.spawn(self._train(task_id, spec, seed, rnd), "train")
 
     async def _train(self, task_id: bytes, spec: TaskSpec, seed: bytes, rnd: int) -> None:
         me = self.identity
@@ -218,6 +224,7 @@ class TaskService:
         self.jobs_done += 1
         tx = ResultTx(
             task_id=task_id,
+            seed=seed,
             round=rnd,
             trainer=me.public_key,
             metric=out.metric,
@@ -226,8 +233,10 @@ class TaskService:
             train_ms=out.train_ms,
         ).signed_by(me)
         rec = self.chain.state.get(task_key(task_id))
-        if rec is None or not rec["open"]:
-            log.info("task %s closed before our round %d was done", task_id.hex()[:16], rnd)
+        if rec is None or not rec["open"] or bytes(rec["seed"]) != seed:
+            log.info(
+                "task %s closed or re-mined before our round %d was done", task_id.hex()[:16], rnd
+            )
             return
         try:
             await self.submit_result(tx, "self")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 from benchlib import figure
 
 from p2pml.config import TrainingSettings
+from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.dataset import parse_csv
 from p2pml.ml.estimators import build_estimator
 from p2pml.ml.partition import derive_random_state, partition_indices
@@ -54,7 +55,7 @@ class _Store:
         self.root = root
 
     async def add_bytes(self, data: bytes) -> str:
-        cid = "f" + hashlib.sha256(data).hexdigest()
+        cid = cid_of_bytes(data)  # a real CIDv0: task specs refuse anything else
         await asyncio.to_thread((self.root / cid).write_bytes, data)
         return cid
 

@@ -77,7 +77,8 @@ def auth_middleware(token: Callable[[], str]) -> Any:
         if request.method in ("POST", "DELETE", "PUT", "PATCH"):
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            if scheme != "Bearer" or not hmac.compare_digest(given.strip(), token()):
+            supplied = given.strip().encode("utf-8", "replace")
+            if scheme != "Bearer" or not hmac.compare_digest(supplied, token().encode()):
                 return error_response(401, "missing or wrong bearer token", "unauthorized")
         return await handler(request)
 
@@ -90,7 +91,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, huge ints, deep nesting
         raise HTTPError(400, "body is not valid JSON", "bad-json") from None
     if not isinstance(body, dict):
         raise HTTPError(400, "body must be a JSON object", "bad-json")

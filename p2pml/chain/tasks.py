@@ -94,6 +94,10 @@ class TaskTx:
 @dataclass(frozen=True)
 class ResultTx:
     task_id: bytes
+    # Hash of the block that included the task, i.e. the seed the trainer
+    # used: a task mined in two competing blocks has two seeds, and a result
+    # for one is stale (not false) on the other branch.
+    seed: bytes
     round: int
     trainer: bytes
     metric: float
@@ -106,6 +110,7 @@ class ResultTx:
         return [
             TAG_RESULT,
             self.task_id,
+            self.seed,
             self.round,
             self.trainer,
             self.metric,
@@ -150,20 +155,21 @@ def _result_to_wire(tx: ResultTx) -> list[Any]:
 
 
 def _result_from_wire(f: list[Any]) -> ResultTx:
-    expect_list(f, "result", 9)
-    if type(f[4]) is not float:
+    expect_list(f, "result", 10)
+    if type(f[5]) is not float:
         raise DecodeError("result.metric: expected a float")
-    if type(f[5]) is not str or len(f[5]) > MAX_CID:
+    if type(f[6]) is not str or len(f[6]) > MAX_CID:
         raise DecodeError("result.model_cid: expected a short string")
     return ResultTx(
         task_id=expect_bytes(f[1], "result.task_id", 32),
-        round=expect_int(f[2], "result.round", hi=U32),
-        trainer=expect_bytes(f[3], "result.trainer", PUBKEY_SIZE),
-        metric=f[4],
-        model_cid=f[5],
-        train_rows=expect_int(f[6], "result.train_rows", hi=U32),
-        train_ms=expect_int(f[7], "result.train_ms", hi=2**40),
-        signature=expect_bytes(f[8], "result.signature", SIGNATURE_SIZE),
+        seed=expect_bytes(f[2], "result.seed", 32),
+        round=expect_int(f[3], "result.round", hi=U32),
+        trainer=expect_bytes(f[4], "result.trainer", PUBKEY_SIZE),
+        metric=f[5],
+        model_cid=f[6],
+        train_rows=expect_int(f[7], "result.train_rows", hi=U32),
+        train_ms=expect_int(f[8], "result.train_ms", hi=2**40),
+        signature=expect_bytes(f[9], "result.signature", SIGNATURE_SIZE),
     )
 
 
@@ -268,6 +274,8 @@ class ResultHandler:
             raise ValidationError(
                 "bad-result-round", f"round {tx.round} >= {task['spec']['rounds']}"
             )
+        if tx.seed != task["seed"]:
+            raise ValidationError("result-wrong-seed", "trained for the task in another block")
         if view.get(slot_key(tx.task_id, tx.trainer, tx.round)) is not None:
             raise ValidationError("duplicate-result", "this trainer already reported this round")
         verdict = ctx.verdict(tx, task, is_audited(ctx.params, ctx.block_hash, rid))

@@ -476,7 +476,9 @@ class P2PService:
         if out.status is BlockStatus.ORPHAN:
             self.counters.inc("gossip_orphans")
             self.sync.on_orphan(peer_id, block)
-            return Verdict.ACCEPT  # PoW-checked; peers may have its parent
+            # Not relayed: we cannot vouch for a block we could not connect
+            # (an honest relayer of an invalid orphan would be penalised).
+            return Verdict.IGNORE
         if out.status is BlockStatus.DUPLICATE or out.reason in P.BENIGN_REASONS:
             return Verdict.IGNORE
         return Verdict.REJECT

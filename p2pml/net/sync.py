@@ -137,6 +137,7 @@ class SyncManager:
                     self.h.penalise(peer_id, "oversize-status", P.PENALTY_MALFORMED)
                     return
                 if peer_id not in self.peers or attempt == 2:
+                    log.debug("status request to %s failed: %s", peer_id, exc)
                     return
                 # A stream on a connection that is still settling can fail: retry.
                 await asyncio.sleep(0.2 * (attempt + 1))
@@ -153,6 +154,7 @@ class SyncManager:
             return
         p.genesis_ok = True
         p.tip_hash, p.height, p.chain_work = st.tip_hash, st.height, st.chain_work
+        log.debug("status of %s: height %d", peer_id, st.height)
         self._on_peer_tip(p)
         self.maybe_sync()
         self.schedule()
@@ -172,7 +174,9 @@ class SyncManager:
         for p in self.peers.values():
             if not p.genesis_ok or p.chain_work <= ours or p.tip_hash is None:
                 continue
-            if p.synced_to == p.tip_hash or self.h.backend.has_block(p.tip_hash):
+            # Having its tip block is not enough: after a restart we may hold
+            # headers (and a tip body) whose ancestors' bodies never came.
+            if p.synced_to == p.tip_hash:
                 continue
             if best is None or p.chain_work > best.chain_work:
                 best = p
@@ -180,6 +184,7 @@ class SyncManager:
             self._start_session(best.peer_id)
 
     def _start_session(self, peer_id: str) -> None:
+        log.debug("header session with %s", peer_id)
         self._session = peer_id
         self.h.spawn(self._header_session(peer_id), f"headers-{peer_id[-6:]}")
 
@@ -213,6 +218,13 @@ class SyncManager:
                 return
             async with self.h.chain_lock:
                 out = await backend.submit_headers(headers, peer_id)
+            log.debug(
+                "%d headers from %s: %d fine, error %s",
+                len(headers),
+                peer_id,
+                out.accepted,
+                out.error,
+            )
             self.h.counters.inc("sync_headers", out.accepted)
             self._want_bodies(headers[: out.accepted])
             p = self.peers.get(peer_id)
@@ -321,6 +333,7 @@ class SyncManager:
         self.schedule()
 
     async def _fetch_one(self, peer_id: str, batch: list[bytes]) -> None:
+        log.debug("asking %s for %d blocks", peer_id, len(batch))
         max_block = self.h.params.max_block_bytes
         try:
             data = await self.h.request(peer_id, P.BlocksReq(tuple(batch)))

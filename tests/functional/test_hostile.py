@@ -85,6 +85,7 @@ def test_hostile_peers_are_banned_and_work_goes_on(nodes: NodeSet, tmp_path: Pat
         mallory = Identity.generate()
         lie = ResultTx(
             task_id=bytes.fromhex(task),
+            seed=bytes.fromhex(a.api.get(f"/tasks/{task}")["seed"]),
             round=0,
             trainer=mallory.public_key,
             metric=0.999,

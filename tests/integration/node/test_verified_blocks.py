@@ -75,6 +75,7 @@ class World:
     def result(self, who: Identity, **kw: Any) -> ResultTx:
         fields: dict[str, Any] = dict(
             task_id=self.task.id,
+            seed=self.b1.hash,
             round=0,
             trainer=who.public_key,
             metric=0.0,

@@ -50,9 +50,12 @@ def task(
     return TaskTx(**fields).signed_by(pub)
 
 
-def result(t: TaskTx, trainer: Identity, metric: float, rnd: int = 0) -> ResultTx:
+def result(
+    t: TaskTx, trainer: Identity, metric: float, rnd: int = 0, seed: bytes | None = None
+) -> ResultTx:
     return ResultTx(
         task_id=t.id,
+        seed=seed if seed is not None else SEEDS.get(t.id, bytes(32)),
         round=rnd,
         trainer=trainer.public_key,
         metric=metric,
@@ -60,6 +63,20 @@ def result(t: TaskTx, trainer: Identity, metric: float, rnd: int = 0) -> ResultT
         train_rows=100,
         train_ms=5,
     ).signed_by(trainer)
+
+
+# Task id -> hash of the block that (last) included it: the seed a trainer
+# would have used. Filled by SeedBuilder as blocks are made.
+SEEDS: dict[bytes, bytes] = {}
+
+
+class SeedBuilder(Builder):
+    def make(self, parent: bytes, **kw: Any) -> Block:  # type: ignore[override]
+        blk = super().make(parent, **kw)
+        for tx in kw.get("txs", ()):
+            if isinstance(tx, TaskTx):
+                SEEDS[tx.id] = blk.hash
+        return blk
 
 
 class Oracle:
@@ -75,7 +92,7 @@ class Oracle:
 
 
 def setup() -> tuple[Builder, Node, Oracle]:
-    b, n, o = Builder(), Node(), Oracle()
+    b, n, o = SeedBuilder(), Node(), Oracle()
     n.chain.verdicts = o
     b.ref.verdicts = o
     return b, n, o
@@ -185,7 +202,7 @@ def test_max_results_closes_early_and_pays_result_rewards() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["unknown", "same-block", "closed", "round", "duplicate", "verdict"],
+    ["unknown", "same-block", "closed", "round", "duplicate", "verdict", "wrong-seed"],
 )
 def test_bad_results(case: str) -> None:
     b, n, o = setup()
@@ -198,6 +215,8 @@ def test_bad_results(case: str) -> None:
         blk, expect = b.make(b.genesis, txs=(t, r)), "result-task-unknown"
     else:
         b1 = mine(b, n, b.genesis, t)
+        r = result(t, T1, 0.5)  # now with the task's seed
+        o.verdicts[r.id] = ""
         if case == "closed":
             b2 = mine(b, n, b1.hash)
             blk, expect = b.make(b2.hash, txs=(r,)), "result-task-closed"
@@ -209,6 +228,10 @@ def test_bad_results(case: str) -> None:
             r_again = result(t, T1, 0.6)
             o.verdicts[r_again.id] = ""
             blk, expect = b.make(b1.hash, txs=(r, r_again)), "duplicate-result"
+        elif case == "wrong-seed":
+            r = result(t, T1, 0.5, seed=b"\x42" * 32)
+            o.verdicts[r.id] = ""
+            blk, expect = b.make(b1.hash, txs=(r,)), "result-wrong-seed"
         else:
             o.verdicts[r.id] = "bad-result-metric"
             blk, expect = b.make(b1.hash, txs=(r,)), "bad-result-metric"
