@@ -167,7 +167,8 @@ class Node:
                 self._tg = tg
                 await self.p2p.start(supervisor=tg)
                 await self.ipfs.start()
-                await self.pool.start()
+                # The training pool starts its workers at the first job: an
+                # idle node does not carry scikit-learn processes around.
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api_url + "\n")
                 self.tasks.spawn = self._spawn
