@@ -17,6 +17,7 @@ Pure: numpy and hashlib only, no I/O. Inputs of the wrong length raise
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import Final
@@ -99,9 +100,22 @@ def partition_message(seed: bytes, task_id: bytes, trainer_pubkey: bytes, round:
 def holdout_indices(
     seed: bytes, task_id: bytes, n_rows: int, holdout_fraction: float
 ) -> IndexArray:
-    """The holdout rows (ascending), identical for every trainer and verifier."""
+    """The holdout rows (ascending), identical for every trainer and verifier.
+
+    Cached (read-only) per process: a verifier checks many results of one
+    task, and each partition derivation needs the holdout too.
+    """
+    return _holdout_cached(seed, task_id, n_rows, holdout_fraction)
+
+
+@functools.lru_cache(maxsize=32)
+def _holdout_cached(
+    seed: bytes, task_id: bytes, n_rows: int, holdout_fraction: float
+) -> IndexArray:
     keys = row_keys(holdout_message(seed, task_id), n_rows)
-    return _smallest(keys, holdout_size(n_rows, holdout_fraction))
+    out = _smallest(keys, holdout_size(n_rows, holdout_fraction))
+    out.setflags(write=False)
+    return out
 
 
 def partition_indices(
