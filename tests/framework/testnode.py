@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,28 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from p2pml.api.client import ApiClient
+from p2pml.devnet import free_port, write_config
 from tests.framework.waiting import TIMEOUT_FACTOR, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    lines = []
-    for name, body in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in body.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
 
 
 class TestNode:
@@ -180,12 +160,6 @@ class TestNode:
 
     def p2p_addrs(self) -> list[str]:
         return list(self.status()["listen"])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sync_blocks(nodes: Iterable[TestNode], timeout: float = 60) -> None:
