@@ -211,10 +211,6 @@ def with_raw(block: Block) -> Block:
     return Block(block.header, block.txs, _raw=packb(block_to_wire(block)))
 
 
-def hash_hex(h: bytes) -> str:
-    return h.hex()
-
-
 def parse_hash(text: str) -> bytes:
     try:
         h = bytes.fromhex(text)

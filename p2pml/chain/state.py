@@ -198,10 +198,6 @@ class OrphanPool:
                 stack.append(child.hash)
         return dropped
 
-    def roots_missing(self) -> set[bytes]:
-        """Parents we should ask peers for (orphans whose parent is not pooled)."""
-        return {p for p in self._by_prev if p not in self._blocks}
-
 
 class ChainState:
     def __init__(self, params: NetworkParams, source: BlockSource) -> None:
@@ -678,15 +674,6 @@ class ChainState:
         finally:
             self._flush_pending()
         return update
-
-    def branch_to(self, e: IndexEntry) -> list[IndexEntry]:
-        """Entries from the fork with the active chain (exclusive) up to ``e``."""
-        out = []
-        cur: IndexEntry | None = e
-        while cur is not None and not self.in_active_chain(cur):
-            out.append(cur)
-            cur = cur.parent
-        return out[::-1]
 
     # -- bookkeeping -----------------------------------------------------------
 

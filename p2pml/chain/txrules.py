@@ -10,7 +10,7 @@ changes and gets undo for free.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from p2pml.chain.params import NetworkParams
@@ -94,7 +94,6 @@ class BlockContext:
     time: int
     fees: int = 0
     verdict: VerdictOracle = no_verdicts
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TxHandler(Protocol):
