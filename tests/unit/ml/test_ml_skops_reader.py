@@ -1,0 +1,243 @@
+"""The strict skops reader: same models as skops.io.loads, and crafted ones refused."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from p2pml.errors import ModelArtifactError
+from p2pml.ml.artifact import TRUSTED_TYPES, dump_model, load_model
+from p2pml.ml.estimators import CLASSIFICATION, ESTIMATORS, build_estimator
+
+RS = 4242
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(300, 4))
+Y_REG = X @ np.array([1.0, -2.0, 0.5, 3.0]) + RNG.normal(scale=0.1, size=300)
+Y_STR = np.array(["low", "mid", "high"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.8)]
+Y_INT = (X[:, 2] > 0).astype(np.int64)
+SMALL = {
+    "random_forest_regressor": {"n_estimators": 5},
+    "random_forest_classifier": {"n_estimators": 5},
+    "gradient_boosting_regressor": {"n_estimators": 5},
+    "gradient_boosting_classifier": {"n_estimators": 5},
+    "hist_gradient_boosting_regressor": {"max_iter": 5},
+    "hist_gradient_boosting_classifier": {"max_iter": 5},
+    "mlp_regressor": {"max_iter": 20},
+    "mlp_classifier": {"max_iter": 20},
+}
+
+
+def fitted(name: str, y: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of tiny fits
+        return build_estimator(name, SMALL.get(name, {}), RS).fit(X, y)
+
+
+def cases() -> list[tuple[str, str]]:
+    out = []
+    for name, spec in sorted(ESTIMATORS.items()):
+        labels = ["str", "int"] if spec.kind == CLASSIFICATION else ["reg"]
+        out += [(name, kind) for kind in labels]
+    return out
+
+
+TARGETS = {"reg": Y_REG, "str": Y_STR, "int": Y_INT}
+
+
+@pytest.mark.parametrize(("name", "labels"), cases())
+def test_loads_what_skops_loads(name: str, labels: str) -> None:
+    model = fitted(name, TARGETS[labels])
+    data = dump_model(model)
+    ours = load_model(data, name, SMALL.get(name, {}), RS, n_features=4)
+    theirs = sio.loads(data, trusted=sorted(TRUSTED_TYPES[name]))
+    assert type(ours) is type(theirs)
+    assert ours.get_params() == theirs.get_params()
+    assert np.array_equal(ours.predict(X), theirs.predict(X))
+    assert np.array_equal(ours.predict(X), model.predict(X))
+    if hasattr(model, "predict_proba"):
+        assert np.array_equal(ours.predict_proba(X), model.predict_proba(X))
+    assert sorted(vars(ours)) == sorted(vars(theirs))
+
+
+def rewrite(data: bytes, edit: Callable[[str, bytes], bytes], compression: int = 0) -> bytes:
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, edit(info.filename, src.read(info.filename)))
+    return out.getvalue()
+
+
+def edit_schema(data: bytes, edit: Callable[[Any], None]) -> bytes:
+    def change(name: str, content: bytes) -> bytes:
+        if name != "schema.json":
+            return content
+        schema = json.loads(content)
+        edit(schema)
+        return json.dumps(schema).encode()
+
+    return rewrite(data, change)
+
+
+def nodes_of(schema: Any, loader: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("__loader__") == loader:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return found
+
+
+def refuse(data: bytes, name: str, match: str, params: dict[str, Any] | None = None) -> None:
+    with pytest.raises(ModelArtifactError, match=match) as e:
+        load_model(data, name, SMALL.get(name, {}) if params is None else params, RS)
+    assert e.value.reason == "bad-model-artifact"
+
+
+def tree_with(edit: Callable[[Any], None]) -> bytes:
+    model = fitted("decision_tree_regressor", Y_REG)
+    state = model.tree_.__getstate__()
+    nodes = state["nodes"].copy()
+    edit(nodes)
+    state["nodes"] = nodes
+    model.tree_.__setstate__(state)
+    return dump_model(model)
+
+
+def test_tree_with_a_cycle_refused() -> None:
+    def loop(nodes: Any) -> None:
+        nodes["left_child"][0] = 0  # the root is its own child: predict would spin
+
+    refuse(tree_with(loop), "decision_tree_regressor", "child index out of order")
+
+
+def test_tree_with_a_child_outside_refused() -> None:
+    def escape(nodes: Any) -> None:
+        nodes["right_child"][0] = len(nodes) + 100
+
+    refuse(tree_with(escape), "decision_tree_regressor", "out of order or range")
+
+
+def test_tree_splitting_on_a_missing_feature_refused() -> None:
+    def far(nodes: Any) -> None:
+        nodes["feature"][0] = 1_000_000
+
+    refuse(tree_with(far), "decision_tree_regressor", "feature out of range")
+
+
+def test_tree_feature_beyond_the_model_width_refused() -> None:
+    model = fitted("decision_tree_regressor", Y_REG)
+    used = int(model.tree_.feature.max())
+    model.n_features_in_ = used  # the tree reads column `used`, X would have fewer
+    refuse(dump_model(model), "decision_tree_regressor", "feature the model does not have")
+
+
+def hgb_with(edit: Callable[[Any], None]) -> bytes:
+    model = fitted("hist_gradient_boosting_regressor", Y_REG)
+    edit(model._predictors[0][0].nodes)
+    return dump_model(model)
+
+
+def test_boosting_tree_with_a_cycle_refused() -> None:
+    def loop(nodes: Any) -> None:
+        nodes["left"][0] = 0
+
+    refuse(hgb_with(loop), "hist_gradient_boosting_regressor", "child index out of order")
+
+
+def test_boosting_tree_feature_beyond_the_model_width_refused() -> None:
+    def far(nodes: Any) -> None:
+        nodes["feature_idx"][0] = 4  # X has columns 0..3
+
+    refuse(hgb_with(far), "hist_gradient_boosting_regressor", "feature the model does not have")
+
+
+def test_boosting_tree_with_categorical_splits_refused() -> None:
+    def categorical(nodes: Any) -> None:
+        nodes["is_categorical"][0] = 1
+
+    refuse(hgb_with(categorical), "hist_gradient_boosting_regressor", "categorical")
+
+
+def test_compressed_members_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+    deflated = rewrite(data, lambda _n, c: c, compression=zipfile.ZIP_DEFLATED)
+    refuse(deflated, "ridge", "compressed")
+
+
+def test_object_array_member_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+
+    def pickled(name: str, content: bytes) -> bytes:
+        if name == "schema.json":
+            return content
+        buf = io.BytesIO()
+        np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
+        return buf.getvalue()
+
+    refuse(rewrite(data, pickled), "ridge", "object arrays are not allowed")
+
+
+def test_truncated_array_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+    cut = rewrite(data, lambda n, c: c if n == "schema.json" else c[:-8])
+    refuse(cut, "ridge", "does not match its header")
+
+
+def test_unknown_bit_generator_refused() -> None:
+    data = dump_model(fitted("hist_gradient_boosting_regressor", Y_REG))
+
+    def rename(schema: Any) -> None:
+        (gen,) = nodes_of(schema, "RandomGeneratorNode")
+        gen["content"]["bit_generator"]["content"]["bit_generator"]["content"] = '"seed"'
+
+    refuse(edit_schema(data, rename), "hist_gradient_boosting_regressor", "bit generator")
+
+
+def test_object_containing_itself_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+
+    def recurse(schema: Any) -> None:
+        # A copy of the root (same __id__) inside the root's own state.
+        schema["content"]["content"]["alpha"] = copy.deepcopy(schema)
+
+    refuse(edit_schema(data, recurse), "ridge", "inside itself")
+
+
+def test_dict_with_non_string_key_type_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+
+    def key_type(schema: Any) -> None:
+        schema["content"]["key_types"]["content"][0] = {
+            "__class__": "Ridge",
+            "__module__": "sklearn.linear_model._ridge",
+            "__loader__": "TypeNode",
+        }
+
+    refuse(edit_schema(data, key_type), "ridge", "keys must be str or int")
+
+
+def test_unsupported_protocol_refused() -> None:
+    data = dump_model(fitted("ridge", Y_REG))
+
+    def bump(schema: Any) -> None:
+        schema["protocol"] = 99
+
+    refuse(edit_schema(data, bump), "ridge", "protocol")
