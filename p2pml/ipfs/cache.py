@@ -9,13 +9,21 @@ A download is written into ``tmp/`` and renamed into ``blobs/`` only after
 its bytes hashed to the CID, so a partial or corrupt download never enters.
 The rename is atomic on one filesystem.
 
-Every *use* of an entry (:meth:`DatasetCache.get_verified`) recomputes the
-CID of the file. A cheaper size/mtime check would miss a same-size tamper
-done with a preserved mtime, and the full recompute costs ~0.3 s per 100 MB,
-small next to training on that data; a mismatching entry is deleted and the
-caller refetches.
+Every *use* of an entry (:meth:`DatasetCache.get_verified`) checks it. The
+CID of the file is recomputed unless this process hashed (or committed) it
+less than ``reverify_seconds`` ago and its inode, size, mtime and ctime are
+unchanged since. ctime cannot be set from user space and moves on any write,
+even one that restores size and mtime. File timestamps are coarse (a kernel
+tick), so, as git does with its index, a signature whose ctime was less than
+``RACY_NS`` old when recorded is not trusted: a write in the same tick would
+look unchanged. The interval bounds how long anything that escapes a stat (a
+flip on the disk itself) can go unnoticed. Before this, every use re-hashed:
+~10 ms per use of a 12 MB dataset, paid once per verified result. A
+mismatching entry is deleted and the caller refetches.
 
-LRU order is the file mtime, bumped on every use, so it survives restarts.
+LRU order is kept in memory, and starts from the files' mtimes (their
+download time) when the cache opens. Files are never touched on use: a
+``utime`` would move ctime and make every entry racy again.
 """
 
 from __future__ import annotations
@@ -26,22 +34,48 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from p2pml.ipfs.cid import cid_of_file, is_cidv0
+
+REVERIFY_SECONDS = 60.0
+RACY_NS = 2_000_000_000  # above any file system's timestamp granularity
+
+_Signature = tuple[int, int, int, int]
+
+
+def _signature(path: Path) -> _Signature:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class DatasetCache:
     """Thread-safe bookkeeping; the hashing runs in a worker thread."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        reverify_seconds: float = REVERIFY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
+        self.reverify_seconds = reverify_seconds
+        self._clock = clock
+        self._wall_ns = wall_ns
         self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
+        # cid -> (stat signature, when its content was last hashed); only
+        # signatures that were not racy when recorded
+        self._verified: dict[str, tuple[_Signature, float]] = {}
+        self.hashes = 0  # full re-hashes done by get_verified (for tests and metrics)
 
     def open(self) -> None:
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -49,11 +83,16 @@ class DatasetCache:
         self.tmp.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._sizes.clear()
+            self._verified.clear()
+            found = []
             for entry in self.blobs.iterdir():
                 if entry.is_file() and is_cidv0(entry.name):
-                    self._sizes[entry.name] = entry.stat().st_size
+                    st = entry.stat()
+                    found.append((st.st_mtime_ns, entry.name, st.st_size))
                 else:
                     entry.unlink(missing_ok=True)
+            for _, cid, size in sorted(found):
+                self._sizes[cid] = size
         self._evict()
 
     @property
@@ -77,15 +116,43 @@ class DatasetCache:
         if not self.contains(cid):
             return None
         try:
-            actual = cid_of_file(path)
+            before = _signature(path)
+            with self._lock:
+                memo = self._verified.get(cid)
+            if (
+                memo is not None
+                and memo[0] == before
+                and self._clock() - memo[1] < self.reverify_seconds
+            ):
+                hashed_at = memo[1]  # unchanged since hashed, recently: skip the re-hash
+            else:
+                hashed_at = self._clock()
+                self.hashes += 1
+                if cid_of_file(path) != cid:
+                    self.discard(cid)
+                    return None
+            # Remember only a file that did not change while we hashed it.
+            unchanged = _signature(path) == before
         except FileNotFoundError:
-            actual = None
-        if actual != cid:
             self.discard(cid)
             return None
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path)  # LRU bump
+        if unchanged:
+            self._remember(cid, before, hashed_at)
+        else:
+            with self._lock:
+                self._verified.pop(cid, None)
+        with self._lock:
+            if cid in self._sizes:
+                self._sizes.move_to_end(cid)
         return path
+
+    def _remember(self, cid: str, signature: _Signature, hashed_at: float) -> None:
+        racy = self._wall_ns() - signature[3] < RACY_NS
+        with self._lock:
+            if racy or cid not in self._sizes:
+                self._verified.pop(cid, None)
+            else:
+                self._verified[cid] = (signature, hashed_at)
 
     async def aget_verified(self, cid: str) -> Path | None:
         if not self.contains(cid):  # miss: no thread hop needed
@@ -95,6 +162,7 @@ class DatasetCache:
     def discard(self, cid: str) -> None:
         with self._lock:
             self._sizes.pop(cid, None)
+            self._verified.pop(cid, None)
         self.path_of(cid).unlink(missing_ok=True)
 
     @contextlib.contextmanager
@@ -115,6 +183,7 @@ class DatasetCache:
         os.replace(verified, dest)
         with self._lock:
             self._sizes[cid] = size
+        self._remember(cid, _signature(dest), self._clock())
         self._evict(keep=cid)
         return dest
 
@@ -126,20 +195,9 @@ class DatasetCache:
         """
         with self._lock:
             total = sum(self._sizes.values())
-            if total <= self.max_bytes:
-                return
-            by_age = sorted(
-                (c for c in self._sizes if c != keep),
-                key=lambda c: self._mtime(c),
-            )
-            for cid in by_age:
+            for cid in [c for c in self._sizes if c != keep]:
                 if total <= self.max_bytes:
                     break
                 total -= self._sizes.pop(cid)
+                self._verified.pop(cid, None)
                 (self.blobs / cid).unlink(missing_ok=True)
-
-    def _mtime(self, cid: str) -> float:
-        try:
-            return (self.blobs / cid).stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
