@@ -90,6 +90,11 @@ def _child_main(conn: Connection) -> None:
     del limits
 
 
+def _round_trip(conn: Connection, msg: Any) -> Any:
+    conn.send(msg)
+    return conn.recv()
+
+
 @contextlib.contextmanager
 def _child_env() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
@@ -181,8 +186,11 @@ class TrainingPool:
         w = await self._idle.get()
         self._busy.add(w)
         try:
-            await loop.run_in_executor(self._io, w.conn.send, (job, request))
-            reply = await asyncio.wait_for(loop.run_in_executor(self._io, w.conn.recv), timeout)
+            # One thread hop per job (send, then block on the reply); killing
+            # the worker on a timeout ends the blocked recv with EOFError.
+            reply = await asyncio.wait_for(
+                loop.run_in_executor(self._io, _round_trip, w.conn, (job, request)), timeout
+            )
         except TimeoutError:
             log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
             await self._replace(w)

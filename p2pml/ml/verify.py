@@ -20,6 +20,7 @@ worker process (:func:`verify_result_async` sends it to the pool). It raises
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -73,40 +74,27 @@ def verify_result(
 
     from p2pml.ml.artifact import load_model
     from p2pml.ml.metrics import compute_metric, metric_matches
-    from p2pml.ml.worker import fit, prepare
+    from p2pml.ml.partition import derive_random_state, partition_size
 
     spec.validate()
     cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
     try:
-        prep = prepare(
-            spec,
-            task_id,
-            seed,
-            trainer_pubkey,
-            round,
-            dataset_path,
-            cache,
-            max_dataset_bytes,
-        )
+        hold = holdout_of(spec, task_id, seed, dataset_path, cache, max_dataset_bytes)
     except TrainingError as e:
         raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
-    if claimed_train_rows is not None and claimed_train_rows != len(prep.partition):
+    rows = partition_size(hold.n_rows, spec.partition_fraction)
+    if claimed_train_rows is not None and claimed_train_rows != rows:
         raise ValidationError(
-            "bad-result-rows",
-            f"claimed {claimed_train_rows} rows, the partition has {len(prep.partition)}",
+            "bad-result-rows", f"claimed {claimed_train_rows} rows, the partition has {rows}"
         )
+    random_state = derive_random_state(seed, task_id, trainer_pubkey, round)
     try:
         model = load_model(
-            artifact_bytes,
-            spec.model,
-            spec.param_dict,
-            prep.random_state,
-            n_features=int(prep.data.X.shape[1]),
+            artifact_bytes, spec.model, spec.param_dict, random_state, n_features=hold.n_features
         )
     except ModelArtifactError as e:
         raise ValidationError("bad-result-model", e.detail) from None
-    X_hold = prep.data.X[prep.holdout]
-    y_hold = prep.data.y[prep.holdout]
+    X_hold, y_hold = hold.X, hold.y
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -120,6 +108,11 @@ def verify_result(
         )
     if not audit:
         return
+    from p2pml.ml.worker import fit, prepare
+
+    prep = prepare(
+        spec, task_id, seed, trainer_pubkey, round, dataset_path, cache, max_dataset_bytes
+    )
     try:
         again = fit(spec, prep)
     except TrainingError as e:
@@ -134,6 +127,71 @@ def verify_result(
                 "bad-result-audit",
                 "re-training on the derived partition gives different holdout predictions",
             )
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A task's holdout rows, copied out of the dataset (read-only)."""
+
+    X: Any
+    y: Any
+    n_rows: int  # of the whole dataset
+    n_features: int
+
+
+#: Holdouts kept per worker process. A block's results are mostly for a few
+#: tasks, and gathering the rows out of the memory-mapped dataset cost more
+#: than predicting on them for small models.
+HOLDOUT_CACHE_SIZE: Final = 2
+_holdouts: OrderedDict[tuple[Any, ...], Holdout] = OrderedDict()
+
+
+def holdout_of(
+    spec: TaskSpec,
+    task_id: bytes,
+    seed: bytes,
+    dataset_path: Path,
+    cache_dir: Path,
+    max_dataset_bytes: int,
+) -> Holdout:
+    """The task's holdout, from this process's cache or the parsed dataset.
+
+    ``TrainingError`` if the dataset cannot be used for the task.
+    """
+    from p2pml.ml.dataset import load_dataset
+    from p2pml.ml.partition import check_sizes, holdout_indices
+
+    # The CID fixes the bytes, so the key needs no file identity.
+    key: tuple[Any, ...] = (
+        *(spec.dataset_cid, spec.kind, spec.target, spec.features),
+        *(seed, task_id, spec.holdout_fraction, spec.partition_fraction),
+    )
+    hit = _holdouts.get(key)
+    if hit is not None:
+        _holdouts.move_to_end(key)
+        return hit
+    data = load_dataset(
+        dataset_path,
+        cache_dir,
+        spec.dataset_cid,
+        spec.kind,
+        spec.target,
+        spec.features,
+        max_dataset_bytes,
+    )
+    try:
+        check_sizes(data.n_rows, spec.holdout_fraction, spec.partition_fraction)
+    except ValidationError as e:
+        raise TrainingError(e.reason, e.detail) from None
+    rows = holdout_indices(seed, task_id, data.n_rows, spec.holdout_fraction)
+    X, y = data.X[rows], data.y[rows]
+    X.setflags(write=False)
+    y.setflags(write=False)
+    hold = Holdout(X, y, data.n_rows, int(data.X.shape[1]))
+    _holdouts[key] = hold
+    while len(_holdouts) > HOLDOUT_CACHE_SIZE:
+        _holdouts.popitem(last=False)
+    return hold
 
 
 def _outputs(spec: TaskSpec, model: Any, X: Any) -> list[Any]:
