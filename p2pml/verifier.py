@@ -28,6 +28,9 @@ CACHE_MAX = 100_000
 # Reasons that depend on this node's configuration, not on the result.
 LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+# Artifact fetches in flight per worker: enough to keep workers fed while
+# models download, few enough to bound memory (<= 64 MiB each).
+FETCH_AHEAD = 2
 
 
 class ResultChecker(Protocol):
@@ -75,6 +78,7 @@ class Verifier:
         self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
         self.wanted: dict[tuple[bytes, bytes, bool], Request] = {}
         self._parallel = asyncio.Semaphore(max(1, parallel))
+        self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         self.stats = VerifierStats()
 
@@ -136,6 +140,22 @@ class Verifier:
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
         return await asyncio.shield(fut)
 
+    async def _fetch_then_take_worker(self, cid: str) -> bytes | None:
+        """The artifact's bytes with a worker slot taken (the caller releases
+        it), or None if the artifact is too large (no slot taken).
+
+        Fetching happens outside the worker slots, so downloads overlap with
+        other results' CPU work; the fetch slot is held until a worker slot
+        is free, which bounds the artifacts held in memory.
+        """
+        async with self._fetching:
+            path = await self._store.fetch(cid)
+            if path.stat().st_size > MAX_ARTIFACT_BYTES:
+                return None
+            artifact = await asyncio.to_thread(path.read_bytes)
+            await self._parallel.acquire()
+        return artifact
+
     async def _check(self, req: Request) -> str | None:
         tx = req.tx
         try:
@@ -143,14 +163,12 @@ class Verifier:
         except Exception:  # the chain accepted this spec; unreachable in practice
             self._remember(req, "bad-result-task")
             return "bad-result-task"
-        async with self._parallel:
-            try:
-                path = await self._store.fetch(tx.model_cid)
-                size = path.stat().st_size
-                if size > MAX_ARTIFACT_BYTES:
-                    verdict = "bad-result-model"
-                else:
-                    artifact = await asyncio.to_thread(path.read_bytes)
+        try:
+            artifact = await self._fetch_then_take_worker(tx.model_cid)
+            if artifact is None:
+                verdict = "bad-result-model"
+            else:
+                try:
                     await self._checker.verify(
                         spec,
                         tx.task_id,
@@ -162,26 +180,28 @@ class Verifier:
                         claimed_train_rows=tx.train_rows,
                         audit=req.audit,
                     )
-                    verdict = ""
-            except ValidationError as exc:
-                if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:
-                    # Not provably false: data missing, or over this node's
-                    # own limits (other nodes may verify it; we wait).
-                    self.stats.pending += 1
-                    log.info("result %s cannot be verified now: %s", tx.id.hex()[:16], exc)
-                    return None
-                verdict = exc.reason
-            except DatasetError as exc:
+                finally:
+                    self._parallel.release()
+                verdict = ""
+        except ValidationError as exc:
+            if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:
+                # Not provably false: data missing, or over this node's
+                # own limits (other nodes may verify it; we wait).
                 self.stats.pending += 1
-                log.info("result %s waits for its model: %s", tx.id.hex()[:16], exc)
+                log.info("result %s cannot be verified now: %s", tx.id.hex()[:16], exc)
                 return None
-            except (TrainingError, OSError) as exc:
-                # A timeout, a crashed worker or a cache file evicted under us
-                # is our problem, not proof the result is false: try again
-                # later rather than split the network.
-                self.stats.pending += 1
-                log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
-                return None
+            verdict = exc.reason
+        except DatasetError as exc:
+            self.stats.pending += 1
+            log.info("result %s waits for its model: %s", tx.id.hex()[:16], exc)
+            return None
+        except (TrainingError, OSError) as exc:
+            # A timeout, a crashed worker or a cache file evicted under us
+            # is our problem, not proof the result is false: try again
+            # later rather than split the network.
+            self.stats.pending += 1
+            log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
+            return None
         self._remember(req, verdict)
         if verdict:
             self.stats.failed += 1

@@ -11,13 +11,18 @@ one BLAS thread each, so the holdout evaluation of each model
 (``worker.evaluate``: holdout rows, predict, metric; the model is in memory)
 is timed on its own. Artifacts go into the store.
 
-Validator side, as ``Verifier._check`` does it: at most 2 results at a time,
-each fetches its artifact from the store and runs ``Trainer.verify`` ->
-``verify_result_async`` in a ``TrainingPool(2)`` (holdout from the parsed
-cache, safe model load, predict, metric). The parsed-dataset cache is warmed
-first (a validator parses a dataset once, not once per result; the parse
-time is printed). Target: mean verify time per result <= 1.5x the trainer's
-own evaluation time of the same models.
+Validator side: the node's own ``Verifier(parallel=2)`` over ``Trainer``
+and a ``TrainingPool(2)``, resolving one request per result: it fetches each
+artifact from the store (downloads overlap with the workers' CPU work) and
+verifies it in a worker (holdout from the parsed cache, safe model load,
+predict, metric). The parsed-dataset cache is warmed first (a validator
+parses a dataset once, not once per result; the parse time is printed).
+
+Figures: the issue's figure is the time per result of validating the block
+on 2 cores (block wall time / results) against the trainer's own evaluation
+time of the same models; target <= 1.5. Printed beside it, stricter: each
+result's check alone in one worker (dataset cache hit, pool round trip,
+verify_result), against the same evaluation times.
 
     python scripts/bench_verify.py [--quick]
 """
@@ -42,11 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 
 from benchlib import figure
 
+from p2pml.chain.tasks import ResultTx
 from p2pml.config import IpfsSettings, TrainingSettings
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer
 from p2pml.ml.worker import THREAD_ENV
+from p2pml.verifier import Request, Verifier
 
 SEED = hashlib.sha256(b"bench-verify-block").digest()
 TRAINERS = 10
@@ -116,6 +123,42 @@ def breakdown(job: Job, tr: Trained, cache: Path) -> tuple[float, float, float]:
         warnings.simplefilter("ignore")
         compute_metric(job.spec.metric, model, hold.X, hold.y)
     return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+class TimedChecker:
+    """The node's ``ResultChecker`` (a ``Trainer``), timing each result's check:
+    dataset cache hit, pool round trip, and the worker's verify_result."""
+
+    def __init__(self, inner: Trainer) -> None:
+        self.inner = inner
+        self.seconds: dict[tuple[bytes, bytes], float] = {}
+
+    async def verify(
+        self,
+        spec: TaskSpec,
+        task_id: bytes,
+        seed: bytes,
+        trainer_pubkey: bytes,
+        round: int,
+        artifact_bytes: bytes,
+        claimed_metric: float,
+        *,
+        claimed_train_rows: int | None = None,
+        audit: bool = False,
+    ) -> None:
+        t = time.perf_counter()
+        await self.inner.verify(
+            spec,
+            task_id,
+            seed,
+            trainer_pubkey,
+            round,
+            artifact_bytes,
+            claimed_metric,
+            claimed_train_rows=claimed_train_rows,
+            audit=audit,
+        )
+        self.seconds[(task_id, trainer_pubkey)] = time.perf_counter() - t
 
 
 def make_csv(path: Path, rows: int, features: int = 20) -> None:
@@ -194,34 +237,26 @@ async def run(quick: bool) -> None:
             prepare(jobs[0].spec, jobs[0].task_id, SEED, jobs[0].key, 0, dataset, vcache, 10**10)
             parse_s = time.perf_counter() - t0
             settings = TrainingSettings(enabled=True, max_job_seconds=600.0)
-            trainer = Trainer(store, pool, settings, cache_dir=vcache)
+            checker = TimedChecker(Trainer(store, pool, settings, cache_dir=vcache))
+            verifier = Verifier(store, checker, parallel=WORKERS)
             await pool.start()
             await asyncio.gather(*(pool.run("info", None, 120) for _ in range(WORKERS)))
-            slots = asyncio.Semaphore(WORKERS)  # Verifier(parallel=training.workers)
-            lat = [0.0] * len(jobs)
-
-            async def check(i: int) -> None:
-                async with slots:
-                    t = time.perf_counter()
-                    path = await store.fetch(cids[i])
-                    artifact = await asyncio.to_thread(path.read_bytes)
-                    j, tr = jobs[i], trained[i]
-                    await trainer.verify(
-                        j.spec,
-                        j.task_id,
-                        SEED,
-                        j.key,
-                        0,
-                        artifact,
-                        tr.metric,
-                        claimed_train_rows=tr.rows,
-                        audit=False,
-                    )
-                    lat[i] = time.perf_counter() - t
-
+            reqs = [
+                Request(
+                    ResultTx(j.task_id, SEED, 0, j.key, tr.metric, c, tr.rows, 1),
+                    j.spec.to_wire(),
+                    SEED,
+                    audit=False,
+                )
+                for j, tr, c in zip(jobs, trained, cids, strict=True)
+            ]
             t0 = time.perf_counter()
-            await asyncio.gather(*(check(i) for i in range(len(jobs))))
+            missing = await verifier.resolve(reqs)
             wall = time.perf_counter() - t0
+            stats = verifier.stats
+            if missing or stats.failed or stats.verified != len(jobs):
+                raise SystemExit(f"verification did not pass: {missing} missing, {stats}")
+            lat = [checker.seconds[(j.task_id, j.key)] for j in jobs]
             t0 = time.perf_counter()
             for _ in range(20):
                 await pool.run("sleep", 0.0, 120)
@@ -284,16 +319,28 @@ async def run(quick: bool) -> None:
         f"trainer evals of the same models: {sum(ev):.2f} s CPU",
     )
     figure(
-        "verify time per result (mean, one worker)",
-        f"{mean_v * 1e3:.1f} ms",
+        "verify time per result, block on 2 cores (wall / results)",
+        f"{wall / n * 1e3:.1f} ms",
         "",
-        f"trainer eval {mean_e * 1e3:.1f} ms",
+        f"trainer eval {mean_e * 1e3:.1f} ms per model",
     )
     figure(
-        "  ratio verify / trainer eval",
-        f"{mean_v / mean_e:.2f}x",
+        "  ratio to trainer eval",
+        f"{wall / n / mean_e:.2f}x",
         "<= 1.5",
         "eval = worker.evaluate(): holdout rows+predict+r2, model in memory, 2 procs",
+    )
+    figure(
+        "verify time per result, one worker (mean check)",
+        f"{mean_v * 1e3:.1f} ms",
+        "",
+        "dataset cache hit + pool round trip + verify_result",
+    )
+    figure(
+        "  ratio to trainer eval (stricter)",
+        f"{mean_v / mean_e:.2f}x",
+        "",
+        "no parallelism credited",
     )
     figure("block throughput (results/s)", f"{n / wall:.1f}", "", f"{WORKERS} pool workers")
 

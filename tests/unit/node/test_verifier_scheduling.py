@@ -1,0 +1,101 @@
+"""Verifier scheduling: downloads overlap with worker CPU, both stay bounded.
+
+Fakes for the store and the checker (the real ones are exercised in
+tests/integration/node/test_verified_blocks.py); the bounds are the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from p2pml.chain.tasks import ResultTx
+from p2pml.ml.spec import TaskSpec
+from p2pml.verifier import FETCH_AHEAD, MAX_ARTIFACT_BYTES, Request, Verifier
+from tests.framework.waiting import wait_until
+
+SPEC = TaskSpec(
+    dataset_cid="QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+    target="y",
+    model="ridge",
+    kind="regression",
+    metric="r2",
+)
+SEED = hashlib.sha256(b"seed").digest()
+TASK = hashlib.sha256(b"task").digest()
+
+
+class FakeStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fetched: list[str] = []
+
+    async def fetch(self, cid: str) -> Path:
+        self.fetched.append(cid)
+        path = self.root / cid
+        if not path.exists():
+            path.write_bytes(b"model bytes of " + cid.encode())
+        return path
+
+
+class GatedChecker:
+    """Each verify waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.active = 0
+        self.max_active = 0
+        self.done = 0
+
+    async def verify(self, *_args: Any, **_kw: Any) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await self.gate.wait()
+        finally:
+            self.active -= 1
+            self.done += 1
+
+
+def request(i: int) -> Request:
+    trainer = hashlib.sha256(b"trainer-%d" % i).digest()
+    tx = ResultTx(TASK, SEED, 0, trainer, 0.5, f"cid-{i:03d}", 10, 1)
+    return Request(tx, SPEC.to_wire(), SEED, audit=False)
+
+
+async def test_fetches_run_ahead_of_workers_within_bounds(tmp_path: Path) -> None:
+    store, checker = FakeStore(tmp_path), GatedChecker()
+    verifier = Verifier(store, checker, parallel=2)  # type: ignore[arg-type]
+    reqs = [request(i) for i in range(20)]
+    resolving = asyncio.ensure_future(verifier.resolve(reqs))
+    try:
+        # Both workers busy and the fetch slots full: nothing else can move.
+        await wait_until(
+            lambda: checker.active == 2 and len(store.fetched) == 2 + 2 * FETCH_AHEAD,
+            what="workers busy and fetch-ahead full",
+        )
+        for _ in range(50):  # let any wrongly unbounded fetch run
+            await asyncio.sleep(0)
+        assert len(store.fetched) == 2 + 2 * FETCH_AHEAD
+        checker.gate.set()
+        assert await asyncio.wait_for(resolving, 10) == 0
+    finally:
+        checker.gate.set()
+        resolving.cancel()
+    assert checker.max_active == 2
+    assert checker.done == 20
+    assert verifier.stats.verified == 20
+
+
+async def test_oversize_artifact_is_false_without_a_worker(tmp_path: Path) -> None:
+    store, checker = FakeStore(tmp_path), GatedChecker()
+    big = tmp_path / "cid-000"
+    with big.open("wb") as f:
+        f.truncate(MAX_ARTIFACT_BYTES + 1)  # sparse: no real disk use
+    verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
+    assert await verifier.check(request(0)) == "bad-result-model"
+    assert checker.done == 0
+    checker.gate.set()
+    assert await verifier.check(request(1)) == ""  # the worker slot was not leaked
