@@ -62,8 +62,18 @@ def _child_main(conn: Connection) -> None:
     # Import the heavy libraries now, not inside the first job's time limit.
     import numpy  # noqa: F401
     import pandas  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
+    import sklearn.ensemble
+    import sklearn.metrics  # noqa: F401
     import skops.io  # noqa: F401
+
+    import p2pml.ml.dataset  # noqa: F401
+    from p2pml.ml.artifact import TRUSTED_TYPES
+    from p2pml.ml.estimators import estimator_class
+
+    for path in JOBS.values():
+        importlib.import_module(path.partition(":")[0])
+    for name in TRUSTED_TYPES:  # every estimator's module: first verifies pay no imports
+        estimator_class(name)
 
     while True:
         try:
