@@ -11,13 +11,14 @@ same objects in one pass over ``schema.json`` and is stricter:
 * members must be stored (not compressed) and lie inside the artifact;
   arrays are read from them with numpy's header grammar (``literal_eval``,
   object dtypes refused) and copied, so nothing aliases the input;
-* decision trees (``sklearn.tree._tree.Tree``) and histogram-boosting
-  predictors are checked for well-formed node arrays: children after their
-  parent and inside the array, features inside the model. scikit-learn walks
-  these without bounds checks, so a crafted tree could otherwise crash or
-  hang a validator (skops leaves ``Tree`` untrusted by default for this
-  reason). The largest feature index used is reported for the caller to
-  compare with the model's input width.
+* decision trees (``sklearn.tree._tree.Tree``), histogram-boosting
+  predictors and KD/ball trees are checked for well-formed node arrays:
+  children after their parent and inside the array, rows inside the data,
+  features inside the model, no categorical features, bounded sizes.
+  scikit-learn walks these without bounds checks, so a crafted tree could
+  otherwise crash or hang a validator (skops leaves ``Tree`` untrusted by
+  default for this reason). The largest feature index used is reported for
+  the caller to compare with the model's input width.
 
 The zip CRC is not checked: integrity comes from the artifact's CID.
 Anything malformed raises :class:`ModelArtifactError`.
@@ -48,6 +49,9 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra 
 _NPY_MAGIC: Final = b"\x93NUMPY"
 _TREE: Final = "sklearn.tree._tree.Tree"
 _HGB_PREDICTOR: Final = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+_NEIGHBOR_TREES: Final = frozenset(
+    {"sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"}
+)
 
 
 class Loaded:
@@ -237,8 +241,15 @@ class _Builder:
                     instance.__dict__.update(attrs)
                 else:
                     raise ModelArtifactError("object state is not a dict")
-        if f"{node['__module__']}.{node['__class__']}" == _HGB_PREDICTOR:
+        name = f"{node['__module__']}.{node['__class__']}"
+        if name == _HGB_PREDICTOR:
             self._check_hgb_predictor(instance)
+        elif name in _NEIGHBOR_TREES:
+            self._check_neighbor_tree(instance)
+        categorical = getattr(instance, "is_categorical_", None)
+        if categorical is not None and np.asarray(categorical).any():
+            # Boosting's known-category bitsets are filled without bounds checks.
+            raise ModelArtifactError("categorical features are not supported")
         return instance
 
     def _reduce(self, node: dict[str, Any], depth: int, constructor: Any = None) -> Any:
@@ -259,7 +270,7 @@ class _Builder:
 
         if f"{node['__module__']}.{node['__class__']}" != _TREE:
             raise ModelArtifactError("TreeNode of a type other than Tree")
-        tree = self._reduce(node, depth, constructor=Tree)
+        tree = self._reduce(node, depth, constructor=_checked_tree_args(Tree))
         self._check_tree(tree)
         return tree
 
@@ -280,6 +291,9 @@ class _Builder:
         seed_state = self.build(content["seed_seq"], depth)
         if not isinstance(bit_state, dict) or not isinstance(seed_state, dict):
             raise ModelArtifactError("malformed random generator state")
+        pool_size = seed_state.get("pool_size", 4)
+        if not (_is_size(pool_size) and 4 <= pool_size <= 64):  # numpy's default is 4
+            raise ModelArtifactError("seed sequence pool size out of range")
         name = bit_state.get("bit_generator")
         if name not in BIT_GENERATORS:
             raise ModelArtifactError(f"unknown bit generator {name!r}")
@@ -314,6 +328,28 @@ class _Builder:
             nodes["left"], nodes["right"], nodes["feature_idx"], leaf, None, "boosting tree"
         )
 
+    def _check_neighbor_tree(self, tree: Any) -> None:
+        data, idx, node_data, bounds = (np.asarray(a) for a in tree.get_arrays())
+        n_samples, n_nodes = len(data), len(node_data)
+        if data.ndim != 2 or idx.shape != (n_samples,) or n_nodes < 1:
+            raise ModelArtifactError("neighbour tree arrays do not fit together")
+        if bounds.ndim != 3 or bounds.shape[1:] != (n_nodes, data.shape[1]):
+            raise ModelArtifactError("neighbour tree bounds do not fit its nodes")
+        if n_nodes != 2 ** int(tree.__getstate__()[5]) - 1:  # n_levels
+            raise ModelArtifactError("neighbour tree is not a complete binary tree")
+        if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
+            raise ModelArtifactError("neighbour tree index out of range")
+        start, end = node_data["idx_start"], node_data["idx_end"]
+        if ((start < 0) | (start > end) | (end > n_samples)).any():
+            raise ModelArtifactError("neighbour tree node range out of bounds")
+        inner = np.flatnonzero(node_data["is_leaf"] == 0)
+        if len(inner) and 2 * int(inner.max()) + 2 >= n_nodes:
+            raise ModelArtifactError("neighbour tree has children past its last node")
+        weight = tree.__getstate__()[12]
+        if weight is not None and np.asarray(weight).shape != (n_samples,):
+            raise ModelArtifactError("neighbour tree sample weights do not fit its data")
+        self.max_feature = max(self.max_feature, data.shape[1] - 1)
+
     def _check_nodes(
         self,
         left: Any,
@@ -336,6 +372,27 @@ class _Builder:
             if f.min() < 0 or (n_features is not None and f.max() >= n_features):
                 raise ModelArtifactError(f"{what} splits on a feature out of range")
             self.max_feature = max(self.max_feature, int(f.max()))
+
+
+MAX_TREE_OUTPUTS: Final = 10_000
+MAX_TREE_CLASSES: Final = 1_000  # as p2pml.ml.dataset.MAX_CLASSES
+
+
+def _checked_tree_args(tree_cls: Any) -> Callable[..., Any]:
+    """``Tree(n_features, n_classes, n_outputs)``, refusing sizes that would make
+    it allocate without bound before its state is checked."""
+
+    def make(n_features: Any, n_classes: Any, n_outputs: Any) -> Any:
+        classes = np.asarray(n_classes)
+        if not (_is_size(n_features) and _is_size(n_outputs)):
+            raise ModelArtifactError("malformed decision tree sizes")
+        if not 1 <= n_outputs <= MAX_TREE_OUTPUTS or classes.shape != (n_outputs,):
+            raise ModelArtifactError("decision tree outputs out of range")
+        if classes.dtype.kind not in "iu" or classes.min() < 1 or classes.max() > MAX_TREE_CLASSES:
+            raise ModelArtifactError("decision tree classes out of range")
+        return tree_cls(n_features, classes, n_outputs)
+
+    return make
 
 
 @functools.lru_cache(maxsize=256)

@@ -241,3 +241,60 @@ def test_unsupported_protocol_refused() -> None:
         schema["protocol"] = 99
 
     refuse(edit_schema(data, bump), "ridge", "protocol")
+
+
+def neighbors_with(edit: Callable[[list[Any]], None]) -> bytes:
+    model = fitted("knn_regressor", Y_REG)
+    state = list(model._tree.__getstate__())
+    state[:4] = [np.array(a, copy=True) for a in state[:4]]
+    edit(state)
+    model._tree.__setstate__(tuple(state))
+    return dump_model(model)
+
+
+def test_neighbor_tree_index_out_of_range_refused() -> None:
+    def far(state: list[Any]) -> None:
+        state[1][0] = 10**9  # idx_array: a row the data does not have
+
+    refuse(neighbors_with(far), "knn_regressor", "index out of range")
+
+
+def test_neighbor_tree_with_children_past_its_last_node_refused() -> None:
+    def inner(state: list[Any]) -> None:
+        state[2]["is_leaf"][:] = 0  # leaves claim children: the walk would leave the array
+
+    refuse(neighbors_with(inner), "knn_regressor", "children past its last node")
+
+
+def test_neighbor_tree_wider_than_the_model_refused() -> None:
+    model = fitted("knn_regressor", Y_REG)
+    model.n_features_in_ = 3  # the tree's data has 4 columns
+    refuse(dump_model(model), "knn_regressor", "feature the model does not have")
+
+
+def test_boosting_with_categorical_features_refused() -> None:
+    model = fitted("hist_gradient_boosting_regressor", Y_REG)
+    model._bin_mapper.is_categorical_ = np.array([True, False, False, False])
+    refuse(dump_model(model), "hist_gradient_boosting_regressor", "categorical")
+
+
+def test_tree_with_absurd_output_count_refused() -> None:
+    data = dump_model(fitted("decision_tree_regressor", Y_REG))
+
+    def outputs(schema: Any) -> None:
+        (tree,) = nodes_of(schema, "TreeNode")
+        n_outputs = tree["__reduce__"]["args"]["content"][2]
+        n_outputs.update(content=str(10**12), __id__=1)  # a fresh id: skops memoises by id
+
+    refuse(edit_schema(data, outputs), "decision_tree_regressor", "outputs out of range")
+
+
+def test_seed_sequence_with_absurd_pool_refused() -> None:
+    data = dump_model(fitted("hist_gradient_boosting_regressor", Y_REG))
+
+    def pool(schema: Any) -> None:
+        (gen,) = nodes_of(schema, "RandomGeneratorNode")
+        pool_size = gen["content"]["seed_seq"]["content"]["pool_size"]
+        pool_size.update(content=str(10**9), __id__=1)
+
+    refuse(edit_schema(data, pool), "hist_gradient_boosting_regressor", "pool size")
