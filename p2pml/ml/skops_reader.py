@@ -35,6 +35,7 @@ import math
 import struct
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -54,13 +55,13 @@ _NEIGHBOR_TREES: Final = frozenset(
 )
 
 
+@dataclass(frozen=True)
 class Loaded:
     """The object read, and what the caller still has to check against the task."""
 
-    def __init__(self, obj: Any, max_feature: int) -> None:
-        self.obj = obj
-        #: Largest feature index any tree in the model splits on (-1: none).
-        self.max_feature = max_feature
+    obj: Any
+    #: Largest feature index any tree in the model reads (-1: none).
+    max_feature: int
 
 
 def read_members(data: bytes) -> tuple[dict[str, memoryview], zipfile.ZipFile]:
