@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import aioipfs
@@ -97,10 +97,14 @@ class SidecarBackend:
     async def add_file(self, path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, str]:
         builder = CidBuilder()
 
+        def read_and_hash(f: BinaryIO) -> bytes:
+            chunk = f.read(READ_SIZE)
+            builder.update(chunk)  # in the thread too: the loop never hashes
+            return chunk
+
         async def body() -> AsyncIterator[bytes]:
             with path.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, READ_SIZE):
-                    builder.update(chunk)
+                while chunk := await asyncio.to_thread(read_and_hash, f):
                     if on_bytes is not None:
                         on_bytes(builder.size)
                     yield chunk
