@@ -6,7 +6,8 @@
    the same node, for 5 MB and 100 MB (``--quick``: 1 MB and 10 MB), for both
    backends. Target ratio >= 0.9.
    - sidecar: js-ipfs (scripts/install-jsipfs) holds the data; bare read is
-     aioipfs ``core.cat``.
+     aioipfs ``core.cat``. Both readers long-lived and warmed up, in
+     alternating order; the store's cache entry is dropped between rounds.
    - embedded: node A holds the data; each measurement uses a fresh node B
      (empty blockstore) that pulls over bitswap on loopback; bare read is
      Kubo's own ``Download`` on B, without verification.
@@ -41,7 +42,8 @@ from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs, open_dataset_s
 from p2pml.ipfs.embedded import EmbeddedBackend  # noqa: E402
 
 MB = 1024**2
-REPEAT = 5
+REPEAT = 5  # embedded: each round starts fresh Kubo nodes
+SIDECAR_REPEAT = 21
 
 
 def make_file(path: Path, size: int) -> Path:
@@ -59,6 +61,17 @@ def fmt(size: int, seconds: float) -> str:
 
 
 async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, float, float]]:
+    """Bare ``core.cat`` vs ``store.fetch``, measured the same way.
+
+    Both readers are long-lived and warmed up, as in a running node: the bare
+    client keeps its HTTP connection across rounds, so the store does too (a
+    fresh store per round paid a new session and connection that the bare read
+    did not: 2-3 ms of a 5 MB fetch). The cache entry is dropped after every
+    fetch, outside the timing, so each round is a full download, hash and
+    commit. The two alternate which goes first, and each figure is the median
+    of ``SIDECAR_REPEAT`` rounds: this is a shared 2-core machine, where the
+    daemon competes for the same cores.
+    """
     from tests.framework.ipfs_daemon import JsIpfsDaemon
 
     daemon = JsIpfsDaemon(root / "jsipfs")
@@ -68,26 +81,42 @@ async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, fl
         settings = IpfsSettings(mode="sidecar", api=daemon.api_multiaddr, timeout=600)
         publisher = open_dataset_store(settings, root / "pub")
         await publisher.start()
+        store = open_dataset_store(settings, root / "trainer")
+        await store.start()
         client = aioipfs.AsyncIPFS(maddr=daemon.api_multiaddr)
         for size in sizes:
             src = make_file(root / f"s{size}", size)
             cid = await publisher.add(src)
-            bare, ours = [], []
-            for i in range(REPEAT):
+
+            async def bare_read(cid: str = cid, size: int = size) -> float:
                 t = time.perf_counter()
                 data = await client.core.cat(cid)
-                bare.append(time.perf_counter() - t)
+                seconds = time.perf_counter() - t
                 assert len(data) == size
-                del data
-                store = open_dataset_store(settings, root / f"trainer-{size}-{i}")
-                await store.start()
+                return seconds
+
+            async def fetch(cid: str = cid, size: int = size) -> float:
                 t = time.perf_counter()
-                await store.fetch(cid)
-                ours.append(time.perf_counter() - t)
-                await store.close()
+                path = await store.fetch(cid)
+                seconds = time.perf_counter() - t
+                assert path.stat().st_size == size
+                store.cache.discard(cid)
+                return seconds
+
+            await bare_read()  # warm-up, not counted
+            await fetch()
+            bare, ours = [], []
+            for i in range(SIDECAR_REPEAT):
+                if i % 2:
+                    ours.append(await fetch())
+                    bare.append(await bare_read())
+                else:
+                    bare.append(await bare_read())
+                    ours.append(await fetch())
             rows.append(("sidecar", size, statistics.median(bare), statistics.median(ours)))
             src.unlink()
         await client.close()
+        await store.close()
         await publisher.close()
     finally:
         daemon.stop()
@@ -235,7 +264,10 @@ def main() -> None:
             rows += asyncio.run(bench_sidecar(root / "sidecar", sizes))
         if "embedded" in backends:
             rows += asyncio.run(bench_embedded(root / "embedded", sizes))
-        print(f"fetch throughput (median of {REPEAT}); ratio = bare time / fetch time")
+        print(
+            f"fetch throughput (median of {SIDECAR_REPEAT} sidecar, {REPEAT} embedded rounds); "
+            "ratio = bare time / fetch time"
+        )
         print(f"{'backend':9s} {'size':>7s} {'bare read':>13s} {'store.fetch':>13s} {'ratio':>6s}")
         for backend, size, bare, ours in rows:
             print(

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from p2pml.config import IpfsSettings
-from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetTooLarge
+from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetTooLarge, FetchTimeout
 from p2pml.ipfs import CachingDatasetStore, add_dataset, open_dataset_store
 from p2pml.ipfs.cid import cid_of_file
 from tests.framework.ipfs_daemon import JsIpfsDaemon, free_port
@@ -189,5 +190,126 @@ async def test_lying_daemon_is_caught(tmp_path: Path) -> None:
         assert list(store.cache.blobs.iterdir()) == []
         assert list(store.cache.tmp.iterdir()) == []
     finally:
+        await store.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("limit_delta", [0, -1], ids=["exactly-at-limit", "one-byte-over"])
+async def test_limit_cuts_mid_chunk(
+    shared_jsipfs: JsIpfsDaemon, make_sidecar: SidecarFactory, tmp_path: Path, limit_delta: int
+) -> None:
+    """A limit that falls inside an HTTP chunk and inside a leaf is exact to the byte."""
+    size = 4 * 262_144 + 1003
+    src = make_file(tmp_path / "d.csv", size)
+    cid = await (await make_sidecar(shared_jsipfs, "pub")).add(src)
+    store = await make_sidecar(shared_jsipfs, "trainer", max_dataset_bytes=size + limit_delta)
+    if limit_delta == 0:
+        assert (await store.fetch(cid)).read_bytes() == src.read_bytes()
+        return
+    with pytest.raises(DatasetTooLarge):
+        await store.fetch(cid)
+    assert list(store.cache.blobs.iterdir()) == []
+    assert list(store.cache.tmp.iterdir()) == []
+
+
+async def serve_cat(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """A Kubo-RPC look-alike on loopback whose /api/v0/cat is ``handler``; (runner, api)."""
+    app = web.Application()
+    app.router.add_post("/api/v0/cat", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"/ip4/127.0.0.1/tcp/{port}"
+
+
+def fetch_threads() -> list[str]:
+    names = ("ipfs-fetch-writer", "cid-leaf-hasher")
+    return [t.name for t in threading.enumerate() if t.name in names]
+
+
+async def test_endless_stream_is_cut_at_the_limit(tmp_path: Path) -> None:
+    """A server ignoring ``length`` and sending forever: refused past the limit, not read on."""
+    sent = 0
+
+    async def cat(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        block = os.urandom(100_003)  # odd size: the limit falls inside a chunk
+        while True:
+            await resp.write(block)
+            sent += len(block)
+
+    runner, api = await serve_cat(cat)
+    settings = IpfsSettings(mode="sidecar", api=api, timeout=30, max_dataset_bytes=1_000_000)
+    store = open_dataset_store(settings, tmp_path)
+    await store.start()
+    try:
+        with pytest.raises(DatasetTooLarge):
+            await store.fetch("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
+        assert list(store.cache.blobs.iterdir()) == []
+        assert list(store.cache.tmp.iterdir()) == []
+        await wait_for(lambda: fetch_threads() == [], 5, "the writer threads to end")
+        assert sent < 64 * 1024**2  # socket and read buffers, not the stream
+    finally:
+        await store.close()
+        await runner.cleanup()
+
+
+async def test_lying_daemon_one_byte_off_in_a_large_file(tmp_path: Path) -> None:
+    """Wrong content spread over many leaves and odd-sized writes: still CIDMismatch."""
+    real = os.urandom(3 * 1024**2 + 5)
+    wrong = bytearray(real)
+    wrong[1_500_000] ^= 0x01
+
+    async def cat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(0, len(wrong), 77_777):
+            await resp.write(bytes(wrong[i : i + 77_777]))
+        return resp
+
+    runner, api = await serve_cat(cat)
+    store = open_dataset_store(IpfsSettings(mode="sidecar", api=api, timeout=30), tmp_path)
+    await store.start()
+    try:
+        from p2pml.ipfs.cid import cid_of_bytes
+
+        cid = cid_of_bytes(real)
+        with pytest.raises(CIDMismatch, match=cid):
+            await store.fetch(cid)
+        assert list(store.cache.blobs.iterdir()) == []
+        assert list(store.cache.tmp.iterdir()) == []
+    finally:
+        await store.close()
+        await runner.cleanup()
+
+
+async def test_stalled_download_times_out_and_cleans_up(tmp_path: Path) -> None:
+    """A server that stops sending mid-file: FetchTimeout, no temp file, no thread left."""
+    stall = asyncio.Event()
+
+    async def cat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(os.urandom(700_000))
+        await stall.wait()  # set only at the end of the test
+        return resp
+
+    runner, api = await serve_cat(cat)
+    store = open_dataset_store(IpfsSettings(mode="sidecar", api=api, timeout=1.0), tmp_path)
+    await store.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(FetchTimeout):
+            await store.fetch("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
+        assert time.monotonic() - t0 < 5
+        assert list(store.cache.tmp.iterdir()) == []
+        await wait_for(lambda: fetch_threads() == [], 5, "the writer threads to end")
+    finally:
+        stall.set()
         await store.close()
         await runner.cleanup()

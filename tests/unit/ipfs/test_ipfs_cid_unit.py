@@ -8,13 +8,16 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
 from p2pml.ipfs.cid import (
     CHUNK_SIZE,
+    MAX_LINKS,
     CidBuilder,
+    ThreadedCidBuilder,
     b58decode,
     b58encode,
     cid_of_bytes,
@@ -75,3 +78,61 @@ def test_is_cidv0() -> None:
 def test_base58_roundtrip() -> None:
     for raw in (b"", b"\0", b"\0\0abc", os.urandom(34)):
         assert b58decode(b58encode(raw)) == raw
+
+
+def _feed(builder: CidBuilder, data: bytes, rng: random.Random) -> None:
+    """Feed ``data`` in random pieces of random buffer types; reuse mutable ones after."""
+    i = 0
+    while i < len(data):
+        n = rng.choice([rng.randint(1, 10), rng.randint(1, 2 * CHUNK_SIZE), 262_135, CHUNK_SIZE])
+        piece: bytes | bytearray | memoryview = data[i : i + n]
+        kind = rng.randrange(4)
+        if kind == 1:
+            piece = bytearray(piece)
+        elif kind == 2:
+            piece = memoryview(piece)
+        elif kind == 3:
+            piece = memoryview(bytearray(piece)).toreadonly()  # read-only, yet mutable
+        builder.update(piece)
+        # A caller may reuse its buffer at once: the builder must not have kept it.
+        if isinstance(piece, bytearray):
+            piece[:] = b"\xff" * len(piece)
+        elif isinstance(piece, memoryview) and isinstance(piece.obj, bytearray):
+            piece.obj[:] = b"\xee" * len(piece.obj)
+        i += n
+
+
+@pytest.mark.parametrize("builder_cls", [CidBuilder, ThreadedCidBuilder])
+def test_builders_agree_whatever_the_pieces(builder_cls: type[CidBuilder]) -> None:
+    rng = random.Random(11)
+    sizes = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE, 9 * CHUNK_SIZE + 7]
+    for size in sizes + [rng.randint(0, 12 * CHUNK_SIZE) for _ in range(20)]:
+        data = rng.randbytes(size)
+        builder = builder_cls()
+        _feed(builder, data, rng)
+        assert builder.size == size
+        assert builder.finish() == cid_of_bytes(data), size
+
+
+@pytest.mark.parametrize("leaves", [MAX_LINKS, MAX_LINKS + 1])
+def test_threaded_builder_across_a_full_level(leaves: int) -> None:
+    """Past 174 leaves the tree gains a level; leaves hashed by either thread stay in order."""
+    data = random.Random(leaves).randbytes(leaves * CHUNK_SIZE + 3)
+    builder = ThreadedCidBuilder()
+    view = memoryview(data)
+    for i in range(0, len(data), 262_135):  # the piece size js-ipfs's HTTP chunks give
+        builder.update(view[i : i + 262_135])
+    assert builder.finish() == cid_of_bytes(data)
+
+
+def test_threaded_builder_stops_its_thread() -> None:
+    before = threading.active_count()
+    builder = ThreadedCidBuilder()
+    builder.update(os.urandom(10 * CHUNK_SIZE))
+    builder.close()
+    builder.close()  # idempotent
+    assert threading.active_count() == before
+    finished = ThreadedCidBuilder()
+    finished.update(b"abc")
+    finished.finish()
+    assert threading.active_count() == before
