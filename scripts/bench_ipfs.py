@@ -10,7 +10,8 @@
      alternating order; the store's cache entry is dropped between rounds.
    - embedded: node A holds the data; each measurement uses a fresh node B
      (empty blockstore) that pulls over bitswap on loopback; bare read is
-     Kubo's own ``Download`` on B, without verification.
+     Kubo's own ``Download`` on B into a file, without verification. The
+     two alternate which goes first.
 2. Peak RSS while adding a 1 GB file (``--quick``: 200 MB), in a fresh child
    process per backend. Target < 200 MB.
 
@@ -42,7 +43,7 @@ from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs, open_dataset_s
 from p2pml.ipfs.embedded import EmbeddedBackend  # noqa: E402
 
 MB = 1024**2
-REPEAT = 5  # embedded: each round starts fresh Kubo nodes
+EMBEDDED_REPEAT = 9  # each round starts fresh Kubo nodes
 SIDECAR_REPEAT = 21
 
 
@@ -134,27 +135,40 @@ async def bench_embedded(root: Path, sizes: list[int]) -> list[tuple[str, int, f
         for size in sizes:
             src = make_file(root / f"e{size}", size)
             cid = await a.add(src)
-            bare, ours = [], []
-            for _ in range(REPEAT):
-                n += 1
-                # bare: Kubo's Download on a fresh node, no verification, no cache
+
+            async def bare_round(n: int, cid: str = cid, size: int = size) -> float:
+                # Kubo's Download on a fresh node, no verification, no cache
                 b = EmbeddedBackend(root / f"bare{n}", ("/ip4/127.0.0.1/tcp/0",), peers)
                 await b.start()
                 dest = root / f"bare{n}.out"
                 t = time.perf_counter()
                 await b._call("download", {"cid": cid, "dest": str(dest)})
-                bare.append(time.perf_counter() - t)
+                seconds = time.perf_counter() - t
                 assert dest.stat().st_size == size
                 await b.close()
                 dest.unlink()
+                return seconds
+
+            async def fetch_round(n: int, cid: str = cid) -> float:
                 store = open_dataset_store(
                     IpfsSettings(mode="embedded", timeout=600, peers=peers), root / f"t{n}"
                 )
                 await store.start()
                 t = time.perf_counter()
                 await store.fetch(cid)
-                ours.append(time.perf_counter() - t)
+                seconds = time.perf_counter() - t
                 await store.close()
+                return seconds
+
+            bare, ours = [], []
+            for i in range(EMBEDDED_REPEAT):  # alternate which goes first
+                n += 1
+                if i % 2:
+                    ours.append(await fetch_round(n))
+                    bare.append(await bare_round(n))
+                else:
+                    bare.append(await bare_round(n))
+                    ours.append(await fetch_round(n))
             rows.append(("embedded", size, statistics.median(bare), statistics.median(ours)))
             src.unlink()
     finally:
@@ -265,8 +279,8 @@ def main() -> None:
         if "embedded" in backends:
             rows += asyncio.run(bench_embedded(root / "embedded", sizes))
         print(
-            f"fetch throughput (median of {SIDECAR_REPEAT} sidecar, {REPEAT} embedded rounds); "
-            "ratio = bare time / fetch time"
+            f"fetch throughput (median of {SIDECAR_REPEAT} sidecar, "
+            f"{EMBEDDED_REPEAT} embedded rounds); ratio = bare time / fetch time"
         )
         print(f"{'backend':9s} {'size':>7s} {'bare read':>13s} {'store.fetch':>13s} {'ratio':>6s}")
         for backend, size, bare, ours in rows:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,14 @@ from typing import Any
 
 import p2pml
 from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
-from p2pml.ipfs.cid import cid_of_file
+from p2pml.ipfs.cid import ThreadedCidBuilder, cid_of_file
+from p2pml.ipfs.fdio import open_for_overwrite, write_all
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 SIZE_POLL_SECONDS = 0.05
+RECEIVE_SIZE = 1024 * 1024
 
 
 class EmbeddedBackend:
@@ -226,31 +229,40 @@ class EmbeddedBackend:
     async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
         await self._ensure_running()
         await self._connect_peers()  # re-dial peers that restarted since
-        dest.unlink(missing_ok=True)  # Kubo's Download creates the file itself
-        download = asyncio.ensure_future(self._call("download", {"cid": cid, "dest": str(dest)}))
+        # Kubo's Download writes into a FIFO; a thread hashes and writes the
+        # bytes to ``dest`` as they arrive (one pass, overlapped with the
+        # transfer, instead of re-reading a finished file to hash it).
+        receiver = PipeReceiver(dest.with_name(dest.name + ".fifo"), dest, max_bytes)
+        too_large = DatasetTooLarge(
+            f"dataset {cid} is larger than the configured maximum of "
+            f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
+        )
         try:
-            # Watch the file grow: the only way to stop an oversize download early.
-            while not download.done():
-                await asyncio.wait({download}, timeout=SIZE_POLL_SECONDS)
-                if _size(dest) > max_bytes:
-                    raise DatasetTooLarge(
-                        f"dataset {cid} is larger than the configured maximum of "
-                        f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            download.result()
-        except BaseException:
-            if not download.done():
-                download.cancel()
-                await self.kill()  # the Go download keeps running otherwise
-            raise
-        if _size(dest) > max_bytes:
-            raise DatasetTooLarge(
-                f"dataset {cid} is larger than the configured maximum of "
-                f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
+            download = asyncio.ensure_future(
+                self._call("download", {"cid": cid, "dest": str(receiver.pipe)})
             )
-        return await asyncio.to_thread(cid_of_file, dest)
+            try:
+                # Watch the bytes arrive: the only way to stop an oversize download early.
+                while not download.done():
+                    await asyncio.wait({download}, timeout=SIZE_POLL_SECONDS)
+                    if receiver.received > max_bytes:
+                        raise too_large
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                download.result()
+            except BaseException:
+                if not download.done():
+                    download.cancel()
+                    await self.kill()  # the Go download keeps running otherwise
+                if receiver.received > max_bytes:
+                    raise too_large from None  # also when Kubo failed on the closed pipe
+                raise
+            await receiver.close()
+            if receiver.received > max_bytes:
+                raise too_large
+            return receiver.cid()
+        finally:
+            await receiver.close()
 
     async def pin(self, cid: str) -> None:
         await self._call("pin", {"cid": cid})
@@ -271,11 +283,69 @@ class EmbeddedBackend:
         return dict(json.loads(text))
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+class PipeReceiver:
+    """Receives a download through a FIFO at ``pipe``: a thread hashes
+    (CIDv0) and writes to ``dest`` what the writer sends, reading at most
+    ``max_bytes + 1`` bytes (then it closes the pipe: the writer gets EPIPE).
+
+    Both ends are opened here, non-blocking so neither open waits for the
+    other; our own write end (``_hold``) keeps reads blocking rather than at
+    EOF until the downloader has opened the pipe, written and closed it, and
+    is closed by :meth:`close` once the download call is over,
+    so the thread always ends, even if the downloader never opened the pipe.
+    """
+
+    def __init__(self, pipe: Path, dest: Path, max_bytes: int) -> None:
+        self.pipe = pipe
+        self.received = 0
+        self._max = max_bytes
+        self._cid: str | None = None
+        self._error: BaseException | None = None
+        pipe.unlink(missing_ok=True)
+        os.mkfifo(pipe, 0o600)
+        self._rfd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._hold: int | None = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(self._rfd, True)
+        self._wfd = open_for_overwrite(dest)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ipfs-pipe-receiver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        builder = ThreadedCidBuilder()
+        try:
+            while chunk := os.read(self._rfd, RECEIVE_SIZE):
+                self.received += len(chunk)
+                write_all(self._wfd, chunk)
+                if self.received > self._max:
+                    break  # oversize: the caller sees ``received`` and refuses
+                builder.update(chunk)
+            else:
+                self._cid = builder.finish()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            builder.close()
+            os.close(self._rfd)
+            os.close(self._wfd)
+            self._done.set()
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            os.close(self._hold)
+            self._hold = None
+
+    def cid(self) -> str:
+        """The CID of everything received (after :meth:`close`)."""
+        if self._error is not None or self._cid is None:
+            raise DatasetError(f"receiving download failed: {self._error}")
+        return self._cid
+
+    async def close(self) -> None:
+        self._release()
+        if not self._done.is_set():
+            await asyncio.to_thread(self._thread.join)
+        self.pipe.unlink(missing_ok=True)
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -30,6 +30,7 @@ from aioipfs.exceptions import APIError, IPFSConnectionError
 
 from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
 from p2pml.ipfs.cid import CidBuilder, ThreadedCidBuilder
+from p2pml.ipfs.fdio import open_for_overwrite, write_all
 
 READ_SIZE = 1024 * 1024
 
@@ -224,17 +225,6 @@ class HashingFileWriter:
         self._thread = threading.Thread(target=self._run, name="ipfs-fetch-writer", daemon=True)
         self._thread.start()
 
-    def _open(self) -> int:
-        # Never O_TRUNC (open(path, "wb")): ext4 (auto_da_alloc) treats a
-        # file truncated to 0 and rewritten as a replace-by-truncate and
-        # flushes it to disk on close. Measured on 100 MB: close 3.5 ms
-        # instead of 0, and the flush left running, disk I/O per download.
-        # The temp file is fresh from mkstemp, so it is empty anyway.
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if os.fstat(fd).st_size:
-            os.ftruncate(fd, 0)
-        return fd
-
     def _run(self) -> None:
         cid: str | None = None
         builder: ThreadedCidBuilder | None = None
@@ -242,12 +232,12 @@ class HashingFileWriter:
         got_end = False
         try:
             builder = ThreadedCidBuilder()
-            fd = self._open()
+            fd = open_for_overwrite(self._path)
             while (chunk := self._queue.get()) is not None:
                 if self._abort:
                     continue  # drain so the producer never blocks
                 builder.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             got_end = True
             if not self._abort:
                 cid = builder.finish()
@@ -301,12 +291,6 @@ class HashingFileWriter:
         """Stop the thread, skipping chunks still queued; wait for it to end."""
         self._abort = True
         await self._end()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _aioipfs_add_kwargs() -> dict[str, Any]:

@@ -1,0 +1,26 @@
+"""Small file-descriptor helpers shared by the download paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def open_for_overwrite(path: Path) -> int:
+    """A write fd on ``path`` (created 0600), emptied without ``O_TRUNC``.
+
+    ext4 (auto_da_alloc) treats a file truncated to 0 by ``open`` and
+    rewritten as a replace-by-truncate and flushes it to disk on close.
+    Measured on 100 MB: close 3.5 ms instead of 0, and disk I/O per
+    download. Download temp files are fresh from mkstemp, so empty anyway.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_size:
+        os.ftruncate(fd, 0)
+    return fd
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
