@@ -110,9 +110,12 @@ def verify_result(
         return
     from p2pml.ml.worker import fit, prepare
 
-    prep = prepare(
-        spec, task_id, seed, trainer_pubkey, round, dataset_path, cache, max_dataset_bytes
-    )
+    try:
+        prep = prepare(
+            spec, task_id, seed, trainer_pubkey, round, dataset_path, cache, max_dataset_bytes
+        )
+    except TrainingError as e:
+        raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
     try:
         again = fit(spec, prep)
     except TrainingError as e:
