@@ -20,6 +20,7 @@ Writing uses ``skops.io.dumps``. Worker-side only (imports sklearn lazily).
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -188,8 +189,9 @@ def _open(data: bytes) -> tuple[dict[str, memoryview], Any]:
             schema = json.loads(bytes(members["schema.json"]))
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise ModelArtifactError(f"malformed artifact: {e}") from None
-    except (ValueError, EOFError, NotImplementedError, RuntimeError) as e:
-        raise ModelArtifactError(f"malformed artifact: {e}") from None
+    except (ValueError, EOFError, NotImplementedError, RuntimeError, struct.error) as e:
+        # RuntimeError covers RecursionError from a deeply nested schema.json.
+        raise ModelArtifactError(f"malformed artifact: {type(e).__name__}: {e}") from None
     return members, schema
 
 

@@ -45,14 +45,14 @@ from p2pml.errors import ModelArtifactError
 SKOPS_PROTOCOL: Final = 2
 MAX_NPY_HEADER: Final = 10_000  # numpy's own default limit
 MAX_DEPTH: Final = 200
+#: Bytes of arrays and tree nodes an artifact may make us allocate (the unpacked
+#: limit of the container; a Tree copies its state, so shared state counts again).
+MAX_BUILT_BYTES: Final = 1024**3
 BIT_GENERATORS: Final = frozenset({"MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64"})
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _NPY_MAGIC: Final = b"\x93NUMPY"
 _TREE: Final = "sklearn.tree._tree.Tree"
 _HGB_PREDICTOR: Final = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
-_NEIGHBOR_TREES: Final = frozenset(
-    {"sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"}
-)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def read_members(data: bytes) -> tuple[dict[str, memoryview], zipfile.ZipFile]:
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise ModelArtifactError(f"member {info.filename!r} is compressed or encrypted")
         head = info.header_offset
-        if head + _LOCAL_HEADER.size > len(data):
+        if head < 0 or head + _LOCAL_HEADER.size > len(data):
             raise ModelArtifactError("member header outside the artifact")
         sig, name_len, extra_len = _LOCAL_HEADER.unpack_from(data, head)
         start = head + _LOCAL_HEADER.size + name_len + extra_len
@@ -108,6 +108,8 @@ class _Builder:
         self._trusted = trusted
         self._memo: dict[int, Any] = {}
         self._building: set[int] = set()
+        self._read: set[str] = set()
+        self._budget = MAX_BUILT_BYTES
         self.max_feature = -1
         self._loaders: dict[str, Callable[[dict[str, Any], int], Any]] = {
             "JsonNode": self._json,
@@ -139,14 +141,31 @@ class _Builder:
         name = f"{node['__module__']}.{node['__class__']}"
         if name not in self._trusted:
             raise ModelArtifactError(f"untrusted type {name}")
-        loader = self._loaders.get(node["__loader__"])
+        kind = node["__loader__"]
+        loader = self._loaders.get(kind)
         if loader is None:
-            raise ModelArtifactError(f"untrusted skops loader {node['__loader__']}")
+            raise ModelArtifactError(f"untrusted skops loader {kind}")
+        if kind == "LossNode" and not name.startswith("sklearn._loss."):
+            # _reduce calls the class with artifact arguments: losses only.
+            raise ModelArtifactError(f"{name} cannot be loaded as a loss")
         obj = loader(node, depth + 1)
+        # Checked by what was built, not by the loader the node names.
+        check = _CHECKS.get(type(obj).__module__ + "." + type(obj).__qualname__)
+        if check is not None:
+            check(self, obj)
+        categorical = getattr(obj, "is_categorical_", None)
+        if categorical is not None and np.asarray(categorical).any():
+            # Boosting's known-category bitsets are filled without bounds checks.
+            raise ModelArtifactError("categorical features are not supported")
         if ident is not None:
             self._building.discard(ident)
             self._memo[ident] = obj
         return obj
+
+    def _spend(self, nbytes: int) -> None:
+        self._budget -= nbytes
+        if self._budget < 0:
+            raise ModelArtifactError(f"model needs more than {MAX_BUILT_BYTES} bytes")
 
     def _import(self, node: dict[str, Any]) -> Any:
         # build() checked the name against the trusted set before we get here.
@@ -203,7 +222,13 @@ class _Builder:
             member = self._members.get(node["file"]) if isinstance(node["file"], str) else None
             if member is None:
                 raise ModelArtifactError("array member missing")
+            if node["file"] in self._read:
+                # skops writes one member per array: a second reference would
+                # copy it again (a way to multiply memory).
+                raise ModelArtifactError("array member referenced twice")
+            self._read.add(node["file"])
             array = _read_npy(member)
+            self._spend(array.nbytes)
             if cls is np.ndarray:
                 return array
             if not (isinstance(cls, type) and issubclass(cls, np.generic)) or array.ndim:
@@ -242,15 +267,6 @@ class _Builder:
                     instance.__dict__.update(attrs)
                 else:
                     raise ModelArtifactError("object state is not a dict")
-        name = f"{node['__module__']}.{node['__class__']}"
-        if name == _HGB_PREDICTOR:
-            self._check_hgb_predictor(instance)
-        elif name in _NEIGHBOR_TREES:
-            self._check_neighbor_tree(instance)
-        categorical = getattr(instance, "is_categorical_", None)
-        if categorical is not None and np.asarray(categorical).any():
-            # Boosting's known-category bitsets are filled without bounds checks.
-            raise ModelArtifactError("categorical features are not supported")
         return instance
 
     def _reduce(self, node: dict[str, Any], depth: int, constructor: Any = None) -> Any:
@@ -271,9 +287,7 @@ class _Builder:
 
         if f"{node['__module__']}.{node['__class__']}" != _TREE:
             raise ModelArtifactError("TreeNode of a type other than Tree")
-        tree = self._reduce(node, depth, constructor=_checked_tree_args(Tree))
-        self._check_tree(tree)
-        return tree
+        return self._reduce(node, depth, constructor=_checked_tree_args(Tree))
 
     def _random_state(self, node: dict[str, Any], depth: int) -> Any:
         cls = self._import(node)
@@ -314,6 +328,7 @@ class _Builder:
         self._check_nodes(left, right, feature, left == -1, int(tree.n_features), "decision tree")
         if not ((left == -1) == (right == -1)).all():
             raise ModelArtifactError("decision tree has a node with one child")
+        self._spend(n * TREE_NODE_BYTES + np.asarray(tree.value).nbytes)  # its own copy
 
     def _check_hgb_predictor(self, predictor: Any) -> None:
         nodes = getattr(predictor, "nodes", None)
@@ -336,8 +351,15 @@ class _Builder:
             raise ModelArtifactError("neighbour tree arrays do not fit together")
         if bounds.ndim != 3 or bounds.shape[1:] != (n_nodes, data.shape[1]):
             raise ModelArtifactError("neighbour tree bounds do not fit its nodes")
-        if n_nodes != 2 ** int(tree.__getstate__()[5]) - 1:  # n_levels
+        state = tree.__getstate__()
+        n_levels = int(state[5])
+        if not 0 < n_levels < 63 or n_nodes != (1 << n_levels) - 1:
             raise ModelArtifactError("neighbour tree is not a complete binary tree")
+        # KD trees keep (min, max) bounds per node, ball trees a centroid.
+        if bounds.shape[0] != (2 if type(tree).__name__ == "KDTree" else 1):
+            raise ModelArtifactError("neighbour tree bounds have the wrong shape")
+        if type(state[11]).__name__ not in _DISTANCES:
+            raise ModelArtifactError("neighbour tree without a supported distance")
         if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
             raise ModelArtifactError("neighbour tree index out of range")
         start, end = node_data["idx_start"], node_data["idx_end"]
@@ -346,10 +368,52 @@ class _Builder:
         inner = np.flatnonzero(node_data["is_leaf"] == 0)
         if len(inner) and 2 * int(inner.max()) + 2 >= n_nodes:
             raise ModelArtifactError("neighbour tree has children past its last node")
-        weight = tree.__getstate__()[12]
+        weight = state[12]
         if weight is not None and np.asarray(weight).shape != (n_samples,):
             raise ModelArtifactError("neighbour tree sample weights do not fit its data")
         self.max_feature = max(self.max_feature, data.shape[1] - 1)
+
+    def _check_gradient_boosting(self, model: Any) -> None:
+        """``predict_stages`` writes one output column per column of
+        ``estimators_`` into an array sized by the loss and ``init_``, and
+        reads each ``tree_`` as a Tree: all of these must agree."""
+        from sklearn.dummy import DummyClassifier, DummyRegressor
+        from sklearn.tree import DecisionTreeRegressor
+        from sklearn.tree._tree import Tree
+
+        classes = getattr(model, "classes_", None)
+        n_classes = 0 if classes is None else len(classes)
+        k = n_classes if n_classes > 2 else 1
+        grid = getattr(model, "estimators_", None)
+        if not isinstance(grid, np.ndarray) or grid.ndim != 2 or grid.dtype != object:
+            raise ModelArtifactError("gradient boosting stages are not a grid of trees")
+        if grid.shape != (model.n_estimators_, k) or model.n_trees_per_iteration_ != k:
+            raise ModelArtifactError("gradient boosting stage grid does not fit its outputs")
+        loss_classes = getattr(model._loss, "n_classes", None)
+        if (classes is not None and loss_classes != n_classes) or (
+            classes is None and loss_classes not in (None, 1)
+        ):
+            raise ModelArtifactError("gradient boosting loss does not fit its classes")
+        for stage in grid.flat:
+            if type(stage) is not DecisionTreeRegressor or type(stage.tree_) is not Tree:
+                raise ModelArtifactError("gradient boosting stage is not a regression tree")
+            if stage.tree_.n_outputs != 1:
+                raise ModelArtifactError("gradient boosting stage has several outputs")
+        init = model.init_
+        if isinstance(init, str) and init == "zero":
+            return
+        fits = (
+            type(init) is DummyRegressor
+            and classes is None
+            and np.asarray(init.constant_).shape == (1, 1)
+        ) or (
+            type(init) is DummyClassifier
+            and classes is not None
+            and len(init.classes_) == n_classes  # fitted on the encoded labels
+            and len(init.class_prior_) == n_classes
+        )
+        if not fits:
+            raise ModelArtifactError("gradient boosting initial estimator does not fit the model")
 
     def _check_nodes(
         self,
@@ -374,6 +438,17 @@ class _Builder:
                 raise ModelArtifactError(f"{what} splits on a feature out of range")
             self.max_feature = max(self.max_feature, int(f.max()))
 
+
+_CHECKS: Final[dict[str, Callable[[_Builder, Any], None]]] = {
+    "sklearn.tree._tree.Tree": _Builder._check_tree,
+    _HGB_PREDICTOR: _Builder._check_hgb_predictor,
+    "sklearn.neighbors._kd_tree.KDTree": _Builder._check_neighbor_tree,
+    "sklearn.neighbors._ball_tree.BallTree": _Builder._check_neighbor_tree,
+    "sklearn.ensemble._gb.GradientBoostingRegressor": _Builder._check_gradient_boosting,
+    "sklearn.ensemble._gb.GradientBoostingClassifier": _Builder._check_gradient_boosting,
+}
+_DISTANCES: Final = frozenset({"EuclideanDistance64", "ManhattanDistance64"})
+TREE_NODE_BYTES: Final = 64  # sizeof(Node) in sklearn.tree._tree, rounded up
 
 MAX_TREE_OUTPUTS: Final = 10_000
 MAX_TREE_CLASSES: Final = 1_000  # as p2pml.ml.dataset.MAX_CLASSES

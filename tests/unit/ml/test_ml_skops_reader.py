@@ -298,3 +298,99 @@ def test_seed_sequence_with_absurd_pool_refused() -> None:
         pool_size.update(content=str(10**9), __id__=1)
 
     refuse(edit_schema(data, pool), "hist_gradient_boosting_regressor", "pool size")
+
+
+def test_tree_disguised_as_a_loss_refused() -> None:
+    # The LossNode loader calls its class with artifact arguments and sets its
+    # state, skipping the TreeNode path; losses only.
+    def loop(nodes: Any) -> None:
+        nodes["left_child"][0] = 0
+
+    def disguise(schema: Any) -> None:
+        (tree,) = nodes_of(schema, "TreeNode")
+        tree["__loader__"] = "LossNode"
+
+    data = edit_schema(tree_with(loop), disguise)
+    with pytest.raises(ModelArtifactError, match="cannot be loaded as a loss"):
+        load_model(data, "decision_tree_regressor", {}, RS)
+
+
+def boosting_with(edit: Callable[[Any], None], name: str = "gradient_boosting_regressor") -> bytes:
+    model = fitted(name, Y_REG if name.endswith("regressor") else Y_STR)
+    edit(model)
+    return dump_model(model)
+
+
+def test_boosting_stage_grid_wider_than_its_outputs_refused() -> None:
+    def widen(model: Any) -> None:
+        model.estimators_ = np.concatenate([model.estimators_] * 40, axis=1)
+
+    refuse(boosting_with(widen), "gradient_boosting_regressor", "does not fit its outputs")
+
+
+def test_boosting_stage_without_a_tree_refused() -> None:
+    def hollow(model: Any) -> None:
+        model.estimators_[1, 0].tree_ = None
+
+    refuse(boosting_with(hollow), "gradient_boosting_regressor", "not a regression tree")
+
+
+def test_boosting_initial_estimator_of_another_width_refused() -> None:
+    from sklearn.dummy import DummyClassifier
+
+    def narrow(model: Any) -> None:
+        model.init_ = DummyClassifier(strategy="prior").fit(X, Y_INT)  # 2 classes, not 3
+
+    refuse(
+        boosting_with(narrow, "gradient_boosting_classifier"),
+        "gradient_boosting_classifier",
+        "initial estimator",
+    )
+
+
+def test_neighbor_tree_without_a_distance_refused() -> None:
+    def drop(state: list[Any]) -> None:
+        state[11] = None
+
+    refuse(neighbors_with(drop), "knn_regressor", "supported distance")
+
+
+def test_kd_tree_with_ball_tree_bounds_refused() -> None:
+    def halve(state: list[Any]) -> None:
+        state[3] = np.ascontiguousarray(state[3][:1])  # min only: max is read past the end
+
+    refuse(neighbors_with(halve), "knn_regressor", "wrong shape")
+
+
+def test_neighbor_tree_with_absurd_levels_refused_at_once() -> None:
+    def deep(state: list[Any]) -> None:
+        state[5] = 2**40  # 2**n_levels would not finish
+
+    refuse(neighbors_with(deep), "knn_regressor", "complete binary tree")
+
+
+def test_array_member_referenced_twice_refused() -> None:
+    data = dump_model(fitted("mlp_regressor", Y_REG))
+
+    def alias(schema: Any) -> None:
+        arrays = [n for n in nodes_of(schema, "NdArrayNode") if n.get("type") == "numpy"]
+        arrays[1]["file"] = arrays[0]["file"]  # one member copied twice
+
+    refuse(edit_schema(data, alias), "mlp_regressor", "referenced twice")
+
+
+def test_model_larger_than_the_budget_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2pml.ml.skops_reader as reader
+
+    monkeypatch.setattr(reader, "MAX_BUILT_BYTES", 10_000)
+    data = dump_model(fitted("random_forest_regressor", Y_REG))
+    refuse(data, "random_forest_regressor", "more than 10000 bytes")
+
+
+def test_central_directory_pointing_past_the_members_refused() -> None:
+    data = bytearray(dump_model(fitted("ridge", Y_REG)))
+    end = data.rindex(b"PK\x05\x06")
+    offset = int.from_bytes(data[end + 16 : end + 20], "little")
+    data[end + 16 : end + 20] = (offset + 1_000_000).to_bytes(4, "little")
+    with pytest.raises(ModelArtifactError):
+        load_model(bytes(data), "ridge", {}, RS)
