@@ -10,8 +10,8 @@ its bytes hashed to the CID, so a partial or corrupt download never enters.
 The rename is atomic on one filesystem.
 
 Every *use* of an entry (:meth:`DatasetCache.get_verified`) checks it. The
-CID of the file is recomputed unless this process hashed (or committed) it
-less than ``reverify_seconds`` ago and its inode, size, mtime and ctime are
+CID of the file is recomputed unless this process hashed it less than
+``reverify_seconds`` ago and its inode, size, mtime and ctime are
 unchanged since. ctime cannot be set from user space and moves on any write,
 even one that restores size and mtime. File timestamps are coarse (a kernel
 tick), so, as git does with its index, a signature whose ctime was less than
@@ -117,6 +117,7 @@ class DatasetCache:
             return None
         try:
             before = _signature(path)
+            seen_ns = self._wall_ns()  # when ``before`` was taken: the racy test's "now"
             with self._lock:
                 memo = self._verified.get(cid)
             if (
@@ -127,7 +128,8 @@ class DatasetCache:
                 hashed_at = memo[1]  # unchanged since hashed, recently: skip the re-hash
             else:
                 hashed_at = self._clock()
-                self.hashes += 1
+                with self._lock:
+                    self.hashes += 1
                 if cid_of_file(path) != cid:
                     self.discard(cid)
                     return None
@@ -137,7 +139,7 @@ class DatasetCache:
             self.discard(cid)
             return None
         if unchanged:
-            self._remember(cid, before, hashed_at)
+            self._remember(cid, before, seen_ns, hashed_at)
         else:
             with self._lock:
                 self._verified.pop(cid, None)
@@ -146,8 +148,8 @@ class DatasetCache:
                 self._sizes.move_to_end(cid)
         return path
 
-    def _remember(self, cid: str, signature: _Signature, hashed_at: float) -> None:
-        racy = self._wall_ns() - signature[3] < RACY_NS
+    def _remember(self, cid: str, signature: _Signature, seen_ns: int, hashed_at: float) -> None:
+        racy = seen_ns - signature[3] < RACY_NS
         with self._lock:
             if racy or cid not in self._sizes:
                 self._verified.pop(cid, None)
@@ -183,7 +185,10 @@ class DatasetCache:
         os.replace(verified, dest)
         with self._lock:
             self._sizes[cid] = size
-        self._remember(cid, _signature(dest), self._clock())
+            self._sizes.move_to_end(cid)
+            # Not remembered as verified: the rename just moved its ctime, so
+            # the signature is racy; the first use hashes it.
+            self._verified.pop(cid, None)
         self._evict(keep=cid)
         return dest
 

@@ -230,8 +230,10 @@ class EmbeddedBackend:
         await self._ensure_running()
         await self._connect_peers()  # re-dial peers that restarted since
         # Kubo's Download writes into a FIFO; a thread hashes and writes the
-        # bytes to ``dest`` as they arrive (one pass, overlapped with the
-        # transfer, instead of re-reading a finished file to hash it).
+        # bytes to ``dest`` as they come through it (one pass, overlapped with
+        # Kubo's write, instead of re-reading a finished file to hash it).
+        # Kubo 0.22's Download reads the whole file into its memory first,
+        # so the size cap acts when it writes, not during the transfer.
         receiver = PipeReceiver(dest.with_name(dest.name + ".fifo"), dest, max_bytes)
         too_large = DatasetTooLarge(
             f"dataset {cid} is larger than the configured maximum of "
@@ -285,14 +287,15 @@ class EmbeddedBackend:
 
 class PipeReceiver:
     """Receives a download through a FIFO at ``pipe``: a thread hashes
-    (CIDv0) and writes to ``dest`` what the writer sends, reading at most
-    ``max_bytes + 1`` bytes (then it closes the pipe: the writer gets EPIPE).
+    (CIDv0) and writes to ``dest`` what the writer sends. Past ``max_bytes``
+    it stops reading (having taken at most one read, ``RECEIVE_SIZE``, more)
+    and closes the pipe: the writer gets EPIPE.
 
     Both ends are opened here, non-blocking so neither open waits for the
     other; our own write end (``_hold``) keeps reads blocking rather than at
-    EOF until the downloader has opened the pipe, written and closed it, and
-    is closed by :meth:`close` once the download call is over,
-    so the thread always ends, even if the downloader never opened the pipe.
+    EOF until the downloader has opened the pipe, written and closed it. It
+    is closed by :meth:`close` once the download call is over, so the thread
+    always ends, even if the downloader never opened the pipe.
     """
 
     def __init__(self, pipe: Path, dest: Path, max_bytes: int) -> None:
@@ -301,18 +304,30 @@ class PipeReceiver:
         self._max = max_bytes
         self._cid: str | None = None
         self._error: BaseException | None = None
-        pipe.unlink(missing_ok=True)
-        os.mkfifo(pipe, 0o600)
-        self._rfd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._hold: int | None = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        os.set_blocking(self._rfd, True)
-        self._wfd = open_for_overwrite(dest)
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ipfs-pipe-receiver", daemon=True)
-        self._thread.start()
+        self._hold: int | None = None
+        fds: list[int] = []
+        try:
+            pipe.unlink(missing_ok=True)
+            os.mkfifo(pipe, 0o600)
+            fds.append(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            fds.append(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            os.set_blocking(fds[0], True)
+            fds.append(open_for_overwrite(dest))
+            self._rfd, self._hold, self._wfd = fds
+            self._builder = ThreadedCidBuilder()
+            thread = threading.Thread(target=self._run, name="ipfs-pipe-receiver", daemon=True)
+            thread.start()
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self._hold = None
+            pipe.unlink(missing_ok=True)
+            raise
+        self._thread = thread
 
     def _run(self) -> None:
-        builder = ThreadedCidBuilder()
+        builder = self._builder
         try:
             while chunk := os.read(self._rfd, RECEIVE_SIZE):
                 self.received += len(chunk)

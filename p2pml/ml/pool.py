@@ -182,9 +182,9 @@ class TrainingPool:
     async def run(self, job: str, request: Any, timeout: float) -> Any:
         """Run ``job`` in a worker; ``TrainingError("job-timeout")`` past ``timeout`` s.
 
-        The time limit counts from when a worker starts the job, not the wait
-        for an idle worker. Errors raised in the job come back as the same
-        exception class and reason.
+        The time limit counts from when the job is handed to an idle worker
+        (sending it included), not the wait for one. Errors raised in the job
+        come back as the same exception class and reason.
         """
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}")

@@ -127,29 +127,30 @@ def test_unchanged_entry_is_rehashed_only_after_the_interval(tmp_path: Path) -> 
     now = [1000.0]
     cache = _aged(tmp_path, now)
     cache.open()
-    cid = _put(cache, b"dataset bytes")  # hashed on the way in: counts as verified
+    cid = _put(cache, b"dataset bytes")
     for _ in range(3):
         assert cache.get_verified(cid) is not None
-    assert cache.hashes == 0
+    assert cache.hashes == 1  # the first use only
     now[0] += 61.0
     assert cache.get_verified(cid) is not None
-    assert cache.hashes == 1
+    assert cache.hashes == 2
     assert cache.get_verified(cid) is not None
-    assert cache.hashes == 1
+    assert cache.hashes == 2
 
 
 def test_replaced_entry_is_rehashed(tmp_path: Path) -> None:
     cache = _aged(tmp_path, [0.0])
     cache.open()
     cid = _put(cache, b"original bytes")
-    path = cache.path_of(cid)
+    path = cache.get_verified(cid)  # hashed and remembered
+    assert path is not None and cache.hashes == 1
     st = path.stat()
     forged = tmp_path / "forged"
     forged.write_bytes(b"tampered bytes")
     os.utime(forged, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(forged, path)  # same size and mtime, another inode
     assert cache.get_verified(cid) is None
-    assert cache.hashes == 1
+    assert cache.hashes == 2
 
 
 def test_recently_written_entry_is_rehashed_on_every_use(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ async def test_unwritable_destination_raises(tmp_path: Path) -> None:
 
 async def test_close_without_finish_stops_the_threads(tmp_path: Path) -> None:
     dest = tmp_path / "dl"
+    dest.touch()
     writer = HashingFileWriter(dest)
     for piece in pieces(os.urandom(20 * CHUNK_SIZE)):
         await writer.write(piece)

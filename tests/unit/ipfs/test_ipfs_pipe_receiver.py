@@ -22,6 +22,7 @@ def _send(pipe: Path, data: bytes) -> None:
 async def test_bytes_through_the_pipe_are_hashed_and_written(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)  # several leaves and reads, a partial last
     dest = tmp_path / "dest"
+    dest.touch()  # the caller's temp file
     receiver = PipeReceiver(tmp_path / "p.fifo", dest, max_bytes=len(data))
     await asyncio.to_thread(_send, receiver.pipe, data)
     await receiver.close()
@@ -31,6 +32,7 @@ async def test_bytes_through_the_pipe_are_hashed_and_written(tmp_path: Path) -> 
 
 
 async def test_a_writer_that_never_comes_does_not_hang(tmp_path: Path) -> None:
+    (tmp_path / "dest").touch()
     receiver = PipeReceiver(tmp_path / "p.fifo", tmp_path / "dest", max_bytes=100)
     await asyncio.wait_for(receiver.close(), 10)
     assert receiver.received == 0
@@ -38,6 +40,7 @@ async def test_a_writer_that_never_comes_does_not_hang(tmp_path: Path) -> None:
 
 
 async def test_oversize_stops_reading_and_the_writer_gets_a_broken_pipe(tmp_path: Path) -> None:
+    (tmp_path / "dest").touch()
     receiver = PipeReceiver(tmp_path / "p.fifo", tmp_path / "dest", max_bytes=1024 * 1024)
     big = os.urandom(1024 * 1024) * 64  # 64 MiB: far more than the pipe buffers
     with pytest.raises(BrokenPipeError):
@@ -46,3 +49,11 @@ async def test_oversize_stops_reading_and_the_writer_gets_a_broken_pipe(tmp_path
     assert 1024 * 1024 < receiver.received < len(big)
     with pytest.raises(DatasetError):
         receiver.cid()
+
+
+def test_a_failed_start_leaves_no_pipe_and_no_descriptors(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        PipeReceiver(tmp_path / "p.fifo", tmp_path / "gone", max_bytes=100)  # no temp file
+    assert not (tmp_path / "p.fifo").exists()
+    assert len(os.listdir("/proc/self/fd")) == before
