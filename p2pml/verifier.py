@@ -28,6 +28,9 @@ CACHE_MAX = 100_000
 # Reasons that depend on this node's configuration, not on the result.
 LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+# Worker crashes/timeouts after which a result is no longer re-run.
+MAX_WORKER_FAILURES = 3
+WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout"})
 # Artifact fetches in flight per worker: enough to keep workers fed while
 # models download, few enough to bound memory (<= 64 MiB each).
 FETCH_AHEAD = 2
@@ -80,6 +83,8 @@ class Verifier:
         self._parallel = asyncio.Semaphore(max(1, parallel))
         self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
+        # (result id, seed) -> worker crashes/timeouts while verifying it
+        self._failures: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
         self.stats = VerifierStats()
 
     # -- the oracle (sync, called by ChainState) ---------------------------------------
@@ -158,6 +163,11 @@ class Verifier:
 
     async def _check(self, req: Request) -> str | None:
         tx = req.tx
+        if self._failures.get(req.key, 0) >= MAX_WORKER_FAILURES:
+            # Crashed or timed out a worker each time: whatever it is (a
+            # model that breaks scikit-learn, a host too slow), re-running it
+            # only burns workers. Pending, not false: nothing was proven.
+            return None
         try:
             spec = TaskSpec.from_wire(req.spec_wire)
         except Exception:  # the chain accepted this spec; unreachable in practice
@@ -200,6 +210,19 @@ class Verifier:
             # is our problem, not proof the result is false: try again
             # later rather than split the network.
             self.stats.pending += 1
+            if isinstance(exc, TrainingError) and exc.reason in WORKER_FAILURES:
+                failures = self._failures.pop(req.key, 0) + 1
+                self._failures[req.key] = failures
+                while len(self._failures) > CACHE_MAX:
+                    self._failures.popitem(last=False)
+                if failures >= MAX_WORKER_FAILURES:
+                    log.warning(
+                        "result %s: worker failed %d times (%s); not retried, stays pending",
+                        tx.id.hex()[:16],
+                        failures,
+                        exc,
+                    )
+                    return None
             log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
             return None
         self._remember(req, verdict)

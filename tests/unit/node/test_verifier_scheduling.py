@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from p2pml.chain.tasks import ResultTx
+from p2pml.errors import TrainingError
 from p2pml.ml.spec import TaskSpec
-from p2pml.verifier import FETCH_AHEAD, MAX_ARTIFACT_BYTES, Request, Verifier
+from p2pml.verifier import (
+    FETCH_AHEAD,
+    MAX_ARTIFACT_BYTES,
+    MAX_WORKER_FAILURES,
+    Request,
+    Verifier,
+)
 from tests.framework.waiting import wait_until
 
 SPEC = TaskSpec(
@@ -99,3 +106,26 @@ async def test_oversize_artifact_is_false_without_a_worker(tmp_path: Path) -> No
     assert checker.done == 0
     checker.gate.set()
     assert await verifier.check(request(1)) == ""  # the worker slot was not leaked
+
+
+class CrashingChecker:
+    """A model that kills the worker every time it is checked."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def verify(self, *_args: Any, **_kw: Any) -> None:
+        self.runs += 1
+        raise TrainingError("worker-crashed", "worker exited during verify: EOFError()")
+
+
+async def test_a_result_that_keeps_crashing_workers_is_not_rerun(tmp_path: Path) -> None:
+    store, checker = FakeStore(tmp_path), CrashingChecker()
+    verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
+    for _ in range(MAX_WORKER_FAILURES + 3):
+        assert await verifier.check(request(0)) is None  # pending, never "false"
+    assert checker.runs == MAX_WORKER_FAILURES
+    assert verifier.cached(request(0).tx.id, SEED, False) is None
+    # Other results still get their workers.
+    assert await verifier.check(request(1)) is None
+    assert checker.runs == MAX_WORKER_FAILURES + 1
