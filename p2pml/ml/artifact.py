@@ -4,13 +4,13 @@ A model from a peer is never unpickled. The artifact is a skops zip; loading:
 
 1. checks the container (zip magic, member count, uncompressed size: no zip
    bombs, a ``schema.json``, only ``.npy`` members besides it);
-2. walks the schema and refuses any type or skops loader that is not on the
-   explicit trusted list of the task's estimator (our own list, stricter than
-   skops' defaults), naming the offending type;
-3. builds the object with :mod:`p2pml.ml.skops_reader` (checks every node's
-   type again, and the node arrays of every tree; several times faster than
-   ``skops.io.loads``, which validators would otherwise pay per result);
-4. checks the object is exactly the task's estimator class, that its
+2. builds the object with :mod:`p2pml.ml.skops_reader`, which refuses any
+   type that is not on the explicit trusted list of the task's estimator (our
+   own list, stricter than skops' defaults) and any skops loader it does not
+   implement, naming the offender, before importing anything; and checks the
+   node arrays of every tree (several times faster than ``skops.io.loads``,
+   which validators would otherwise pay per result);
+3. checks the object is exactly the task's estimator class, that its
    parameters equal the task's plus the protocol ``random_state``, and that
    no tree splits on a feature the model does not have.
 
@@ -33,22 +33,6 @@ from p2pml.ml.skops_reader import read, read_members
 MAX_ARTIFACT_BYTES: Final = 256 * 1024**2
 MAX_UNPACKED_BYTES: Final = 1024**3
 MAX_MEMBERS: Final = 100_000
-
-_ALLOWED_LOADERS: Final = frozenset(
-    {
-        "DictNode",
-        "JsonNode",
-        "ListNode",
-        "LossNode",
-        "NdArrayNode",
-        "ObjectNode",
-        "RandomGeneratorNode",
-        "RandomStateNode",
-        "TreeNode",
-        "TupleNode",
-        "TypeNode",
-    }
-)
 
 _BASE: Final = (
     "builtins.dict",
@@ -229,16 +213,10 @@ def load_model(
 
     Raises ``ModelArtifactError`` (reason "bad-model-artifact") otherwise.
     """
-    trusted = TRUSTED_TYPES[estimator]
     members, schema = _open(data)
-    types, loaders = _schema_types(schema)
-    untrusted = sorted(types - trusted)
-    if untrusted:
-        raise ModelArtifactError(f"untrusted types for {estimator}: {', '.join(untrusted)}")
-    bad_loaders = sorted(loaders - _ALLOWED_LOADERS)
-    if bad_loaders:
-        raise ModelArtifactError(f"untrusted skops loaders: {', '.join(bad_loaders)}")
-    loaded = read(schema, members, trusted)
+    # The reader refuses any type outside the estimator's trusted set, and any
+    # loader it does not implement, before importing anything.
+    loaded = read(schema, members, TRUSTED_TYPES[estimator], estimator)
     model = loaded.obj
     cls = estimator_class(estimator)
     if type(model) is not cls:

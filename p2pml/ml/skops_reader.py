@@ -86,11 +86,12 @@ def read_members(data: bytes) -> tuple[dict[str, memoryview], zipfile.ZipFile]:
     return members, zf
 
 
-def read(schema: Any, members: dict[str, memoryview], trusted: frozenset[str]) -> Loaded:
-    """Build the object ``schema`` describes; types outside ``trusted`` are refused."""
+def read(schema: Any, members: dict[str, memoryview], trusted: frozenset[str], what: str) -> Loaded:
+    """Build the object ``schema`` describes; types outside ``trusted`` (the
+    trusted set of ``what``, for messages) and unknown loaders are refused."""
     if not isinstance(schema, dict) or schema.get("protocol") != SKOPS_PROTOCOL:
         raise ModelArtifactError(f"unsupported skops protocol (want {SKOPS_PROTOCOL})")
-    builder = _Builder(members, trusted)
+    builder = _Builder(members, trusted, what)
     try:
         obj = builder.build(schema, 0)
     except ModelArtifactError:
@@ -103,9 +104,10 @@ def read(schema: Any, members: dict[str, memoryview], trusted: frozenset[str]) -
 
 
 class _Builder:
-    def __init__(self, members: dict[str, memoryview], trusted: frozenset[str]) -> None:
+    def __init__(self, members: dict[str, memoryview], trusted: frozenset[str], what: str) -> None:
         self._members = members
         self._trusted = trusted
+        self._what = what
         self._memo: dict[int, Any] = {}
         self._building: set[int] = set()
         self._read: set[str] = set()
@@ -140,23 +142,19 @@ class _Builder:
             self._building.add(ident)
         name = f"{node['__module__']}.{node['__class__']}"
         if name not in self._trusted:
-            raise ModelArtifactError(f"untrusted type {name}")
+            raise ModelArtifactError(f"untrusted types for {self._what}: {name}")
         kind = node["__loader__"]
         loader = self._loaders.get(kind)
         if loader is None:
-            raise ModelArtifactError(f"untrusted skops loader {kind}")
+            raise ModelArtifactError(f"untrusted skops loaders: {kind}")
         if kind == "LossNode" and not name.startswith("sklearn._loss."):
             # _reduce calls the class with artifact arguments: losses only.
             raise ModelArtifactError(f"{name} cannot be loaded as a loss")
         obj = loader(node, depth + 1)
         # Checked by what was built, not by the loader the node names.
-        check = _CHECKS.get(type(obj).__module__ + "." + type(obj).__qualname__)
+        check = _checks().get(type(obj))
         if check is not None:
             check(self, obj)
-        categorical = getattr(obj, "is_categorical_", None)
-        if categorical is not None and np.asarray(categorical).any():
-            # Boosting's known-category bitsets are filled without bounds checks.
-            raise ModelArtifactError("categorical features are not supported")
         if ident is not None:
             self._building.discard(ident)
             self._memo[ident] = obj
@@ -252,6 +250,16 @@ class _Builder:
         raise ModelArtifactError(f"unsupported array storage {kind!r}")
 
     def _object(self, node: dict[str, Any], depth: int) -> Any:
+        # The only loader that builds arbitrary (trusted) classes, so the one
+        # that can build a boosting model or bin mapper.
+        instance = self._object_from(node, depth)
+        categorical = getattr(instance, "is_categorical_", None)
+        if categorical is not None and np.asarray(categorical).any():
+            # Boosting's known-category bitsets are filled without bounds checks.
+            raise ModelArtifactError("categorical features are not supported")
+        return instance
+
+    def _object_from(self, node: dict[str, Any], depth: int) -> Any:
         cls = self._import(node)
         if not isinstance(cls, type):
             raise ModelArtifactError("ObjectNode does not name a class")
@@ -440,13 +448,25 @@ class _Builder:
 
 
 _CHECKS: Final[dict[str, Callable[[_Builder, Any], None]]] = {
-    "sklearn.tree._tree.Tree": _Builder._check_tree,
+    _TREE: _Builder._check_tree,
     _HGB_PREDICTOR: _Builder._check_hgb_predictor,
     "sklearn.neighbors._kd_tree.KDTree": _Builder._check_neighbor_tree,
     "sklearn.neighbors._ball_tree.BallTree": _Builder._check_neighbor_tree,
     "sklearn.ensemble._gb.GradientBoostingRegressor": _Builder._check_gradient_boosting,
     "sklearn.ensemble._gb.GradientBoostingClassifier": _Builder._check_gradient_boosting,
 }
+
+
+@functools.cache
+def _checks() -> dict[type, Callable[[_Builder, Any], None]]:
+    """``_CHECKS`` keyed by the classes themselves: one lookup per built object."""
+    out = {}
+    for name, check in _CHECKS.items():
+        module, _, cls = name.rpartition(".")
+        out[_import(module, cls)] = check
+    return out
+
+
 _DISTANCES: Final = frozenset({"EuclideanDistance64", "ManhattanDistance64"})
 TREE_NODE_BYTES: Final = 64  # sizeof(Node) in sklearn.tree._tree, rounded up
 

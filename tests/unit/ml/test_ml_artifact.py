@@ -87,6 +87,9 @@ def test_pickle_inside_a_zip_refused(ridge_bytes: bytes) -> None:
 
 def test_untrusted_type_injected_into_schema_refused(ridge_bytes: bytes) -> None:
     def inject(schema: dict[str, Any]) -> None:
+        # A well-formed entry (with its key type): only the type is wrong.
+        key_types = schema["content"]["key_types"]["content"]
+        key_types.append(dict(key_types[0]))
         schema["content"]["content"]["evil"] = {
             "__class__": "system",
             "__module__": "os",
