@@ -139,25 +139,11 @@ class TimedChecker:
         task_id: bytes,
         seed: bytes,
         trainer_pubkey: bytes,
-        round: int,
-        artifact_bytes: bytes,
-        claimed_metric: float,
-        *,
-        claimed_train_rows: int | None = None,
-        audit: bool = False,
+        *rest: Any,
+        **kw: Any,
     ) -> None:
         t = time.perf_counter()
-        await self.inner.verify(
-            spec,
-            task_id,
-            seed,
-            trainer_pubkey,
-            round,
-            artifact_bytes,
-            claimed_metric,
-            claimed_train_rows=claimed_train_rows,
-            audit=audit,
-        )
+        await self.inner.verify(spec, task_id, seed, trainer_pubkey, *rest, **kw)
         self.seconds[(task_id, trainer_pubkey)] = time.perf_counter() - t
 
 

@@ -161,8 +161,8 @@ def holdout_of(
 
     ``TrainingError`` if the dataset cannot be used for the task.
     """
-    from p2pml.ml.dataset import load_dataset
     from p2pml.ml.partition import check_sizes, holdout_indices
+    from p2pml.ml.worker import load_task_dataset
 
     # The CID fixes the bytes, so the key needs no file identity.
     key: tuple[Any, ...] = (
@@ -173,15 +173,7 @@ def holdout_of(
     if hit is not None:
         _holdouts.move_to_end(key)
         return hit
-    data = load_dataset(
-        dataset_path,
-        cache_dir,
-        spec.dataset_cid,
-        spec.kind,
-        spec.target,
-        spec.features,
-        max_dataset_bytes,
-    )
+    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes)
     try:
         check_sizes(data.n_rows, spec.holdout_fraction, spec.partition_fraction)
     except ValidationError as e:

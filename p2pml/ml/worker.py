@@ -74,6 +74,23 @@ def limit_threads() -> Any:
     return threadpool_limits(limits=1)
 
 
+def load_task_dataset(
+    spec: TaskSpec, dataset_path: Path, cache_dir: Path, max_dataset_bytes: int
+) -> Any:
+    """The task's dataset (``p2pml.ml.dataset.Dataset``), parsed or from the cache."""
+    from p2pml.ml.dataset import load_dataset
+
+    return load_dataset(
+        dataset_path,
+        cache_dir,
+        spec.dataset_cid,
+        spec.kind,
+        spec.target,
+        spec.features,
+        max_dataset_bytes,
+    )
+
+
 def prepare(
     spec: TaskSpec,
     task_id: bytes,
@@ -85,18 +102,9 @@ def prepare(
     max_dataset_bytes: int,
 ) -> Prepared:
     """Parse (or reuse) the dataset and derive holdout, partition, random_state."""
-    from p2pml.ml.dataset import load_dataset
     from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 
-    data = load_dataset(
-        dataset_path,
-        cache_dir,
-        spec.dataset_cid,
-        spec.kind,
-        spec.target,
-        spec.features,
-        max_dataset_bytes,
-    )
+    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes)
     try:
         part = partition_indices(
             seed,

@@ -172,18 +172,23 @@ async def test_lying_daemon_is_caught(tmp_path: Path) -> None:
         await resp.write(wrong)
         return resp
 
-    app = web.Application()
-    app.router.add_post("/api/v0/cat", cat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    settings = IpfsSettings(mode="sidecar", api=f"/ip4/127.0.0.1/tcp/{port}", timeout=5)
-    store = open_dataset_store(settings, tmp_path)
+    await assert_lie_caught(tmp_path, cat, real, timeout=5)
+
+
+async def assert_lie_caught(
+    tmp_path: Path,
+    cat: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    real: bytes,
+    timeout: float,
+) -> None:
+    """Fetching ``real``'s CID from a daemon whose cat is ``cat``: CIDMismatch,
+    and nothing left in the cache or its temp dir."""
+    from p2pml.ipfs.cid import cid_of_bytes
+
+    runner, api = await serve_cat(cat)
+    store = open_dataset_store(IpfsSettings(mode="sidecar", api=api, timeout=timeout), tmp_path)
     await store.start()
     try:
-        from p2pml.ipfs.cid import cid_of_bytes
-
         cid = cid_of_bytes(real)
         with pytest.raises(CIDMismatch, match=cid):
             await store.fetch(cid)
@@ -272,20 +277,7 @@ async def test_lying_daemon_one_byte_off_in_a_large_file(tmp_path: Path) -> None
             await resp.write(bytes(wrong[i : i + 77_777]))
         return resp
 
-    runner, api = await serve_cat(cat)
-    store = open_dataset_store(IpfsSettings(mode="sidecar", api=api, timeout=30), tmp_path)
-    await store.start()
-    try:
-        from p2pml.ipfs.cid import cid_of_bytes
-
-        cid = cid_of_bytes(real)
-        with pytest.raises(CIDMismatch, match=cid):
-            await store.fetch(cid)
-        assert list(store.cache.blobs.iterdir()) == []
-        assert list(store.cache.tmp.iterdir()) == []
-    finally:
-        await store.close()
-        await runner.cleanup()
+    await assert_lie_caught(tmp_path, cat, real, timeout=30)
 
 
 async def test_stalled_download_times_out_and_cleans_up(tmp_path: Path) -> None:
