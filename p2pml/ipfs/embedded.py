@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -50,9 +51,8 @@ class EmbeddedBackend:
         self.peers = peers
         self.peer_id = ""
         self._addrs: list[str] = []
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._proc: asyncio.SubprocessTransport | None = None
+        self._channel: _WorkerChannel | None = None
         self._ids = itertools.count(1)
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -60,6 +60,15 @@ class EmbeddedBackend:
     @property
     def unreachable_state(self) -> str:
         return f"embedded IPFS node not running (repo {self.repo_dir})"
+
+    @property
+    def pid(self) -> int | None:
+        """The node process's pid while it runs (tests, benchmarks)."""
+        proc = self._proc
+        return proc.get_pid() if proc is not None and proc.get_returncode() is None else None
+
+    def _running(self) -> bool:
+        return self._proc is not None and self._proc.get_returncode() is None
 
     @property
     def swarm_addrs(self) -> list[str]:
@@ -76,7 +85,7 @@ class EmbeddedBackend:
         async with self._start_lock:
             if self._closed:
                 raise DaemonUnavailable(f"{self.unreachable_state}: closed")
-            if self._proc is not None and self._proc.returncode is None:
+            if self._running():
                 return
             await self._spawn()
         await self._connect_peers()
@@ -87,61 +96,40 @@ class EmbeddedBackend:
         # The child must import p2pml whatever its cwd (the repo dir).
         src_root = str(Path(p2pml.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src_root, env.get("PYTHONPATH")]))
+        # Each process gets its own channel (and table of pending requests),
+        # so the EOF of a dead child can never fail requests sent to its successor.
+        channel = _WorkerChannel(self.unreachable_state)
         with (self.repo_dir / "worker-stderr.log").open("ab") as err:
-            proc = await asyncio.create_subprocess_exec(
+            proc, _ = await asyncio.get_running_loop().subprocess_exec(
+                lambda: channel,
                 sys.executable,
                 "-m",
                 "p2pml.ipfs._kubo_worker",
                 str(self.repo_dir),
                 json.dumps(list(self.swarm)),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=self.repo_dir,
                 env=env,
-                limit=16 * 1024 * 1024,
             )
-        assert proc.stdout is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-            hello: dict[str, Any] = (
-                json.loads(line) if line else {"ok": False, "error": "exited during start"}
-            )
-        except (TimeoutError, ValueError) as exc:
-            hello = {"ok": False, "error": f"{type(exc).__name__} during start"}
+            hello = await asyncio.wait_for(asyncio.shield(channel.hello), START_TIMEOUT)
+        except TimeoutError:
+            hello = {"ok": False, "error": "TimeoutError during start"}
+        except BaseException:  # cancelled: closing the transport kills the child
+            proc.close()
+            raise
         if not hello.get("ok"):
-            await _kill(proc)
+            await _kill(proc, channel)
             raise DatasetError(
                 f"embedded IPFS node failed to start: {hello.get('error')} "
                 f"(see {self.repo_dir / 'kubo.log'} and worker-stderr.log)"
             )
         self.peer_id = hello["result"]["peer_id"]
         self._addrs = list(hello["result"]["addrs"])
-        self._proc = proc
-        # Each process gets its own pending table, so the EOF of a dead child
-        # can never fail requests already sent to its successor.
-        self._pending = {}
-        self._reader = asyncio.create_task(self._read_replies(proc, self._pending))
+        self._proc, self._channel = proc, channel
         log.info("embedded IPFS node %s listening on %s", self.peer_id, self._addrs)
-
-    async def _read_replies(
-        self, proc: asyncio.subprocess.Process, pending: dict[int, asyncio.Future[Any]]
-    ) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            msg = json.loads(line)
-            fut = pending.pop(msg["id"], None)
-            if fut is None or fut.done():
-                continue
-            if msg["ok"]:
-                fut.set_result(msg.get("result"))
-            else:
-                fut.set_exception(DatasetError(f"embedded IPFS node: {msg['error']}"))
-        # EOF: the child died or was killed; fail whatever was waiting on it.
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(DaemonUnavailable(f"{self.unreachable_state}: it exited"))
-        pending.clear()
 
     async def _connect_peers(self) -> None:
         for addr in self.peers:
@@ -156,46 +144,37 @@ class EmbeddedBackend:
     async def _call(self, op: str, args: dict[str, Any] | None = None, ensure: bool = True) -> Any:
         if ensure:
             await self._ensure_running()
-        proc = self._proc
-        if proc is None or proc.returncode is not None or proc.stdin is None:
+        proc, channel = self._proc, self._channel
+        stdin = proc.get_pipe_transport(0) if proc is not None and self._running() else None
+        if channel is None or not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
             raise DaemonUnavailable(self.unreachable_state)
         req_id = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pending = self._pending
-        pending[req_id] = fut
-        try:
-            proc.stdin.write(
-                (json.dumps({"id": req_id, "op": op, "args": args or {}}) + "\n").encode()
-            )
-            await proc.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            pending.pop(req_id, None)
-            raise DaemonUnavailable(f"{self.unreachable_state}: {exc}") from exc
+        fut = channel.expect(req_id)
+        # Requests are a line of JSON each: no flow control needed to bound them.
+        stdin.write((json.dumps({"id": req_id, "op": op, "args": args or {}}) + "\n").encode())
         return await fut
 
     async def kill(self) -> None:
         """Kill the node process (tests, and aborting an uncancellable download)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            await _kill(proc)
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        channel, self._channel = self._channel, None
+        if proc is not None and channel is not None:
+            await _kill(proc, channel)
 
     async def close(self) -> None:
         self._closed = True
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None and proc.stdin is not None:
-            proc.stdin.close()  # the worker stops Go cleanly on EOF
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                await _kill(proc)
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        channel, self._channel = self._channel, None
+        if proc is None or channel is None:
+            return
+        stdin = proc.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.close()  # the worker stops Go cleanly on EOF
+        try:
+            await asyncio.wait_for(asyncio.shield(channel.exited), 10)
+        except TimeoutError:
+            pass
+        await _kill(proc, channel)
 
     # -- Backend ---------------------------------------------------------------
 
@@ -256,6 +235,8 @@ class EmbeddedBackend:
                 if not download.done():
                     download.cancel()
                     await self.kill()  # the Go download keeps running otherwise
+                elif not download.cancelled():
+                    download.exception()  # retrieved: the error raised here says more
                 if receiver.received > max_bytes:
                     raise too_large from None  # also when Kubo failed on the closed pipe
                 raise
@@ -363,8 +344,105 @@ class PipeReceiver:
         self.pipe.unlink(missing_ok=True)
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
+class _WorkerChannel(asyncio.SubprocessProtocol):
+    """The worker's replies, one JSON line each, dispatched as they arrive.
+
+    The loop hands us the child's stdout in :meth:`pipe_data_received`, so no
+    reader task exists to be owned or leaked. The first reply (id 0) is the
+    hello. At stdout EOF every request still waiting fails: the child is gone.
+    A reply we cannot parse means the channel is broken: the child is killed
+    (the next call starts a new one).
+    """
+
+    MAX_LINE = 64 * 1024 * 1024
+
+    def __init__(self, unreachable_state: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.hello: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._buf = bytearray()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._gone = unreachable_state
+        self._eof = False
+
+    def expect(self, req_id: int) -> asyncio.Future[Any]:
+        """A future for the reply to ``req_id`` (already failed if the child is gone)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._eof:
+            fut.set_exception(DaemonUnavailable(f"{self._gone}: it exited"))
+        else:
+            self._pending[req_id] = fut
+        return fut
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1 or self._eof:
+            return
+        self._buf += data
+        start = 0
+        while (end := self._buf.find(b"\n", start)) >= 0:
+            line, start = bytes(self._buf[start:end]), end + 1
+            if not self._dispatch(line):
+                return
+        del self._buf[:start]
+        if len(self._buf) > self.MAX_LINE:
+            self._broken(f"a reply longer than {self.MAX_LINE} bytes")
+
+    def _dispatch(self, line: bytes) -> bool:
+        try:
+            msg = json.loads(line)
+            req_id = msg["id"]
+            ok = bool(msg["ok"])
+        except (ValueError, TypeError, KeyError):
+            self._broken(f"a malformed reply {line[:80]!r}")
+            return False
+        if req_id == 0:
+            if not self.hello.done():
+                self.hello.set_result(msg)
+            return True
+        fut = self._pending.pop(req_id, None)
+        if fut is None or fut.done():
+            return True
+        if ok:
+            fut.set_result(msg.get("result"))
+        else:
+            fut.set_exception(DatasetError(f"embedded IPFS node: {msg.get('error')}"))
+        return True
+
+    def _broken(self, what: str) -> None:
+        log.error("embedded IPFS node sent %s; killing it", what)
+        self._fail_all(DaemonUnavailable(f"{self._gone}: it sent {what}"))
+        if self._transport is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._transport.kill()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
+
+    def process_exited(self) -> None:
+        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _fail_all(self, error: DaemonUnavailable) -> None:
+        self._eof = True
+        self._buf.clear()
+        if not self.hello.done():
+            self.hello.set_result({"ok": False, "error": "exited during start"})
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+
+async def _kill(proc: asyncio.SubprocessTransport, channel: _WorkerChannel) -> None:
+    if proc.get_returncode() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
+    await asyncio.shield(channel.exited)
+    proc.close()

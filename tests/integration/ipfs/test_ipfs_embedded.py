@@ -36,8 +36,8 @@ async def test_dataset_added_on_one_node_is_fetched_by_another(
     make_embedded: EmbeddedFactory, tmp_path: Path
 ) -> None:
     a, b = await pair(make_embedded, timeout=30.0)
-    pa, pb = backend(a)._proc, backend(b)._proc
-    assert pa is not None and pb is not None and pa.pid != pb.pid  # two processes
+    pa, pb = backend(a).pid, backend(b).pid
+    assert pa is not None and pb is not None and pa != pb  # two processes
     assert backend(a).peer_id in await backend(b).connected_peers()
 
     src = tmp_path / "data.csv"
@@ -64,8 +64,8 @@ async def test_embedded_config_and_sockets_are_loopback_only(
         assert loopback_violations(cfg) == []
         assert kubo_extra_violations(cfg) == []
         assert be.swarm_addrs and all(is_loopback_multiaddr(m) for m in be.swarm_addrs)
-        assert be._proc is not None
-        for conn in psutil.Process(be._proc.pid).net_connections(kind="inet"):
+        assert be.pid is not None
+        for conn in psutil.Process(be.pid).net_connections(kind="inet"):
             assert conn.laddr and conn.laddr.ip in ("127.0.0.1", "::1"), conn
             if conn.raddr:
                 assert conn.raddr.ip in ("127.0.0.1", "::1"), conn
@@ -94,19 +94,20 @@ async def test_missing_cid_times_out_then_node_recovers(
     make_embedded: EmbeddedFactory,
 ) -> None:
     store = await make_embedded("n", timeout=1.0)
-    old_pid = backend(store)._proc.pid  # type: ignore[union-attr]
+    old_pid = backend(store).pid
+    assert old_pid is not None
     t0 = time.monotonic()
     with pytest.raises(FetchTimeout, match="did not finish within 1s"):
         await store.fetch(cid_of_bytes(b"nobody has this"))
     assert time.monotonic() - t0 < 10
     assert list(store.cache.tmp.iterdir()) == []
     # the uncancellable Go download was stopped by killing the child...
-    assert backend(store)._proc is None
+    assert backend(store).pid is None
     # ...and the next call brings the node back on the same repo
     cid = await store.add_bytes(b"still works")
     assert (await store.fetch(cid)).read_bytes() == b"still works"
-    new_proc = backend(store)._proc
-    assert new_proc is not None and new_proc.pid != old_pid
+    new_pid = backend(store).pid
+    assert new_pid is not None and new_pid != old_pid
 
 
 async def test_oversize_refused(make_embedded: EmbeddedFactory, tmp_path: Path) -> None:

@@ -1,0 +1,103 @@
+"""The embedded backend's reply channel, against real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from p2pml.errors import DaemonUnavailable, DatasetError
+from p2pml.ipfs.embedded import _kill, _WorkerChannel
+
+HELLO = 'print(\'{"id": 0, "ok": true, "result": {}}\', flush=True)\n'
+
+ECHO = (
+    HELLO
+    + """
+import json, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    ok = req["op"] != "fail"
+    reply = json.dumps({"id": req["id"], "ok": ok, "result": req["args"], "error": "nope"})
+    half = len(reply) // 2  # one reply in two writes: the channel must join them
+    sys.stdout.write(reply[:half]); sys.stdout.flush()
+    sys.stdout.write(reply[half:] + "\\n"); sys.stdout.flush()
+"""
+)
+
+
+async def spawn(script: str) -> tuple[asyncio.SubprocessTransport, _WorkerChannel]:
+    channel = _WorkerChannel("test worker")
+    proc, _ = await asyncio.get_running_loop().subprocess_exec(
+        lambda: channel,
+        sys.executable,
+        "-c",
+        script,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    return proc, channel
+
+
+def send(proc: asyncio.SubprocessTransport, line: bytes) -> None:
+    stdin = proc.get_pipe_transport(0)
+    assert isinstance(stdin, asyncio.WriteTransport)
+    stdin.write(line)
+
+
+async def test_replies_reach_their_requests_even_split_across_reads() -> None:
+    proc, channel = await spawn(ECHO)
+    try:
+        assert (await asyncio.wait_for(channel.hello, 30))["ok"] is True
+        first, second, failing = channel.expect(1), channel.expect(2), channel.expect(3)
+        send(proc, b'{"id": 2, "op": "x", "args": {"n": 2}}\n')
+        send(proc, b'{"id": 1, "op": "x", "args": {"n": 1}}\n')
+        send(proc, b'{"id": 3, "op": "fail", "args": {}}\n')
+        assert await asyncio.wait_for(first, 30) == {"n": 1}
+        assert await asyncio.wait_for(second, 30) == {"n": 2}
+        with pytest.raises(DatasetError, match="embedded IPFS node: nope"):
+            await asyncio.wait_for(failing, 30)
+    finally:
+        await _kill(proc, channel)
+    assert proc.get_returncode() is not None
+
+
+async def test_child_exit_fails_waiting_and_later_requests() -> None:
+    proc, channel = await spawn(HELLO + "import sys; sys.stdin.readline()\n")
+    try:
+        await asyncio.wait_for(channel.hello, 30)
+        waiting = channel.expect(1)
+        send(proc, b"\n")  # the child reads one line and exits without replying
+        with pytest.raises(DaemonUnavailable, match="test worker: it exited"):
+            await asyncio.wait_for(waiting, 30)
+        with pytest.raises(DaemonUnavailable, match="it exited"):
+            await channel.expect(2)
+    finally:
+        await _kill(proc, channel)
+
+
+async def test_malformed_reply_kills_the_child() -> None:
+    proc, channel = await spawn(
+        HELLO
+        + "import sys, time; sys.stdin.readline(); print('garbage', flush=True); time.sleep(60)\n"
+    )
+    await asyncio.wait_for(channel.hello, 30)
+    waiting = channel.expect(1)
+    send(proc, b"\n")
+    with pytest.raises(DaemonUnavailable, match="malformed reply b'garbage'"):
+        await asyncio.wait_for(waiting, 30)
+    await asyncio.wait_for(channel.exited, 30)  # killed, not left sleeping
+    assert proc.get_returncode() is not None
+    proc.close()
+
+
+async def test_child_dying_during_start_gives_a_failed_hello() -> None:
+    proc, channel = await spawn("import sys; sys.exit(3)")
+    hello = await asyncio.wait_for(channel.hello, 30)
+    assert hello == {"ok": False, "error": "exited during start"}
+    await _kill(proc, channel)
+    # Not "== 3": killing a child that has just exited can reap it before
+    # asyncio's watcher does, which then reports 255.
+    assert proc.get_returncode() is not None
