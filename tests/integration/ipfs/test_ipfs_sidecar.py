@@ -230,9 +230,10 @@ async def serve_cat(
     return runner, f"/ip4/127.0.0.1/tcp/{port}"
 
 
-def fetch_threads() -> list[str]:
+def fetch_threads(before: set[threading.Thread]) -> list[str]:
+    """Fetch threads started since ``before`` that still run (not those of other tests)."""
     names = ("ipfs-fetch-writer", "cid-leaf-hasher")
-    return [t.name for t in threading.enumerate() if t.name in names]
+    return [t.name for t in threading.enumerate() if t.name in names and t not in before]
 
 
 async def test_endless_stream_is_cut_at_the_limit(tmp_path: Path) -> None:
@@ -252,12 +253,13 @@ async def test_endless_stream_is_cut_at_the_limit(tmp_path: Path) -> None:
     settings = IpfsSettings(mode="sidecar", api=api, timeout=30, max_dataset_bytes=1_000_000)
     store = open_dataset_store(settings, tmp_path)
     await store.start()
+    before = set(threading.enumerate())
     try:
         with pytest.raises(DatasetTooLarge):
             await store.fetch("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
         assert list(store.cache.blobs.iterdir()) == []
         assert list(store.cache.tmp.iterdir()) == []
-        await wait_for(lambda: fetch_threads() == [], 5, "the writer threads to end")
+        await wait_for(lambda: fetch_threads(before) == [], 5, "the writer threads to end")
         assert sent < 64 * 1024**2  # socket and read buffers, not the stream
     finally:
         await store.close()
@@ -294,13 +296,14 @@ async def test_stalled_download_times_out_and_cleans_up(tmp_path: Path) -> None:
     runner, api = await serve_cat(cat)
     store = open_dataset_store(IpfsSettings(mode="sidecar", api=api, timeout=1.0), tmp_path)
     await store.start()
+    before = set(threading.enumerate())
     try:
         t0 = time.monotonic()
         with pytest.raises(FetchTimeout):
             await store.fetch("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
         assert time.monotonic() - t0 < 5
         assert list(store.cache.tmp.iterdir()) == []
-        await wait_for(lambda: fetch_threads() == [], 5, "the writer threads to end")
+        await wait_for(lambda: fetch_threads(before) == [], 5, "the writer threads to end")
     finally:
         stall.set()
         await store.close()

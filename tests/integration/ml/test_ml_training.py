@@ -24,6 +24,7 @@ from p2pml.ml.pool import TrainingPool
 from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer, TrainingOutcome
 from p2pml.ml.verify import verify_result_async
+from tests.framework.waiting import wait_until
 
 from .conftest import DirStore
 
@@ -361,12 +362,22 @@ async def test_accepts_policy(tmp_path: Path, pool: TrainingPool, data_dir: Path
 async def test_accepts_busy_while_jobs_run(
     tmp_path: Path, pool: TrainingPool, data_dir: Path
 ) -> None:
-    trainer, _, cids = await make_trainer(tmp_path, pool, data_dir, max_concurrent_jobs=1)
+    trainer, store, cids = await make_trainer(tmp_path, pool, data_dir, max_concurrent_jobs=1)
     spec = make_spec(cids["diabetes"], "ridge", "target", "r2", {})
-    job = asyncio.create_task(trainer.train_round(spec, TASK, SEED, ALICE, 0))
-    await asyncio.sleep(0)  # let the job claim its slot
-    assert trainer.accepts(spec) == "busy"
-    await job
+    # Hold the job inside its slot (at the dataset fetch) while we look.
+    release, fetch = asyncio.Event(), store.fetch
+
+    async def gated_fetch(cid: str) -> Path:
+        await release.wait()
+        return await fetch(cid)
+
+    store.fetch = gated_fetch  # type: ignore[method-assign]
+    assert trainer.accepts(spec) is True
+    async with asyncio.TaskGroup() as tg:
+        job = tg.create_task(trainer.train_round(spec, TASK, SEED, ALICE, 0))
+        await wait_until(lambda: trainer.accepts(spec) == "busy", what="job holds its slot")
+        release.set()
+    assert isinstance(job.result(), TrainingOutcome)
     assert trainer.accepts(spec) is True
 
 
