@@ -8,6 +8,9 @@
    - sidecar: js-ipfs (scripts/install-jsipfs) holds the data; bare read is
      aioipfs ``core.cat``. Both readers long-lived and warmed up, in
      alternating order; the store's cache entry is dropped between rounds.
+     A third reader gives the ceiling of any fetch that checks every byte
+     against the CID: read and SHA-256 each leaf on two threads, in memory,
+     with no file written and no tree built.
    - embedded: node A holds the data; each measurement uses a fresh node B
      (empty blockstore) that pulls over bitswap on loopback; bare read is
      Kubo's own ``Download`` on B into a file, without verification. The
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import hashlib
 import json
 import os
 import statistics
@@ -40,10 +45,11 @@ from benchlib import figure  # noqa: E402
 
 from p2pml.config import IpfsSettings  # noqa: E402
 from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs, open_dataset_store  # noqa: E402
+from p2pml.ipfs.cid import CHUNK_SIZE  # noqa: E402
 from p2pml.ipfs.embedded import EmbeddedBackend  # noqa: E402
 
 MB = 1024**2
-EMBEDDED_REPEAT = 9  # each round starts fresh Kubo nodes
+EMBEDDED_REPEAT = 21  # each round starts fresh Kubo nodes; 9 rounds swung 0.81-0.92
 SIDECAR_REPEAT = 21
 
 
@@ -57,11 +63,21 @@ def make_file(path: Path, size: int) -> Path:
     return path
 
 
+def sha256_of(*parts: memoryview) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)  # drops the GIL
+    return h.digest()
+
+
 def fmt(size: int, seconds: float) -> str:
     return f"{size / MB / seconds:8.1f} MB/s"
 
 
-async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, float, float]]:
+Row = tuple[str, int, float, float]
+
+
+async def bench_sidecar(root: Path, sizes: list[int]) -> tuple[list[Row], list[Row]]:
     """Bare ``core.cat`` vs ``store.fetch``, measured the same way.
 
     Both readers are long-lived and warmed up, as in a running node: the bare
@@ -77,7 +93,9 @@ async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, fl
 
     daemon = JsIpfsDaemon(root / "jsipfs")
     daemon.start()
-    rows = []
+    rows, ceilings = [], []
+    hashers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="bench-hash")
+    loop = asyncio.get_running_loop()
     try:
         settings = IpfsSettings(mode="sidecar", api=daemon.api_multiaddr, timeout=600)
         publisher = open_dataset_store(settings, root / "pub")
@@ -96,6 +114,30 @@ async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, fl
                 assert len(data) == size
                 return seconds
 
+            async def hash_only(cid: str = cid, size: int = size) -> float:
+                t = time.perf_counter()
+                leaves: list[asyncio.Future[bytes]] = []
+                parts: list[memoryview] = []
+                held = received = 0
+                async with client.session.post(
+                    f"{client.api_url}cat", params={"arg": cid}, read_bufsize=MB
+                ) as resp:
+                    async for chunk in resp.content.iter_chunked(MB):
+                        view, received = memoryview(chunk), received + len(chunk)
+                        while view:
+                            take = min(CHUNK_SIZE - held, len(view))
+                            parts.append(view[:take])
+                            view, held = view[take:], held + take
+                            if held == CHUNK_SIZE:
+                                leaves.append(loop.run_in_executor(hashers, sha256_of, *parts))
+                                parts, held = [], 0
+                if parts:  # the short last leaf
+                    leaves.append(loop.run_in_executor(hashers, sha256_of, *parts))
+                await asyncio.gather(*leaves)
+                seconds = time.perf_counter() - t
+                assert received == size
+                return seconds
+
             async def fetch(cid: str = cid, size: int = size) -> float:
                 t = time.perf_counter()
                 path = await store.fetch(cid)
@@ -104,24 +146,24 @@ async def bench_sidecar(root: Path, sizes: list[int]) -> list[tuple[str, int, fl
                 store.cache.discard(cid)
                 return seconds
 
-            await bare_read()  # warm-up, not counted
-            await fetch()
-            bare, ours = [], []
-            for i in range(SIDECAR_REPEAT):
-                if i % 2:
-                    ours.append(await fetch())
-                    bare.append(await bare_read())
-                else:
-                    bare.append(await bare_read())
-                    ours.append(await fetch())
-            rows.append(("sidecar", size, statistics.median(bare), statistics.median(ours)))
+            readers = [bare_read, fetch, hash_only]
+            times: dict[object, list[float]] = {r: [] for r in readers}
+            for reader in readers:  # warm-up, not counted
+                await reader()
+            for i in range(SIDECAR_REPEAT):  # each reader takes each place in turn
+                for reader in readers[i % 3 :] + readers[: i % 3]:
+                    times[reader].append(await reader())
+            bare = statistics.median(times[bare_read])
+            rows.append(("sidecar", size, bare, statistics.median(times[fetch])))
+            ceilings.append(("sidecar", size, bare, statistics.median(times[hash_only])))
             src.unlink()
         await client.close()
         await store.close()
         await publisher.close()
     finally:
+        hashers.shutdown()
         daemon.stop()
-    return rows
+    return rows, ceilings
 
 
 async def bench_embedded(root: Path, sizes: list[int]) -> list[tuple[str, int, float, float]]:
@@ -188,8 +230,8 @@ async def _add_child(mode: str, api: str, path: Path, data_dir: Path) -> None:
     # carries it over from the forking parent across exec.)
     self_kb = _vm_hwm_kb("self")
     kubo_kb = 0
-    if isinstance(store.backend, EmbeddedBackend) and store.backend._proc is not None:
-        kubo_kb = _vm_hwm_kb(str(store.backend._proc.pid))
+    if isinstance(store.backend, EmbeddedBackend) and store.backend.pid is not None:
+        kubo_kb = _vm_hwm_kb(str(store.backend.pid))
     await store.close()
     print(json.dumps({"cid": cid, "seconds": seconds, "self_kb": self_kb, "kubo_kb": kubo_kb}))
 
@@ -273,9 +315,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="p2pml-bench-") as tmp:
         root = Path(tmp)
-        rows = []
+        rows: list[Row] = []
+        ceilings: list[Row] = []
         if "sidecar" in backends:
-            rows += asyncio.run(bench_sidecar(root / "sidecar", sizes))
+            rows, ceilings = asyncio.run(bench_sidecar(root / "sidecar", sizes))
         if "embedded" in backends:
             rows += asyncio.run(bench_embedded(root / "embedded", sizes))
         print(
@@ -293,6 +336,23 @@ def main() -> None:
                 f"{bare / ours:.2f}x",
                 ">= 0.9",
                 f"bare read {size / MB / bare:.1f} MB/s, store.fetch {size / MB / ours:.1f} MB/s",
+                show=False,
+            )
+        if ceilings:
+            print(
+                "\nceiling of any fetch that hashes every byte (read + SHA-256 of each leaf"
+                " on two threads,\nin memory: no file, no tree); ratio = bare time / its time"
+            )
+        for backend, size, bare, hashed in ceilings:
+            print(
+                f"{backend:9s} {size / MB:5.0f}MB {fmt(size, bare)} {fmt(size, hashed)} "
+                f"{bare / hashed:6.2f}"
+            )
+            figure(
+                f"ipfs {backend}: fetch {size / MB:.0f} MB, ceiling for a verifying fetch",
+                f"{bare / hashed:.2f}x",
+                "",
+                "read + SHA-256 of every leaf, nothing written",
                 show=False,
             )
         print()
