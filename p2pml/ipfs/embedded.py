@@ -395,8 +395,9 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
     def _dispatch(self, line: bytes) -> bool:
         try:
             msg = json.loads(line)
-            req_id = msg["id"]
-            ok = bool(msg["ok"])
+            req_id, ok = msg["id"], bool(msg["ok"])
+            if not isinstance(req_id, int):
+                raise TypeError(req_id)
         except (ValueError, TypeError, KeyError):
             self._broken(f"a malformed reply {line[:80]!r}")
             return False
@@ -421,13 +422,17 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
                 self._transport.kill()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        # At stdout EOF, not at exit: replies written just before the exit
+        # may still be in the pipe, and they are delivered first.
         if fd == 1:
             self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
 
     def process_exited(self) -> None:
-        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
         if not self.exited.done():
             self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))  # in case stdout never closed
 
     def _fail_all(self, error: DaemonUnavailable) -> None:
         self._eof = True

@@ -101,3 +101,48 @@ async def test_child_dying_during_start_gives_a_failed_hello() -> None:
     # Not "== 3": killing a child that has just exited can reap it before
     # asyncio's watcher does, which then reports 255.
     assert proc.get_returncode() is not None
+
+
+async def test_requests_fail_at_stdout_eof_not_at_exit() -> None:
+    """A reply still on its way when the process exits is delivered, not failed.
+
+    The child exits at once, leaving a grandchild that holds its stdout and
+    replies only when told, after the exit was seen here.
+    """
+    grandchild_replies = (
+        "import os, sys\n"
+        "sys.stdin.readline()\n"
+        "if os.fork() == 0:\n"
+        "    sys.stdin.readline()\n"
+        '    print(\'{"id": 1, "ok": true, "result": 7}\', flush=True)\n'
+        "    os._exit(0)\n"
+        "os._exit(0)\n"
+    )
+    proc, channel = await spawn(HELLO + grandchild_replies)
+    await asyncio.wait_for(channel.hello, 30)
+    late = channel.expect(1)
+    send(proc, b"fork\n")
+    await asyncio.wait_for(asyncio.shield(channel.exited), 30)
+    assert not late.done()
+    send(proc, b"reply\n")
+    assert await asyncio.wait_for(late, 30) == 7
+    stdin = proc.get_pipe_transport(0)
+    assert stdin is not None
+    stdin.close()
+    await _kill(proc, channel)
+
+
+@pytest.mark.parametrize("reply", [b"[1, 2]", b'{"id": [1], "ok": true}', b'{"ok": true}', b"7"])
+async def test_reply_of_the_wrong_shape_breaks_the_channel(reply: bytes) -> None:
+    proc, channel = await spawn(
+        HELLO
+        + "import sys, time; sys.stdin.readline(); "
+        + f"sys.stdout.write({reply.decode()!r} + '\\n'); sys.stdout.flush(); time.sleep(60)\n"
+    )
+    await asyncio.wait_for(channel.hello, 30)
+    waiting = channel.expect(1)
+    send(proc, b"\n")
+    with pytest.raises(DaemonUnavailable, match="malformed reply"):
+        await asyncio.wait_for(waiting, 30)
+    await asyncio.wait_for(channel.exited, 30)
+    proc.close()
