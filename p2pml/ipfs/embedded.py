@@ -126,6 +126,9 @@ class EmbeddedBackend:
                 f"embedded IPFS node failed to start: {hello.get('error')} "
                 f"(see {self.repo_dir / 'kubo.log'} and worker-stderr.log)"
             )
+        if self._closed:  # close() ran while we waited for the hello
+            await _kill(proc, channel)
+            raise DaemonUnavailable(f"{self.unreachable_state}: closed")
         self.peer_id = hello["result"]["peer_id"]
         self._addrs = list(hello["result"]["addrs"])
         self._proc, self._channel = proc, channel
@@ -362,6 +365,7 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
         self.exited: asyncio.Future[None] = loop.create_future()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
         self._transport: asyncio.SubprocessTransport | None = None
         self._gone = unreachable_state
         self._eof = False
@@ -384,13 +388,14 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
             return
         self._buf += data
         start = 0
-        while (end := self._buf.find(b"\n", start)) >= 0:
+        while (end := self._buf.find(b"\n", max(start, self._scanned))) >= 0:
             line, start = bytes(self._buf[start:end]), end + 1
             if not self._dispatch(line):
                 return
         del self._buf[:start]
+        self._scanned = len(self._buf)  # a long line is not searched again from its start
         if len(self._buf) > self.MAX_LINE:
-            self._broken(f"a reply longer than {self.MAX_LINE} bytes")
+            self._broken(f"it sent a reply longer than {self.MAX_LINE} bytes")
 
     def _dispatch(self, line: bytes) -> bool:
         try:
@@ -398,8 +403,8 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
             req_id, ok = msg["id"], bool(msg["ok"])
             if not isinstance(req_id, int):
                 raise TypeError(req_id)
-        except (ValueError, TypeError, KeyError):
-            self._broken(f"a malformed reply {line[:80]!r}")
+        except Exception:  # bad JSON, wrong shape, nesting too deep for json
+            self._broken(f"it sent a malformed reply {line[:80]!r}")
             return False
         if req_id == 0:
             if not self.hello.done():
@@ -414,9 +419,9 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
             fut.set_exception(DatasetError(f"embedded IPFS node: {msg.get('error')}"))
         return True
 
-    def _broken(self, what: str) -> None:
-        log.error("embedded IPFS node sent %s; killing it", what)
-        self._fail_all(DaemonUnavailable(f"{self._gone}: it sent {what}"))
+    def _broken(self, why: str) -> None:
+        log.error("embedded IPFS node: %s; killing it", why)
+        self._fail_all(DaemonUnavailable(f"{self._gone}: {why}"))  # and ignore what else it sends
         if self._transport is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
@@ -426,17 +431,24 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
         # may still be in the pipe, and they are delivered first.
         if fd == 1:
             self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
+        elif fd == 0 and exc is not None:  # requests can no longer reach it
+            self._broken(f"its stdin broke ({exc})")
 
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))  # in case stdout never closed
+        # The child exited and all its pipes closed, however it died: release
+        # the transport even if nobody calls _kill (a crash, then a restart).
+        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
+        if self._transport is not None:
+            self._transport.close()
 
     def _fail_all(self, error: DaemonUnavailable) -> None:
         self._eof = True
         self._buf.clear()
+        self._scanned = 0
         if not self.hello.done():
             self.hello.set_result({"ok": False, "error": "exited during start"})
         pending, self._pending = self._pending, {}
@@ -446,8 +458,10 @@ class _WorkerChannel(asyncio.SubprocessProtocol):
 
 
 async def _kill(proc: asyncio.SubprocessTransport, channel: _WorkerChannel) -> None:
-    if proc.get_returncode() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    await asyncio.shield(channel.exited)
-    proc.close()
+    try:
+        if proc.get_returncode() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await asyncio.shield(channel.exited)
+    finally:
+        proc.close()  # also when cancelled: never an unclosed transport

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from p2pml.ipfs.cid import cid_of_bytes, cid_of_file
 from p2pml.ipfs.embedded import EmbeddedBackend
 from p2pml.ipfs.netconfig import is_loopback_multiaddr
 from tests.framework.ipfs_daemon import kubo_extra_violations, loopback_violations
+from tests.framework.waiting import wait_until
 
 EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
 
@@ -127,3 +129,17 @@ async def test_killed_node_is_restarted_on_next_call(make_embedded: EmbeddedFact
     await backend(b).kill()
     path = await asyncio.wait_for(b.fetch(cid), 30)
     assert path.read_bytes() == b"survives a crash"
+
+
+async def test_crashed_node_is_released_and_restarted(make_embedded: EmbeddedFactory) -> None:
+    """A child that dies on its own: its transport is closed, the next call starts a new one."""
+    a, b = await pair(make_embedded, timeout=30.0)
+    cid = await a.add_bytes(b"survives a real crash")
+    be = backend(b)
+    old, old_pid = be._proc, be.pid
+    assert old is not None and old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    await wait_until(old.is_closing, 30, what="the dead node's transport to be closed")
+    path = await asyncio.wait_for(b.fetch(cid), 30)
+    assert path.read_bytes() == b"survives a real crash"
+    assert be.pid is not None and be.pid != old_pid

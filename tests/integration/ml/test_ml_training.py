@@ -364,7 +364,7 @@ async def test_accepts_busy_while_jobs_run(
 ) -> None:
     trainer, store, cids = await make_trainer(tmp_path, pool, data_dir, max_concurrent_jobs=1)
     spec = make_spec(cids["diabetes"], "ridge", "target", "r2", {})
-    # Hold the job inside its slot (at the dataset fetch) while we look.
+    # Hold the job at its dataset fetch (it counts as running from the start) while we look.
     release, fetch = asyncio.Event(), store.fetch
 
     async def gated_fetch(cid: str) -> Path:

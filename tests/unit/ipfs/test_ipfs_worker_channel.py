@@ -83,14 +83,16 @@ async def test_malformed_reply_kills_the_child() -> None:
         HELLO
         + "import sys, time; sys.stdin.readline(); print('garbage', flush=True); time.sleep(60)\n"
     )
-    await asyncio.wait_for(channel.hello, 30)
-    waiting = channel.expect(1)
-    send(proc, b"\n")
-    with pytest.raises(DaemonUnavailable, match="malformed reply b'garbage'"):
-        await asyncio.wait_for(waiting, 30)
-    await asyncio.wait_for(channel.exited, 30)  # killed, not left sleeping
-    assert proc.get_returncode() is not None
-    proc.close()
+    try:
+        await asyncio.wait_for(channel.hello, 30)
+        waiting = channel.expect(1)
+        send(proc, b"\n")
+        with pytest.raises(DaemonUnavailable, match="malformed reply b'garbage'"):
+            await asyncio.wait_for(waiting, 30)
+        await asyncio.wait_for(asyncio.shield(channel.exited), 30)  # killed, not left sleeping
+        assert proc.get_returncode() is not None
+    finally:
+        await _kill(proc, channel)
 
 
 async def test_child_dying_during_start_gives_a_failed_hello() -> None:
@@ -139,10 +141,40 @@ async def test_reply_of_the_wrong_shape_breaks_the_channel(reply: bytes) -> None
         + "import sys, time; sys.stdin.readline(); "
         + f"sys.stdout.write({reply.decode()!r} + '\\n'); sys.stdout.flush(); time.sleep(60)\n"
     )
-    await asyncio.wait_for(channel.hello, 30)
+    try:
+        await asyncio.wait_for(channel.hello, 30)
+        waiting = channel.expect(1)
+        send(proc, b"\n")
+        with pytest.raises(DaemonUnavailable, match="malformed reply"):
+            await asyncio.wait_for(waiting, 30)
+        await asyncio.wait_for(asyncio.shield(channel.exited), 30)
+    finally:
+        await _kill(proc, channel)
+
+
+async def test_lines_are_joined_whatever_the_read_boundaries() -> None:
+    """Fed one byte at a time (no process: the boundaries are ours to choose)."""
+    channel = _WorkerChannel("test worker")
+    first, second = channel.expect(1), channel.expect(2)
+    data = (
+        b'{"id": 0, "ok": true}\n'
+        b'{"id": 2, "ok": true, "result": "b"}\n'
+        b'{"id": 1, "ok": true, "result": "a"}\n'
+    )
+    for i in range(len(data)):
+        channel.pipe_data_received(1, data[i : i + 1])
+    assert channel.hello.result() == {"id": 0, "ok": True}
+    assert (first.result(), second.result()) == ("a", "b")
+
+
+async def test_a_reply_over_the_line_cap_breaks_the_channel() -> None:
+    channel = _WorkerChannel("test worker")
+    channel.MAX_LINE = 1000
     waiting = channel.expect(1)
-    send(proc, b"\n")
-    with pytest.raises(DaemonUnavailable, match="malformed reply"):
-        await asyncio.wait_for(waiting, 30)
-    await asyncio.wait_for(channel.exited, 30)
-    proc.close()
+    for _ in range(3):
+        channel.pipe_data_received(1, b"x" * 400)  # no newline: one line growing past the cap
+    with pytest.raises(DaemonUnavailable, match="longer than 1000 bytes"):
+        waiting.result()
+    channel.pipe_data_received(1, b'\n{"id": 2, "ok": true}\n')  # ignored once broken
+    with pytest.raises(DaemonUnavailable, match="it exited"):
+        await channel.expect(2)
