@@ -58,10 +58,12 @@ class ChainManager:
     def on_tip_changed(self, fn: TipListener) -> None:
         self._listeners.append(fn)
 
-    async def submit_block(self, block: Block, source: str = "local") -> ChainUpdate:
+    async def submit_block(
+        self, block: Block, source: str = "local", requested: bool = True
+    ) -> ChainUpdate:
         async with self._lock:
             before = self.chain.tip.hash
-            update = self.chain.accept_block(block, self.now())
+            update = self.chain.accept_block(block, self.now(), requested)
             await self._persist([update])
         self._report(block.hash, update, source, before)
         return update
@@ -116,6 +118,8 @@ class ChainManager:
                 log.info("block %s rejected from %s: %s", short, source, update.error)
         elif update.orphaned:
             log.debug("block %s from %s is an orphan", short, source)
+        elif update.low_work:
+            log.debug("block %s from %s: lighter branch, header kept, body not", short, source)
         for h, reason in update.rejected:
             self.metrics.rejected[reason] += 1
             log.warning("block %s invalid: %s", h.hex()[:16], reason)

@@ -77,11 +77,13 @@ class NodeBackend:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
 
-    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
+    async def submit_block(
+        self, block: Block, from_peer: str | None, requested: bool = True
+    ) -> BlockOutcome:
         """Gossip relays a block only if we connected it: a block we merely
         stored (a lighter side branch, or one waiting for result data) has
         not been fully validated, and relaying it could get us banned."""
-        update = await self.node.submit_block(block, from_peer or "local")
+        update = await self.node.submit_block(block, from_peer or "local", requested)
         if update.error is not None:
             reason = update.error.reason
             if reason == "duplicate":
@@ -89,10 +91,16 @@ class NodeBackend:
             return BlockOutcome(BlockStatus.INVALID, reason)
         if update.orphaned:
             return BlockOutcome(BlockStatus.ORPHAN)
+        if update.low_work:
+            return BlockOutcome(BlockStatus.LOW_WORK, "low-work")
         own = [r for h, r in update.rejected if h == block.hash]
         if own:
             return BlockOutcome(BlockStatus.INVALID, own[0])
         e = self.chain.entry(block.hash)
+        if e is not None and not e.chain_has_data and e.chain_work > self.chain.tip.chain_work:
+            # It puts its branch ahead, but an ancestor has only its header (it
+            # came while that branch was lighter): the sender has the bodies.
+            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         if e is None or not self.chain.in_active_chain(e):
             why = "pending-data" if update.waiting else "duplicate"
             return BlockOutcome(BlockStatus.DUPLICATE, why)
@@ -104,9 +112,10 @@ class NodeBackend:
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
         update = await self.node.chain_mgr.submit_headers(list(headers))
-        if update.error is not None:
-            return HeadersOutcome(update.headers_ok, update.error.reason)
-        return HeadersOutcome(len(headers))
+        ok = update.headers_ok if update.error is not None else len(headers)
+        last = self.chain.entry(headers[ok - 1].hash) if ok else None
+        work = last.chain_work if last is not None else 0
+        return HeadersOutcome(ok, update.error.reason if update.error else None, work)
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         try:

@@ -326,8 +326,8 @@ class Node:
             self._result_checks.discard(tx.id)
         await self._publish_tx("results", tx)
 
-    async def submit_block(self, block: Block, source: str) -> ChainUpdate:
-        update = await self.chain_mgr.submit_block(block, source=source)
+    async def submit_block(self, block: Block, source: str, requested: bool = True) -> ChainUpdate:
+        update = await self.chain_mgr.submit_block(block, source=source, requested=requested)
         self._after_update(update)
         return update
 

@@ -120,6 +120,7 @@ class ChainUpdate:
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
     waiting: list[tuple[bytes, str]] = field(default_factory=list)  # (block, missing cid)
     orphaned: bool = False
+    low_work: bool = False  # unrequested, lighter than our chain: header kept, body not
     tip_changed: bool = False
     headers_ok: int = 0  # accept_headers: how many headers passed before an error
     error: ValidationError | None = None  # why the submitted object was refused
@@ -149,12 +150,16 @@ class StoredEntry:
 
 
 class OrphanPool:
-    """Blocks whose parent is unknown, bounded by count and bytes (oldest out)."""
+    """Blocks whose parent is unknown, bounded by count and bytes (oldest out).
+
+    Each remembers whether it was requested: adopted later, an unrequested
+    one is held to the same low-work rule as when it came.
+    """
 
     def __init__(self, max_count: int = ORPHAN_MAX_COUNT, max_bytes: int = ORPHAN_MAX_BYTES):
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self._blocks: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
+        self._blocks: OrderedDict[bytes, tuple[Block, int, bool]] = OrderedDict()
         self._by_prev: dict[bytes, set[bytes]] = {}
         self.bytes = 0
 
@@ -164,28 +169,29 @@ class OrphanPool:
     def __contains__(self, block_hash: bytes) -> bool:
         return block_hash in self._blocks
 
-    def add(self, block: Block) -> None:
+    def add(self, block: Block, requested: bool = True) -> None:
         h = block.hash
         if h in self._blocks:
             return
         size = len(encode_block(block))
-        self._blocks[h] = (block, size)
+        self._blocks[h] = (block, size, requested)
         self._by_prev.setdefault(block.prev_hash, set()).add(h)
         self.bytes += size
         while self._blocks and (len(self._blocks) > self.max_count or self.bytes > self.max_bytes):
             self._remove(next(iter(self._blocks)))
 
-    def _remove(self, h: bytes) -> Block:
-        block, size = self._blocks.pop(h)
+    def _remove(self, h: bytes) -> tuple[Block, bool]:
+        block, size, requested = self._blocks.pop(h)
         self.bytes -= size
         kids = self._by_prev.get(block.prev_hash)
         if kids is not None:
             kids.discard(h)
             if not kids:
                 del self._by_prev[block.prev_hash]
-        return block
+        return block, requested
 
-    def take_children(self, parent_hash: bytes) -> list[Block]:
+    def take_children(self, parent_hash: bytes) -> list[tuple[Block, bool]]:
+        """The pooled children of ``parent_hash``, each with its ``requested`` flag."""
         return [self._remove(h) for h in list(self._by_prev.get(parent_hash, ()))]
 
     def drop_descendants(self, block_hash: bytes) -> list[bytes]:
@@ -193,7 +199,7 @@ class OrphanPool:
         dropped: list[bytes] = []
         stack = [block_hash]
         while stack:
-            for child in self.take_children(stack.pop()):
+            for child, _ in self.take_children(stack.pop()):
                 dropped.append(child.hash)
                 stack.append(child.hash)
         return dropped
@@ -448,17 +454,23 @@ class ChainState:
 
     # -- blocks --------------------------------------------------------------
 
-    def accept_block(self, block: Block, now: int) -> ChainUpdate:
+    def accept_block(self, block: Block, now: int, requested: bool = True) -> ChainUpdate:
         """Store a block, follow the most work, then adopt waiting orphans.
 
         Never raises ValidationError: ``update.error`` says why this block was
         refused; blocks that failed on the way (connected as part of a reorg,
         or adopted orphans) are in ``update.rejected``. Persist the update
         whatever it says: it may hold headers and statuses learned meanwhile.
+
+        ``requested=False`` (gossip: nobody asked for it): a block whose branch
+        would have less work than the active chain keeps only its header
+        (``update.low_work``). Otherwise anyone could make us store bodies of
+        side branches forked at an old height, where work is cheap; sync
+        fetches the bodies if that branch ever gets ahead.
         """
         update = ChainUpdate()
         try:
-            self._accept_one(block, now, update)
+            update.low_work = not self._accept_one(block, now, update, requested)
             if not update.orphaned:
                 self._activate(update)
                 self._adopt_orphans(block.hash, now, update)
@@ -469,7 +481,10 @@ class ChainState:
             self._flush_pending()
         return update
 
-    def _accept_one(self, block: Block, now: int, update: ChainUpdate) -> None:
+    def _accept_one(
+        self, block: Block, now: int, update: ChainUpdate, requested: bool = True
+    ) -> bool:
+        """False if only the header was kept (an unrequested, lighter block)."""
         h = block.hash
         e = self.index.get(h)
         if e is not None and e.status.failed:
@@ -482,14 +497,16 @@ class ChainState:
             rules.check_header(block.header, self.params)  # PoW before pooling
             if h in self.orphans:
                 raise ValidationError("duplicate", "orphan already pooled")
-            self.orphans.add(block)
+            self.orphans.add(block, requested)
             update.orphaned = True
-            return
+            return True
         if e is None:
             e = self.accept_header(block.header, now, update)
         elif e.parent is not None and self._descends_from_failed(e.parent):
             self._mark_failed_child(e, "bad-prev", update)
             raise ValidationError("bad-prev", "descends from an invalid block")
+        if not requested and self.active and e.chain_work < self.tip.chain_work:
+            return False
         ids = rules.check_tx_root(block)  # mismatch: bad body, header stays fine
         try:
             rules.check_block_body(block, ids, self.params)
@@ -497,13 +514,14 @@ class ChainState:
             self._mark_invalid(e, err.reason, update)
             raise
         self._receive_data(e, block, update)
+        return True
 
     def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:
         stack = [parent_hash]
         while stack:
-            for child in self.orphans.take_children(stack.pop()):
+            for child, requested in self.orphans.take_children(stack.pop()):
                 try:
-                    self._accept_one(child, now, update)
+                    self._accept_one(child, now, update, requested)
                 except ValidationError as err:
                     update.rejected.append((child.hash, err.reason))
                     self._note_reject(child.hash, err.reason)

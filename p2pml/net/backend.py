@@ -26,7 +26,8 @@ class Verdict(enum.Enum):
 
 class BlockStatus(enum.Enum):
     ACCEPTED = "accepted"  # stored (connected or on a side chain)
-    ORPHAN = "orphan"  # parent unknown: pooled, ancestors must be fetched
+    ORPHAN = "orphan"  # ancestors missing (unknown, or known without body): fetch them
+    LOW_WORK = "low-work"  # sent unasked, branch lighter than ours: header kept, body not
     DUPLICATE = "duplicate"  # already known
     INVALID = "invalid"  # failed validation; ``reason`` says why
 
@@ -42,6 +43,7 @@ class BlockOutcome:
 class HeadersOutcome:
     accepted: int  # headers of the batch that are now in the index
     error: str | None = None  # reject reason of the first bad header
+    chain_work: int = 0  # cumulative work up to the last accepted header
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,13 @@ class ChainBackend(Protocol):
         """True when the body is stored or the block is known invalid."""
         ...
 
-    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
-        """Validate and store a block (from gossip, sync, or ourselves if None)."""
+    async def submit_block(
+        self, block: Block, from_peer: str | None, requested: bool = True
+    ) -> BlockOutcome:
+        """Validate and store a block (from gossip, sync, or ourselves if None).
+
+        ``requested=False`` (gossip): a block whose branch is lighter than
+        ours keeps its header only (``LOW_WORK``)."""
         ...
 
     async def submit_headers(

@@ -54,8 +54,10 @@ class MemoryChainBackend:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
 
-    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
-        update = self._apply(self.chain.accept_block(block, int(self.clock())))
+    async def submit_block(
+        self, block: Block, from_peer: str | None, requested: bool = True
+    ) -> BlockOutcome:
+        update = self._apply(self.chain.accept_block(block, int(self.clock()), requested))
         if update.error is not None:
             reason = update.error.reason
             if reason == "duplicate":
@@ -66,6 +68,11 @@ class MemoryChainBackend:
                 return BlockOutcome(BlockStatus.INVALID, reason, update.tip_changed)
         if update.orphaned:
             return BlockOutcome(BlockStatus.ORPHAN, "prev-unknown")
+        if update.low_work:
+            return BlockOutcome(BlockStatus.LOW_WORK, "low-work")
+        e = self.chain.entry(block.hash)
+        if e is not None and not e.chain_has_data and e.chain_work > self.chain.tip.chain_work:
+            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         return BlockOutcome(BlockStatus.ACCEPTED, "", update.tip_changed)
 
     async def submit_headers(
@@ -78,8 +85,12 @@ class MemoryChainBackend:
                 if self.chain.entry(h.hash) is None:
                     break
                 known += 1
-            return HeadersOutcome(known, update.error.reason)
-        return HeadersOutcome(len(headers))
+            return HeadersOutcome(known, update.error.reason, self._work_of(headers[:known]))
+        return HeadersOutcome(len(headers), None, self._work_of(headers))
+
+    def _work_of(self, headers: Sequence[BlockHeader]) -> int:
+        e = self.chain.entry(headers[-1].hash) if headers else None
+        return e.chain_work if e is not None else 0
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         self.gossip.append((kind, obj, from_peer))

@@ -46,7 +46,17 @@ PENALTY_UNREQUESTED = 20  # block we did not ask for in a response
 PENALTY_MILD = 0  # late, duplicate, orphan, time-too-new: never misbehaviour
 
 # Reject reasons that honest peers produce (races, clocks): never penalised.
-BENIGN_REASONS = frozenset({"duplicate", "prev-unknown", "time-too-new", "pending-data", "orphan"})
+BENIGN_REASONS = frozenset(
+    {
+        "duplicate",
+        "prev-unknown",
+        "time-too-new",
+        "pending-data",
+        "orphan",
+        "low-work",
+        "missing-ancestors",
+    }
+)
 
 
 def topic_name(network: str, kind: str) -> str:

@@ -469,7 +469,7 @@ class P2PService:
 
     async def _handle_block(self, block: Block, peer_id: str) -> Verdict:
         async with self.chain_lock:
-            out = await self.backend.submit_block(block, peer_id)
+            out = await self.backend.submit_block(block, peer_id, requested=False)
         if out.status is BlockStatus.ACCEPTED:
             self.sync.saw_block(peer_id, block)
             return Verdict.ACCEPT
@@ -479,7 +479,9 @@ class P2PService:
             # Not relayed: we cannot vouch for a block we could not connect
             # (an honest relayer of an invalid orphan would be penalised).
             return Verdict.IGNORE
-        if out.status is BlockStatus.DUPLICATE or out.reason in P.BENIGN_REASONS:
+        if out.status in (BlockStatus.DUPLICATE, BlockStatus.LOW_WORK):
+            return Verdict.IGNORE  # not relayed: a lighter branch is nobody's business
+        if out.reason in P.BENIGN_REASONS:
             return Verdict.IGNORE
         return Verdict.REJECT
 

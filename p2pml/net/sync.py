@@ -4,7 +4,10 @@
    misbehaviour; a peer with more work than ours starts a header session.
 2. A header session (one at a time) walks the peer's chain with locators,
    2,000 headers per round; each batch must link and is checked by the
-   backend (PoW, retarget, time) before any body is requested.
+   backend (PoW, retarget, time) before any body is requested. Bodies are
+   requested only once the branch's headers carry at least our chain's work:
+   a lighter branch can never become ours, so storing it would only let a
+   peer fill our disk with blocks forked where work is cheap.
 3. Bodies are fetched from every peer that has them: batches of up to 128,
    two requests in flight per peer, inside a window of 1,024 blocks past the
    first missing one; they are submitted strictly in header order. A request
@@ -200,6 +203,7 @@ class SyncManager:
         backend = self.h.backend
         locator = backend.locator()
         target = self.peers[peer_id].tip_hash if peer_id in self.peers else None
+        lighter: list[BlockHeader] = []  # this session's headers, branch not yet as heavy as ours
         while peer_id in self.peers:
             req = P.HeadersReq(tuple(locator[: P.MAX_LOCATOR]), None)
             try:
@@ -226,7 +230,10 @@ class SyncManager:
                 out.error,
             )
             self.h.counters.inc("sync_headers", out.accepted)
-            self._want_bodies(headers[: out.accepted])
+            lighter += headers[: out.accepted]
+            if lighter and out.chain_work >= backend.status().chain_work:
+                self._want_bodies(lighter)
+                lighter = []
             p = self.peers.get(peer_id)
             if p is not None and out.accepted:
                 p.height = max(p.height, headers[out.accepted - 1].height)
@@ -239,6 +246,11 @@ class SyncManager:
             if len(headers) < P.MAX_HEADERS:
                 break
             locator = [headers[-1].hash, *locator]
+        if lighter:
+            self.h.counters.inc("sync_lighter_branches")
+            log.debug(
+                "%s: branch of %d headers lighter than ours, no bodies", peer_id, len(lighter)
+            )
         p = self.peers.get(peer_id)
         if p is not None:
             p.synced_to = target
@@ -374,7 +386,7 @@ class SyncManager:
                 self._want.pop(h, None)
                 block, peer_id = got
                 async with self.h.chain_lock:
-                    out = await backend.submit_block(block, peer_id)
+                    out = await backend.submit_block(block, peer_id, requested=True)
                 if out.status is BlockStatus.INVALID and out.reason not in P.BENIGN_REASONS:
                     self.h.penalise(peer_id, f"invalid-block:{out.reason}", P.PENALTY_INVALID)
                 elif out.status is BlockStatus.ACCEPTED:

@@ -42,8 +42,10 @@ class ReportingBackend(MemoryChainBackend):
         super().__init__(REGTEST)
         self.quiet_below = quiet_below
 
-    async def submit_block(self, block: Block, from_peer: str | None) -> BlockOutcome:
-        out = await super().submit_block(block, from_peer)
+    async def submit_block(
+        self, block: Block, from_peer: str | None, requested: bool = True
+    ) -> BlockOutcome:
+        out = await super().submit_block(block, from_peer, requested)
         if out.tip_changed:
             tip = self.chain.tip
             if tip.height >= self.quiet_below:

@@ -113,6 +113,39 @@ async def test_hostile_gossip_is_banned(
         await hp.stop()
 
 
+async def test_gossiped_side_branch_lighter_than_ours_is_not_stored(
+    net: Net, builder: Builder
+) -> None:
+    """Blocks forked low, where work is cheap: headers kept, bodies not, not relayed.
+
+    Not an offence (an honest miner on a losing branch sends such blocks too),
+    so no penalty; and B, connected to A only, never hears of them.
+    """
+    a, b = await two_honest(net, builder)
+    cheap = builder.chain(builder.genesis, 2, miner=b"\x44" * 32)  # lighter than A's 3
+    hp = HostilePeer()
+    await hp.start()
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        for blk in cheap:
+            await hp.publish_raw("blocks", encode_block(blk))
+        chain = backend(a).chain
+        await wait_until(
+            lambda: all(chain.entry(x.hash) is not None for x in cheap), what="headers taken"
+        )
+        assert not any(chain.entry(x.hash).has_data for x in cheap)  # type: ignore[union-attr]
+        assert a.metrics().get("gossip_blocks_ignore", 0) == len(cheap)
+        assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
+        honest = builder.make(tip(a))  # published after the cheap ones: B has seen all A relays
+        load(backend(a), [honest])
+        await a.publish_block(honest)
+        await wait_until(lambda: tip(b) == honest.hash, what="honest block propagates")
+        assert all(backend(b).chain.entry(x.hash) is None for x in cheap)
+    finally:
+        await hp.stop()
+
+
 async def test_headers_that_do_not_connect_get_banned(net: Net, builder: Builder) -> None:
     a, b = await two_honest(net, builder)
     other = Builder(REGTEST)

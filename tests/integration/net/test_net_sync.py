@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from p2pml.chain.encoding import encode_block
+from p2pml.chain.params import REGTEST
 from p2pml.net import protocol as P
 from tests.framework.chainbuilder import Builder
 from tests.framework.hostile_peer import HostilePeer
@@ -101,3 +103,86 @@ async def test_stalling_peer_is_timed_out_and_others_serve(net: Net, chain2000: 
         assert staller.peer_id not in {x.peer_id for x in c.banned()}  # stalls are not banned
     finally:
         await staller.stop()
+
+
+async def test_lighter_branch_gets_headers_but_no_body_requests(net: Net, builder: Builder) -> None:
+    """A peer claims more work but serves a branch lighter than ours.
+
+    Its headers are valid and taken; asking for the bodies would store a
+    branch that can never win (cheap to make where the chain began).
+    """
+    ours = builder.chain(builder.genesis, 12)
+    lighter = builder.chain(ours[1].hash, 5, miner=b"\x33" * 32)  # forks at height 2
+    claim = P.encode_status(
+        P.StatusMsg(REGTEST.genesis_hash, lighter[-1].hash, lighter[-1].height, 10**30)
+    )
+    by_hash = {x.hash: x for x in ours[:2] + lighter}
+
+    async def serve_lighter(raw: bytes, req: object) -> bytes | None:
+        if req is None:
+            return claim
+        if isinstance(req, P.HeadersReq):
+            start = next((i for i, x in enumerate(lighter) if x.prev_hash in req.locator), None)
+            hs = [] if start is None else [x.header for x in lighter[start:]]
+            return P.encode_headers([h.serialize() for h in hs])
+        assert isinstance(req, P.BlocksReq)
+        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
+
+    liar = HostilePeer(responder=serve_lighter)
+    await liar.start()
+    try:
+        c = await net.node(blocks=ours, bootstrap=(liar.listen_addrs()[0],))
+        await wait_until(
+            lambda: c.metrics().get("sync_lighter_branches", 0) >= 1,
+            what="the header session to end on a lighter branch",
+        )
+        chain = backend(c).chain
+        for x in lighter:
+            e = chain.entry(x.hash)
+            assert e is not None and not e.has_data  # header kept, body not
+        assert not any(isinstance(r, P.BlocksReq) for _, r in liar.requests)
+        assert tip(c) == ours[-1].hash
+        assert c.metrics().get("penalties", 0) == 0  # a stale claim is no offence
+    finally:
+        await liar.stop()
+
+
+async def test_branch_gossiped_while_lighter_is_fetched_once_it_leads(
+    net: Net, builder: Builder
+) -> None:
+    """Its first blocks came while lighter (headers only); once a gossiped block
+    puts it ahead, the missing bodies are asked of the sender, and A reorgs."""
+    base = builder.chain(builder.genesis, 3)
+    ours = builder.chain(base[-1].hash, 3)
+    theirs = builder.chain(base[-1].hash, 4, miner=b"\x55" * 32)
+    by_hash = {x.hash: x for x in base + theirs}
+    status = P.encode_status(
+        P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1)  # claims nothing
+    )
+
+    async def serve_theirs(raw: bytes, req: object) -> bytes | None:
+        if req is None:
+            return status
+        if isinstance(req, P.HeadersReq):
+            start = next((i for i, x in enumerate(theirs) if x.prev_hash in req.locator), None)
+            hs = [] if start is None else [x.header for x in theirs[start:]]
+            return P.encode_headers([h.serialize() for h in hs])
+        assert isinstance(req, P.BlocksReq)
+        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
+
+    hp = HostilePeer(responder=serve_theirs)
+    await hp.start()
+    try:
+        a = await net.node(blocks=base + ours)
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        for blk in theirs:
+            await hp.publish_raw("blocks", encode_block(blk))
+        await wait_until(lambda: tip(a) == theirs[-1].hash, what="A reorgs to the heavier branch")
+        asked = {h for _, r in hp.requests if isinstance(r, P.BlocksReq) for h in r.hashes}
+        # The bodies it had refused, and at most the others of that branch
+        # (gossip may deliver a block before its parent: then it was pooled).
+        assert {theirs[0].hash, theirs[1].hash} <= asked <= {x.hash for x in theirs}
+        assert a.metrics().get("penalties", 0) == 0
+    finally:
+        await hp.stop()

@@ -1,0 +1,113 @@
+"""Scenario: a peer gossips a side branch forked at genesis, where work is cheap.
+
+While the branch is lighter than the node's chain, the node keeps its headers
+and not its bodies, and does not hold the gossip against the peer (an honest
+miner on a losing branch sends such blocks too). Once the peer's branch
+leads, the node asks it for the bodies it refused and reorgs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from p2pml.chain.encoding import encode_block
+from p2pml.chain.params import REGTEST
+from p2pml.chain.template import build_block, solve
+from p2pml.chain.types import Block
+from p2pml.errors import ApiError
+from p2pml.net import protocol as P
+from tests.framework.hostile_peer import HostilePeer
+from tests.framework.testnode import NodeSet, TestNode
+from tests.framework.waiting import wait_until
+
+CHEAP_MINER = b"\x77" * 32
+
+
+def cheap_branch(n: int) -> list[Block]:
+    """``n`` honest regtest blocks on genesis (not the node's chain)."""
+    blocks: list[Block] = []
+    prev, t = REGTEST.genesis_hash, REGTEST.genesis_time
+    for height in range(1, n + 1):
+        t += 1
+        blk = solve(build_block(REGTEST, prev, height, REGTEST.pow_limit_bits, t, CHEAP_MINER))
+        blocks.append(blk)
+        prev = blk.hash
+    return blocks
+
+
+def tips(node: TestNode) -> dict[str, str]:
+    return {t["hash"]: t["status"] for t in node.api.get("/chain/tips")}
+
+
+def body_status(node: TestNode, blk: Block) -> str | int:
+    """The branch status the node gives a block it holds the body of, or the HTTP error."""
+    try:
+        return str(node.api.get(f"/blocks/{blk.hash.hex()}")["status"])
+    except ApiError as exc:
+        return exc.status
+
+
+def test_lighter_gossiped_branch_keeps_headers_until_it_leads(nodes: NodeSet) -> None:
+    a = nodes.add()
+    a.start()
+    a.mine(4)
+    branch = cheap_branch(6)
+    lighter, leading = branch[:4], branch[4:]  # 4 ties A at best; 5 and 6 lead
+    by_hash = {b.hash: b for b in branch}
+    published: list[Block] = []  # the peer serves only what it has gossiped
+    status = P.encode_status(P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1))
+
+    async def serve(raw: bytes, req: Any) -> bytes | None:
+        if req is None:
+            return status
+        if isinstance(req, P.HeadersReq):
+            start = next((i for i, x in enumerate(published) if x.prev_hash in req.locator), None)
+            hs = [] if start is None else [x.header for x in published[start:]]
+            return P.encode_headers([h.serialize() for h in hs])
+        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
+
+    async def scenario() -> tuple[set[bytes], set[bytes]]:
+        hp = HostilePeer("regtest", responder=serve)
+        await hp.start()
+        try:
+            st = await asyncio.to_thread(a.status)
+            await hp.connect(st["listen"][0])
+            await hp.wait_subscribed(st["peer_id"], "blocks")
+            for blk in lighter:
+                published.append(blk)
+                await hp.publish_raw("blocks", encode_block(blk))
+
+            def headers_only() -> bool:
+                return tips(a).get(lighter[-1].hash.hex()) == "headers-only"
+
+            await wait_until(lambda: asyncio.to_thread(headers_only), what="branch header seen")
+            # The tie (height 4) is stored; the three lighter bodies are not.
+            stored = [await asyncio.to_thread(body_status, a, blk) for blk in lighter]
+            assert stored == [404, 404, 404, "headers-only"], stored
+            asked_while_lighter = {
+                h for _, r in hp.requests if isinstance(r, P.BlocksReq) for h in r.hashes
+            }
+            for blk in leading:
+                published.append(blk)
+                await hp.publish_raw("blocks", encode_block(blk))
+
+            def reorged() -> bool:
+                return bool(a.status()["tip"] == branch[-1].hash.hex())
+
+            await wait_until(lambda: asyncio.to_thread(reorged), what="A reorgs to the branch")
+            asked = {h for _, r in hp.requests if isinstance(r, P.BlocksReq) for h in r.hashes}
+            assert hp.peer_id not in (await asyncio.to_thread(a.status))["banned"]
+            return asked_while_lighter, asked
+        finally:
+            await hp.stop()
+
+    asked_while_lighter, asked = asyncio.run(scenario())
+    assert asked_while_lighter == set()  # nothing asked of it while lighter
+    assert {b.hash for b in lighter[:3]} <= asked  # the refused bodies, once it led
+    assert [body_status(a, b) for b in branch] == ["active"] * len(branch)
+    assert len(a.api.get("/chain?limit=100")) == 7  # genesis and the 6 of the branch
+    with pytest.raises(ApiError):
+        a.api.get("/blocks/" + "00" * 32)
