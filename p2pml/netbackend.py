@@ -9,7 +9,7 @@ and future-dated messages are ignored without penalty.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING
 
 from p2pml.chain.state import Status
@@ -73,6 +73,9 @@ class NodeBackend:
                 out.append(b)
         return out
 
+    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
+        return list(self.chain.bodiless_ancestors(block_hash, skip))
+
     def has_block(self, block_hash: bytes) -> bool:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
@@ -91,16 +94,16 @@ class NodeBackend:
             return BlockOutcome(BlockStatus.INVALID, reason)
         if update.orphaned:
             return BlockOutcome(BlockStatus.ORPHAN)
+        if update.needs_ancestors:
+            # A branch is ahead now, but an ancestor has only its header (it
+            # came while that branch was lighter): the sender has the bodies.
+            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         if update.low_work:
             return BlockOutcome(BlockStatus.LOW_WORK, "low-work")
         own = [r for h, r in update.rejected if h == block.hash]
         if own:
             return BlockOutcome(BlockStatus.INVALID, own[0])
         e = self.chain.entry(block.hash)
-        if e is not None and not e.chain_has_data and e.chain_work > self.chain.tip.chain_work:
-            # It puts its branch ahead, but an ancestor has only its header (it
-            # came while that branch was lighter): the sender has the bodies.
-            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         if e is None or not self.chain.in_active_chain(e):
             why = "pending-data" if update.waiting else "duplicate"
             return BlockOutcome(BlockStatus.DUPLICATE, why)

@@ -13,7 +13,7 @@ and candidate tips are a small set.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
@@ -121,6 +121,9 @@ class ChainUpdate:
     waiting: list[tuple[bytes, str]] = field(default_factory=list)  # (block, missing cid)
     orphaned: bool = False
     low_work: bool = False  # unrequested, lighter than our chain: header kept, body not
+    # A branch touched here is now ahead of the tip but some ancestor has only
+    # its header: the sender should be asked for the missing bodies.
+    needs_ancestors: bool = False
     tip_changed: bool = False
     headers_ok: int = 0  # accept_headers: how many headers passed before an error
     error: ValidationError | None = None  # why the submitted object was refused
@@ -381,6 +384,26 @@ class ChainState:
                 return e
         return self.active[0]
 
+    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
+        """``block_hash`` and its ancestors that lack a body, oldest first.
+
+        Walks down while some body is missing below (``chain_has_data`` is
+        false), and stops at a failed entry or one in ``skip`` (already asked
+        for), so a caller that skips what it asked before pays only for what
+        is new. Walks the index only: what a header session asks bodies for is
+        the branch it actually reached, not the headers it was sent.
+        """
+        out: list[BlockHeader] = []
+        e = self.index.get(block_hash)
+        while e is not None and not e.chain_has_data and not e.status.failed:
+            if e.hash in skip:
+                break
+            if not e.has_data:
+                out.append(e.header)
+            e = e.parent
+        out.reverse()
+        return out
+
     def headers_after(
         self, locator: Iterable[bytes], stop: bytes | None = None, limit: int = 2000
     ) -> list[BlockHeader]:
@@ -479,6 +502,17 @@ class ChainState:
             self._note_reject(block.hash, err.reason)
         finally:
             self._flush_pending()
+        # The block and the orphans it let in: children adopted after a
+        # lighter parent may put the branch ahead though the parent is bodiless.
+        touched = [*update.new_entries, self.index.get(block.hash)]
+        update.needs_ancestors = any(
+            x is not None
+            and x.has_data
+            and not x.chain_has_data
+            and not x.status.failed
+            and x.chain_work > self.tip.chain_work
+            for x in touched
+        )
         return update
 
     def _accept_one(

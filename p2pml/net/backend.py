@@ -9,7 +9,7 @@ service), so an implementation needs no locking.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,6 +71,11 @@ class ChainBackend(Protocol):
 
     def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
         """The stored blocks among ``hashes``, in request order (unknown skipped)."""
+        ...
+
+    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
+        """``block_hash`` and its ancestors without a body, oldest first, up to
+        the first that has one or is in ``skip``."""
         ...
 
     def has_block(self, block_hash: bytes) -> bool:

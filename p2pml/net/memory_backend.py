@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState, ChainUpdate, MemoryBlockSource
@@ -50,6 +50,9 @@ class MemoryChainBackend:
                 out.append(b)
         return out
 
+    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
+        return self.chain.bodiless_ancestors(block_hash, skip)
+
     def has_block(self, block_hash: bytes) -> bool:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
@@ -68,11 +71,10 @@ class MemoryChainBackend:
                 return BlockOutcome(BlockStatus.INVALID, reason, update.tip_changed)
         if update.orphaned:
             return BlockOutcome(BlockStatus.ORPHAN, "prev-unknown")
+        if update.needs_ancestors:
+            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         if update.low_work:
             return BlockOutcome(BlockStatus.LOW_WORK, "low-work")
-        e = self.chain.entry(block.hash)
-        if e is not None and not e.chain_has_data and e.chain_work > self.chain.tip.chain_work:
-            return BlockOutcome(BlockStatus.ORPHAN, "missing-ancestors")
         return BlockOutcome(BlockStatus.ACCEPTED, "", update.tip_changed)
 
     async def submit_headers(

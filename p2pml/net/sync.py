@@ -5,9 +5,10 @@
 2. A header session (one at a time) walks the peer's chain with locators,
    2,000 headers per round; each batch must link and is checked by the
    backend (PoW, retarget, time) before any body is requested. Bodies are
-   requested only once the branch's headers carry at least our chain's work:
-   a lighter branch can never become ours, so storing it would only let a
-   peer fill our disk with blocks forked where work is cheap.
+   requested only once a batch's last header carries at least our chain's
+   work, and only those missing below it in our index: a lighter branch can
+   never become ours, so storing it would only let a peer fill our disk
+   with blocks forked where work is cheap.
 3. Bodies are fetched from every peer that has them: batches of up to 128,
    two requests in flight per peer, inside a window of 1,024 blocks past the
    first missing one; they are submitted strictly in header order. A request
@@ -122,7 +123,9 @@ class SyncManager:
             return
         p.height = max(p.height, block.height)
         p.synced_to = None
-        if peer_id != self._session and peer_id not in self._pending_sessions:
+        # Also while a session with this peer runs: it may have ended its walk
+        # before this block existed, so it walks once more afterwards.
+        if peer_id not in self._pending_sessions:
             self._pending_sessions.append(peer_id)
         self.maybe_sync()
 
@@ -203,7 +206,7 @@ class SyncManager:
         backend = self.h.backend
         locator = backend.locator()
         target = self.peers[peer_id].tip_hash if peer_id in self.peers else None
-        lighter: list[BlockHeader] = []  # this session's headers, branch not yet as heavy as ours
+        reached = False  # did any batch reach our chain's work?
         while peer_id in self.peers:
             req = P.HeadersReq(tuple(locator[: P.MAX_LOCATOR]), None)
             try:
@@ -230,10 +233,13 @@ class SyncManager:
                 out.error,
             )
             self.h.counters.inc("sync_headers", out.accepted)
-            lighter += headers[: out.accepted]
-            if lighter and out.chain_work >= backend.status().chain_work:
-                self._want_bodies(lighter)
-                lighter = []
+            if out.accepted and out.chain_work >= backend.status().chain_work:
+                # Bodies of the branch the last header is on, found in the
+                # index: not the headers sent, which a peer may have taken
+                # from a lighter branch before jumping to a known heavy one.
+                reached = True
+                last = headers[out.accepted - 1].hash
+                self._want_bodies(backend.bodiless_ancestors(last, self._want))
             p = self.peers.get(peer_id)
             if p is not None and out.accepted:
                 p.height = max(p.height, headers[out.accepted - 1].height)
@@ -246,11 +252,9 @@ class SyncManager:
             if len(headers) < P.MAX_HEADERS:
                 break
             locator = [headers[-1].hash, *locator]
-        if lighter:
+        if not reached:
             self.h.counters.inc("sync_lighter_branches")
-            log.debug(
-                "%s: branch of %d headers lighter than ours, no bodies", peer_id, len(lighter)
-            )
+            log.debug("%s: its branch is not heavier than ours; no bodies asked", peer_id)
         p = self.peers.get(peer_id)
         if p is not None:
             p.synced_to = target

@@ -186,3 +186,37 @@ async def test_branch_gossiped_while_lighter_is_fetched_once_it_leads(
         assert a.metrics().get("penalties", 0) == 0
     finally:
         await hp.stop()
+
+
+async def test_headers_jumping_to_a_known_branch_do_not_unlock_lighter_bodies(
+    net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch 1: cheap headers forked at genesis. Batch 2: our own tip's header,
+    which reaches our work. Only the branch the last header is on may have
+    its bodies asked for, and ours has them all."""
+    monkeypatch.setattr(P, "MAX_HEADERS", 5)  # a full batch, so the session asks again
+    ours = builder.chain(builder.genesis, 12)
+    cheap = builder.chain(builder.genesis, 5, miner=b"\x66" * 32)
+    claim = P.encode_status(P.StatusMsg(REGTEST.genesis_hash, cheap[-1].hash, 5, 10**30))
+    batches = [[x.header for x in cheap], [ours[-1].header]]
+
+    async def jump(raw: bytes, req: object) -> bytes | None:
+        if req is None:
+            return claim
+        if isinstance(req, P.HeadersReq):
+            hs = batches.pop(0) if batches else []
+            return P.encode_headers([h.serialize() for h in hs])
+        return P.encode_blocks([encode_block(x) for x in cheap if x.hash in req.hashes])  # type: ignore[attr-defined]
+
+    liar = HostilePeer(responder=jump)
+    await liar.start()
+    try:
+        c = await net.node(blocks=ours, bootstrap=(liar.listen_addrs()[0],))
+        await wait_until(lambda: not batches, what="both batches served")
+        await wait_until(lambda: not c.sync.busy(), what="the session to end")
+        chain = backend(c).chain
+        assert all(not chain.entry(x.hash).has_data for x in cheap)  # type: ignore[union-attr]
+        assert not any(isinstance(r, P.BlocksReq) for _, r in liar.requests)
+        assert tip(c) == ours[-1].hash
+    finally:
+        await liar.stop()

@@ -104,3 +104,32 @@ def test_unrequested_block_ahead_of_a_fresh_node_is_stored() -> None:
     a1 = b.chain(b.genesis, 1)[0]
     up = gossip(n, a1)
     assert not up.low_work and n.tip == a1.hash
+
+
+def test_orphans_adopted_after_a_lighter_parent_ask_for_its_body() -> None:
+    #   G - a1 - a2 - a3*
+    #    \
+    #     b1 - b2 - b3 - b4   (gossiped b4, b3, b2, then b1)
+    # b1 and b2 are lighter: headers only. b3 ties, b4 leads: both stored, so
+    # the branch is ahead but cannot connect until b1, b2 come; the update says so.
+    b, n = Builder(), Node()
+    a = b.chain(b.genesis, 3)
+    bb = b.chain(b.genesis, 4, miner=OTHER)
+    n.feed_all(a)
+    for x in reversed(bb[1:]):
+        assert gossip(n, x).orphaned
+    up = gossip(n, bb[0])
+    assert up.low_work and up.needs_ancestors
+    assert [n.chain.entry(x.hash).has_data for x in bb] == [False, False, True, True]  # type: ignore[union-attr]
+    assert n.chain.bodiless_ancestors(bb[-1].hash, ()) == [bb[0].header, bb[1].header]
+    assert n.chain.bodiless_ancestors(bb[-1].hash, {bb[1].hash}) == []  # asked already
+    assert n.chain.bodiless_ancestors(a[-1].hash, ()) == []  # the active chain has them all
+
+
+def test_a_lighter_block_alone_does_not_ask_for_ancestors() -> None:
+    b, n = Builder(), Node()
+    a = b.chain(b.genesis, 3)
+    bb = b.chain(b.genesis, 3, miner=OTHER)
+    n.feed_all(a)
+    ups = [gossip(n, x) for x in bb]
+    assert [u.needs_ancestors for u in ups] == [False, False, False]  # b3 only ties
