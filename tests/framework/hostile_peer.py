@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
+from p2pml.chain.encoding import encode_block
 from p2pml.chain.params import params_for
 from p2pml.chain.pow import bits_to_target, block_work
+from p2pml.chain.types import Block
 from p2pml.crypto import Identity
 from p2pml.net import protocol as P
 from p2pml.net.bridge import TrioBridge
@@ -56,6 +58,27 @@ def genesis_responder(network: str) -> Responder:
         if isinstance(req, P.HeadersReq):
             return P.encode_headers([])
         return P.encode_blocks([])
+
+    return respond
+
+
+def branch_responder(status: bytes, branch: Sequence[Block]) -> Responder:
+    """Answers ``status``; headers of ``branch`` from the first block that
+    builds on a locator hash; and the bodies of ``branch`` asked for.
+
+    ``branch`` is read at every request: a list the test extends is served
+    as it grows (a peer serves only what it has gossiped so far).
+    """
+
+    async def respond(raw: bytes, req: Any) -> bytes | None:
+        if req is None:
+            return status
+        if isinstance(req, P.HeadersReq):
+            start = next((i for i, x in enumerate(branch) if x.prev_hash in req.locator), None)
+            headers = [] if start is None else [x.header for x in branch[start:]]
+            return P.encode_headers([h.serialize() for h in headers])
+        by_hash = {x.hash: x for x in branch}
+        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
 
     return respond
 

@@ -9,7 +9,6 @@ leads, the node asks it for the bodies it refused and reorgs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -19,7 +18,7 @@ from p2pml.chain.template import build_block, solve
 from p2pml.chain.types import Block
 from p2pml.errors import ApiError
 from p2pml.net import protocol as P
-from tests.framework.hostile_peer import HostilePeer
+from tests.framework.hostile_peer import HostilePeer, branch_responder
 from tests.framework.testnode import NodeSet, TestNode
 from tests.framework.waiting import wait_until
 
@@ -56,21 +55,11 @@ def test_lighter_gossiped_branch_keeps_headers_until_it_leads(nodes: NodeSet) ->
     a.mine(4)
     branch = cheap_branch(6)
     lighter, leading = branch[:4], branch[4:]  # 4 ties A at best; 5 and 6 lead
-    by_hash = {b.hash: b for b in branch}
     published: list[Block] = []  # the peer serves only what it has gossiped
-    status = P.encode_status(P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1))
-
-    async def serve(raw: bytes, req: Any) -> bytes | None:
-        if req is None:
-            return status
-        if isinstance(req, P.HeadersReq):
-            start = next((i for i, x in enumerate(published) if x.prev_hash in req.locator), None)
-            hs = [] if start is None else [x.header for x in published[start:]]
-            return P.encode_headers([h.serialize() for h in hs])
-        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
+    claims_nothing = P.encode_status(P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1))
 
     async def scenario() -> tuple[set[bytes], set[bytes]]:
-        hp = HostilePeer("regtest", responder=serve)
+        hp = HostilePeer("regtest", responder=branch_responder(claims_nothing, published))
         await hp.start()
         try:
             st = await asyncio.to_thread(a.status)

@@ -8,7 +8,7 @@ from p2pml.chain.encoding import encode_block
 from p2pml.chain.params import REGTEST
 from p2pml.net import protocol as P
 from tests.framework.chainbuilder import Builder
-from tests.framework.hostile_peer import HostilePeer
+from tests.framework.hostile_peer import HostilePeer, branch_responder
 from tests.framework.waiting import wait_until
 
 from .conftest import OTHER_GENESIS, Net, backend, height, tip
@@ -116,19 +116,7 @@ async def test_lighter_branch_gets_headers_but_no_body_requests(net: Net, builde
     claim = P.encode_status(
         P.StatusMsg(REGTEST.genesis_hash, lighter[-1].hash, lighter[-1].height, 10**30)
     )
-    by_hash = {x.hash: x for x in ours[:2] + lighter}
-
-    async def serve_lighter(raw: bytes, req: object) -> bytes | None:
-        if req is None:
-            return claim
-        if isinstance(req, P.HeadersReq):
-            start = next((i for i, x in enumerate(lighter) if x.prev_hash in req.locator), None)
-            hs = [] if start is None else [x.header for x in lighter[start:]]
-            return P.encode_headers([h.serialize() for h in hs])
-        assert isinstance(req, P.BlocksReq)
-        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
-
-    liar = HostilePeer(responder=serve_lighter)
+    liar = HostilePeer(responder=branch_responder(claim, lighter))
     await liar.start()
     try:
         c = await net.node(blocks=ours, bootstrap=(liar.listen_addrs()[0],))
@@ -155,22 +143,8 @@ async def test_branch_gossiped_while_lighter_is_fetched_once_it_leads(
     base = builder.chain(builder.genesis, 3)
     ours = builder.chain(base[-1].hash, 3)
     theirs = builder.chain(base[-1].hash, 4, miner=b"\x55" * 32)
-    by_hash = {x.hash: x for x in base + theirs}
-    status = P.encode_status(
-        P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1)  # claims nothing
-    )
-
-    async def serve_theirs(raw: bytes, req: object) -> bytes | None:
-        if req is None:
-            return status
-        if isinstance(req, P.HeadersReq):
-            start = next((i for i, x in enumerate(theirs) if x.prev_hash in req.locator), None)
-            hs = [] if start is None else [x.header for x in theirs[start:]]
-            return P.encode_headers([h.serialize() for h in hs])
-        assert isinstance(req, P.BlocksReq)
-        return P.encode_blocks([encode_block(by_hash[h]) for h in req.hashes if h in by_hash])
-
-    hp = HostilePeer(responder=serve_theirs)
+    claims_nothing = P.encode_status(P.StatusMsg(REGTEST.genesis_hash, REGTEST.genesis_hash, 0, 1))
+    hp = HostilePeer(responder=branch_responder(claims_nothing, theirs))
     await hp.start()
     try:
         a = await net.node(blocks=base + ours)
