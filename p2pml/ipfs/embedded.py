@@ -64,11 +64,13 @@ class EmbeddedBackend:
     @property
     def pid(self) -> int | None:
         """The node process's pid while it runs (tests, benchmarks)."""
-        proc = self._proc
-        return proc.get_pid() if proc is not None and proc.get_returncode() is None else None
+        proc = self._live()
+        return proc.get_pid() if proc is not None else None
 
-    def _running(self) -> bool:
-        return self._proc is not None and self._proc.get_returncode() is None
+    def _live(self) -> asyncio.SubprocessTransport | None:
+        """The node process's transport while the process runs."""
+        proc = self._proc
+        return proc if proc is not None and proc.get_returncode() is None else None
 
     @property
     def swarm_addrs(self) -> list[str]:
@@ -85,7 +87,7 @@ class EmbeddedBackend:
         async with self._start_lock:
             if self._closed:
                 raise DaemonUnavailable(f"{self.unreachable_state}: closed")
-            if self._running():
+            if self._live() is not None:
                 return
             await self._spawn()
         await self._connect_peers()
@@ -147,8 +149,8 @@ class EmbeddedBackend:
     async def _call(self, op: str, args: dict[str, Any] | None = None, ensure: bool = True) -> Any:
         if ensure:
             await self._ensure_running()
-        proc, channel = self._proc, self._channel
-        stdin = proc.get_pipe_transport(0) if proc is not None and self._running() else None
+        proc, channel = self._live(), self._channel
+        stdin = proc.get_pipe_transport(0) if proc is not None else None
         if channel is None or not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
             raise DaemonUnavailable(self.unreachable_state)
         req_id = next(self._ids)
