@@ -115,10 +115,8 @@ class NodeBackend:
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
         update = await self.node.chain_mgr.submit_headers(list(headers))
-        ok = update.headers_ok if update.error is not None else len(headers)
-        last = self.chain.entry(headers[ok - 1].hash) if ok else None
-        work = last.chain_work if last is not None else 0
-        return HeadersOutcome(ok, update.error.reason if update.error else None, work)
+        reason = update.error.reason if update.error is not None else None
+        return HeadersOutcome(update.headers_ok, reason, update.headers_work)
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         try:

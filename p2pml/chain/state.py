@@ -126,6 +126,7 @@ class ChainUpdate:
     needs_ancestors: bool = False
     tip_changed: bool = False
     headers_ok: int = 0  # accept_headers: how many headers passed before an error
+    headers_work: int = 0  # accept_headers: chain work at the last header that passed
     error: ValidationError | None = None  # why the submitted object was refused
 
     def raise_error(self) -> None:
@@ -469,8 +470,9 @@ class ChainState:
         update = ChainUpdate()
         try:
             for header in headers:
-                self.accept_header(header, now, update)
+                e = self.accept_header(header, now, update)
                 update.headers_ok += 1
+                update.headers_work = e.chain_work
         except ValidationError as err:
             update.error = err
         return update

@@ -87,12 +87,8 @@ class MemoryChainBackend:
                 if self.chain.entry(h.hash) is None:
                     break
                 known += 1
-            return HeadersOutcome(known, update.error.reason, self._work_of(headers[:known]))
-        return HeadersOutcome(len(headers), None, self._work_of(headers))
-
-    def _work_of(self, headers: Sequence[BlockHeader]) -> int:
-        e = self.chain.entry(headers[-1].hash) if headers else None
-        return e.chain_work if e is not None else 0
+            return HeadersOutcome(known, update.error.reason, update.headers_work)
+        return HeadersOutcome(len(headers), None, update.headers_work)
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         self.gossip.append((kind, obj, from_peer))
