@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from p2pml.api.dashboard import add_dashboard
 from p2pml.api.openapi import openapi_document
 from p2pml.errors import DecodeError, P2PMLError, ValidationError
 
@@ -252,4 +253,5 @@ def make_app(node: Node) -> web.Application:
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
+    add_dashboard(app)
     return app
