@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from p2pml.chain.state import ChainUpdate
-from p2pml.chain.tasks import ResultTx, TaskTx, result_key, task_key
+from p2pml.chain.tasks import ResultTx, TaskTx, is_audited, result_key, task_key
 from p2pml.chain.types import Block
 from p2pml.crypto import Identity
 from p2pml.errors import DecodeError, MissingDataError, TrainingError, ValidationError
@@ -347,6 +347,7 @@ class TaskService:
             "model_cid": rec["model_cid"],
             "train_rows": rec["train_rows"],
             "train_ms": rec["train_ms"],
+            "audited": is_audited(self.chain_mgr.params, bytes(rec["block"]), result_id),
         }
 
     def results(self, task_id: bytes | None) -> list[dict[str, Any]]:

@@ -150,6 +150,7 @@ SCHEMAS: dict[str, Any] = {
             "train_ms": {"type": "integer"},
             "height": {"type": "integer"},
             "block": HEX64,
+            "audited": {"type": "boolean"},
         },
     },
     "NewTask": {

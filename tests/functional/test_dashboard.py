@@ -33,7 +33,7 @@ def page_height_is(n: int) -> str:
 
 
 def publish_and_finish_task(nodes: list[TestNode], tmp_path: Path) -> tuple[str, dict[str, Any]]:
-    """A ridge task trained by all three nodes (one round each), mined to the end."""
+    """A ridge task trained by all three nodes for two rounds, mined to the end."""
     a, b, _ = nodes
     csv = tmp_path / "diabetes.csv"
     load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
@@ -48,12 +48,12 @@ def publish_and_finish_task(nodes: list[TestNode], tmp_path: Path) -> tuple[str,
                 "kind": "regression",
                 "metric": "r2",
                 "params": {"alpha": 0.3},
-                "rounds": 1,
+                "rounds": 2,
                 "partition_fraction": 0.6,
                 "bounty": 300_000,
                 "fee": 5_000,
                 "deadline": 4,
-                "max_results": 3,
+                "max_results": 6,
             },
         )["id"]
     )
@@ -61,12 +61,12 @@ def publish_and_finish_task(nodes: list[TestNode], tmp_path: Path) -> tuple[str,
     a.mine(1)
     sync_blocks(nodes)
     wait_until_sync(
-        lambda: len(a.api.get("/mempool")) == 3, 180, what="three verified results at node0"
+        lambda: len(a.api.get("/mempool")) == 6, 180, what="six verified results at node0"
     )
     a.mine(1)
     sync_blocks(nodes)
     view = dict(a.api.get(f"/tasks/{task_id}"))
-    assert view["status"] == "closed" and len(view["results"]) == 3
+    assert view["status"] == "closed" and len(view["results"]) == 6
     return task_id, view
 
 
@@ -101,7 +101,7 @@ def test_dashboard_in_chromium(nodes: NodeSet, tmp_path: Path) -> None:
 
         # Its leaderboard (best first, rewards paid) and its chart (one dot per result).
         rows = "document.querySelectorAll('#leaderboard tbody tr')"
-        browser.wait_for(f"{rows}.length === 3", 30, what="leaderboard")
+        browser.wait_for(f"{rows}.length === 6", 30, what="leaderboard")
         first = browser.eval("document.querySelector('#leaderboard tbody tr').dataset.resultId")
         assert first == best["result"]
         rewards = browser.eval(
@@ -118,9 +118,22 @@ def test_dashboard_in_chromium(nodes: NodeSet, tmp_path: Path) -> None:
         )
         assert sorted(dots) == sorted(r["id"] for r in view["results"])
 
-        # Recent blocks: the task's block shows one task, the next one three results.
+        # The audit state of each result, as the chain drew it.
+        audits = browser.eval(
+            f"Object.fromEntries([...{rows}].map(tr => [tr.dataset.resultId, "
+            "tr.querySelector('td:nth-child(5)').textContent]))"
+        )
+        assert audits == {
+            r["id"]: f"{'audited' if r['audited'] else 'metric checked'}, block {r['height']}"
+            for r in view["results"]
+        }
+        # The best-so-far line has a point per round.
+        line = browser.eval("document.querySelector('#chart polyline').getAttribute('points')")
+        assert len(line.split()) == 2
+
+        # Recent blocks: the task's block shows one task, the next one six results.
         task_height = view["height"]
-        for h, col, want in ((task_height, 6, "1"), (task_height + 1, 7, "3")):
+        for h, col, want in ((task_height, 6, "1"), (task_height + 1, 7, "6")):
             got = browser.eval(text_of(f'#blocks tr[data-height="{h}"] td:nth-child({col})'))
             assert got == want, (h, col, got)
         assert browser.eval(text_of('#tips tr[data-status="active"] td')) == str(height)
@@ -169,7 +182,7 @@ def test_dashboard_in_chromium(nodes: NodeSet, tmp_path: Path) -> None:
 
         # Back to the trained task for the picture: its leaderboard and chart.
         browser.click(row)
-        browser.wait_for(f"{rows}.length === 3", 30, what="leaderboard of the trained task")
+        browser.wait_for(f"{rows}.length === 6", 30, what="leaderboard of the trained task")
         shot = browser.screenshot(tmp_path / "dashboard.png")
         print(f"dashboard screenshot: {shot}")
         assert shot.stat().st_size > 10_000

@@ -235,9 +235,13 @@ function renderTask(task) {
     ranked.map((r, i) => {
       const claimed = el("td", fmtMetric(r.metric), "metric");
       claimed.dataset.value = String(r.metric);
-      // A result is verified (re-trained and scored on the holdout) before it
-      // enters the mempool and again when a block carrying it is connected.
-      const audit = r.status === "confirmed" ? `verified, block ${r.height}` : "verified, pending";
+      // Every result's metric is recomputed on the holdout. A pooled result was
+      // also re-trained (audited) before it entered the mempool; in a block, the
+      // block hash draws which results every node re-trains.
+      const audit =
+        r.status !== "confirmed"
+          ? "audited, pending"
+          : `${r.audited ? "audited" : "metric checked"}, block ${r.height}`;
       // The payout is per trainer key: show it once, on the trainer's best row.
       const pay = el("td", "–", "reward");
       if (reward.has(r.trainer) && !rewarded.has(r.trainer)) {
@@ -321,6 +325,15 @@ function renderChart(results, metric, up) {
     });
   }
   $("chart").replaceChildren(svg);
+  const trainers = [...new Set(results.map((r) => r.trainer))];
+  $("chart-legend").replaceChildren(
+    ...trainers.map((t, i) => {
+      const item = el("span", short(t, 12), "legend-item");
+      item.prepend(el("span", null, "swatch c" + (i % 6)));
+      item.title = t;
+      return item;
+    }),
+  );
 }
 
 // -- refresh loop ----------------------------------------------------------------
