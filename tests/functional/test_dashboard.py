@@ -3,10 +3,11 @@ real three-node devnet on loopback.
 
 The page must show the node's current height, a published task with its
 best metric, the leaderboard and chart of that task, and follow new blocks
-as they arrive; it must change nothing without the admin token; its actions
-must work with it. Chromium is pinned to loopback, every URL the page asked
-for is on the node's own origin, and no socket of the browser's process
-tree ever touched an address outside loopback.
+and a reorg as they arrive; it must change nothing without the admin token;
+its actions (mine on regtest, publish a task) must work with it. Chromium
+is pinned to loopback, every URL the page asked for is on the node's own
+origin, and no socket of the browser's process tree ever touched an address
+outside loopback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any
 from sklearn.datasets import load_diabetes
 
 from tests.framework.browser import Browser
-from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks, wait_until_sync
+from tests.framework.testnode import (
+    NodeSet,
+    TestNode,
+    connect_nodes,
+    split_network,
+    sync_blocks,
+    wait_until_sync,
+)
 
 HOSTILE_TARGET = '<img id="xss" src="/static/none" onerror="document.body.dataset.pwned=1">'
 
@@ -159,26 +167,42 @@ def test_dashboard_in_chromium(nodes: NodeSet, tmp_path: Path) -> None:
         browser.wait_for(page_height_is(height + 2), 30, what="page to show the mined block")
         assert a.height == height + 2
 
-        # Task fields come from peers: markup in them is shown as text, never run.
-        hostile = a.api.post(
-            "/tasks",
-            {
-                "dataset_cid": view["spec"]["dataset_cid"],
-                "target": HOSTILE_TARGET,
-                "model": "ridge",
-                "kind": "regression",
-                "metric": "r2",
-                "rounds": 1,
-                "bounty": 1000,
-                "fee": 1000,
-            },
-        )["id"]
-        hostile_row = f'#tasks tr[data-task-id="{hostile}"]'
-        browser.wait_for(f"!!document.querySelector('{hostile_row}')", 30, what="hostile task row")
-        browser.click(hostile_row)
+        # Publishing through the page's form (the token is still there). Task
+        # fields come from peers: markup in them is shown as text, never run.
+        hostile_spec = {
+            "dataset_cid": view["spec"]["dataset_cid"],
+            "target": HOSTILE_TARGET,
+            "model": "ridge",
+            "kind": "regression",
+            "metric": "r2",
+            "rounds": 1,
+            "bounty": 1000,
+            "fee": 1000,
+        }
+        browser.click("#publish-form summary")
+        browser.eval("document.getElementById('task-json').value = ''")
+        browser.type_into("#task-json", json.dumps(hostile_spec))
+        browser.click("#publish-button")
+        browser.wait_for(f"{text_of('#action-status')}.startsWith('published task')", 30)
+        hostile = browser.eval("document.getElementById('action-status').dataset.taskId")
+        browser.wait_for(f"document.getElementById('task-id').title === '{hostile}'", 10)
+        assert a.api.get(f"/tasks/{hostile}")["spec"]["target"] == HOSTILE_TARGET
         browser.wait_for(f"{text_of('#task-summary')}.includes({json.dumps(HOSTILE_TARGET)})", 30)
         assert browser.eval("document.getElementById('xss') === null")
         assert browser.eval("document.body.dataset.pwned === undefined")
+
+        # A reorg: node 0 mines alone, the others mine a longer branch, they meet.
+        sync_blocks(trio)
+        split_network([[a], [b, c]])
+        a.mine(1)
+        c.mine(2)
+        sync_blocks([b, c])
+        connect_nodes(a, c)
+        sync_blocks(trio)
+        browser.wait_for(page_height_is(height + 4), 60, what="page to show the heavier branch")
+        browser.wait_for(f"{text_of('#reorgs')} === '1 (deepest 1)'", 30, what="reorg count")
+        fork = '#tips tr[data-status="valid-fork"] td'
+        browser.wait_for(f"{text_of(fork)} === '{height + 3}'", 30, what="the fork's tip")
 
         # Back to the trained task for the picture: its leaderboard and chart.
         browser.click(row)

@@ -15,6 +15,7 @@ const blockCache = new Map(); // hash -> summary of the block's transactions (bl
 let selectedTask = null;
 let lastTaskIds = "";
 let refreshing = false;
+let again = false;
 
 // -- small helpers ---------------------------------------------------------------
 
@@ -207,10 +208,18 @@ function selectTask(id) {
   for (const tr of $("tasks").tBodies[0].rows) {
     tr.classList.toggle("selected", tr.dataset.taskId === id);
   }
+  // Nothing of the previous task stays on screen while this one loads.
+  $("task-id").textContent = short(id, 16);
+  $("task-id").title = id;
+  for (const part of ["task-status", "task-summary", "chart-caption"]) $(part).textContent = "";
+  $("chart").replaceChildren();
+  $("chart-legend").replaceChildren();
+  fill("leaderboard", []);
   refresh();
 }
 
 function renderTask(task) {
+  if (task.id !== selectedTask) return; // fetched before the user picked another
   $("task-detail").hidden = false;
   $("task-id").textContent = short(task.id, 16);
   $("task-id").title = task.id;
@@ -339,8 +348,12 @@ function renderChart(results, metric, up) {
 // -- refresh loop ----------------------------------------------------------------
 
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing) {
+    again = true; // asked for while one runs: run once more right after it
+    return;
+  }
   refreshing = true;
+  again = false;
   try {
     const [st, chain, tips, peers, mempool, tasks, metricsText] = await Promise.all([
       getJson("/status"),
@@ -368,6 +381,7 @@ async function refresh() {
   } finally {
     refreshing = false;
   }
+  if (again) await refresh();
 }
 
 function loop() {
@@ -382,6 +396,7 @@ function token() {
 
 function say(text, ok) {
   const s = $("action-status");
+  delete s.dataset.taskId;
   s.textContent = text;
   s.className = "status " + (ok ? "ok" : "bad");
 }
@@ -430,8 +445,8 @@ async function publishTask() {
   const got = await send("POST", "/tasks", body);
   if (got) {
     say(`published task ${short(got.id, 16)}`, true);
-    selectedTask = got.id;
-    refresh();
+    $("action-status").dataset.taskId = got.id;
+    selectTask(got.id);
   }
 }
 
