@@ -210,12 +210,19 @@ def test_dashboard_in_chromium(nodes: NodeSet, tmp_path: Path) -> None:
         shot = browser.screenshot(tmp_path / "dashboard.png")
         print(f"dashboard screenshot: {shot}")
         assert shot.stat().st_size > 10_000
+
+        # The node goes away: the page says so instead of showing stale figures as live.
+        a.stop()
+        browser.wait_for(f"{text_of('#conn')}.startsWith('node unreachable')", 30)
     finally:
         browser.close()
 
     assert browser.exceptions == [], browser.exceptions
-    # The only console errors allowed are the two refused actions above (HTTP 401).
-    assert [e for e in browser.console_errors if "401" not in e] == [], browser.console_errors
+    # The only console errors allowed are the two refused actions above (HTTP 401)
+    # and the failed fetches after node 0 stopped.
+    expected = ("401", "ERR_CONNECTION_REFUSED")
+    unexpected = [e for e in browser.console_errors if not any(x in e for x in expected)]
+    assert unexpected == [], browser.console_errors
     outside = [u for u in browser.requests if not u.startswith(base + "/")]
     assert outside == [], outside
     assert any(u.endswith("/static/dashboard.js") for u in browser.requests)

@@ -470,6 +470,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("token").value = "";
     say("token forgotten", true);
   });
+  $("token-form").addEventListener("submit", (ev) => ev.preventDefault()); // Enter in the field
   $("mine-button").addEventListener("click", mineOne);
   $("publish-button").addEventListener("click", publishTask);
   $("task-json").value = JSON.stringify(TASK_TEMPLATE, null, 2);
