@@ -91,7 +91,8 @@ class LoopbackGuard:
             return
         for p in procs:
             try:
-                conns = p.net_connections(kind="inet")
+                # psutil >= 6 names it net_connections; 5.x only has connections
+                conns = (getattr(p, "net_connections", None) or p.connections)(kind="inet")
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             for c in conns:
@@ -126,6 +127,7 @@ class Browser:
         self._replies: dict[int, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self._closed = False
+        self.session = ""  # the page's DevTools session, set by _open_page
         cmd_r, self._cmd_w = os.pipe()
         self._res_r, res_w = os.pipe()
 
@@ -161,6 +163,13 @@ class Browser:
         self.guard.start()
         self._reader = threading.Thread(target=self._read, name="cdp-reader", daemon=True)
         self._reader.start()
+        try:
+            self._open_page()
+        except BaseException:
+            self.close()  # never leave a browser behind a failed start
+            raise
+
+    def _open_page(self) -> None:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
@@ -169,7 +178,7 @@ class Browser:
             self.page_call(f"{domain}.enable")
         self.page_call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
         )
 
     # -- protocol ----------------------------------------------------------------
