@@ -13,8 +13,7 @@ from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING
 
 from p2pml.chain.state import Status
-from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.types import Block, BlockHeader
+from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict
 

@@ -22,11 +22,11 @@ from aiohttp import web
 from p2pml import __version__
 from p2pml.api.render import block_json, entry_json
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx, parse_hash
+from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import NetworkParams, dev_identity, params_for
 from p2pml.chain.state import ChainUpdate
-from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.txrules import balance_key, handler_for
-from p2pml.chain.types import Block
+from p2pml.chain.txrules import handler_for
+from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx
 from p2pml.chainmgr import ChainManager
 from p2pml.config import Settings, _check_multiaddr
 from p2pml.crypto import Identity, load_or_create_identity
@@ -40,7 +40,7 @@ from p2pml.errors import (
     ValidationError,
 )
 from p2pml.ipfs import embedded_swarm_addrs, open_dataset_store
-from p2pml.mempool import Mempool, PoolTx
+from p2pml.mempool import Mempool
 from p2pml.mining.miner import Miner
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from p2pml.chain.tasks import ResultTx
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx
 from p2pml.errors import DatasetError, MissingDataError, TrainingError, ValidationError
 from p2pml.ipfs.store import DatasetStore
-from p2pml.ml.spec import TaskSpec
 
 log = logging.getLogger("p2pml.verify")
 

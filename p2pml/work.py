@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from p2pml.chain.state import ChainUpdate
-from p2pml.chain.tasks import ResultTx, TaskTx, result_key, task_key
-from p2pml.chain.types import Block
+from p2pml.chain.tasks import result_key, task_key
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx
 from p2pml.crypto import Identity
 from p2pml.errors import DecodeError, MissingDataError, TrainingError, ValidationError
-from p2pml.mempool import Mempool, PoolTx
-from p2pml.ml.spec import TaskSpec
+from p2pml.mempool import Mempool
 from p2pml.ml.trainer import Trainer
 from p2pml.verifier import Request, Verifier
 

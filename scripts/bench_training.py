@@ -40,7 +40,7 @@ from p2pml.ml.dataset import parse_csv
 from p2pml.ml.estimators import build_estimator
 from p2pml.ml.partition import derive_random_state, partition_indices
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.ml.trainer import Trainer
 
 SEED = hashlib.sha256(b"bench-block").digest()

@@ -21,7 +21,7 @@ from p2pml.ml.estimators import ESTIMATORS, build_estimator
 from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.ml.trainer import Trainer, TrainingOutcome
 from p2pml.ml.verify import verify_result_async
 from tests.framework.waiting import wait_until

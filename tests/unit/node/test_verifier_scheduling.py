@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from p2pml.chain.tasks import ResultTx
+from p2pml.chain.types import ResultTx
 from p2pml.errors import TrainingError
-from p2pml.ml.spec import TaskSpec
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.verifier import (
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
