@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pml.chain.encoding import decode_block, decode_header, decode_tx, encode_block, encode_tx, parse_hash, unpackb
+from p2pml.chain.encoding import (
+    decode_block,
+    decode_header,
+    decode_tx,
+    encode_block,
+    encode_tx,
+    parse_hash,
+    unpackb,
+)
 from p2pml.chain.types import Block, Coinbase
 from p2pml.errors import DecodeError
 from tests.framework.chainbuilder import Builder

@@ -22,7 +22,7 @@ from p2pml.chain.types import ResultTx
 from p2pml.errors import DatasetError, MissingDataError, TrainingError, ValidationError
 from p2pml.ipfs.store import DatasetStore
 
-log = logging.getLogger("p2pml.verify")
+log = logging.getLogger(__name__)
 
 CACHE_MAX = 100_000
 # Reasons that depend on this node's configuration, not on the result.
@@ -126,6 +126,12 @@ class Verifier:
         reqs = list(self.wanted.values())
         self.wanted.clear()
         return reqs
+
+    def want_again(self, reqs: Iterable[Request]) -> None:
+        """Ask again, on a later pass, for what is still unanswered."""
+        for r in reqs:
+            if self.cached(r.tx.id, r.seed, r.audit) is None:
+                self.wanted.setdefault((r.tx.id, r.seed, r.audit), r)
 
     async def resolve(self, reqs: Iterable[Request]) -> int:
         """Verify ``reqs`` in parallel; returns how many are still missing data."""

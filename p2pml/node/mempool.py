@@ -24,7 +24,7 @@ from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 
-log = logging.getLogger("p2pml.mempool")
+log = logging.getLogger(__name__)
 
 PoolTx = TaskTx | ResultTx
 MAX_TXS = 5_000
