@@ -224,7 +224,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
 
     if s.node.dev_key >= DEV_KEYS:
         bad.append(("node", "dev_key", f"{s.node.dev_key}: there are {DEV_KEYS} dev keys (0..)"))
-    from p2pml.ml.estimators import ESTIMATORS
+    from p2pml.chain.allowlist import ESTIMATORS
 
     for model in s.training.allowed_models:
         if model not in ESTIMATORS:

@@ -46,7 +46,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
 
 from benchlib import figure
-from p2pml.node.verifier import Request, Verifier
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
@@ -54,6 +53,7 @@ from p2pml.config import IpfsSettings, TrainingSettings
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
 from p2pml.ml.worker import THREAD_ENV
+from p2pml.node.verifier import Request, Verifier
 
 SEED = hashlib.sha256(b"bench-verify-block").digest()
 TRAINERS = 10

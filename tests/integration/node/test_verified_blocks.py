@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from p2pml.node.verifier import Verifier
 from sklearn.datasets import load_diabetes
 
 from p2pml.chain.params import dev_identity
@@ -31,6 +30,7 @@ from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
+from p2pml.node.verifier import Verifier
 from tests.framework.chainbuilder import Builder, Node
 from tests.integration.ml.conftest import DirStore
 

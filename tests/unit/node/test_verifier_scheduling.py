@@ -11,6 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx
+from p2pml.errors import TrainingError
 from p2pml.node.verifier import (
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
@@ -18,10 +21,6 @@ from p2pml.node.verifier import (
     Request,
     Verifier,
 )
-
-from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx
-from p2pml.errors import TrainingError
 from tests.framework.waiting import wait_until
 
 SPEC = TaskSpec(
