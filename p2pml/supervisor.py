@@ -57,6 +57,13 @@ class Supervisor:
                 if self._on_failure is not None:
                     self._on_failure()
 
-        task = tg.create_task(guarded(), name=name)
+        job = guarded()
+        try:
+            task = tg.create_task(job, name=name)
+        except RuntimeError:  # the group is shutting down: refuse, quietly
+            job.close()
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

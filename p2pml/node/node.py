@@ -164,12 +164,14 @@ class Node:
                 if ready is not None:
                     ready.set()
                 await self._stop.wait()
-                # Ordered: no new requests, no new blocks or gossip out, then
-                # every job and loop of the group is cancelled.
+                # Ordered: no new requests, no new blocks or gossip out, no
+                # jobs, then the network; the group's loops are cancelled last.
                 await self._step("admin API", self.api.stop())
                 self.mining.stop()
                 self.relay.stop()
                 self._jobs.close()
+                self.verifier.close()
+                await self._step("gossip", self.p2p.stop())
                 raise _Shutdown
         except* _Shutdown:
             pass
@@ -203,6 +205,7 @@ class Node:
         t0 = time.monotonic()
         (self.data_dir / "api.url").unlink(missing_ok=True)
         self._jobs.close()
+        self.verifier.close()
         self.relay.stop()
         await self._step("admin API", self.api.stop())
         await self._step("gossip", self.p2p.stop())

@@ -7,7 +7,7 @@ unit-tested against small fakes (``tests/unit/node``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 from p2pml.chain.params import NetworkParams
@@ -15,6 +15,7 @@ from p2pml.chain.state import ChainState, ChainUpdate
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, PoolTx, ResultTx
 from p2pml.ml.trainer import TrainingOutcome
+from p2pml.node.verifier import Request
 
 #: Run a coroutine as a supervised background job (failures are logged).
 Spawn = Callable[[Awaitable[None], str], None]
@@ -64,6 +65,33 @@ class ResultAdmission(Protocol):
     """Pools a result after checking it (:class:`~p2pml.node.tasks.TaskService`)."""
 
     async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None: ...
+
+
+class ResultVerifier(Protocol):
+    """Verdicts on results (:class:`~p2pml.node.verifier.Verifier`)."""
+
+    def peek(self, tx: ResultTx, task: dict[str, Any], audit: bool) -> str | None:
+        """The cached verdict: "" valid, a reason, or None if unknown."""
+        ...
+
+    async def check(self, req: Request) -> str | None:
+        """Re-run ``req`` if needed: "" valid, a reason, None if data is missing."""
+        ...
+
+
+class PendingVerdicts(Protocol):
+    """Verdicts that waiting blocks asked for (:class:`~p2pml.node.verifier.Verifier`)."""
+
+    @property
+    def wanted(self) -> Mapping[Any, Request]: ...
+
+    def take_wanted(self) -> list[Request]: ...
+
+    async def resolve(self, reqs: Iterable[Request]) -> int:
+        """Answer ``reqs``; how many still miss their data."""
+        ...
+
+    def want_again(self, reqs: Iterable[Request]) -> None: ...
 
 
 class TrainingBackend(Protocol):

@@ -19,8 +19,8 @@ from p2pml.chain.types import ResultTx, TaskTx
 from p2pml.crypto import Identity
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.node.mempool import Mempool
-from p2pml.node.ports import ChainAccess, TxRelay
-from p2pml.node.verifier import Request, Verifier
+from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
+from p2pml.node.verifier import Request
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class TaskService:
         identity: Identity,
         chain: ChainAccess,
         mempool: Mempool,
-        verifier: Verifier,
+        verifier: ResultVerifier,
         relay: TxRelay,
         on_pool_change: Callable[[], None],
     ) -> None:

@@ -22,8 +22,14 @@ from collections.abc import Callable
 from p2pml.chain.state import ChainUpdate
 from p2pml.chain.types import ResultTx
 from p2pml.errors import MissingDataError, ValidationError
-from p2pml.node.ports import ChainAccess, Gossip, ResultAdmission, Spawn, TxRelay
-from p2pml.node.verifier import Verifier
+from p2pml.node.ports import (
+    ChainAccess,
+    Gossip,
+    PendingVerdicts,
+    ResultAdmission,
+    Spawn,
+    TxRelay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ class VerificationService:
     def __init__(
         self,
         chain: ChainAccess,
-        verifier: Verifier,
+        verifier: PendingVerdicts,
         results: ResultAdmission,
         relay: TxRelay,
         gossip: Gossip,

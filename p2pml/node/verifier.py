@@ -138,6 +138,12 @@ class Verifier:
         results = await asyncio.gather(*(self.check(r) for r in reqs))
         return sum(1 for v in results if v is None)
 
+    def close(self) -> None:
+        """Cancel checks in flight (shared by their waiters, so no caller's
+        cancellation ends them): the node is stopping."""
+        for fut in list(self._inflight.values()):
+            fut.cancel()
+
     async def check(self, req: Request) -> str | None:
         """The verdict for one request: "" valid, a reason, None = data missing."""
         have = self.cached(req.tx.id, req.seed, req.audit)
