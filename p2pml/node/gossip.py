@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Sequence
 
-from p2pml.chain.state import ChainState, Status
+from p2pml.chain.index import Status
+from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate
+from p2pml.chain.state import ChainState
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, PoolTx, ResultTx
 from p2pml.ml.trainer import TrainingOutcome

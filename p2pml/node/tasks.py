@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from p2pml.chain.state import ChainUpdate
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.tasks import task_key
 from p2pml.chain.types import ResultTx, TaskTx
 from p2pml.crypto import Identity

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from p2pml.chain.state import ChainUpdate
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.tasks import slot_key, task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from p2pml.chain.state import ChainUpdate
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.types import ResultTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.node.ports import (

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pml.chain.index import Status
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import REGTEST, dev_identity
-from p2pml.chain.state import Status
 from p2pml.chain.tasks import task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx

@@ -11,8 +11,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.params import REGTEST, NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate
+from p2pml.chain.state import ChainState
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, PoolTx, ResultTx
 from p2pml.errors import NetworkError, TrainingError
