@@ -114,7 +114,7 @@ class Node:
         self.verification = VerificationService(
             self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
-        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay)
+        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay, self.p2p)
         self.api = AdminServer(
             AdminContext(
                 settings=settings,

@@ -131,7 +131,7 @@ def handler(chain: FakeChain, jobs: Jobs, gossip: FakeGossip) -> tuple[GossipHan
     relay = Relay(chain, gossip)
     tasks = TaskService(ME, chain, pool, _Verdicts(), relay, lambda: None)
     verification = VerificationService(chain, _Verifier(), FakeResults(), FakeRelay(), gossip, jobs)
-    return GossipHandler(chain, tasks, verification, relay), pool  # type: ignore[arg-type]
+    return GossipHandler(chain, tasks, verification, relay, gossip), pool  # type: ignore[arg-type]
 
 
 async def test_gossip_verdicts_accept_ignore_and_reject_with_their_reasons() -> None:
@@ -292,12 +292,25 @@ class _Verifier:
 
 
 class _HeldJobs:
+    """Jobs that never start: they hold their place until the test closes them."""
+
     def __init__(self) -> None:
         self.coros: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._never = asyncio.Event()
 
-    def __call__(self, coro: Any, name: str) -> None:
+    def __call__(self, coro: Any, name: str) -> asyncio.Task[None]:
         self.coros.append(coro)
+
+        async def held() -> None:
+            await self._never.wait()
+
+        task = asyncio.ensure_future(held())
+        self._tasks.append(task)
+        return task
 
     def close(self) -> None:
         for c in self.coros:
             c.close()
+        for t in self._tasks:
+            t.cancel()
