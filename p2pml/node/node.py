@@ -109,7 +109,7 @@ class Node:
             self.tasks,
             self.relay,
             self._jobs.spawn,
-            settings.training.enabled,
+            settings.training,
         )
         self.verification = VerificationService(
             self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
