@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from p2pml.ml.metrics import METRICS
+from p2pml.chain.metrics import METRICS
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

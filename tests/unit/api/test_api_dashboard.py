@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from p2pml.api.dashboard import CSP, add_dashboard
-from p2pml.ml.metrics import METRICS
+from p2pml.chain.metrics import METRICS
 
 
 @pytest.fixture
