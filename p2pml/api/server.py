@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from p2pml.api import views
+from p2pml.api.dashboard import add_dashboard
 from p2pml.api.openapi import openapi_document
 from p2pml.api.ports import AdminContext
 from p2pml.errors import (
@@ -266,6 +267,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
+    add_dashboard(app)
     return app
 
 
