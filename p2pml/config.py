@@ -62,6 +62,10 @@ class MiningSettings:
     nonce_range: int = 50_000
 
 
+#: An idle training worker maps ~600 MiB of address space (see docs/tasks.md).
+MIN_WORKER_MEMORY_MB = 1024
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     enabled: bool = False
@@ -70,6 +74,10 @@ class TrainingSettings:
     max_concurrent_jobs: int = 1
     allowed_models: tuple[str, ...] = ()  # empty: every allowlisted estimator
     max_dataset_bytes: int = 512 * 1024**2
+    # Address-space limit of each training/verification/mining worker process.
+    worker_memory_mb: int = 2048
+    # Byte limit of the parsed-dataset cache (<data_dir>/parsed), LRU eviction.
+    parsed_cache_max_bytes: int = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -242,9 +250,19 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("mining", "nonce_range", s.mining.nonce_range),
         ("training", "workers", s.training.workers),
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+        ("training", "parsed_cache_max_bytes", s.training.parsed_cache_max_bytes),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))
+    if s.training.worker_memory_mb < MIN_WORKER_MEMORY_MB:
+        bad.append(
+            (
+                "training",
+                "worker_memory_mb",
+                f"{s.training.worker_memory_mb}: must be at least {MIN_WORKER_MEMORY_MB} "
+                "(an idle worker maps more)",
+            )
+        )
     for section, key, fvalue in (
         ("ipfs", "timeout", s.ipfs.timeout),
         ("training", "max_job_seconds", s.training.max_job_seconds),

@@ -99,9 +99,10 @@ class Node:
             self._submit_mined,
             workers=settings.mining.workers,
             nonce_range=settings.mining.nonce_range,
+            memory_mb=settings.training.worker_memory_mb,
         )
         self.ipfs = open_dataset_store(settings.ipfs, self.data_dir)
-        self.pool = TrainingPool(settings.training.workers)
+        self.pool = TrainingPool(settings.training.workers, settings.training.worker_memory_mb)
         self.trainer = Trainer(
             self.ipfs, self.pool, settings.training, cache_dir=self.data_dir / "parsed"
         )

@@ -46,7 +46,9 @@ def test_parse_regression(tmp_path: Path) -> None:
 
 def test_parse_classification_labels(tmp_path: Path) -> None:
     d = parse_csv(write(tmp_path, "a,y\n1,cat\n2,dog\n3,cat\n"), "classification", "y", (), LIMIT)
-    assert d.y.dtype.kind == "U" and d.y.tolist() == ["cat", "dog", "cat"]
+    # Factorised: int64 codes in sorted label order, the names kept beside them.
+    assert d.y.dtype == np.int64 and d.y.tolist() == [0, 1, 0]
+    assert d.labels == ("cat", "dog")
     d = parse_csv(write(tmp_path, "a,y\n1,1.0\n2,0\n3,2\n"), "classification", "y", (), LIMIT)
     assert d.y.dtype == np.int64 and d.y.tolist() == [1, 0, 2]
 
@@ -100,7 +102,9 @@ def test_cache_never_pickles_labels(tmp_path: Path) -> None:
     load_dataset(path, cache, "c", "classification", "y", (), LIMIT)
     (entry,) = cache.iterdir()
     y = np.load(entry / "y.npy", allow_pickle=False)  # would raise for an object array
-    assert y.tolist() == ["cat", "dog"]
+    assert y.dtype == np.int64 and y.tolist() == [0, 1]
+    again = load_dataset(path, cache, "c", "classification", "y", (), LIMIT)
+    assert again.labels == ("cat", "dog")
 
 
 def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:

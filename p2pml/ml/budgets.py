@@ -1,0 +1,238 @@
+"""Deterministic cost budgets of a loaded model, checked before any predict.
+
+The strict reader (:mod:`p2pml.ml.skops_reader`) proves a model is well
+formed: scikit-learn will not read out of bounds. It does not prove the model
+is cheap: a forest of thousands of references to one very deep tree, or a
+tree with a thousand outputs of a thousand classes, is well formed and costs
+hours of CPU or gigabytes to predict. These checks bound that cost from the
+task alone, so every node reaches the same verdict whatever its hardware:
+
+* the number of trees/stages/predictors is the one the task's parameters ask
+  for (``n_estimators``, the boosting grid, ``max_iter``);
+* every tree has one output, the task's classes, a depth under the task's
+  ``max_depth`` (or :data:`MAX_TREE_DEPTH`) and at most :data:`MAX_TREE_NODES`
+  nodes;
+* classes are a sorted subset of the dataset's labels; layer, coefficient and
+  neighbour arrays have the shapes the task's data and parameters give;
+* holdout rows x total tree depth <= :data:`MAX_PREDICT_STEPS` and holdout
+  rows x outputs <= :data:`MAX_OUTPUT_CELLS`.
+
+A model over a budget is refused with :class:`ModelArtifactError` (the
+verdict ``bad-result-model``). Honest models of a task whose data exceed the
+caps cannot be verified: docs/tasks.md lists the caps for publishers.
+Worker-side only (sklearn imported lazily).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from p2pml.errors import ModelArtifactError
+
+#: Deepest tree accepted when the task leaves ``max_depth`` unset.
+MAX_TREE_DEPTH: Final = 512
+#: Most nodes in one tree (sklearn: 64 bytes each; 2 x rows - 1 for a full tree).
+MAX_TREE_NODES: Final = 4_000_000
+#: Holdout rows x sum over trees of (depth + 1): node visits of one predict.
+#: ~1e8 visits/s on one core, so about 10 s at the cap.
+MAX_PREDICT_STEPS: Final = 1_000_000_000
+#: Holdout rows x model outputs (classes): float64 cells of one predict_proba.
+MAX_OUTPUT_CELLS: Final = 25_000_000
+#: schema.json bytes: a base plus a share per tree the task asks for, and an
+#: absolute cap (parsing costs ~20 bytes of memory per byte of JSON).
+SCHEMA_BASE_BYTES: Final = 1024**2
+SCHEMA_BYTES_PER_TREE: Final = 64 * 1024
+MAX_SCHEMA_BYTES: Final = 48 * 1024**2
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What the task and its dataset fix about any honest model of it."""
+
+    estimator: str
+    params: dict[str, Any]  # the model's own parameters (equal to the task's: checked before)
+    holdout_rows: int
+    train_rows: int
+    n_features: int
+    classes: Any | None  # sorted dataset labels (classification), None for regression
+
+
+def _bad(why: str) -> ModelArtifactError:
+    return ModelArtifactError(f"over budget: {why}")
+
+
+def expected_trees(estimator: str, params: dict[str, Any], n_classes: int) -> int:
+    """Upper bound of the trees an honest model of the task holds."""
+    k = n_classes if n_classes > 2 else 1
+    if estimator.startswith("random_forest"):
+        return int(params.get("n_estimators", 100))
+    if estimator.startswith("gradient_boosting"):
+        return int(params.get("n_estimators", 100)) * k
+    if estimator.startswith("hist_gradient_boosting"):
+        return int(params.get("max_iter", 100)) * k
+    if estimator.startswith("decision_tree"):
+        return 1
+    return 0
+
+
+def schema_cap(estimator: str, params: dict[str, Any], n_classes: int) -> int:
+    """Largest schema.json accepted for a model of the task (checked before parsing)."""
+    trees = expected_trees(estimator, params, n_classes)
+    return min(MAX_SCHEMA_BYTES, SCHEMA_BASE_BYTES + SCHEMA_BYTES_PER_TREE * trees)
+
+
+def check_model(model: Any, task: TaskShape) -> None:
+    """Raise ``ModelArtifactError`` if predicting with ``model`` could cost more
+    than an honest model of ``task``; return None otherwise."""
+    n_out = 1
+    if task.classes is not None:
+        n_out = _check_classes(model, task.classes)
+    if task.holdout_rows * n_out > MAX_OUTPUT_CELLS:
+        raise _bad(f"{task.holdout_rows} holdout rows x {n_out} outputs > {MAX_OUTPUT_CELLS}")
+    name = task.estimator
+    p = task.params
+    depths: list[int]
+    if name.startswith("decision_tree"):
+        depths = _sk_trees([model], task, n_out, p)
+    elif name.startswith("random_forest"):
+        trees = model.estimators_
+        if not isinstance(trees, list) or len(trees) != p["n_estimators"]:
+            raise _bad(f"forest does not hold n_estimators={p['n_estimators']} trees")
+        if getattr(model, "n_outputs_", None) != 1:
+            raise _bad("forest has more than one output")
+        depths = _sk_trees(trees, task, n_out, p)
+    elif name.startswith("gradient_boosting"):
+        if model.n_estimators_ != p["n_estimators"]:
+            raise _bad(f"boosting does not hold n_estimators={p['n_estimators']} stages")
+        depths = _sk_trees(list(model.estimators_.flat), task, 1, p, stages=True)
+    elif name.startswith("hist_gradient_boosting"):
+        depths = _hgb_predictors(model, task, n_out, p)
+    else:
+        depths = []
+        _check_arrays(model, task, n_out)
+    steps = task.holdout_rows * sum(d + 1 for d in depths)
+    if steps > MAX_PREDICT_STEPS:
+        raise _bad(f"holdout rows x tree depth is {steps} > {MAX_PREDICT_STEPS}")
+
+
+def _check_classes(model: Any, dataset_classes: Any) -> int:
+    """Outputs of a classifier: its classes are a sorted subset of the dataset's."""
+    classes = getattr(model, "classes_", None)
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1 or len(classes) < 1:
+        raise _bad("classes are not a non-empty 1-d array")
+    if classes.dtype != dataset_classes.dtype or classes.dtype.kind not in "iu":
+        raise _bad("classes are not the dataset's label codes")
+    if len(classes) > 1 and not (np.diff(classes) > 0).all():
+        raise _bad("classes are not sorted and unique")
+    if not np.isin(classes, dataset_classes).all():
+        raise _bad("classes the dataset does not have")
+    return len(classes)
+
+
+def tree_depth(left: Any, right: Any, leaf: Any, cap: int) -> int:
+    """Longest root-to-leaf path, or ``ModelArtifactError`` past ``cap``.
+
+    One vectorised step per level; the reader proved children come after
+    their parent and lie inside the arrays, so this ends.
+    """
+    frontier = np.zeros(1, dtype=np.int64)
+    depth = 0
+    while True:
+        inner = frontier[~leaf[frontier]]
+        if not len(inner):
+            return depth
+        depth += 1
+        if depth > cap:
+            raise _bad(f"a tree is deeper than {cap}")
+        frontier = np.unique(np.concatenate((left[inner], right[inner])).astype(np.int64))
+
+
+def _depth_cap(params: dict[str, Any]) -> int:
+    max_depth = params.get("max_depth")
+    return MAX_TREE_DEPTH if max_depth is None else min(int(max_depth), MAX_TREE_DEPTH)
+
+
+def _sk_trees(
+    estimators: Sequence[Any],
+    task: TaskShape,
+    n_classes: int,
+    p: dict[str, Any],
+    stages: bool = False,
+) -> list[int]:
+    """Depth of each ``sklearn.tree`` estimator (shared ones counted per use)."""
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    want = DecisionTreeRegressor if stages or task.classes is None else DecisionTreeClassifier
+    classes = np.array([n_classes if task.classes is not None and not stages else 1])
+    cap = _depth_cap(p)
+    seen: dict[int, int] = {}
+    depths = []
+    for est in estimators:
+        if type(est) is not want:
+            raise _bad(f"an ensemble member is a {type(est).__name__}, not a {want.__name__}")
+        tree = est.tree_
+        depth = seen.get(id(tree))
+        if depth is None:
+            if tree.n_outputs != 1 or not np.array_equal(np.asarray(tree.n_classes), classes):
+                raise _bad("a tree's outputs or classes do not fit the task")
+            if tree.node_count > MAX_TREE_NODES:
+                raise _bad(f"a tree has more than {MAX_TREE_NODES} nodes")
+            left = np.asarray(tree.children_left)
+            depth = tree_depth(left, np.asarray(tree.children_right), left == -1, cap)
+            seen[id(tree)] = depth
+        depths.append(depth)
+    return depths
+
+
+def _hgb_predictors(model: Any, task: TaskShape, n_out: int, p: dict[str, Any]) -> list[int]:
+    k = n_out if n_out > 2 else 1
+    grid = getattr(model, "_predictors", None)
+    if not isinstance(grid, list) or not 1 <= len(grid) <= p["max_iter"]:
+        raise _bad(f"boosting holds no or more than max_iter={p['max_iter']} iterations")
+    if model.n_trees_per_iteration_ != k or any(
+        not isinstance(row, list) or len(row) != k for row in grid
+    ):
+        raise _bad("boosting iterations do not hold one tree per output")
+    if np.asarray(model._baseline_prediction).shape != (1, k):
+        raise _bad("boosting baseline does not fit its outputs")
+    cap = _depth_cap(p)
+    seen: dict[int, int] = {}
+    depths = []
+    for row in grid:
+        for pred in row:
+            depth = seen.get(id(pred))
+            if depth is None:
+                nodes = pred.nodes
+                if len(nodes) > MAX_TREE_NODES:
+                    raise _bad(f"a tree has more than {MAX_TREE_NODES} nodes")
+                depth = tree_depth(nodes["left"], nodes["right"], nodes["is_leaf"] != 0, cap)
+                seen[id(pred)] = depth
+            depths.append(depth)
+    return depths
+
+
+def _check_arrays(model: Any, task: TaskShape, n_out: int) -> None:
+    """Linear, neighbour and MLP models: array shapes the task's data fix."""
+    name, d = task.estimator, task.n_features
+    if name.startswith("knn"):
+        fit_x = np.asarray(model._fit_X)
+        if model.n_samples_fit_ != task.train_rows or fit_x.shape != (task.train_rows, d):
+            raise _bad(f"neighbours are not the {task.train_rows} partition rows")
+        return
+    if name.startswith("mlp"):
+        k = 1 if n_out <= 2 else n_out
+        sizes = [d, *task.params["hidden_layer_sizes"], k]
+        coefs, intercepts = model.coefs_, model.intercepts_
+        if len(coefs) != len(sizes) - 1 or len(intercepts) != len(sizes) - 1:
+            raise _bad("network layers do not fit hidden_layer_sizes")
+        for i, (w, b) in enumerate(zip(coefs, intercepts, strict=True)):
+            if np.shape(w) != (sizes[i], sizes[i + 1]) or np.shape(b) != (sizes[i + 1],):
+                raise _bad("network layer shapes do not fit the task")
+        return
+    coef = np.asarray(getattr(model, "coef_", np.zeros(d)))
+    if coef.shape[-1:] != (d,) or coef.size > d * max(1, n_out):
+        raise _bad("coefficients do not fit the task's features and classes")
