@@ -85,6 +85,8 @@ class AdminSettings:
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None  # default: <data_dir>/admin.token
     max_body_bytes: int = 1024 * 1024
+    # Host names (besides loopback and the listen address) the API answers to.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

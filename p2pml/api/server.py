@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from p2pml.api.hosts import host_middleware
 from p2pml.api.openapi import openapi_document
 from p2pml.errors import DecodeError, P2PMLError, ValidationError
 
@@ -116,6 +117,7 @@ def make_app(node: Node) -> web.Application:
         client_max_size=node.settings.admin.max_body_bytes,
         middlewares=[errors_middleware, auth_middleware(lambda: node.admin_token)],
     )
+    app.middlewares.insert(0, host_middleware(node.settings.admin.allowed_hosts))
     r = app.router
 
     async def status(_req: web.Request) -> web.Response:
