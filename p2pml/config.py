@@ -62,7 +62,7 @@ class MiningSettings:
     nonce_range: int = 50_000
 
 
-#: An idle training worker maps ~600 MiB of address space (see docs/tasks.md).
+#: An idle training worker maps ~350 MiB of address space (see docs/tasks.md).
 MIN_WORKER_MEMORY_MB = 1024
 
 

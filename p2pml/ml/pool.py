@@ -54,6 +54,7 @@ JOBS: Final = {
     "verify": "p2pml.ml.verify:verify_job",
     "info": "p2pml.ml.worker:info_job",
     "sleep": "p2pml.ml.worker:sleep_job",
+    "alloc": "p2pml.ml.worker:alloc_job",
 }
 
 _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {

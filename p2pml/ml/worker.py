@@ -196,12 +196,24 @@ def info_job(_: object) -> dict[str, Any]:
             key, _, value = item.decode(errors="replace").partition("=")
             if key in THREAD_ENV:
                 exec_env[key] = value
+    import resource
+
     return {
         "pid": os.getpid(),
+        "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
+        "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU),
+        "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "exec_env": exec_env,
         "env": {k: os.environ.get(k) for k in THREAD_ENV},
         "pools": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()],
     }
+
+
+def alloc_job(mib: int) -> int:
+    """Touch ``mib`` MiB of memory: exercises the memory limit without any data."""
+    block = bytearray(mib * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    return len(block)
 
 
 def sleep_job(seconds: float) -> float:

@@ -196,6 +196,7 @@ async def test_attack1_slow_forest_of_memo_references(
     assert len(hostile) < 5 * MIB  # 1000 rows x 20,000 levels x refs: hours of predict
     err, seconds, rss = await verify(pool, store, spec, hostile, tmp_path)
     assert err.reason == "bad-result-model", err
+    assert "over budget" in err.detail, err
     assert seconds < VERDICT_SECONDS * TIMEOUT_FACTOR
     assert rss < RSS_GROWTH_BOUND
 
@@ -225,6 +226,8 @@ async def test_attack2_tree_with_a_thousand_outputs_of_a_thousand_classes(
     assert len(artifact) < 9 * MIB  # predict_proba: 1000 rows x 1000 x 1000 float64 = 8 GB
     err, seconds, rss = await verify(pool, store, spec, artifact, tmp_path)
     assert err.reason == "bad-result-model", err
+    # From the budget, not from a MemoryError (which depends on the node's memory).
+    assert "over budget" in err.detail, err
     assert seconds < VERDICT_SECONDS * TIMEOUT_FACTOR
     assert rss < RSS_GROWTH_BOUND
 

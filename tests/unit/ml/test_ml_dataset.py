@@ -115,3 +115,52 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     (entry / "X.npy").write_bytes(b"not numpy")
     d = load_dataset(path, cache, "c", "regression", "y", (), LIMIT)
     assert d.X.tolist() == [[1.0], [3.0]]
+
+
+def test_long_label_is_refused_before_any_label_array(tmp_path: Path) -> None:
+    from p2pml.ml.dataset import MAX_LABEL_CHARS
+
+    ok = "a,y\n1,cat\n2," + "d" * MAX_LABEL_CHARS + "\n"
+    assert parse_csv(write(tmp_path, ok), "classification", "y", (), LIMIT).y.dtype == np.int64
+    bomb = "a,y\n1,cat\n2," + "d" * (MAX_LABEL_CHARS + 1) + "\n"
+    with pytest.raises(TrainingError) as e:
+        parse_csv(write(tmp_path, bomb), "classification", "y", (), LIMIT)
+    assert e.value.reason == "label-too-long"
+
+
+def test_rows_times_columns_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2pml.ml.dataset as dataset
+
+    path = write(tmp_path, "a,b,y\n" + "1,2,3\n" * 10)  # 11 lines x 3 columns
+    monkeypatch.setattr(dataset, "MAX_CELLS", 33)
+    assert parse_csv(path, "regression", "y", (), LIMIT).n_rows == 10
+    monkeypatch.setattr(dataset, "MAX_CELLS", 32)
+    with pytest.raises(TrainingError) as e:
+        parse_csv(path, "regression", "y", (), LIMIT)
+    assert e.value.reason == "dataset-too-large"
+
+
+def test_parsed_cache_evicts_least_recently_used(tmp_path: Path) -> None:
+    import os
+
+    cache = tmp_path / "cache"
+    paths = []
+    for i in range(3):
+        (tmp_path / str(i)).mkdir()
+        paths.append(write(tmp_path / str(i), "a,y\n" + f"{i},1\n" * 1000))
+    entry_bytes = 0
+    names = []
+    for i, p in enumerate(paths[:2]):
+        load_dataset(p, cache, f"cid{i}", "regression", "y", (), LIMIT)
+        (name,) = {e.name for e in cache.iterdir()} - set(names)
+        names.append(name)
+        entry_bytes = sum(f.stat().st_size for f in (cache / name).iterdir())
+        os.utime(cache / name / "meta.json", ns=(i * 10**9, i * 10**9))  # deterministic order
+    # Use the older entry: it becomes the most recent, so the other one goes.
+    load_dataset(paths[0], cache, "cid0", "regression", "y", (), LIMIT, 2 * entry_bytes + 10)
+    load_dataset(paths[2], cache, "cid2", "regression", "y", (), LIMIT, 2 * entry_bytes + 10)
+    left = {e.name for e in cache.iterdir()}
+    assert names[0] in left and names[1] not in left and len(left) == 2
+    # An entry alone over the limit stays: the job that parsed it needs it now.
+    load_dataset(paths[1], cache, "cid1", "regression", "y", (), LIMIT, 1)
+    assert len(list(cache.iterdir())) == 1
