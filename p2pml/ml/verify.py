@@ -8,13 +8,19 @@ worker process (:func:`verify_result_async` sends it to the pool). It raises
   for the task can be valid);
 * ``bad-result-model``: the artifact is not a safe model of the task's
   estimator class with the task's parameters and the protocol random_state,
-  or cannot predict on the holdout;
+  breaks a cost budget (:mod:`p2pml.ml.budgets`), or raises anything while
+  loading or predicting on the holdout;
 * ``bad-result-rows``: the claimed train_rows is not the partition size;
 * ``bad-result-metric``: the holdout metric differs from the claim beyond
   ``metrics.METRIC_REL_TOL``/``METRIC_ABS_TOL``;
 * ``bad-result-audit`` (``audit=True``): re-training on the trainer's derived
   partition with the protocol random_state does not reproduce the artifact's
   holdout predictions.
+
+These are verdicts: deterministic, the same on every node. Whatever depends
+on this node instead (``MemoryError`` under the worker's address-space limit,
+a timeout, a crash) is never turned into a verdict: it leaves the job as a
+``TrainingError`` (an infrastructure failure, "pending" for the caller).
 """
 
 from __future__ import annotations
