@@ -95,6 +95,11 @@ def check_model(model: Any, task: TaskShape) -> None:
         raise _bad(f"{task.holdout_rows} holdout rows x {n_out} outputs > {MAX_OUTPUT_CELLS}")
     name = task.estimator
     p = task.params
+    # Read by predict to size its output: one output (MLPs: checked with their layers).
+    if not name.startswith("mlp"):
+        _check_attr(model, "n_outputs_", 1)
+    if task.classes is not None:
+        _check_attr(model, "n_classes_", n_out)
     depths: list[int]
     if name.startswith("decision_tree"):
         depths = _sk_trees([model], task, n_out, p)
@@ -108,6 +113,10 @@ def check_model(model: Any, task: TaskShape) -> None:
     elif name.startswith("gradient_boosting"):
         if model.n_estimators_ != p["n_estimators"]:
             raise _bad(f"boosting does not hold n_estimators={p['n_estimators']} stages")
+        if not isinstance(model.init_, str):  # a Dummy* estimator: its predict sizes by these
+            _check_attr(model.init_, "n_outputs_", 1, required=True)
+            if task.classes is not None:
+                _check_attr(model.init_, "n_classes_", n_out, required=True)
         depths = _sk_trees(list(model.estimators_.flat), task, 1, p, stages=True)
     elif name.startswith("hist_gradient_boosting"):
         depths = _hgb_predictors(model, task, n_out, p)
@@ -117,6 +126,15 @@ def check_model(model: Any, task: TaskShape) -> None:
     steps = task.holdout_rows * sum(d + 1 for d in depths)
     if steps > MAX_PREDICT_STEPS:
         raise _bad(f"holdout rows x tree depth is {steps} > {MAX_PREDICT_STEPS}")
+
+
+def _check_attr(obj: Any, attr: str, want: int, required: bool = False) -> None:
+    """``obj.attr`` is absent (unless ``required``) or the int ``want``."""
+    if not hasattr(obj, attr) and not required:
+        return
+    value = getattr(obj, attr, None)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value != want:
+        raise _bad(f"{type(obj).__name__}.{attr} is not {want}")
 
 
 def _check_classes(model: Any, dataset_classes: Any) -> int:
@@ -174,6 +192,9 @@ def _sk_trees(
     for est in estimators:
         if type(est) is not want:
             raise _bad(f"an ensemble member is a {type(est).__name__}, not a {want.__name__}")
+        _check_attr(est, "n_outputs_", 1, required=True)
+        if want is DecisionTreeClassifier:
+            _check_attr(est, "n_classes_", n_classes, required=True)
         tree = est.tree_
         depth = seen.get(id(tree))
         if depth is None:
@@ -222,10 +243,15 @@ def _check_arrays(model: Any, task: TaskShape, n_out: int) -> None:
         fit_x = np.asarray(model._fit_X)
         if model.n_samples_fit_ != task.train_rows or fit_x.shape != (task.train_rows, d):
             raise _bad(f"neighbours are not the {task.train_rows} partition rows")
+        tree = getattr(model, "_tree", None)
+        if tree is not None and np.asarray(tree.data).shape != fit_x.shape:
+            raise _bad("neighbour tree does not hold the partition rows")
         return
     if name.startswith("mlp"):
         k = 1 if n_out <= 2 else n_out
         sizes = [d, *task.params["hidden_layer_sizes"], k]
+        _check_attr(model, "n_outputs_", k, required=True)
+        _check_attr(model, "n_layers_", len(sizes), required=True)
         coefs, intercepts = model.coefs_, model.intercepts_
         if len(coefs) != len(sizes) - 1 or len(intercepts) != len(sizes) - 1:
             raise _bad("network layers do not fit hidden_layer_sizes")

@@ -175,3 +175,21 @@ def test_n_features_in_must_be_an_integer() -> None:
     model.n_features_in_ = np.array([3, 3])
     with pytest.raises(ModelArtifactError, match="n_features_in_"):
         load_model(dump_model(model), "ridge", {}, RS, n_features=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "attr"),
+    [
+        ("decision_tree_classifier", "n_outputs_"),  # predict allocates rows x n_outputs_
+        ("random_forest_classifier", "n_classes_"),  # predict_proba allocates rows x n_classes_
+        ("gradient_boosting_classifier", "init_.n_outputs_"),  # the initial estimator's too
+        ("mlp_classifier", "n_outputs_"),
+    ],
+)
+def test_size_attributes_predict_trusts_must_fit_the_task(name: str, attr: str) -> None:
+    model = fit(name, Y_CLS, **({"n_estimators": 3} if "forest" in name or "boost" in name else {}))
+    check_model(model, shape(model, name, CLASSES))
+    owner, _, leaf = attr.rpartition(".")
+    setattr(getattr(model, owner) if owner else model, leaf, 10**9)
+    with pytest.raises(ModelArtifactError, match=leaf):
+        check_model(model, shape(model, name, CLASSES))
