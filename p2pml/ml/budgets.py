@@ -154,9 +154,32 @@ def _check_classes(model: Any, dataset_classes: Any) -> int:
 def tree_depth(left: Any, right: Any, leaf: Any, cap: int) -> int:
     """Longest root-to-leaf path, or ``ModelArtifactError`` past ``cap``.
 
-    One vectorised step per level; the reader proved children come after
-    their parent and lie inside the arrays, so this ends.
+    The reader proved children come after their parent and lie inside the
+    arrays. A real tree (one parent per node) is measured by pointer jumping,
+    O(n log depth) vectorised; nodes shared by several parents (a crafted
+    DAG) by one vectorised step per level, at most ``cap`` of them.
     """
+    n = len(left)
+    inner = np.flatnonzero(~np.asarray(leaf, dtype=bool))
+    children = np.concatenate((left[inner], right[inner])).astype(np.int64)
+    if len(children) and np.bincount(children, minlength=n).max() > 1:
+        return _dag_depth(left, right, leaf, cap)
+    parent = np.arange(n)  # unreachable nodes count as roots: never deeper than real
+    parent[children] = np.concatenate((inner, inner))
+    dist = (parent != np.arange(n)).astype(np.int64)
+    while True:
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        dist += dist[parent] * (up != parent)
+        parent = up
+    depth = int(dist.max()) if n else 0
+    if depth > cap:
+        raise _bad(f"a tree is deeper than {cap}")
+    return depth
+
+
+def _dag_depth(left: Any, right: Any, leaf: Any, cap: int) -> int:
     frontier = np.zeros(1, dtype=np.int64)
     depth = 0
     while True:
