@@ -178,9 +178,9 @@ class _Builder:
         self._budget -= nbytes
         self._nodes -= nodes
         if self._budget < 0:
-            raise ModelArtifactError(f"model needs more than {MAX_BUILT_BYTES} bytes")
+            raise ModelArtifactError(f"over budget: model needs more than {MAX_BUILT_BYTES} bytes")
         if self._nodes < 0:
-            raise ModelArtifactError(f"model has more than {MAX_BUILT_NODES} objects")
+            raise ModelArtifactError(f"over budget: model has more than {MAX_BUILT_NODES} objects")
 
     def _import(self, node: dict[str, Any]) -> Any:
         # build() checked the name against the trusted set before we get here.

@@ -171,18 +171,20 @@ async def verify(
 
 
 @pytest.mark.parametrize(
-    ("n_estimators", "references"),
-    [(10, 5000), (500, 500)],
+    ("n_estimators", "references", "depth"),
+    # The first breaks the reader's byte budget (references charged as copies),
+    # the second stays under it and breaks the depth budget.
+    [(10, 5000, 20_000), (500, 500, 5_000)],
     ids=["references-beyond-n_estimators", "deep-tree-within-n_estimators"],
 )
 async def test_attack1_slow_forest_of_memo_references(
-    tmp_path: Path, pool: TrainingPool, n_estimators: int, references: int
+    tmp_path: Path, pool: TrainingPool, n_estimators: int, references: int, depth: int
 ) -> None:
     store = DirStore(tmp_path / "store")
     csv = regression_csv(tmp_path / "data.csv")
     spec = spec_for(await store.add(csv), "random_forest_regressor", {"n_estimators": n_estimators})
     forest = honest_model(csv, spec)
-    forest.estimators_[0].tree_ = chain_tree(20_000)
+    forest.estimators_[0].tree_ = chain_tree(depth)
     forest.estimators_ = forest.estimators_[:1]
     artifact = dump_model(forest)
 
@@ -193,7 +195,7 @@ async def test_attack1_slow_forest_of_memo_references(
         trees += [{"__id__": trees[0]["__id__"]}] * (references - 1)
 
     hostile = rewrite_schema(artifact, repeat_first)
-    assert len(hostile) < 5 * MIB  # 1000 rows x 20,000 levels x refs: hours of predict
+    assert len(hostile) < 5 * MIB  # 1000 rows x depth x refs: 2.5e9 to 1e11 node visits
     err, seconds, rss = await verify(pool, store, spec, hostile, tmp_path)
     assert err.reason == "bad-result-model", err
     assert "over budget" in err.detail, err
