@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -46,6 +47,8 @@ MAX_LABEL_CHARS: Final = 256
 MAX_CELLS: Final = 32 * 1024**2
 #: Default byte limit of the parsed cache (config ``[training] parsed_cache_max_bytes``).
 PARSED_CACHE_MAX_BYTES: Final = 2 * 1024**3
+#: Age after which a parse's scratch directory is a leftover of a killed worker.
+STALE_TMP_SECONDS: Final = 3600
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,10 @@ def evict(cache_dir: Path, max_bytes: int, keep: str | None = None) -> list[str]
         return []
     for child in children:
         if child.name.startswith(".tmp-"):
+            # A writer's scratch dir; one this old was left by a killed worker.
+            with contextlib.suppress(OSError):
+                if time.time() - child.stat().st_mtime > STALE_TMP_SECONDS:
+                    shutil.rmtree(child, ignore_errors=True)
             continue
         try:
             used = (child / "meta.json").stat().st_mtime_ns

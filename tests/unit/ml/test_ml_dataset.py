@@ -164,3 +164,19 @@ def test_parsed_cache_evicts_least_recently_used(tmp_path: Path) -> None:
     # An entry alone over the limit stays: the job that parsed it needs it now.
     load_dataset(paths[1], cache, "cid1", "regression", "y", (), LIMIT, 1)
     assert len(list(cache.iterdir())) == 1
+
+
+def test_eviction_removes_scratch_dirs_of_killed_workers(tmp_path: Path) -> None:
+    import os
+
+    from p2pml.ml.dataset import STALE_TMP_SECONDS, evict
+
+    cache = tmp_path / "cache"
+    old, fresh = cache / ".tmp-old", cache / ".tmp-fresh"
+    for d in (old, fresh):
+        d.mkdir(parents=True)
+        (d / "X.npy").write_bytes(b"x" * 100)
+    past = os.stat(old).st_mtime - STALE_TMP_SECONDS - 10
+    os.utime(old, (past, past))
+    evict(cache, 10**9)
+    assert not old.exists() and fresh.exists()  # a parse in progress is left alone
