@@ -167,7 +167,9 @@ async def verify(
             cache_dir=tmp / "parsed",
             timeout=VERDICT_SECONDS * 3 * TIMEOUT_FACTOR,
         )
-    return err.value, time.perf_counter() - t0, peak_rss(pool) - before
+    seconds, growth = time.perf_counter() - t0, peak_rss(pool) - before
+    print(f"verdict {err.value.reason} in {seconds:.2f} s, worker peak RSS +{growth / MIB:.0f} MiB")
+    return err.value, seconds, growth
 
 
 @pytest.mark.parametrize(
