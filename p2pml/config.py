@@ -62,6 +62,10 @@ class MiningSettings:
     nonce_range: int = 50_000
 
 
+#: An idle training worker maps ~350 MiB of address space (see docs/tasks.md).
+MIN_WORKER_MEMORY_MB = 1024
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     enabled: bool = False
@@ -72,6 +76,10 @@ class TrainingSettings:
     max_dataset_bytes: int = 512 * 1024**2
     max_queued_rounds: int = 64  # rounds waiting or running on this node
     max_rounds_per_publisher: int = 16  # of those, from one task publisher
+    # Address-space limit of each training/verification/mining worker process.
+    worker_memory_mb: int = 2048
+    # Byte limit of the parsed-dataset cache (<data_dir>/parsed), LRU eviction.
+    parsed_cache_max_bytes: int = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class AdminSettings:
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None  # default: <data_dir>/admin.token
     max_body_bytes: int = 1024 * 1024
+    # Host names (besides loopback and the listen address) the API answers to.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,9 +256,19 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
         ("training", "max_queued_rounds", s.training.max_queued_rounds),
         ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
+        ("training", "parsed_cache_max_bytes", s.training.parsed_cache_max_bytes),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))
+    if s.training.worker_memory_mb < MIN_WORKER_MEMORY_MB:
+        bad.append(
+            (
+                "training",
+                "worker_memory_mb",
+                f"{s.training.worker_memory_mb}: must be at least {MIN_WORKER_MEMORY_MB} "
+                "(an idle worker maps more)",
+            )
+        )
     for section, key, fvalue in (
         ("ipfs", "timeout", s.ipfs.timeout),
         ("training", "max_job_seconds", s.training.max_job_seconds),

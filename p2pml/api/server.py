@@ -23,6 +23,7 @@ from aiohttp import web
 
 from p2pml.api import views
 from p2pml.api.dashboard import add_dashboard
+from p2pml.api.hosts import host_middleware
 from p2pml.api.openapi import openapi_document
 from p2pml.api.ports import AdminContext
 from p2pml.errors import (
@@ -147,6 +148,7 @@ def make_app(ctx: AdminContext) -> web.Application:
         client_max_size=ctx.settings.admin.max_body_bytes,
         middlewares=[errors_middleware, auth_middleware(lambda: ctx.token)],
     )
+    app.middlewares.insert(0, host_middleware(ctx.settings.admin.allowed_hosts))
     r = app.router
 
     async def status(_req: web.Request) -> web.Response:

@@ -36,7 +36,7 @@ LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 # Worker crashes/timeouts after which a result is no longer re-run.
 MAX_WORKER_FAILURES = 3
-WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout"})
+WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout", "worker-memory-limit", "job-failed"})
 # Artifact fetches in flight per worker: enough to keep workers fed while
 # models download, few enough to bound memory (<= 64 MiB each).
 FETCH_AHEAD = 2

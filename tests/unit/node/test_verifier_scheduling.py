@@ -11,6 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
 from p2pml.errors import TrainingError
@@ -111,18 +113,24 @@ async def test_oversize_artifact_is_false_without_a_worker(tmp_path: Path) -> No
 
 
 class CrashingChecker:
-    """A model that kills the worker every time it is checked."""
+    """A model that kills the worker (or fails the job) every time it is checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str = "worker-crashed") -> None:
         self.runs = 0
+        self.reason = reason
 
     async def verify(self, *_args: Any, **_kw: Any) -> None:
         self.runs += 1
-        raise TrainingError("worker-crashed", "worker exited during verify: EOFError()")
+        raise TrainingError(self.reason, "worker exited during verify: EOFError()")
 
 
-async def test_a_result_that_keeps_crashing_workers_is_not_rerun(tmp_path: Path) -> None:
-    store, checker = FakeStore(tmp_path), CrashingChecker()
+@pytest.mark.parametrize(
+    "reason", ["worker-crashed", "job-timeout", "worker-memory-limit", "job-failed"]
+)
+async def test_a_result_that_keeps_crashing_workers_is_not_rerun(
+    tmp_path: Path, reason: str
+) -> None:
+    store, checker = FakeStore(tmp_path), CrashingChecker(reason)
     verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
     for _ in range(MAX_WORKER_FAILURES + 3):
         assert await verifier.check(request(0)) is None  # pending, never "false"
