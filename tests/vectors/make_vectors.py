@@ -41,11 +41,19 @@ def mp(obj: Any) -> bytes:
         if -32 <= obj < 0:
             return struct.pack(">b", obj)
         if obj >= 0:
-            for tag, fmt, hi in ((0xCC, ">B", 1 << 8), (0xCD, ">H", 1 << 16), (0xCE, ">I", 1 << 32)):
+            for tag, fmt, hi in (
+                (0xCC, ">B", 1 << 8),
+                (0xCD, ">H", 1 << 16),
+                (0xCE, ">I", 1 << 32),
+            ):
                 if obj < hi:
                     return bytes([tag]) + struct.pack(fmt, obj)
             return b"\xcf" + struct.pack(">Q", obj)
-        for tag, fmt, lo in ((0xD0, ">b", -(1 << 7)), (0xD1, ">h", -(1 << 15)), (0xD2, ">i", -(1 << 31))):
+        for tag, fmt, lo in (
+            (0xD0, ">b", -(1 << 7)),
+            (0xD1, ">h", -(1 << 15)),
+            (0xD2, ">i", -(1 << 31)),
+        ):
             if obj >= lo:
                 return bytes([tag]) + struct.pack(fmt, obj)
         return b"\xd3" + struct.pack(">q", obj)
@@ -301,7 +309,9 @@ def genesis_vectors() -> dict[str, Any]:
             "nonce": 0,
         }
         header["nonce"] = mine(header, limit)
-        assert header["nonce"] == nonce, f"{name}: docs say nonce {nonce}, PoW finds {header['nonce']}"
+        assert header["nonce"] == nonce, (
+            f"{name}: docs say nonce {nonce}, PoW finds {header['nonce']}"
+        )
         out[name] = {"pow_limit": hex(limit), "pow_limit_bits": bits, **block_vector(header, txs)}
     return out
 
@@ -369,17 +379,29 @@ def task_specs() -> list[dict[str, Any]]:
 def transaction_vectors() -> dict[str, Any]:
     keys = [
         {"name": n, "seed": s.hex(), "public_key": ed25519_public(s).hex()}
-        for n, s in (("publisher", PUBLISHER_SEED), ("trainer", TRAINER_SEED), ("miner", MINER_SEED))
+        for n, s in (
+            ("publisher", PUBLISHER_SEED),
+            ("trainer", TRAINER_SEED),
+            ("miner", MINER_SEED),
+        )
     ]
     keys += [
-        {"name": f"dev{i}", "seed": dev_seed(i).hex(), "public_key": ed25519_public(dev_seed(i)).hex()}
+        {
+            "name": f"dev{i}",
+            "seed": dev_seed(i).hex(),
+            "public_key": ed25519_public(dev_seed(i)).hex(),
+        }
         for i in range(8)
     ]
     pub = ed25519_public(PUBLISHER_SEED)
     trainer = ed25519_public(TRAINER_SEED)
     miner = ed25519_public(MINER_SEED)
     txs: list[dict[str, Any]] = []
-    for height, amount, extra in ((1, 50_000_000, b""), (300, 2**32 + 7, b"\xff" * 64), (70_000, 0, b"x")):
+    for height, amount, extra in (
+        (1, 50_000_000, b""),
+        (300, 2**32 + 7, b"\xff" * 64),
+        (70_000, 0, b"x"),
+    ):
         wire = coinbase(height, miner, amount, extra)
         fields = {"height": height, "miner": miner.hex(), "amount": amount, "extra": extra.hex()}
         txs.append({"fields": fields, **tx_vector("coinbase", wire)})
@@ -418,7 +440,11 @@ def transaction_vectors() -> dict[str, Any]:
         )
     seed = sha256(b"p2pml vector including block")
     for i, (rnd, metric, rows, ms) in enumerate(
-        ((0, 0.8125, 50, 1234), (0, 1.7976931348623157e308, 2**32 - 1, 0), (63, -0.0, 2, 7 * 24 * 3600 * 1000))
+        (
+            (0, 0.8125, 50, 1234),
+            (0, 1.7976931348623157e308, 2**32 - 1, 0),
+            (63, -0.0, 2, 7 * 24 * 3600 * 1000),
+        )
     ):
         fields = {
             "task_id": tasks[i].hex(),
@@ -478,7 +504,9 @@ def block_vectors(genesis: dict[str, Any], txv: dict[str, Any]) -> dict[str, Any
         header["nonce"] = mine(header, limit)
         hb = header_bytes(header)
         # msgpack of [bin(92), [tx, ...]]: the txs are already canonical bytes.
-        enc = b"\x92" + mp(hb) + _head(len(raw_txs), 0x90, 16, (None, 0xDC, 0xDD)) + b"".join(raw_txs)
+        enc = (
+            b"\x92" + mp(hb) + _head(len(raw_txs), 0x90, 16, (None, 0xDC, 0xDD)) + b"".join(raw_txs)
+        )
         blocks.append(
             {
                 "header": header,
@@ -498,17 +526,49 @@ def block_vectors(genesis: dict[str, Any], txv: dict[str, Any]) -> dict[str, Any
 def pow_vectors() -> dict[str, Any]:
     decode = []
     for bits in (
-        0x1F00FFFF, 0x1E0FFFFF, 0x207FFFFF, 0x1D00FFFF, 0x1B0404CB, 0x03123456, 0x02123456,
-        0x01123456, 0x01003456, 0x00123456, 0x04123456, 0x05009234, 0x2100FFFF, 0x22000001,
-        0x23000001, 0x04923456, 0x00800000, 0x01000000, 0x20000000, 0xFF7FFFFF,
-    ):  # fmt: skip
+        0x1F00FFFF,
+        0x1E0FFFFF,
+        0x207FFFFF,
+        0x1D00FFFF,
+        0x1B0404CB,
+        0x03123456,
+        0x02123456,
+        0x01123456,
+        0x01003456,
+        0x00123456,
+        0x04123456,
+        0x05009234,
+        0x2100FFFF,
+        0x22000001,
+        0x23000001,
+        0x04923456,
+        0x00800000,
+        0x01000000,
+        0x20000000,
+        0xFF7FFFFF,
+    ):
         t = bits_to_target(bits)
         decode.append({"bits": bits, "target": None if t is None else hex(t)})
     encode = []
-    for t in (1, 0x7F, 0x80, 0xFF, 0x1234, 0x800000, 0x123456, 0x12345678, 2**240 - 1, 2**236 - 1,
-              2**255, 2**256 - 1, 0xFFFF * 2**208):  # fmt: skip
+    for t in (
+        1,
+        0x7F,
+        0x80,
+        0xFF,
+        0x1234,
+        0x800000,
+        0x123456,
+        0x12345678,
+        2**240 - 1,
+        2**236 - 1,
+        2**255,
+        2**256 - 1,
+        0xFFFF * 2**208,
+    ):
         encode.append({"target": hex(t), "bits": target_to_bits(t)})
-    works = [{"target": hex(t), "work": hex(work(t))} for t in (1, 2**255, 2**256 - 1, 0xFFFF * 2**224)]
+    works = [
+        {"target": hex(t), "work": hex(work(t))} for t in (1, 2**255, 2**256 - 1, 0xFFFF * 2**224)
+    ]
     steps = []
     for name in ("main", "devnet"):
         limit, _nonce, spacing, window = NETWORKS[name]
@@ -517,8 +577,21 @@ def pow_vectors() -> dict[str, Any]:
         limit_bits = target_to_bits(limit)
         half = target_to_bits(limit // 2)
         for prev_bits in (limit_bits, half, 0x1B0404CB):
-            for actual in (0, 1, intended // 4 - 1, intended // 4, intended // 2, intended - 1, intended,
-                           intended + 1, 3 * intended, 4 * intended, 4 * intended + 1, 10**9, -5):  # fmt: skip
+            for actual in (
+                0,
+                1,
+                intended // 4 - 1,
+                intended // 4,
+                intended // 2,
+                intended - 1,
+                intended,
+                intended + 1,
+                3 * intended,
+                4 * intended,
+                4 * intended + 1,
+                10**9,
+                -5,
+            ):
                 steps.append(
                     {
                         "network": name,
@@ -547,14 +620,29 @@ def partition_vectors() -> dict[str, Any]:
     task = sha256(b"p2pml vector task")
     trainers = [ed25519_public(TRAINER_SEED), ed25519_public(PUBLISHER_SEED)]
     cases = []
-    for n, h, p in ((10, 0.1, 0.5), (10, 0.3, 0.7), (20, 0.2, 0.25), (100, 0.29, 0.57), (137, 0.2, 0.8),
-                    (1000, 0.25, 0.3), (49, 0.5, 0.5), (9, 0.2, 0.5), (10, 0.05, 0.5), (10, 0.2, 0.15),
-                    (33, 0.5, 0.51)):  # fmt: skip
+    for n, h, p in (
+        (10, 0.1, 0.5),
+        (10, 0.3, 0.7),
+        (20, 0.2, 0.25),
+        (100, 0.29, 0.57),
+        (137, 0.2, 0.8),
+        (1000, 0.25, 0.3),
+        (49, 0.5, 0.5),
+        (9, 0.2, 0.5),
+        (10, 0.05, 0.5),
+        (10, 0.2, 0.15),
+        (33, 0.5, 0.51),
+    ):
         hs, ps = math.floor(n * h), math.floor(n * p)
         case: dict[str, Any] = {
-            "seed": seed.hex(), "task_id": task.hex(), "n_rows": n, "holdout_fraction": h,
-            "partition_fraction": p, "holdout_size": hs, "partition_size": ps,
-        }  # fmt: skip
+            "seed": seed.hex(),
+            "task_id": task.hex(),
+            "n_rows": n,
+            "holdout_fraction": h,
+            "partition_fraction": p,
+            "holdout_size": hs,
+            "partition_size": ps,
+        }
         if n < 10 or hs < 1 or ps < 2 or hs + ps > n:
             cases.append({**case, "error": "too-few-rows"})
             continue
@@ -574,11 +662,14 @@ def partition_vectors() -> dict[str, Any]:
             d = sha256(b"p2pml/random_state/v1" + seed + task + pk + struct.pack(">I", rnd))
             states.append(
                 {
-                    "seed": seed.hex(), "task_id": task.hex(), "pubkey": pk.hex(), "round": rnd,
+                    "seed": seed.hex(),
+                    "task_id": task.hex(),
+                    "pubkey": pk.hex(),
+                    "round": rnd,
                     "random_state": int.from_bytes(d[:4], "big") & 0x7FFFFFFF,
                 }
-            )  # fmt: skip
-    keys = {"message": "p2pml/holdout/v1".encode().hex() + seed.hex() + task.hex(), "n_rows": 5}
+            )
+    keys = {"message": b"p2pml/holdout/v1".hex() + seed.hex() + task.hex(), "n_rows": 5}
     keys["keys"] = [hex(k) for k in row_keys(bytes.fromhex(keys["message"]), 5)]
     return {"row_keys": keys, "cases": cases, "random_state": states}
 
@@ -604,20 +695,32 @@ def sync_vectors(genesis: dict[str, Any]) -> dict[str, Any]:
     hashes = [sha256(b"h%d" % i) for i in range(3)]
     reqs = [
         {"kind": "status", "encoding": mp([0]).hex()},
-        {"kind": "headers", "locator": [h.hex() for h in hashes], "stop": "",
-         "encoding": mp([1, hashes, b""]).hex()},
-        {"kind": "headers", "locator": [g.hex()], "stop": tip.hex(), "encoding": mp([1, [g], tip]).hex()},
+        {
+            "kind": "headers",
+            "locator": [h.hex() for h in hashes],
+            "stop": "",
+            "encoding": mp([1, hashes, b""]).hex(),
+        },
+        {
+            "kind": "headers",
+            "locator": [g.hex()],
+            "stop": tip.hex(),
+            "encoding": mp([1, [g], tip]).hex(),
+        },
         {"kind": "blocks", "hashes": [h.hex() for h in hashes], "encoding": mp([2, hashes]).hex()},
-    ]  # fmt: skip
+    ]
     statuses = []
     for height, cw in ((0, 1), (1, 0), (300, 2**16), (2**32 - 1, 2**256 - 1)):
         wb = cw.to_bytes(max(1, (cw.bit_length() + 7) // 8), "big")
         statuses.append(
             {
-                "genesis_hash": g.hex(), "tip_hash": tip.hex(), "height": height, "chain_work": hex(cw),
+                "genesis_hash": g.hex(),
+                "tip_hash": tip.hex(),
+                "height": height,
+                "chain_work": hex(cw),
                 "encoding": mp([0, g, tip, height, wb]).hex(),
             }
-        )  # fmt: skip
+        )
     headers = [bytes.fromhex(b["header_bytes"]) for b in [genesis["regtest"]]]
     return {
         "requests": reqs,

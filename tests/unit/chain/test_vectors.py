@@ -59,7 +59,13 @@ h = bytes.fromhex
 
 def _header(d: dict[str, Any]) -> BlockHeader:
     return BlockHeader(
-        d["version"], d["height"], h(d["prev_hash"]), h(d["tx_root"]), d["time"], d["bits"], d["nonce"]
+        d["version"],
+        d["height"],
+        h(d["prev_hash"]),
+        h(d["tx_root"]),
+        d["time"],
+        d["bits"],
+        d["nonce"],
     )
 
 
@@ -162,8 +168,9 @@ def test_signature(v: dict[str, Any]) -> None:
     msg = signing_message(domain, packb(tx.unsigned_wire()))
     assert msg.hex() == v["signed_message"]
     seed = next(k["seed"] for k in TXS["keys"] if k["public_key"] == signer.hex())
-    assert Identity.from_seed(h(seed)).sign(domain, packb(tx.unsigned_wire())).hex() == (
-        v["fields"]["signature"]
+    assert (
+        Identity.from_seed(h(seed)).sign(domain, packb(tx.unsigned_wire())).hex()
+        == (v["fields"]["signature"])
     )
     assert verify(signer, domain, packb(tx.unsigned_wire()), tx.signature)
     if isinstance(tx, ResultTx):
@@ -178,7 +185,9 @@ def test_merkle_root(v: dict[str, Any]) -> None:
     assert merkle_root([h(t) for t in v["txids"]]).hex() == v["root"]
 
 
-@pytest.mark.parametrize("v", BLOCKS["regtest_chain"], ids=lambda v: f"height-{v['header']['height']}")
+@pytest.mark.parametrize(
+    "v", BLOCKS["regtest_chain"], ids=lambda v: f"height-{v['header']['height']}"
+)
 def test_regtest_block(v: dict[str, Any]) -> None:
     block = _check_block_vector(v)
     params = NETWORKS["regtest"]
@@ -235,7 +244,9 @@ def test_row_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "v", PARTITION["cases"], ids=lambda v: f"{v['n_rows']}-{v['holdout_fraction']}-{v['partition_fraction']}"
+    "v",
+    PARTITION["cases"],
+    ids=lambda v: f"{v['n_rows']}-{v['holdout_fraction']}-{v['partition_fraction']}",
 )
 def test_partition(v: dict[str, Any]) -> None:
     n, hf, pf = v["n_rows"], v["holdout_fraction"], v["partition_fraction"]
@@ -253,7 +264,9 @@ def test_partition(v: dict[str, Any]) -> None:
         assert rows.tolist() == part["rows"]
 
 
-@pytest.mark.parametrize("v", PARTITION["random_state"], ids=lambda v: f"{v['pubkey'][:6]}-{v['round']}")
+@pytest.mark.parametrize(
+    "v", PARTITION["random_state"], ids=lambda v: f"{v['pubkey'][:6]}-{v['round']}"
+)
 def test_random_state(v: dict[str, Any]) -> None:
     got = derive_random_state(h(v["seed"]), h(v["task_id"]), h(v["pubkey"]), v["round"])
     assert got == v["random_state"]
@@ -317,7 +330,9 @@ def test_make_vectors_uses_only_the_standard_library() -> None:
     import ast
 
     tree = ast.parse((VECTORS / "make_vectors.py").read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
     modules |= {
         n.module.split(".")[0]
         for n in ast.walk(tree)
