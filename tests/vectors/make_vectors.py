@@ -517,7 +517,22 @@ def block_vectors(genesis: dict[str, Any], txv: dict[str, Any]) -> dict[str, Any
             }
         )
         prev = sha256d(hb).hex()
-    return {"merkle": roots, "regtest_chain": blocks}
+    return {"merkle": roots, "regtest_chain": blocks, "median_time_past": mtp_vectors()}
+
+
+def mtp_vectors() -> list[dict[str, Any]]:
+    """Median time past: times of the parent and up to 10 ancestors, newest first."""
+    out = []
+    for times in (
+        [GENESIS_TIME],
+        [GENESIS_TIME + 5, GENESIS_TIME],
+        [100, 300, 200, 400],
+        [7, 3, 9, 1, 5, 11, 2, 8, 6, 4, 10],
+        [50, 50, 50, 10, 90, 50, 20, 80, 30, 70, 60],
+    ):
+        mtp = sorted(times)[len(times) // 2]
+        out.append({"times": times, "median": mtp, "min_valid_time": mtp + 1})
+    return out
 
 
 # -- proof of work -------------------------------------------------------------------

@@ -20,7 +20,13 @@ from p2pml.chain.encoding import decode_block, decode_tx, encode_block, encode_t
 from p2pml.chain.hashing import merkle_root
 from p2pml.chain.params import MAIN, NETWORKS, dev_identity
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
-from p2pml.chain.rules import check_block_body, check_header, check_tx_root
+from p2pml.chain.rules import (
+    check_block_body,
+    check_header,
+    check_header_context,
+    check_tx_root,
+    median_time,
+)
 from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_audited
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
@@ -200,6 +206,25 @@ def test_regtest_chain_links_to_genesis() -> None:
     for v in BLOCKS["regtest_chain"]:
         assert v["header"]["prev_hash"] == prev
         prev = v["hash"]
+
+
+@pytest.mark.parametrize("v", BLOCKS["median_time_past"], ids=lambda v: f"{len(v['times'])}-times")
+def test_median_time_past(v: dict[str, Any]) -> None:
+    assert median_time(v["times"]) == v["median"]
+    p = NETWORKS["regtest"]
+    parent = len(v["times"]) - 1
+    bits = p.pow_limit_bits
+    with pytest.raises(ValidationError) as err:
+        check_header_context(
+            _at(v["min_valid_time"] - 1, parent + 1), parent, bits, v["median"], 2**40, p
+        )
+    assert err.value.reason == "time-too-old"
+    check_header_context(_at(v["min_valid_time"], parent + 1), parent, bits, v["median"], 2**40, p)
+
+
+def _at(time: int, height: int) -> BlockHeader:
+    g = NETWORKS["regtest"].genesis.header
+    return BlockHeader(1, height, g.prev_hash, g.tx_root, time, g.bits, 0)
 
 
 # -- proof of work ----------------------------------------------------------------------
