@@ -690,15 +690,22 @@ def partition_vectors() -> dict[str, Any]:
 
 
 def audit_vectors() -> dict[str, Any]:
-    out = []
     fraction = 0.1  # main
     threshold = math.floor(fraction * 2**64)  # binary64 product, then floor
-    for i in range(24):
-        block = sha256(b"block %d" % i)
-        rid = sha256(b"result %d" % i)
-        draw = int.from_bytes(sha256(block + rid)[:8], "big")
-        out.append({"block_hash": block.hex(), "result_id": rid.hex(), "audited": draw < threshold})
-    return {"network": "main", "audit_fraction": fraction, "threshold": threshold, "cases": out}
+    draws = []
+    for i in range(4000):
+        block, rid = sha256(b"block %d" % i), sha256(b"result %d" % i)
+        draws.append((int.from_bytes(sha256(block + rid)[:8], "big"), block, rid))
+    # The first few, and the ones closest to the threshold on either side:
+    # they tell a wrong threshold (say 0.1 * 2^63) from the right one.
+    below = sorted((d for d in draws if d[0] < threshold), key=lambda d: -d[0])[:4]
+    above = sorted((d for d in draws if d[0] >= threshold), key=lambda d: d[0])[:4]
+    chosen = draws[:8] + below + above
+    cases = [
+        {"block_hash": b.hex(), "result_id": r.hex(), "draw": d, "audited": d < threshold}
+        for d, b, r in chosen
+    ]
+    return {"network": "main", "audit_fraction": fraction, "threshold": threshold, "cases": cases}
 
 
 # -- sync messages (docs/protocol.md section 4) -------------------------------------
