@@ -684,8 +684,8 @@ def partition_vectors() -> dict[str, Any]:
                     "random_state": int.from_bytes(d[:4], "big") & 0x7FFFFFFF,
                 }
             )
-    keys = {"message": b"p2pml/holdout/v1".hex() + seed.hex() + task.hex(), "n_rows": 5}
-    keys["keys"] = [hex(k) for k in row_keys(bytes.fromhex(keys["message"]), 5)]
+    message = b"p2pml/holdout/v1" + seed + task
+    keys = {"message": message.hex(), "n_rows": 5, "keys": [hex(k) for k in row_keys(message, 5)]}
     return {"row_keys": keys, "cases": cases, "random_state": states}
 
 

@@ -25,7 +25,7 @@ from p2pml.ml.spec import TaskSpec
 EXAMPLES = int(os.environ.get("P2PML_FUZZ_EXAMPLES", "200"))
 
 
-def fuzz(scale: float = 1.0) -> Any:
+def fuzz(scale: float = 1.0) -> settings:
     """Hypothesis settings of one target: ``scale`` x the example budget."""
     return settings(
         max_examples=max(1, int(EXAMPLES * scale)),

@@ -168,7 +168,8 @@ def gossip(draw: st.DrawFn) -> tuple[str, bytes]:
     if kind == "blocks":
         raw = encode_block(draw(blocks()))
     else:
-        raw = encode_tx(draw(tasks() if kind == "tasks" else results()))
+        tx: TaskTx | ResultTx = draw(tasks()) if kind == "tasks" else draw(results())
+        raw = encode_tx(tx)
     if draw(st.booleans()):
         raw = draw(mutated(raw))
     return TOPICS.topic(kind), raw
