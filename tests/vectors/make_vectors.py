@@ -267,6 +267,23 @@ def dev_seed(i: int) -> bytes:
     return sha256(b"p2pml dev key " + str(i).encode("ascii"))
 
 
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58(data: bytes) -> str:
+    n, out = int.from_bytes(data, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def peer_id(public_key: bytes) -> str:
+    """docs/protocol.md section 1: identity multihash of the protobuf PublicKey."""
+    proto = b"\x08\x01\x12\x20" + public_key  # Type = Ed25519 (1), Data = 32 bytes
+    return b58(b"\x00" + bytes([len(proto)]) + proto)
+
+
 def coinbase(height: int, miner: bytes, amount: int, extra: bytes) -> list[Any]:
     return [0, height, miner, amount, extra]
 
@@ -378,7 +395,12 @@ def task_specs() -> list[dict[str, Any]]:
 
 def transaction_vectors() -> dict[str, Any]:
     keys = [
-        {"name": n, "seed": s.hex(), "public_key": ed25519_public(s).hex()}
+        {
+            "name": n,
+            "seed": s.hex(),
+            "public_key": ed25519_public(s).hex(),
+            "peer_id": peer_id(ed25519_public(s)),
+        }
         for n, s in (
             ("publisher", PUBLISHER_SEED),
             ("trainer", TRAINER_SEED),

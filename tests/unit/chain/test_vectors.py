@@ -110,6 +110,10 @@ def test_genesis(name: str) -> None:
 @pytest.mark.parametrize("key", TXS["keys"], ids=lambda k: k["name"])
 def test_public_keys(key: dict[str, Any]) -> None:
     assert Identity.from_seed(h(key["seed"])).public_key.hex() == key["public_key"]
+    if "peer_id" in key:
+        from p2pml.net.host import peer_id_of
+
+        assert peer_id_of(h(key["seed"])) == key["peer_id"]
     if key["name"].startswith("dev"):
         assert dev_identity(int(key["name"][3:])).seed.hex() == key["seed"]
 
