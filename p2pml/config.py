@@ -70,6 +70,8 @@ class TrainingSettings:
     max_concurrent_jobs: int = 1
     allowed_models: tuple[str, ...] = ()  # empty: every allowlisted estimator
     max_dataset_bytes: int = 512 * 1024**2
+    max_queued_rounds: int = 64  # rounds waiting or running on this node
+    max_rounds_per_publisher: int = 16  # of those, from one task publisher
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
     raise ValueError
 
 
-def _check_multiaddr(text: str) -> str | None:
+def check_multiaddr(text: str) -> str | None:
     from multiaddr import Multiaddr
 
     try:
@@ -210,7 +212,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("bootstrap", s.p2p.bootstrap),
     ):
         for a in addrs:
-            problem = _check_multiaddr(a)
+            problem = check_multiaddr(a)
             if problem:
                 bad.append(("p2p", key, f"{a!r}: {problem}"))
     for a in s.p2p.bootstrap:
@@ -218,7 +220,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
             bad.append(("p2p", "bootstrap", f"{a!r}: must end in /p2p/<peer id>"))
     for key, addrs in (("api", (s.ipfs.api,)), ("swarm", s.ipfs.swarm), ("peers", s.ipfs.peers)):
         for a in addrs:
-            problem = _check_multiaddr(a)
+            problem = check_multiaddr(a)
             if problem:
                 bad.append(("ipfs", key, f"{a!r}: {problem}"))
     if s.node.dev_key >= 0 and s.node.network == "main":
@@ -227,7 +229,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
 
     if s.node.dev_key >= DEV_KEYS:
         bad.append(("node", "dev_key", f"{s.node.dev_key}: there are {DEV_KEYS} dev keys (0..)"))
-    from p2pml.ml.estimators import ESTIMATORS
+    from p2pml.chain.allowlist import ESTIMATORS
 
     for model in s.training.allowed_models:
         if model not in ESTIMATORS:
@@ -246,6 +248,8 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("mining", "nonce_range", s.mining.nonce_range),
         ("training", "workers", s.training.workers),
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+        ("training", "max_queued_rounds", s.training.max_queued_rounds),
+        ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))

@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from p2pml.chain.encoding import expect_bytes, expect_int, expect_list, packb, unpackb
+from p2pml.chain.encoding import expect_bytes, expect_int, expect_list, unpackb
 from p2pml.chain.hashing import HASH_SIZE
-from p2pml.chain.types import HEADER_SIZE
+from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-PROTOCOL_VERSION = 1
+# Version 2: tasks must pay a minimum bounty per round (``bad-task-bounty``).
+# Topic and sync protocol names carry it, so nodes of other versions do not
+# exchange messages they would judge differently.
+PROTOCOL_VERSION = 2
 KINDS = ("blocks", "tasks", "results")
 
 MAX_HEADERS = 2_000
@@ -62,11 +65,11 @@ BENIGN_REASONS = frozenset(
 
 
 def topic_name(network: str, kind: str) -> str:
-    return f"/p2pml/{network}/{kind}/1"
+    return f"/p2pml/{network}/{kind}/{PROTOCOL_VERSION}"
 
 
 def sync_protocol(network: str) -> str:
-    return f"/p2pml/{network}/sync/1"
+    return f"/p2pml/{network}/sync/{PROTOCOL_VERSION}"
 
 
 @dataclass(frozen=True)

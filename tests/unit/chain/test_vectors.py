@@ -42,7 +42,7 @@ from p2pml.ml.partition import (
     partition_size,
     row_keys,
 )
-from p2pml.ml.spec import TaskSpec
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.net import protocol as P
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"

@@ -18,9 +18,9 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.pow import check_pow
 from p2pml.chain.tasks import ResultTx, TaskTx
 from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
-from p2pml.ml.estimators import ESTIMATORS
-from p2pml.ml.metrics import METRICS
-from p2pml.ml.spec import TaskSpec
+from p2pml.chain.allowlist import ESTIMATORS
+from p2pml.chain.metrics import METRICS
+from p2pml.chain.taskspec import TaskSpec
 
 EXAMPLES = int(os.environ.get("P2PML_FUZZ_EXAMPLES", "200"))
 

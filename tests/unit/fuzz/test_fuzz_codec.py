@@ -26,7 +26,7 @@ from p2pml.chain.encoding import (
 )
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import DecodeError, ValidationError
-from p2pml.ml.spec import WIRE_KEYS, TaskSpec
+from p2pml.chain.taskspec import WIRE_KEYS, TaskSpec
 from tests.unit.fuzz.fuzzing import (
     any_msgpack,
     blocks,
