@@ -28,6 +28,7 @@ from p2pml.chain.rules import (
     median_time,
 )
 from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_audited
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
 from p2pml.cidv0 import is_cidv0
@@ -42,7 +43,6 @@ from p2pml.ml.partition import (
     partition_size,
     row_keys,
 )
-from p2pml.chain.taskspec import TaskSpec
 from p2pml.net import protocol as P
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"

@@ -12,15 +12,15 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from p2pml.chain.allowlist import ESTIMATORS
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.hashing import merkle_root, sha256d
+from p2pml.chain.metrics import METRICS
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.pow import check_pow
 from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
-from p2pml.chain.allowlist import ESTIMATORS
-from p2pml.chain.metrics import METRICS
 from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
 
 EXAMPLES = int(os.environ.get("P2PML_FUZZ_EXAMPLES", "200"))
 

@@ -24,9 +24,9 @@ from p2pml.chain.encoding import (
     packb,
     tx_to_wire,
 )
+from p2pml.chain.taskspec import WIRE_KEYS, TaskSpec
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import DecodeError, ValidationError
-from p2pml.chain.taskspec import WIRE_KEYS, TaskSpec
 from tests.unit.fuzz.fuzzing import (
     any_msgpack,
     blocks,
