@@ -182,7 +182,10 @@ def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
     if tp is Path:
         if type(value) is not str or not value:
             raise ValueError
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~user" whose home directory cannot be found
+            raise ValueError from None
         return p if p.is_absolute() else base / p
     if origin is tuple:
         if type(value) is not list or not all(type(v) is str for v in value):
@@ -244,7 +247,8 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
     host, _, port = s.admin.listen.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    # At most 5 digits: int() refuses strings over 4,300 digits with a ValueError.
+    if not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 65535:
         bad.append(("admin", "listen", f"{s.admin.listen!r}: expected HOST:PORT"))
     if logging.getLevelName(s.log.level.upper()) not in (10, 20, 30, 40, 50):
         bad.append(("log", "level", f"{s.log.level!r}: expected DEBUG, INFO, WARNING or ERROR"))
@@ -298,7 +302,7 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
             raise ConfigError(f"{where}: config file not found") from None
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"{where}: invalid TOML: {exc}") from None
 
     sections = _sections()
