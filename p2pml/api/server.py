@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from p2pml.api.bans import BanRoutes
+from p2pml.api.datasets import DatasetLog
+from p2pml.api.models import ModelRoutes
 from p2pml.api.openapi import openapi_document
 from p2pml.errors import DecodeError, P2PMLError, ValidationError
 
@@ -117,6 +120,7 @@ def make_app(node: Node) -> web.Application:
         middlewares=[errors_middleware, auth_middleware(lambda: node.admin_token)],
     )
     r = app.router
+    dataset_log = DatasetLog(node.data_dir)
 
     async def status(_req: web.Request) -> web.Response:
         return ok(node.status())
@@ -212,7 +216,9 @@ def make_app(node: Node) -> web.Application:
                     await asyncio.to_thread(fh.write, chunk)
             if size == 0:
                 raise HTTPError(400, "empty body", "bad-request")
-            return ok(await node.add_dataset_file(path), status=201)
+            added = await node.add_dataset_file(path)
+            await dataset_log.record(added["cid"], req.headers.get("X-Filename"), path, size)
+            return ok(added, status=201)
         finally:
             path.unlink(missing_ok=True)
 
@@ -248,6 +254,9 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)
+    r.add_get("/datasets", dataset_log.list_handler)
+    BanRoutes(node.p2p).add_to(r)
+    ModelRoutes(node.ipfs, node.tasks.task_view, node.tasks.result_view).add_to(r)
     r.add_get("/balances/{pubkey}", balances)
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
