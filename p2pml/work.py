@@ -265,6 +265,8 @@ class TaskService:
                 bounty=pooled.bounty,
                 fee=pooled.fee,
                 deadline=pooled.deadline,
+                result_reward=pooled.result_reward,
+                max_results=pooled.max_results,
                 results=[],
                 rounds_done=0,
             )
