@@ -229,7 +229,7 @@ def test_follow_stops_on_ctrl_c_and_the_task_goes_on(nodes: NodeSet, tmp_path: P
     progress = proc.stdout.readline()
     assert "task pending" in progress and "results 0/3" in progress
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "stopped following" in err and "Traceback" not in err
     task_id = first.split()[1]
     a.mine(1)
