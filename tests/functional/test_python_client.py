@@ -85,9 +85,10 @@ def test_client_pieces(nodes: NodeSet, tmp_path: Path) -> None:
     assert isinstance(df, pd.DataFrame) and len(df) == 1
     assert df.loc[0, "metric"] == task.info()["best"]["metric"]
     pred = task.predict(wine.drop(columns=["target"]).iloc[:3])
-    assert pred["predicted_target"].tolist() == model.predict(
-        wine.drop(columns=["target"]).iloc[:3].to_numpy()
-    ).tolist()
+    assert (
+        pred["predicted_target"].tolist()
+        == model.predict(wine.drop(columns=["target"]).iloc[:3].to_numpy()).tolist()
+    )
     path = task.download_model(tmp_path / "m.skops")
     assert path.with_name("m.skops.json").exists()
 
