@@ -64,7 +64,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from p2pml.config import load_settings
     from p2pml.errors import ConfigError, NetworkError, StoreError
     from p2pml.logsetup import setup_logging
-    from p2pml.node import run_node
+    from p2pml.node.node import run_node
 
     try:
         settings = load_settings(Path(args.config))

@@ -180,7 +180,7 @@ def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
     raise ValueError
 
 
-def _check_multiaddr(text: str) -> str | None:
+def check_multiaddr(text: str) -> str | None:
     from multiaddr import Multiaddr
 
     try:
@@ -208,7 +208,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("bootstrap", s.p2p.bootstrap),
     ):
         for a in addrs:
-            problem = _check_multiaddr(a)
+            problem = check_multiaddr(a)
             if problem:
                 bad.append(("p2p", key, f"{a!r}: {problem}"))
     for a in s.p2p.bootstrap:
@@ -216,7 +216,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
             bad.append(("p2p", "bootstrap", f"{a!r}: must end in /p2p/<peer id>"))
     for key, addrs in (("api", (s.ipfs.api,)), ("swarm", s.ipfs.swarm), ("peers", s.ipfs.peers)):
         for a in addrs:
-            problem = _check_multiaddr(a)
+            problem = check_multiaddr(a)
             if problem:
                 bad.append(("ipfs", key, f"{a!r}: {problem}"))
     if s.node.dev_key >= 0 and s.node.network == "main":
@@ -225,7 +225,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
 
     if s.node.dev_key >= DEV_KEYS:
         bad.append(("node", "dev_key", f"{s.node.dev_key}: there are {DEV_KEYS} dev keys (0..)"))
-    from p2pml.ml.estimators import ESTIMATORS
+    from p2pml.chain.allowlist import ESTIMATORS
 
     for model in s.training.allowed_models:
         if model not in ESTIMATORS:

@@ -22,6 +22,7 @@ so callers can catch the family they care about and nothing else::
     │   └── FetchTimeout       the fetch did not finish within its timeout
     ├── TrainingError          a training job failed; ``reason`` says why
     │   └── ModelArtifactError a model artifact is not in the safe format
+    ├── NotFoundError          no such task, result, block or peer (API 404)
     ├── ApiError               admin API client errors (CLI and Python client)
     │   └── WaitTimeout        a task did not close within the time waited for
     └── InputError             a user's own file (CSV to predict on, model card)
@@ -114,6 +115,12 @@ class ModelArtifactError(TrainingError):
 
     def __init__(self, detail: str) -> None:
         super().__init__("bad-model-artifact", detail)
+
+
+class NotFoundError(P2PMLError):
+    """What was asked for does not exist here (a task, result, block, peer)."""
+
+    reason = "not-found"
 
 
 class ApiError(P2PMLError):

@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 
 from benchlib import figure
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import TrainingSettings
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.dataset import parse_csv
 from p2pml.ml.estimators import build_estimator
 from p2pml.ml.partition import derive_random_state, partition_indices
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer
 
 SEED = hashlib.sha256(b"bench-block").digest()

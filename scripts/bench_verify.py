@@ -47,13 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 
 from benchlib import figure
 
-from p2pml.chain.tasks import ResultTx
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx
 from p2pml.config import IpfsSettings, TrainingSettings
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer
 from p2pml.ml.worker import THREAD_ENV
-from p2pml.verifier import Request, Verifier
+from p2pml.node.verifier import Request, Verifier
 
 SEED = hashlib.sha256(b"bench-verify-block").digest()
 TRAINERS = 10

@@ -28,13 +28,14 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from p2pml.errors import DatasetError
+from p2pml.errors import DatasetError, NotFoundError
 from p2pml.ml.modelfile import ModelCard
 from p2pml.ml.partition import derive_random_state
 
 MAX_HEADER_BYTES: Final = 1 << 20
 
-#: task id -> the task's API view (``None``: unknown); result id -> view (``{}``: unknown).
+#: task id -> the task's API view; result id -> its view. Unknown ids: ``None``
+#: or ``{}``, or :class:`NotFoundError` raised.
 TaskLookup = Callable[[bytes], dict[str, Any] | None]
 ResultLookup = Callable[[bytes], dict[str, Any]]
 
@@ -89,20 +90,32 @@ class ModelRoutes:
 
     # -- lookups ---------------------------------------------------------------------
 
+    def _task(self, task_id: bytes) -> dict[str, Any] | None:
+        try:
+            return self.task_view(task_id)
+        except NotFoundError:
+            return None
+
+    def _result(self, result_id: bytes) -> dict[str, Any]:
+        try:
+            return self.result_view(result_id)
+        except NotFoundError:
+            return {}
+
     def best_result(self, task_id: bytes) -> dict[str, Any]:
-        task = self.task_view(task_id)
+        task = self._task(task_id)
         if task is None:
             raise NotServed(404, "no such task", "not-found")
         best = task.get("best")
         if not best:
             raise NotServed(404, "the task has no result yet", "no-result")
-        result = self.result_view(bytes.fromhex(best["result"]))
+        result = self._result(bytes.fromhex(best["result"]))
         if not result:  # pragma: no cover - the chain names only results it holds
             raise NotServed(404, "the best result is unknown", "no-result")
         return result
 
     def result(self, result_id: bytes) -> dict[str, Any]:
-        result = self.result_view(result_id)
+        result = self._result(result_id)
         if not result:
             raise NotServed(404, "no such result", "not-found")
         return result
@@ -142,7 +155,7 @@ class ModelRoutes:
         return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
     async def card(self, result: dict[str, Any]) -> ModelCard:
-        task = self.task_view(bytes.fromhex(result["task"]))
+        task = self._task(bytes.fromhex(result["task"]))
         if task is None or "seed" not in task:  # pragma: no cover - results need a mined task
             raise NotServed(404, "the result's task is not in the chain", "no-result")
         spec = task["spec"]

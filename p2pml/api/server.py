@@ -1,5 +1,7 @@
 """The admin HTTP API (aiohttp, JSON). Handlers are thin: they parse, call a
-Node method, and render. Every error is ``{"error": ..., "reason": ...}``.
+service through :class:`~p2pml.api.ports.AdminContext`, and render with
+:mod:`p2pml.api.views`. Every error is ``{"error": ..., "reason": ...}``;
+project errors map to statuses through one table (``ERROR_STATUS``).
 
 POST and DELETE need ``Authorization: Bearer <token>`` (the token file in
 the data dir); GETs are open on the bound address (127.0.0.1 by default).
@@ -15,18 +17,27 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from p2pml.api import views
 from p2pml.api.bans import BanRoutes
 from p2pml.api.datasets import DatasetLog
 from p2pml.api.models import ModelRoutes
 from p2pml.api.openapi import openapi_document
-from p2pml.errors import DecodeError, P2PMLError, ValidationError
-
-if TYPE_CHECKING:
-    from p2pml.node import Node
+from p2pml.api.ports import AdminContext
+from p2pml.errors import (
+    DaemonUnavailable,
+    DatasetError,
+    DatasetTooLarge,
+    DecodeError,
+    MissingDataError,
+    NetworkError,
+    NotFoundError,
+    P2PMLError,
+    ValidationError,
+)
 
 log = logging.getLogger("p2pml.api")
 
@@ -49,6 +60,28 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
 
 
+#: Project errors -> (HTTP status, reason when the error carries none). The
+#: first matching class wins, so subclasses come before their bases.
+ERROR_STATUS: tuple[tuple[type[P2PMLError], int, str], ...] = (
+    (NotFoundError, 404, "not-found"),
+    (MissingDataError, 503, "pending-data"),
+    (ValidationError, 400, "invalid"),
+    (DecodeError, 400, "bad-request"),
+    (DaemonUnavailable, 503, "ipfs-unavailable"),
+    (DatasetTooLarge, 413, "dataset-too-large"),
+    (DatasetError, 400, "dataset-add-failed"),
+    (P2PMLError, 503, "unavailable"),
+)
+
+
+def status_of(exc: P2PMLError) -> tuple[int, str]:
+    """The HTTP status and reason for a project error (see ERROR_STATUS)."""
+    for cls, status, reason in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status, getattr(exc, "reason", None) or reason
+    raise AssertionError("P2PMLError is in the table")
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -63,12 +96,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(405, "method not allowed", "method-not-allowed")
     except web.HTTPException as exc:
         return error_response(exc.status, exc.reason or "http error", "http-error")
-    except ValidationError as exc:
-        return error_response(400, str(exc), exc.reason)
-    except DecodeError as exc:
-        return error_response(400, str(exc), "bad-request")
     except P2PMLError as exc:
-        return error_response(503, str(exc), "unavailable")
+        status, reason = status_of(exc)
+        return error_response(status, str(exc), reason)
     except Exception:  # a bug: log it, but never hand the client a bare 500 page
         log.exception("admin API handler failed: %s %s", request.method, request.path)
         return error_response(500, "internal error (see the node log)", "internal")
@@ -114,71 +144,55 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return v
 
 
-def make_app(node: Node) -> web.Application:
+def make_app(ctx: AdminContext) -> web.Application:
     app = web.Application(
-        client_max_size=node.settings.admin.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(lambda: node.admin_token)],
+        client_max_size=ctx.settings.admin.max_body_bytes,
+        middlewares=[errors_middleware, auth_middleware(lambda: ctx.token)],
     )
     r = app.router
-    dataset_log = DatasetLog(node.data_dir)
+    dataset_log = DatasetLog(ctx.data_dir)
 
     async def status(_req: web.Request) -> web.Response:
-        return ok(node.status())
+        return ok(views.status(ctx))
 
     async def peers(_req: web.Request) -> web.Response:
-        return ok(node.peers())
+        return ok(views.peers(ctx))
 
     async def connect_peer(req: web.Request) -> web.Response:
-        body = await json_body(req)
-        addr = body.get("addr")
-        if not isinstance(addr, str) or not addr:
-            raise HTTPError(400, "addr (a multiaddr string) is required", "bad-request")
-        return ok(await node.connect_peer(addr))
+        addr = views.connect_address(await json_body(req))
+        return ok({"peer_id": await ctx.peers.connect(addr), "addr": addr})
 
     async def disconnect_peer(req: web.Request) -> web.Response:
         ban = int_query(req, "ban", 0, 0, 10 * 365 * 86400)
-        try:
-            return ok(await node.disconnect_peer(req.match_info["peer_id"], ban))
-        except LookupError:
-            raise HTTPError(404, "not connected to that peer", "not-found") from None
+        peer_id = req.match_info["peer_id"]
+        views.check_disconnect(ctx, peer_id, ban)
+        await ctx.peers.disconnect(peer_id, ban)
+        return ok({"peer_id": peer_id, "banned_seconds": ban})
 
     async def chain(req: web.Request) -> web.Response:
         limit = int_query(req, "limit", 20, 1, 1000)
-        start = int_query(req, "start", node.chain.height, 0, 2**32)
-        return ok(node.chain_headers(start, limit))
+        start = int_query(req, "start", ctx.chain.chain.height, 0, 2**32)
+        return ok(views.chain_headers(ctx, start, limit))
 
     async def tips(_req: web.Request) -> web.Response:
-        return ok(node.chain_tips())
+        return ok(views.chain_tips(ctx))
 
     async def block(req: web.Request) -> web.Response:
-        found = node.block(req.match_info["id"])
-        if found is None:
-            raise HTTPError(404, "no such block", "not-found")
-        return ok(found)
+        return ok(views.block(ctx, req.match_info["id"]))
 
     async def mempool(_req: web.Request) -> web.Response:
-        return ok(node.mempool_view())
-
-    def hex_id(req: web.Request) -> bytes:
-        try:
-            raw = bytes.fromhex(req.match_info["id"])
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise HTTPError(404, "ids are 64 hex digits", "not-found")
-        return raw
+        return ok(views.mempool(ctx))
 
     async def tasks(_req: web.Request) -> web.Response:
-        return ok(node.tasks.tasks())
+        return ok(views.tasks(ctx))
 
     async def task(req: web.Request) -> web.Response:
-        found = node.tasks.task_view(hex_id(req))
-        if found is None:
-            raise HTTPError(404, "no such task", "not-found")
-        return ok(found)
+        return ok(views.task(ctx, views.hex_id(req.match_info["id"], "task")))
 
     async def publish_task(req: web.Request) -> web.Response:
-        return ok(await node.publish_task(await json_body(req)), status=201)
+        order = views.task_order(await json_body(req), ctx.params.min_task_fee)
+        tx = await ctx.tasks.publish(order)
+        return ok({"id": tx.id.hex()}, status=201)
 
     async def results(req: web.Request) -> web.Response:
         task_hex = req.query.get("task")
@@ -190,19 +204,16 @@ def make_app(node: Node) -> web.Application:
                 raise HTTPError(400, "task must be 64 hex digits", "bad-request") from None
             if len(task_id) != 32:
                 raise HTTPError(400, "task must be 64 hex digits", "bad-request")
-        return ok(node.tasks.results(task_id))
+        return ok(views.results(ctx, task_id))
 
     async def result(req: web.Request) -> web.Response:
-        found = node.tasks.result_view(hex_id(req))
-        if not found:
-            raise HTTPError(404, "no such result", "not-found")
-        return ok(found)
+        return ok(views.result(ctx, views.hex_id(req.match_info["id"], "result")))
 
     async def add_dataset(req: web.Request) -> web.Response:
-        limit = node.settings.ipfs.max_dataset_bytes
+        limit = ctx.settings.ipfs.max_dataset_bytes
         if req.content_length is not None and req.content_length > limit:
             raise HTTPError(413, f"dataset over {limit} bytes", "body-too-large")
-        uploads = node.data_dir / "uploads"
+        uploads = ctx.data_dir / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=uploads, suffix=".part")
         path = Path(name)
@@ -216,26 +227,28 @@ def make_app(node: Node) -> web.Application:
                     await asyncio.to_thread(fh.write, chunk)
             if size == 0:
                 raise HTTPError(400, "empty body", "bad-request")
-            added = await node.add_dataset_file(path)
-            await dataset_log.record(added["cid"], req.headers.get("X-Filename"), path, size)
-            return ok(added, status=201)
+            cid = await ctx.datasets.add(path)
+            await dataset_log.record(cid, req.headers.get("X-Filename"), path, size)
+            return ok({"cid": cid, "size": size}, status=201)
         finally:
             path.unlink(missing_ok=True)
 
     async def balances(req: web.Request) -> web.Response:
-        return ok(node.balance(req.match_info["pubkey"]))
+        return ok(views.balance(ctx, req.match_info["pubkey"]))
 
     async def mine(req: web.Request) -> web.Response:
-        if node.params.name != "regtest":
+        if ctx.params.name != "regtest":
             raise HTTPError(403, "mining on request is for regtest only", "forbidden")
         body = await json_body(req)
         n = body.get("blocks", 1)
         if type(n) is not int or not 1 <= n <= 1000:
             raise HTTPError(400, "blocks must be an integer in [1, 1000]", "bad-request")
-        return ok({"hashes": await node.mine(n)})
+        return ok({"hashes": [h.hex() for h in await ctx.mining.mine(n)]})
 
     async def metrics(_req: web.Request) -> web.Response:
-        return web.Response(text=node.metrics_text(), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            text=views.metrics_text(ctx), content_type="text/plain", charset="utf-8"
+        )
 
     async def openapi(_req: web.Request) -> web.Response:
         return ok(openapi_document())
@@ -255,10 +268,43 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)
     r.add_get("/datasets", dataset_log.list_handler)
-    BanRoutes(node.p2p).add_to(r)
-    ModelRoutes(node.ipfs, node.tasks.task_view, node.tasks.result_view).add_to(r)
+    BanRoutes(ctx.peers).add_to(r)
+    models = ModelRoutes(ctx.datasets, lambda t: views.task(ctx, t), lambda r: views.result(ctx, r))
+    models.add_to(r)
     r.add_get("/balances/{pubkey}", balances)
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
     return app
+
+
+class AdminServer:
+    """The admin API on ``[admin] listen``; ``url`` once started."""
+
+    def __init__(self, ctx: AdminContext) -> None:
+        self._ctx = ctx
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Listen (NetworkError with one clear line if the address is busy)."""
+        listen = self._ctx.settings.admin.listen
+        host, _, port = listen.rpartition(":")
+        runner = web.AppRunner(
+            make_app(self._ctx), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, int(port)).start()
+        except OSError as exc:
+            await runner.cleanup()
+            why = (exc.strerror or str(exc)).rsplit(": ", 1)[-1]
+            raise NetworkError(f"admin API cannot listen on {listen}: {why}") from None
+        self._runner = runner
+        bound = runner.addresses[0]
+        self.url = f"http://{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

@@ -2,9 +2,12 @@
 
 Wire layout (msgpack arrays, never maps, smallest integer encodings):
 
-* transaction: ``[tag, field...]``; coinbase: ``[0, height, miner(bin32),
-  amount, extra(bin<=64)]``; allocation (genesis only): ``[3, pubkey, amount]``;
-  tasks (1) and results (2) are in :mod:`p2pml.chain.tasks`.
+* transaction: ``[tag, field...]`` as each type's ``to_wire`` in
+  :mod:`p2pml.chain.types` writes it: coinbase ``[0, height, miner(bin32),
+  amount, extra(bin<=64)]``; task ``[1, spec, bounty, fee, deadline,
+  result_reward, max_results, publisher, nonce, signature]``; result ``[2,
+  task_id, seed, round, trainer, metric(float64), model_cid, train_rows,
+  train_ms, signature]``; allocation (genesis only) ``[3, pubkey, amount]``.
 * block: ``[header(bin 92), [transaction...]]``.
 
 A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
@@ -21,13 +24,24 @@ from typing import Any
 import msgpack
 
 from p2pml.chain.hashing import HASH_SIZE, sha256d
-from p2pml.chain.types import HEADER_SIZE, Allocation, Block, BlockHeader, Coinbase, Transaction
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import (
+    HEADER_SIZE,
+    TAG_ALLOCATION,
+    TAG_COINBASE,
+    TAG_RESULT,
+    TAG_TASK,
+    Allocation,
+    Block,
+    BlockHeader,
+    Coinbase,
+    ResultTx,
+    TaskTx,
+    Transaction,
+    packb,
+)
+from p2pml.crypto import SIGNATURE_SIZE
 from p2pml.errors import DecodeError
-
-TAG_COINBASE = 0
-TAG_TASK = 1
-TAG_RESULT = 2
-TAG_ALLOCATION = 3
 
 MAX_EXTRA = 64
 PUBKEY_SIZE = 32
@@ -35,13 +49,10 @@ PUBKEY_SIZE = 32
 MAX_BLOCK_BYTES_HARD = 4 * 1024 * 1024
 MAX_TXS_HARD = 20_000
 MAX_TX_BYTES = 64 * 1024
+MAX_CID = 128
 
 U32 = 2**32 - 1
 U64 = 2**64 - 1
-
-
-def packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def unpackb(data: bytes, max_bytes: int) -> Any:
@@ -95,10 +106,6 @@ def expect_list(v: Any, name: str, length: int | None = None) -> list[Any]:
 # -- transactions -----------------------------------------------------------
 
 
-def _coinbase_to_wire(tx: Coinbase) -> list[Any]:
-    return [TAG_COINBASE, tx.height, tx.miner, tx.amount, tx.extra]
-
-
 def _coinbase_from_wire(f: list[Any]) -> Coinbase:
     expect_list(f, "coinbase", 5)
     return Coinbase(
@@ -109,10 +116,6 @@ def _coinbase_from_wire(f: list[Any]) -> Coinbase:
     )
 
 
-def _alloc_to_wire(tx: Allocation) -> list[Any]:
-    return [TAG_ALLOCATION, tx.pubkey, tx.amount]
-
-
 def _alloc_from_wire(f: list[Any]) -> Allocation:
     expect_list(f, "allocation", 3)
     return Allocation(
@@ -121,31 +124,50 @@ def _alloc_from_wire(f: list[Any]) -> Allocation:
     )
 
 
-_TO_WIRE: dict[type, Callable[[Any], list[Any]]] = {
-    Coinbase: _coinbase_to_wire,
-    Allocation: _alloc_to_wire,
-}
+def _task_from_wire(f: list[Any]) -> TaskTx:
+    expect_list(f, "task", 10)
+    return TaskTx(
+        spec=TaskSpec.from_wire(f[1]),
+        bounty=expect_int(f[2], "task.bounty"),
+        fee=expect_int(f[3], "task.fee"),
+        deadline=expect_int(f[4], "task.deadline", hi=U32),
+        result_reward=expect_int(f[5], "task.result_reward"),
+        max_results=expect_int(f[6], "task.max_results", hi=U32),
+        publisher=expect_bytes(f[7], "task.publisher", PUBKEY_SIZE),
+        nonce=expect_int(f[8], "task.nonce"),
+        signature=expect_bytes(f[9], "task.signature", SIGNATURE_SIZE),
+    )
+
+
+def _result_from_wire(f: list[Any]) -> ResultTx:
+    expect_list(f, "result", 10)
+    if type(f[5]) is not float:
+        raise DecodeError("result.metric: expected a float")
+    if type(f[6]) is not str or len(f[6]) > MAX_CID:
+        raise DecodeError("result.model_cid: expected a short string")
+    return ResultTx(
+        task_id=expect_bytes(f[1], "result.task_id", 32),
+        seed=expect_bytes(f[2], "result.seed", 32),
+        round=expect_int(f[3], "result.round", hi=U32),
+        trainer=expect_bytes(f[4], "result.trainer", PUBKEY_SIZE),
+        metric=f[5],
+        model_cid=f[6],
+        train_rows=expect_int(f[7], "result.train_rows", hi=U32),
+        train_ms=expect_int(f[8], "result.train_ms", hi=2**40),
+        signature=expect_bytes(f[9], "result.signature", SIGNATURE_SIZE),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
+    TAG_TASK: _task_from_wire,
+    TAG_RESULT: _result_from_wire,
     TAG_ALLOCATION: _alloc_from_wire,
 }
 
 
-def register_tx_type(
-    cls: type,
-    tag: int,
-    to_wire: Callable[[Any], list[Any]],
-    from_wire: Callable[[list[Any]], Any],
-) -> None:
-    """Add a transaction type to the codec (tags are protocol constants)."""
-    if tag in _FROM_WIRE and _TO_WIRE.get(cls) is None:
-        raise ValueError(f"tx tag {tag} already registered")
-    _TO_WIRE[cls] = to_wire
-    _FROM_WIRE[tag] = from_wire
-
-
 def tx_to_wire(tx: Transaction) -> list[Any]:
-    return _TO_WIRE[type(tx)](tx)
+    return tx.to_wire()
 
 
 def tx_from_wire(obj: Any) -> Transaction:

@@ -20,17 +20,10 @@ from typing import Any, Protocol
 
 from p2pml.chain import rules
 from p2pml.chain.encoding import encode_block
+from p2pml.chain.ledger import BlockContext, StateView, UndoLog, VerdictOracle, no_verdicts
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
-from p2pml.chain.txrules import (
-    BLOCK_HOOKS,
-    BlockContext,
-    StateView,
-    UndoLog,
-    VerdictOracle,
-    handler_for,
-    no_verdicts,
-)
+from p2pml.chain.txrules import BLOCK_HOOKS, handler_for
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
 

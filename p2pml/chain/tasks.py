@@ -1,5 +1,5 @@
-"""Training tasks and results as consensus transactions, and the ledger rules
-that pay for them.
+"""The consensus rules of training tasks and results, and the ledger rules
+that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
 
 * ``TaskTx`` (tag 1): a signed training task. Including it costs ``fee`` (to
   the miner) and escrows ``bounty + result_reward * max_results`` from the
@@ -20,161 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from p2pml.chain.encoding import (
-    PUBKEY_SIZE,
-    TAG_RESULT,
-    TAG_TASK,
-    U32,
-    expect_bytes,
-    expect_int,
-    expect_list,
-    packb,
-    register_tx_type,
-    tx_id,
-)
+from p2pml.chain.ledger import BlockContext, StateView
+from p2pml.chain.metrics import better
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.txrules import BlockContext, StateView, register_block_hook, register_handler
+from p2pml.chain.types import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, packb
 from p2pml.cidv0 import is_cidv0
-from p2pml.crypto import SIGNATURE_SIZE, Identity, verify
-from p2pml.errors import DecodeError, MissingDataError, ValidationError
-from p2pml.ml.metrics import better
-from p2pml.ml.spec import TaskSpec
+from p2pml.crypto import verify
+from p2pml.errors import MissingDataError, ValidationError
 
 MAX_DEADLINE = 100_000
 MAX_RESULTS = 10_000
-MAX_CID = 128
 MAX_TRAIN_MS = 7 * 24 * 3600 * 1000
-
-DOMAIN_TASK = b"task"
-DOMAIN_RESULT = b"result"
-
-
-@dataclass(frozen=True)
-class TaskTx:
-    spec: TaskSpec
-    bounty: int
-    fee: int
-    deadline: int  # blocks after the including block
-    result_reward: int
-    max_results: int
-    publisher: bytes
-    nonce: int
-    signature: bytes = b""
-
-    def unsigned_wire(self) -> list[Any]:
-        return [
-            TAG_TASK,
-            self.spec.to_wire(),
-            self.bounty,
-            self.fee,
-            self.deadline,
-            self.result_reward,
-            self.max_results,
-            self.publisher,
-            self.nonce,
-        ]
-
-    def signed_by(self, ident: Identity) -> TaskTx:
-        sig = ident.sign(DOMAIN_TASK, packb(self.unsigned_wire()))
-        return TaskTx(**{**self.__dict__, "signature": sig})
-
-    @cached_property
-    def id(self) -> bytes:
-        return tx_id(self)
-
-    @property
-    def escrow(self) -> int:
-        return self.bounty + self.result_reward * self.max_results
-
-
-@dataclass(frozen=True)
-class ResultTx:
-    task_id: bytes
-    # Hash of the block that included the task, i.e. the seed the trainer
-    # used: a task mined in two competing blocks has two seeds, and a result
-    # for one is stale (not false) on the other branch.
-    seed: bytes
-    round: int
-    trainer: bytes
-    metric: float
-    model_cid: str
-    train_rows: int
-    train_ms: int
-    signature: bytes = b""
-
-    def unsigned_wire(self) -> list[Any]:
-        return [
-            TAG_RESULT,
-            self.task_id,
-            self.seed,
-            self.round,
-            self.trainer,
-            self.metric,
-            self.model_cid,
-            self.train_rows,
-            self.train_ms,
-        ]
-
-    def signed_by(self, ident: Identity) -> ResultTx:
-        sig = ident.sign(DOMAIN_RESULT, packb(self.unsigned_wire()))
-        return ResultTx(**{**self.__dict__, "signature": sig})
-
-    @cached_property
-    def id(self) -> bytes:
-        return tx_id(self)
-
-
-# -- codec -----------------------------------------------------------------------
-
-
-def _task_to_wire(tx: TaskTx) -> list[Any]:
-    return [*tx.unsigned_wire(), tx.signature]
-
-
-def _task_from_wire(f: list[Any]) -> TaskTx:
-    expect_list(f, "task", 10)
-    return TaskTx(
-        spec=TaskSpec.from_wire(f[1]),
-        bounty=expect_int(f[2], "task.bounty"),
-        fee=expect_int(f[3], "task.fee"),
-        deadline=expect_int(f[4], "task.deadline", hi=U32),
-        result_reward=expect_int(f[5], "task.result_reward"),
-        max_results=expect_int(f[6], "task.max_results", hi=U32),
-        publisher=expect_bytes(f[7], "task.publisher", PUBKEY_SIZE),
-        nonce=expect_int(f[8], "task.nonce"),
-        signature=expect_bytes(f[9], "task.signature", SIGNATURE_SIZE),
-    )
-
-
-def _result_to_wire(tx: ResultTx) -> list[Any]:
-    return [*tx.unsigned_wire(), tx.signature]
-
-
-def _result_from_wire(f: list[Any]) -> ResultTx:
-    expect_list(f, "result", 10)
-    if type(f[5]) is not float:
-        raise DecodeError("result.metric: expected a float")
-    if type(f[6]) is not str or len(f[6]) > MAX_CID:
-        raise DecodeError("result.model_cid: expected a short string")
-    return ResultTx(
-        task_id=expect_bytes(f[1], "result.task_id", 32),
-        seed=expect_bytes(f[2], "result.seed", 32),
-        round=expect_int(f[3], "result.round", hi=U32),
-        trainer=expect_bytes(f[4], "result.trainer", PUBKEY_SIZE),
-        metric=f[5],
-        model_cid=f[6],
-        train_rows=expect_int(f[7], "result.train_rows", hi=U32),
-        train_ms=expect_int(f[8], "result.train_ms", hi=2**40),
-        signature=expect_bytes(f[9], "result.signature", SIGNATURE_SIZE),
-    )
-
-
-register_tx_type(TaskTx, TAG_TASK, _task_to_wire, _task_from_wire)
-register_tx_type(ResultTx, TAG_RESULT, _result_to_wire, _result_from_wire)
 
 
 # -- state keys -------------------------------------------------------------------
@@ -341,8 +199,3 @@ def close_due_tasks(view: StateView, ctx: BlockContext) -> None:
     """Block hook: tasks whose deadline is this height close after its txs."""
     for tid in view.get(deadline_key(ctx.height), []):
         close_task(view, tid, ctx.height)
-
-
-register_handler(TaskTx, TaskHandler())
-register_handler(ResultTx, ResultHandler())
-register_block_hook(close_due_tasks)

@@ -1,9 +1,10 @@
 """Consensus data types: block header, block, transactions.
 
-Every type is a frozen dataclass. A transaction type registers a wire tag in
-:mod:`p2pml.chain.encoding` and a handler in :mod:`p2pml.chain.txrules` that
-adds its own contextual checks and state changes (undone through the generic
-undo log), so new types slot in without touching the block rules.
+Every type is a frozen dataclass. Each transaction type knows its canonical
+wire form (``to_wire``: a msgpack array whose first item is the type's tag,
+see ``docs/protocol.md``), so its id and signature need nothing else;
+:mod:`p2pml.chain.encoding` decodes, and :mod:`p2pml.chain.txrules` maps each
+type to the handler with its checks and state changes.
 """
 
 from __future__ import annotations
@@ -11,12 +12,29 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Union
+from typing import Any
 
-if TYPE_CHECKING:
-    from p2pml.chain.tasks import ResultTx, TaskTx
+import msgpack
 
 from p2pml.chain.hashing import sha256d
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.crypto import Identity
+
+# Wire tags of the transaction types (protocol constants).
+TAG_COINBASE = 0
+TAG_TASK = 1
+TAG_RESULT = 2
+TAG_ALLOCATION = 3
+
+# Signature domains: a signature for one type never verifies as another's.
+DOMAIN_TASK = b"task"
+DOMAIN_RESULT = b"result"
+
+
+def packb(obj: Any) -> bytes:
+    """Canonical msgpack: arrays, smallest integer encodings, bin for bytes."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
 
 # version u32 | height u32 | prev 32 | tx_root 32 | time u64 | bits u32 | nonce u64
 HEADER_FORMAT = ">II32s32sQIQ"
@@ -68,6 +86,9 @@ class Coinbase:
     amount: int
     extra: bytes = b""
 
+    def to_wire(self) -> list[Any]:
+        return [TAG_COINBASE, self.height, self.miner, self.amount, self.extra]
+
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
@@ -76,8 +97,100 @@ class Allocation:
     pubkey: bytes
     amount: int
 
+    def to_wire(self) -> list[Any]:
+        return [TAG_ALLOCATION, self.pubkey, self.amount]
 
-Transaction = Union[Coinbase, Allocation, "TaskTx", "ResultTx"]
+
+@dataclass(frozen=True)
+class TaskTx:
+    """A signed training task. Including it costs ``fee`` (to the miner) and
+    escrows ``bounty + result_reward * max_results`` from the publisher."""
+
+    spec: TaskSpec
+    bounty: int
+    fee: int
+    deadline: int  # blocks after the including block
+    result_reward: int
+    max_results: int
+    publisher: bytes
+    nonce: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [
+            TAG_TASK,
+            self.spec.to_wire(),
+            self.bounty,
+            self.fee,
+            self.deadline,
+            self.result_reward,
+            self.max_results,
+            self.publisher,
+            self.nonce,
+        ]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity) -> TaskTx:
+        sig = ident.sign(DOMAIN_TASK, packb(self.unsigned_wire()))
+        return TaskTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+    @property
+    def escrow(self) -> int:
+        return self.bounty + self.result_reward * self.max_results
+
+
+@dataclass(frozen=True)
+class ResultTx:
+    """A trainer's signed claim for one (task, round)."""
+
+    task_id: bytes
+    # Hash of the block that included the task, i.e. the seed the trainer
+    # used: a task mined in two competing blocks has two seeds, and a result
+    # for one is stale (not false) on the other branch.
+    seed: bytes
+    round: int
+    trainer: bytes
+    metric: float
+    model_cid: str
+    train_rows: int
+    train_ms: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [
+            TAG_RESULT,
+            self.task_id,
+            self.seed,
+            self.round,
+            self.trainer,
+            self.metric,
+            self.model_cid,
+            self.train_rows,
+            self.train_ms,
+        ]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity) -> ResultTx:
+        sig = ident.sign(DOMAIN_RESULT, packb(self.unsigned_wire()))
+        return ResultTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+Transaction = Coinbase | Allocation | TaskTx | ResultTx
+#: What users send and the mempool holds (coinbases and allocations are made
+#: by miners and genesis only).
+PoolTx = TaskTx | ResultTx
 
 
 @dataclass(frozen=True)

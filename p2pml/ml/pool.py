@@ -26,6 +26,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -100,9 +101,10 @@ def _child_main(conn: Connection) -> None:
     del limits
 
 
-def _round_trip(conn: Connection, msg: Any) -> Any:
-    conn.send(msg)
-    return conn.recv()
+def _round_trip(w: _Worker, msg: Any) -> Any:
+    with w.send_lock:
+        w.conn.send(msg)
+    return w.conn.recv()
 
 
 @contextlib.contextmanager
@@ -122,6 +124,9 @@ def _child_env() -> Iterator[None]:
 class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
+        # Sends come from I/O threads (a job, or close()); two interleaved
+        # sends would hand the child a corrupt message.
+        self.send_lock = threading.Lock()
         self.proc = ctx.Process(
             target=_child_main, args=(child_conn,), name="p2pml-train", daemon=True
         )
@@ -199,7 +204,7 @@ class TrainingPool:
             # One thread hop per job (send, then block on the reply); killing
             # the worker on a timeout ends the blocked recv with EOFError.
             reply = await asyncio.wait_for(
-                loop.run_in_executor(self._io, _round_trip, w.conn, (job, request)), timeout
+                loop.run_in_executor(self._io, _round_trip, w, (job, request)), timeout
             )
         except TimeoutError:
             log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
@@ -230,7 +235,7 @@ class TrainingPool:
         self._all.clear()
 
         def stop(w: _Worker) -> None:
-            with contextlib.suppress(OSError, ValueError):
+            with w.send_lock, contextlib.suppress(OSError, ValueError):
                 w.conn.send(None)
             w.proc.join(2)
             w.kill()

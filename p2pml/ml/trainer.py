@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import TrainingSettings
 from p2pml.errors import (
     DatasetError,
@@ -22,7 +23,6 @@ from p2pml.errors import (
 )
 from p2pml.ipfs.store import DatasetStore
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.verify import verify_result_async
 from p2pml.ml.worker import TrainRequest, TrainResult
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.errors import ModelArtifactError, TrainingError, ValidationError
-from p2pml.ml.spec import TaskSpec
 
 #: Audit comparison of re-trained vs claimed predictions. Equal bits on one
 #: machine (tests assert that); the tolerance only absorbs ulp-level BLAS/SIMD

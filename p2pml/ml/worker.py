@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.errors import TrainingError, ValidationError
-from p2pml.ml.spec import TaskSpec
 
 #: Environment of every worker process, in place before the child imports
 #: numpy (OpenBLAS/MKL/OpenMP read these once, at library load).

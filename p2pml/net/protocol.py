@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from p2pml.chain.encoding import expect_bytes, expect_int, expect_list, packb, unpackb
+from p2pml.chain.encoding import expect_bytes, expect_int, expect_list, unpackb
 from p2pml.chain.hashing import HASH_SIZE
-from p2pml.chain.types import HEADER_SIZE
+from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
 PROTOCOL_VERSION = 1

@@ -2,10 +2,10 @@
 
 Wiring (asyncio side)::
 
-    svc = P2PService(identity, params, backend, settings.p2p,
+    svc = P2PService(identity, params, settings.p2p,
                      bans=SqliteBanStore(data_dir / "bans.sqlite"))
     svc.topics.register(TopicSpec("tasks", ...))     # optional, before start
-    await svc.start()           # NetworkError (one line) if a listen address fails
+    await svc.start(backend)    # NetworkError (one line) if a listen address fails
     ...
     await svc.publish_block(block)   # after the node accepted its own block
     await svc.stop()
@@ -41,6 +41,7 @@ from p2pml.net.host import HostConfig, TrioHost, peer_id_of
 from p2pml.net.metrics import Metrics
 from p2pml.net.sync import SyncManager, SyncPeer
 from p2pml.net.topics import TopicRegistry, TopicSpec
+from p2pml.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ class P2PService:
         self,
         identity: Identity,
         params: NetworkParams,
-        backend: ChainBackend,
         settings: P2PSettings,
         bans: BanStore | Path | None = None,
         clock: Callable[[], float] = time.time,
@@ -101,7 +101,10 @@ class P2PService:
     ) -> None:
         self.identity = identity
         self.params = params
-        self.backend = backend
+        # Set by start(): what we hand blocks, gossip and sync requests to.
+        # It is a start argument, not a constructor one, because the node's
+        # services send through this service and receive through the backend.
+        self.backend: ChainBackend = _NO_BACKEND
         self.settings = settings
         # A path: we open (and close) a SQLite store; a store: the caller owns it.
         self._own_bans = isinstance(bans, Path)
@@ -131,24 +134,27 @@ class P2PService:
         self.sync = SyncManager(self, self._peer_tip)
         self._queues: dict[str, asyncio.Queue[_GossipItem]] = {}
         self._bootstrap = [_Bootstrap(a, _peer_of(a)) for a in settings.bootstrap]
-        self._tg: asyncio.TaskGroup | None = None
+        self._jobs = Supervisor(log, lambda: self.counters.inc("task_failures"))
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self._inflight_msgs: set[bytes] = set()  # trio thread only
-        self._task_set: set[asyncio.Task[None]] = set()
         self._started = False
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def start(self, supervisor: asyncio.TaskGroup | None = None) -> None:
-        """Bind and start. ``supervisor``: the caller's TaskGroup, which then
-        owns this service's background tasks (the node passes its own); alone
-        (tests, tools) the service runs them in a task of its own."""
+    async def start(
+        self, backend: ChainBackend, supervisor: asyncio.TaskGroup | None = None
+    ) -> None:
+        """Bind and start, handing what arrives to ``backend``. ``supervisor``:
+        the caller's TaskGroup, which then owns this service's background
+        tasks (the node passes its own); alone (tests, tools) the service
+        runs them in a task of its own."""
         if self._started:
             raise RuntimeError("P2PService already started")
         self._started = True
+        self.backend = backend
         self.topics.frozen = True
         banned = {b.peer_id for b in self.bans.active(self.clock())}
         cfg = HostConfig(
@@ -187,39 +193,25 @@ class P2PService:
     async def _supervise(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
+                self._jobs.attach(tg)
                 for topic, q in self._queues.items():
                     self.spawn(self._gossip_worker(q), f"gossip-{topic}")
                 self.spawn(self._maintenance(), "maintenance")
                 self.spawn(self._watch_host(), "watch-host")
                 self._ready.set()
                 await self._stopping.wait()
-                for t in list(self._task_set):
-                    t.cancel()
+                self._jobs.close()
         finally:
-            self._tg = None
+            self._jobs.close()
             self._ready.set()
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         """Run ``coro`` under the supervisor; its failure is logged, not fatal."""
-        tg = self._tg
-        if tg is None or self._stopping.is_set():
+        if self._stopping.is_set():
             if asyncio.iscoroutine(coro):
                 coro.close()
             return
-
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("p2p task %s failed", name)
-                self.counters.inc("task_failures")
-
-        task = tg.create_task(guarded(), name=f"p2p-{name}")
-        self._task_set.add(task)
-        task.add_done_callback(self._task_set.discard)
+        self._jobs.spawn(coro, f"p2p-{name}")
 
     async def stop(self) -> None:
         """Ordered: background tasks, then connections, then the trio thread."""
@@ -227,10 +219,13 @@ class P2PService:
             return
         self._stopped = True
         self._stopping.set()
-        if self._supervisor is not None:
-            with contextlib.suppress(Exception):
-                await self._supervisor
-            self._supervisor = None
+        sup, self._supervisor = self._supervisor, None
+        if sup is not None:
+            # The owner's TaskGroup may have cancelled it already (the node
+            # stops its jobs before the network): wait, never re-raise.
+            await asyncio.wait({sup})
+            if not sup.cancelled() and sup.exception() is not None:
+                log.warning("p2p supervisor ended with %r", sup.exception())
         for q in self._queues.values():
             while not q.empty():
                 q.get_nowait().reply(Verdict.IGNORE)
@@ -588,3 +583,13 @@ def _peer_of(addr: str) -> str:
     marker = "/p2p/"
     i = addr.rfind(marker)
     return addr[i + len(marker) :].split("/")[0] if i >= 0 else ""
+
+
+class _NoBackend:
+    """Before start(): nothing arrives, so nothing is asked of it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("P2PService is not started: it has no chain backend yet")
+
+
+_NO_BACKEND: Any = _NoBackend()

@@ -109,11 +109,12 @@ class TestNode:
         except FileNotFoundError:
             return ""
 
-    def stop(self, timeout: float = 10) -> float:
-        """SIGTERM and wait; returns how long the shutdown took."""
+    def stop(self, timeout: float = 10, sig: int = signal.SIGTERM) -> float:
+        """Signal (SIGTERM by default) and wait; returns how long the shutdown
+        took. An ordered stop must exit 0 with no traceback."""
         assert self.proc is not None
         t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout * TIMEOUT_FACTOR)
         except subprocess.TimeoutExpired:
@@ -122,6 +123,11 @@ class TestNode:
         took = time.monotonic() - t0
         self._close()
         self.check_no_traceback()
+        if self.proc.returncode != 0:
+            raise AssertionError(
+                f"node{self.index} exited with {self.proc.returncode} after "
+                f"{signal.Signals(sig).name}:\n{self.output()[-2000:]}"
+            )
         return took
 
     def kill(self) -> None:

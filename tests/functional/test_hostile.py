@@ -11,8 +11,8 @@ from sklearn.datasets import load_diabetes
 
 from p2pml.chain.encoding import encode_block, encode_tx
 from p2pml.chain.params import REGTEST
-from p2pml.chain.tasks import ResultTx
 from p2pml.chain.template import build_block, solve
+from p2pml.chain.types import ResultTx
 from p2pml.crypto import Identity
 from tests.framework.hostile_peer import HostilePeer
 from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from sklearn.datasets import load_diabetes
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import IpfsSettings
 from p2pml.ipfs import open_dataset_store
 from p2pml.ml.artifact import load_model
 from p2pml.ml.dataset import parse_csv
 from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices
-from p2pml.ml.spec import TaskSpec
 from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks, wait_until_sync
 
 BOUNTY = 700_001

@@ -11,8 +11,8 @@ import pytest
 
 from p2pml.chain.params import REGTEST
 from p2pml.chain.pow import target_to_bits
-from p2pml.chainmgr import ChainManager
 from p2pml.mining.miner import Miner
+from p2pml.node.chain_manager import ChainManager
 from p2pml.store import BlockStore
 from tests.framework.waiting import wait_until
 

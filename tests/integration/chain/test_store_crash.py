@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import DEVNET, REGTEST
-from p2pml.chain.txrules import balance_key
 from p2pml.errors import StoreError
 from p2pml.store import BlockStore
 from tests.framework.chainbuilder import NOW, Builder

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import TrainingSettings
 from p2pml.errors import TrainingError
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer
 from p2pml.ml.worker import THREAD_ENV
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import TrainingSettings
 from p2pml.errors import MissingDataError, TrainingError, ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
@@ -21,7 +22,6 @@ from p2pml.ml.estimators import ESTIMATORS, build_estimator
 from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer, TrainingOutcome
 from p2pml.ml.verify import verify_result_async
 from tests.framework.waiting import wait_until

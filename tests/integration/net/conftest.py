@@ -52,14 +52,13 @@ class Net:
         svc = P2PService(
             identity or Identity.generate(),
             params,
-            be,
             P2PSettings(listen=listen, bootstrap=bootstrap, **settings),
             bans=bans,
             request_timeout=request_timeout,
         )
         for spec in topics or ():
             svc.topics.register(spec)
-        await svc.start()
+        await svc.start(be)
         self.nodes.append(svc)
         return svc
 

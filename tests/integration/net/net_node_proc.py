@@ -88,10 +88,9 @@ async def main() -> None:
     svc = P2PService(
         ident,
         REGTEST,
-        be,
         P2PSettings(listen=(args.listen,), bootstrap=tuple(args.bootstrap), max_peers=16),
     )
-    await svc.start()
+    await svc.start(be)
     emit(
         event="ready",
         peer_id=svc.peer_id,

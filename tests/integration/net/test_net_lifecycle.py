@@ -27,7 +27,6 @@ def service(listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",), **kw: object) -
     return P2PService(
         Identity.generate(),
         REGTEST,
-        MemoryChainBackend(REGTEST),
         P2PSettings(listen=listen, **kw),  # type: ignore[arg-type]
     )
 
@@ -40,7 +39,7 @@ async def test_port_in_use_fails_start_with_one_clear_line() -> None:
         port = s.getsockname()[1]
         svc = service((f"/ip4/127.0.0.1/tcp/{port}",))
         with pytest.raises(NetworkError) as info:
-            await svc.start()
+            await svc.start(MemoryChainBackend(REGTEST))
     msg = str(info.value)
     assert "\n" not in msg
     assert f"/ip4/127.0.0.1/tcp/{port}" in msg and "in use" in msg
@@ -52,10 +51,10 @@ async def test_shutdown_with_live_connections_is_quick_and_clean() -> None:
     tasks = asyncio.all_tasks()
     builder = Builder(REGTEST)
     nodes = [service()]
-    await nodes[0].start()
+    await nodes[0].start(MemoryChainBackend(REGTEST))
     for _ in range(3):
         n = service(bootstrap=tuple(nodes[0].listen_addrs()))
-        await n.start()
+        await n.start(MemoryChainBackend(REGTEST))
         nodes.append(n)
     await wait_until(lambda: len(nodes[0].peers()) == 3, what="3 peers")
     for n in nodes:

@@ -19,8 +19,8 @@ from sklearn.datasets import load_diabetes
 
 from p2pml.chain.params import dev_identity
 from p2pml.chain.state import ChainUpdate
-from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.types import Block
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.config import TrainingSettings
 from p2pml.crypto import Identity
 from p2pml.ml.artifact import dump_model
@@ -29,9 +29,8 @@ from p2pml.ml.estimators import build_estimator
 from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer
-from p2pml.verifier import Verifier
+from p2pml.node.verifier import Verifier
 from tests.framework.chainbuilder import Builder, Node
 from tests.integration.ml.conftest import DirStore
 

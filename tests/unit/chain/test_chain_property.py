@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pml.chain.txrules import balance_key
+from p2pml.chain.ledger import balance_key
 from p2pml.chain.types import Block
 from tests.framework.chainbuilder import RETARGET_PARAMS, Builder, Node
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.state import Status
-from p2pml.chain.tasks import ResultTx, TaskTx, task_key
-from p2pml.chain.txrules import balance_key
-from p2pml.chain.types import Block
+from p2pml.chain.tasks import task_key
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.crypto import Identity
 from p2pml.ipfs.cid import cid_of_bytes
-from p2pml.ml.spec import TaskSpec
 from tests.framework.chainbuilder import MINER, Builder, Node
 
 PUB = dev_identity(0)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pml.chain.taskspec import WIRE_KEYS, TaskSpec
 from p2pml.errors import DecodeError, ValidationError
-from p2pml.ml.spec import WIRE_KEYS, TaskSpec
 
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 

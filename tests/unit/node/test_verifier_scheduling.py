@@ -11,10 +11,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from p2pml.chain.tasks import ResultTx
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx
 from p2pml.errors import TrainingError
-from p2pml.ml.spec import TaskSpec
-from p2pml.verifier import (
+from p2pml.node.verifier import (
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
     MAX_WORKER_FAILURES,

@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from p2pml.chain.tasks import ResultTx
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx
 from p2pml.errors import DatasetError, MissingDataError, TrainingError, ValidationError
 from p2pml.ipfs.store import DatasetStore
-from p2pml.ml.spec import TaskSpec
 
-log = logging.getLogger("p2pml.verify")
+log = logging.getLogger(__name__)
 
 CACHE_MAX = 100_000
 # Reasons that depend on this node's configuration, not on the result.
@@ -127,10 +127,22 @@ class Verifier:
         self.wanted.clear()
         return reqs
 
+    def want_again(self, reqs: Iterable[Request]) -> None:
+        """Ask again, on a later pass, for what is still unanswered."""
+        for r in reqs:
+            if self.cached(r.tx.id, r.seed, r.audit) is None:
+                self.wanted.setdefault((r.tx.id, r.seed, r.audit), r)
+
     async def resolve(self, reqs: Iterable[Request]) -> int:
         """Verify ``reqs`` in parallel; returns how many are still missing data."""
         results = await asyncio.gather(*(self.check(r) for r in reqs))
         return sum(1 for v in results if v is None)
+
+    def close(self) -> None:
+        """Cancel checks in flight (shared by their waiters, so no caller's
+        cancellation ends them): the node is stopping."""
+        for fut in list(self._inflight.values()):
+            fut.cancel()
 
     async def check(self, req: Request) -> str | None:
         """The verdict for one request: "" valid, a reason, None = data missing."""

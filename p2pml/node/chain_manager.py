@@ -16,14 +16,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from p2pml.chain.ledger import VerdictOracle, no_verdicts
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainUpdate
+from p2pml.chain.state import ChainState, ChainUpdate
 from p2pml.chain.template import build_block
 from p2pml.chain.types import Block, BlockHeader, Transaction
 from p2pml.errors import StoreError
 from p2pml.store import BlockStore
 
-log = logging.getLogger("p2pml.chain")
+log = logging.getLogger(__name__)
 
 TipListener = Callable[[ChainUpdate], None]
 
@@ -42,21 +43,34 @@ class ChainManager:
         params: NetworkParams,
         store: BlockStore,
         clock: Callable[[], float] = time.time,
+        verdicts: VerdictOracle = no_verdicts,
+        on_fatal: Callable[[BaseException], None] = lambda _exc: None,
     ) -> None:
         self.params = params
         self.store = store
         self.clock = clock
-        self.chain = store.load_chain()
+        self._chain = store.load_chain()
+        self._chain.verdicts = verdicts
         self._lock = asyncio.Lock()
-        self._listeners: list[TipListener] = []
-        self.on_fatal: Callable[[BaseException], None] = lambda _exc: None
+        self._tip_listeners: list[TipListener] = []
+        self._update_listeners: list[TipListener] = []
+        self._on_fatal = on_fatal
         self.metrics = ChainMetrics()
+
+    @property
+    def chain(self) -> ChainState:
+        return self._chain
 
     def now(self) -> int:
         return int(self.clock())
 
     def on_tip_changed(self, fn: TipListener) -> None:
-        self._listeners.append(fn)
+        """``fn(update)`` after every update that moved the tip."""
+        self._tip_listeners.append(fn)
+
+    def on_update(self, fn: TipListener) -> None:
+        """``fn(update)`` after every block or retry update, tip moved or not."""
+        self._update_listeners.append(fn)
 
     async def submit_block(
         self, block: Block, source: str = "local", requested: bool = True
@@ -104,7 +118,7 @@ class ChainManager:
             # Memory is now ahead of disk: going on would write a store that
             # cannot be reopened. Stop, loudly; a restart resumes from disk.
             log.critical("chain store write failed, stopping: %s", exc)
-            self.on_fatal(exc)
+            self._on_fatal(exc)
             raise
 
     def _report(
@@ -141,8 +155,10 @@ class ChainManager:
                 )
             tip = self.chain.tip
             log.info("tip %s height %d (from %s)", tip.hash.hex()[:16], tip.height, source)
-            for fn in self._listeners:
+            for fn in self._tip_listeners:
                 fn(update)
+        for fn in self._update_listeners:
+            fn(update)
 
     def template(
         self,

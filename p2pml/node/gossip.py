@@ -1,57 +1,49 @@
-"""The node's side of the network boundary: ``ChainBackend`` over the node.
+"""GossipHandler: the node's side of the network boundary (``ChainBackend``).
 
-Blocks and headers go through the ChainManager (one lock, persisted before
-the next); tasks and results go to the TaskService. Reject reasons become
-gossip verdicts: only a peer at fault is penalised; late, duplicate, orphan
-and future-dated messages are ignored without penalty.
+Blocks and headers go to the chain manager (one lock, persisted before the
+next); tasks go to the task service; results are checked cheaply and, when
+their verdict is unknown, re-run in the background before they are relayed.
+Reject reasons become gossip verdicts: only a peer at fault is penalised;
+late, duplicate, orphan and future-dated messages are ignored.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Container, Sequence
-from typing import TYPE_CHECKING
 
-from p2pml.chain.state import Status
-from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.types import Block, BlockHeader
+from p2pml.chain.state import ChainState, Status
+from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict
+from p2pml.node.chain_manager import ChainManager
+from p2pml.node.relay import Relay
+from p2pml.node.tasks import TaskService
+from p2pml.node.verification import HARMLESS, VerificationService
 
-if TYPE_CHECKING:
-    from p2pml.node import Node
-
-log = logging.getLogger("p2pml.net.backend")
-
-# Refusals that say nothing bad about the sender.
-HARMLESS = frozenset(
-    {
-        "duplicate",
-        "time-too-new",
-        "prev-unknown",
-        "pending-data",
-        "mempool-full",
-        "result-task-closed",  # a race with the deadline, not a lie
-        "duplicate-task",
-        "duplicate-result",
-        "insufficient-funds",  # may be funded on a branch we have not seen
-        "result-task-unknown",  # may be on a branch we have not seen
-        "result-wrong-seed",  # trained for the task as mined on another branch
-    }
-)
+log = logging.getLogger(__name__)
 
 
-class NodeBackend:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+class GossipHandler:
+    def __init__(
+        self,
+        chain: ChainManager,
+        tasks: TaskService,
+        verification: VerificationService,
+        relay: Relay,
+    ) -> None:
+        self._mgr = chain
+        self._tasks = tasks
+        self._verification = verification
+        self._relay = relay
 
     @property
-    def chain(self):  # type: ignore[no-untyped-def]
-        return self.node.chain
+    def chain(self) -> ChainState:
+        return self._mgr.chain
 
     def status(self) -> ChainStatus:
         tip = self.chain.tip
-        return ChainStatus(self.node.params.genesis_hash, tip.hash, tip.height, tip.chain_work)
+        return ChainStatus(self._mgr.params.genesis_hash, tip.hash, tip.height, tip.chain_work)
 
     def locator(self) -> list[bytes]:
         return list(self.chain.locator())
@@ -86,7 +78,7 @@ class NodeBackend:
         """Gossip relays a block only if we connected it: a block we merely
         stored (a lighter side branch, or one waiting for result data) has
         not been fully validated, and relaying it could get us banned."""
-        update = await self.node.submit_block(block, from_peer or "local", requested)
+        update = await self._mgr.submit_block(block, from_peer or "local", requested)
         if update.error is not None:
             reason = update.error.reason
             if reason == "duplicate":
@@ -108,27 +100,27 @@ class NodeBackend:
             why = "pending-data" if update.waiting else "duplicate"
             return BlockOutcome(BlockStatus.DUPLICATE, why)
         if from_peer and e is self.chain.tip:
-            self.node.relayed(block.hash)  # gossip relays it: no separate announce
+            self._relay.relayed(block.hash)  # gossip relays it: no separate announce
         return BlockOutcome(BlockStatus.ACCEPTED, tip_changed=update.tip_changed)
 
     async def submit_headers(
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
-        update = await self.node.chain_mgr.submit_headers(list(headers))
+        update = await self._mgr.submit_headers(list(headers))
         reason = update.error.reason if update.error is not None else None
         return HeadersOutcome(update.headers_ok, reason, update.headers_work)
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         try:
             if kind == "tasks" and isinstance(obj, TaskTx):
-                await self.node.tasks.submit_task(obj, from_peer)
+                await self._tasks.submit_task(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
                 try:
-                    await self.node.tasks.submit_result(obj, from_peer, verify=False)
+                    await self._tasks.submit_result(obj, from_peer, verify=False)
                 except MissingDataError:
                     # Re-running the model takes long: do it off the gossip
                     # worker, and gossip the result ourselves once it passes.
-                    self.node.verify_gossiped_result(obj, from_peer)
+                    self._verification.check_gossiped_result(obj, from_peer)
                     return Verdict.IGNORE
             else:
                 return Verdict.REJECT

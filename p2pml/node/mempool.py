@@ -17,14 +17,14 @@ from typing import Any
 
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.hashing import ZERO_HASH
+from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
-from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.txrules import BlockContext, StateView, handler_for
-from p2pml.chain.types import Block
+from p2pml.chain.txrules import handler_for
+from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 
-log = logging.getLogger("p2pml.mempool")
+log = logging.getLogger(__name__)
 
 PoolTx = TaskTx | ResultTx
 MAX_TXS = 5_000

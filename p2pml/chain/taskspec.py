@@ -4,7 +4,7 @@ The chain wraps a TaskSpec with bounty, deadline, publisher key, nonce and
 signature. ``to_wire`` gives msgpack-friendly primitives in the canonical
 layout documented in ``docs/tasks.md``; ``from_wire`` accepts exactly that
 layout (``DecodeError`` otherwise); ``validate`` applies the task rules
-(``ValidationError`` with a stable reason). Pure: no sklearn, no I/O.
+(``ValidationError`` with a stable reason). Consensus code: no sklearn, no I/O.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from p2pml.chain.allowlist import KINDS, ParamValue, check_params, get_estimator
+from p2pml.chain.metrics import get_metric
 from p2pml.cidv0 import is_cidv0
 from p2pml.errors import DecodeError, ValidationError
-from p2pml.ml.estimators import KINDS, ParamValue, check_params, get_estimator
-from p2pml.ml.metrics import get_metric
 
 WIRE_VERSION: Final = 1
 FORMATS: Final = ("csv",)

@@ -1,0 +1,124 @@
+"""What the admin API sees of the node: small protocols, bundled in one
+:class:`AdminContext` that the node builds from its services. The API never
+imports the node package, so nothing but the CLI and the devnet imports
+:class:`~p2pml.node.node.Node`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from p2pml.chain.params import NetworkParams
+from p2pml.chain.state import ChainState
+from p2pml.chain.types import PoolTx, TaskTx
+from p2pml.config import Settings
+from p2pml.ipfs.store import DatasetStore
+from p2pml.net.bans import Ban
+from p2pml.net.service import PeerInfo
+
+
+class ChainMetricsView(Protocol):
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def rejected(self) -> Mapping[str, int]: ...
+    @property
+    def reorgs(self) -> int: ...
+    @property
+    def max_reorg_depth(self) -> int: ...
+
+
+class ChainReader(Protocol):
+    @property
+    def params(self) -> NetworkParams: ...
+    @property
+    def chain(self) -> ChainState: ...
+    @property
+    def metrics(self) -> ChainMetricsView: ...
+
+
+class PeerControl(Protocol):
+    @property
+    def peer_id(self) -> str: ...
+    def listen_addrs(self) -> list[str]: ...
+    def peers(self) -> list[PeerInfo]: ...
+    def banned(self) -> list[Ban]: ...
+    def metrics(self) -> dict[str, int]: ...
+    async def connect(self, addr: str) -> str: ...
+    async def disconnect(self, peer_id: str, ban_seconds: float = 0) -> None: ...
+    def unban(self, peer_id: str) -> Ban | None: ...
+
+
+class MempoolReader(Protocol):
+    @property
+    def txs(self) -> Mapping[bytes, PoolTx]: ...
+    def __len__(self) -> int: ...
+
+
+class TaskPublisher(Protocol):
+    async def publish(self, order: TaskTx) -> TaskTx:
+        """Sign ``order`` (publisher and nonce are the node's), pool and gossip it."""
+        ...
+
+
+class TrainingReader(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def running_jobs(self) -> int: ...
+    @property
+    def jobs_done(self) -> int: ...
+    @property
+    def jobs_failed(self) -> int: ...
+    @property
+    def failures(self) -> Mapping[bytes, list[dict[str, Any]]]: ...
+
+
+class VerificationStats(Protocol):
+    @property
+    def verified(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+
+
+class MinerStatsView(Protocol):
+    @property
+    def hash_rate(self) -> float: ...
+    @property
+    def blocks_found(self) -> int: ...
+
+
+class MiningControl(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def stats(self) -> MinerStatsView: ...
+    async def mine(self, n: int) -> list[bytes]: ...
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """Everything the admin API may read or ask of the node."""
+
+    settings: Settings
+    version: str
+    public_key: bytes
+    started: float  # unix time
+    token: str
+    data_dir: Path
+    chain: ChainReader
+    peers: PeerControl
+    mempool: MempoolReader
+    tasks: TaskPublisher
+    training: TrainingReader
+    verification: VerificationStats
+    mining: MiningControl
+    datasets: DatasetStore
+
+    @property
+    def params(self) -> NetworkParams:
+        return self.chain.params

@@ -1,0 +1,99 @@
+"""TaskService: admits tasks and results into the mempool.
+
+Tasks and results come from the admin API, from gossip and from this node's
+own trainer; each must pass the consensus rules against the tip (see
+:class:`~p2pml.node.mempool.Mempool`). A result whose verdict is unknown is
+re-run, with audit, before it may enter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+
+from p2pml.chain.state import ChainUpdate
+from p2pml.chain.tasks import task_key
+from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.crypto import Identity
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.node.mempool import Mempool
+from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
+from p2pml.node.verifier import Request
+
+log = logging.getLogger(__name__)
+
+
+class TaskService:
+    def __init__(
+        self,
+        identity: Identity,
+        chain: ChainAccess,
+        mempool: Mempool,
+        verifier: ResultVerifier,
+        relay: TxRelay,
+        on_pool_change: Callable[[], None],
+    ) -> None:
+        self._identity = identity
+        self._chain = chain
+        self._mempool = mempool
+        self._verifier = verifier
+        self._relay = relay
+        self._on_pool_change = on_pool_change
+        chain.on_tip_changed(self._reconcile)
+
+    def _reconcile(self, update: ChainUpdate) -> None:
+        """After a tip change: the pool drops what blocks included or made
+        invalid, and takes back what a reorg disconnected."""
+        chain = self._chain.chain
+        connected = [b for h, _ in update.connected if (b := chain.get_block(h)) is not None]
+        disconnected = [b for h in update.disconnected if (b := chain.get_block(h)) is not None]
+        self._mempool.reconcile(chain, self._verifier.peek, connected, disconnected)
+        self._on_pool_change()
+
+    async def publish(self, order: TaskTx) -> TaskTx:
+        """Sign ``order`` as its publisher (with a fresh nonce), pool it and
+        gossip it (ValidationError if it may not enter the pool)."""
+        tx = dataclasses.replace(
+            order, publisher=self._identity.public_key, nonce=secrets.randbits(63), signature=b""
+        ).signed_by(self._identity)
+        await self.submit_task(tx, "api")
+        await self._relay.tx(tx)
+        return tx
+
+    async def submit_task(self, tx: TaskTx, source: str) -> None:
+        """Pool a task (ValidationError with the reason if it may not enter)."""
+        self._mempool.check(tx, self._chain.chain, self._verifier.peek)
+        self._mempool.add(tx)
+        log.info("task %s from %s entered the mempool", tx.id.hex()[:16], source)
+        self._on_pool_change()
+
+    async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None:
+        """Verify (with audit) and pool a result; ValidationError if false.
+
+        MissingDataError means the model or dataset cannot be fetched now,
+        or (``verify=False``) that the result still needs re-running.
+        """
+        chain = self._chain.chain
+        try:
+            self._mempool.check(tx, chain, self._verifier.peek)
+        except MissingDataError:
+            if not verify:
+                raise
+            task = chain.state.get(task_key(tx.task_id))
+            assert task is not None  # the handler checks the task before asking
+            verdict = await self._verifier.check(Request(tx, task["spec"], task["seed"], True))
+            if verdict is None:
+                raise
+            if verdict:
+                raise ValidationError(verdict, "result failed verification") from None
+            self._mempool.check(tx, self._chain.chain, self._verifier.peek)
+        self._mempool.add(tx)
+        log.info(
+            "result %s for task %s from %s entered the mempool",
+            tx.id.hex()[:16],
+            tx.task_id.hex()[:16],
+            source,
+        )
+        self._on_pool_change()

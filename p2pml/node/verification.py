@@ -1,0 +1,171 @@
+"""VerificationService: gets blocks that wait for result verdicts connected,
+and checks gossiped results before the node pools and relays them.
+
+Blocks: the chain asks the :class:`~p2pml.node.verifier.Verifier` for
+verdicts while it connects a block; an unknown verdict parks the block
+("pending data") and records the request. This service's loop answers those
+requests in worker processes, then retries the waiting blocks, backing off
+while data stays missing, and forgets a block that waited too long.
+
+Gossiped results: re-run in the background (bounded), then pooled and
+relayed; a false one costs its sender (honest nodes relay only results they
+verified).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from p2pml.chain.state import ChainUpdate
+from p2pml.chain.types import ResultTx
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.node.ports import (
+    ChainAccess,
+    Gossip,
+    PendingVerdicts,
+    ResultAdmission,
+    Spawn,
+    TxRelay,
+)
+
+log = logging.getLogger(__name__)
+
+# How long a block may wait for result data before it is dropped from memory.
+MAX_WAIT_SECONDS = 600.0
+RETRY_MIN, RETRY_MAX = 1.0, 30.0
+MAX_RESULT_CHECKS = 256  # gossiped results being re-run at once (more are dropped)
+RESULT_CHECK_SLOTS = 2
+FALSE_RESULT_PENALTY = 100
+
+#: Refusals that say nothing bad about the sender.
+HARMLESS = frozenset(
+    {
+        "duplicate",
+        "time-too-new",
+        "prev-unknown",
+        "pending-data",
+        "mempool-full",
+        "result-task-closed",  # a race with the deadline, not a lie
+        "duplicate-task",
+        "duplicate-result",
+        "insufficient-funds",  # may be funded on a branch we have not seen
+        "result-task-unknown",  # may be on a branch we have not seen
+        "result-wrong-seed",  # trained for the task as mined on another branch
+    }
+)
+
+
+class VerificationService:
+    def __init__(
+        self,
+        chain: ChainAccess,
+        verifier: PendingVerdicts,
+        results: ResultAdmission,
+        relay: TxRelay,
+        gossip: Gossip,
+        spawn: Spawn,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._chain = chain
+        self.verifier = verifier
+        self._results = results
+        self._relay = relay
+        self._gossip = gossip
+        self._spawn = spawn
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._waiting_since: dict[bytes, float] = {}
+        self._result_checks: set[bytes] = set()
+        self._result_slots = asyncio.Semaphore(RESULT_CHECK_SLOTS)
+        self._retrying = False
+        chain.on_update(self._on_update)
+
+    # -- blocks waiting for verdicts ---------------------------------------------------
+
+    def _on_update(self, update: ChainUpdate) -> None:
+        if update.waiting or self.verifier.wanted:
+            now = self._clock()
+            for h, _cid in update.waiting:
+                self._waiting_since.setdefault(h, now)
+            if not self._retrying:  # our own retries never wake us
+                self._wake.set()
+
+    async def run(self) -> None:
+        """The verify loop (a supervisor task). New blocks wake it; while data
+        is missing it retries with backoff (its own retries never wake it, so
+        a block that cannot be verified does not spin it)."""
+        backoff = RETRY_MIN
+        while True:
+            timeout = backoff if self._chain.chain.waiting else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                backoff = await self.verify_pass(backoff)
+            except Exception:  # a bug must not take the node down: log, back off
+                log.exception("verification pass failed")
+                backoff = RETRY_MAX
+
+    async def verify_pass(self, backoff: float) -> float:
+        """Answer what waiting blocks asked, retry them; the next backoff."""
+        reqs = self.verifier.take_wanted()
+        missing = await self.verifier.resolve(reqs) if reqs else 0
+        chain = self._chain.chain
+        if not chain.waiting:
+            return RETRY_MIN
+        before = chain.tip.hash
+        self._retrying = True
+        try:
+            update = await self._chain.retry_waiting()
+        finally:
+            self._retrying = False
+        progressed = chain.tip.hash != before or bool(update.rejected)
+        if missing:
+            self.verifier.want_again(reqs)
+        self._expire_waiting()
+        return RETRY_MIN if progressed else min(backoff * 2, RETRY_MAX)
+
+    def _expire_waiting(self) -> None:
+        now = self._clock()
+        waiting = self._chain.chain.waiting
+        hashes = {e.hash for e in waiting}
+        for h in [h for h in self._waiting_since if h not in hashes]:
+            del self._waiting_since[h]
+        for e in list(waiting):
+            since = self._waiting_since.setdefault(e.hash, now)
+            if now - since > MAX_WAIT_SECONDS:
+                waiting.discard(e)
+                self._waiting_since.pop(e.hash, None)
+                log.warning(
+                    "block %s waited %.0fs for data: dropped from memory",
+                    e.hash.hex()[:16],
+                    now - since,
+                )
+
+    # -- gossiped results ------------------------------------------------------------
+
+    def check_gossiped_result(self, tx: ResultTx, peer_id: str) -> None:
+        """Re-run a gossiped result in the background (bounded)."""
+        if len(self._result_checks) >= MAX_RESULT_CHECKS or tx.id in self._result_checks:
+            return  # overloaded or already at it: it can be sent again
+        self._result_checks.add(tx.id)
+        self._spawn(self._check_result(tx, peer_id), "verify-result")
+
+    async def _check_result(self, tx: ResultTx, peer_id: str) -> None:
+        try:
+            async with self._result_slots:
+                await self._results.submit_result(tx, peer_id)
+        except MissingDataError:
+            return
+        except ValidationError as exc:
+            if exc.reason not in HARMLESS:
+                self._gossip.penalise(peer_id, f"invalid-result:{exc.reason}", FALSE_RESULT_PENALTY)
+            return
+        finally:
+            self._result_checks.discard(tx.id)
+        await self._relay.tx(tx)

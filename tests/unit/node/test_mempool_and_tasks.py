@@ -1,0 +1,149 @@
+"""Mempool admission, eviction and reorg reconcile; the task service's
+reactions to tip changes. Real consensus (pure ChainState), faked ports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from p2pml.chain.encoding import encode_tx
+from p2pml.chain.params import DEV_ALLOCATION, REGTEST, dev_identity
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.crypto import Identity
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.ipfs.cid import cid_of_bytes
+from p2pml.node.mempool import Mempool
+from p2pml.node.tasks import TaskService
+from tests.framework.chainbuilder import Builder
+from tests.unit.node.fakes import FakeChain, FakeRelay
+
+PUB = dev_identity(0)
+NODE_KEY = dev_identity(5)
+SPEC = TaskSpec(
+    dataset_cid=cid_of_bytes(b"dataset"), target="y", model="ridge", kind="regression", metric="r2"
+)
+
+
+def task(pub: Identity = PUB, bounty: int = 1000, nonce: int = 1, fee: int = 1000) -> TaskTx:
+    return TaskTx(
+        spec=SPEC,
+        bounty=bounty,
+        fee=fee,
+        deadline=5,
+        result_reward=0,
+        max_results=3,
+        publisher=pub.public_key,
+        nonce=nonce,
+    ).signed_by(pub)
+
+
+def no_verdict(_tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str | None:
+    return None
+
+
+def reason(exc: pytest.ExceptionInfo[ValidationError]) -> str:
+    return exc.value.reason
+
+
+def test_pool_refuses_a_second_task_the_publisher_cannot_also_afford() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    big = DEV_ALLOCATION // 2
+    first = task(bounty=big, nonce=1)
+    pool.check(first, chain.chain, no_verdict)
+    pool.add(first)
+    with pytest.raises(ValidationError) as exc:
+        pool.check(task(bounty=big, nonce=2), chain.chain, no_verdict)
+    assert reason(exc) == "insufficient-funds"
+    # Alone, the second one would have been fine: the pool's own txs count.
+    Mempool(REGTEST).check(task(bounty=big, nonce=2), chain.chain, no_verdict)
+
+
+def test_pool_full_and_duplicate_and_bad_signature_have_their_reasons() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST, max_txs=1)
+    t = task()
+    pool.check(t, chain.chain, no_verdict)
+    pool.add(t)
+    with pytest.raises(ValidationError) as exc:
+        pool.check(t, chain.chain, no_verdict)
+    assert reason(exc) == "duplicate"
+    with pytest.raises(ValidationError) as exc:
+        pool.check(task(nonce=9), chain.chain, no_verdict)
+    assert reason(exc) == "mempool-full"
+    forged = TaskTx(**{**task(nonce=3).__dict__, "bounty": 5})
+    with pytest.raises(ValidationError) as exc:
+        Mempool(REGTEST).check(forged, chain.chain, no_verdict)
+    assert reason(exc) == "bad-task-sig"
+
+
+def test_select_respects_the_byte_budget_and_reports_fees() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    txs = [task(nonce=i, fee=1000 + i) for i in range(3)]
+    for t in txs:
+        pool.add(t)
+    chosen, fees = pool.select(chain.chain, no_verdict, max_bytes=10**6)
+    assert chosen == txs and fees == sum(t.fee for t in txs)
+    one_size = len(encode_tx(txs[0]))
+    chosen, fees = pool.select(chain.chain, no_verdict, max_bytes=one_size + 10)
+    assert chosen == txs[:1] and fees == txs[0].fee
+
+
+async def test_task_service_publishes_signed_by_the_node_and_reconciles_on_tips() -> None:
+    chain, relay, pool = FakeChain(), FakeRelay(), Mempool(REGTEST)
+    changes: list[int] = []
+    svc = TaskService(
+        NODE_KEY, chain, pool, _NoVerifier(), relay, lambda: changes.append(len(pool))
+    )
+    order = TaskTx(
+        spec=SPEC,
+        bounty=10,
+        fee=REGTEST.min_task_fee,
+        deadline=5,
+        result_reward=0,
+        max_results=3,
+        publisher=b"",
+        nonce=0,
+    )
+    tx = await svc.publish(order)
+    assert tx.publisher == NODE_KEY.public_key and tx.id in pool and relay.sent == [tx]
+    assert changes == [1]
+
+    # A block including the task: the pool drops it when the tip moves.
+    b = Builder()
+    blk = b.make(b.genesis, txs=(tx,))
+    await chain.submit_block(blk)
+    assert tx.id not in pool and changes[-1] == 0
+
+    # A heavier branch without it: the reorg gives the task back to the pool.
+    side = b.make(b.genesis, dt=2)
+    side2 = b.make(side.hash)
+    await chain.submit_block(side)
+    await chain.submit_block(side2)
+    assert chain.chain.tip.hash == side2.hash
+    assert tx.id in pool and changes[-1] == 1
+
+
+async def test_a_result_with_no_verdict_yet_is_missing_data_when_not_verified() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    svc = TaskService(NODE_KEY, chain, pool, _NoVerifier(), FakeRelay(), lambda: None)
+    b = Builder()
+    t = task()
+    blk = b.make(b.genesis, txs=(t,))
+    await chain.submit_block(blk)
+    trainer = dev_identity(3)
+    res = ResultTx(t.id, blk.hash, 0, trainer.public_key, 0.5, cid_of_bytes(b"m"), 10, 1)
+    res = res.signed_by(trainer)
+    with pytest.raises(MissingDataError):
+        await svc.submit_result(res, "peer", verify=False)
+    assert res.id not in pool
+
+
+class _NoVerifier:
+    """A verifier that knows no verdicts (and must not be asked to re-run)."""
+
+    def peek(self, _tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str | None:
+        return None
+
+    async def check(self, _req: Any) -> str | None:
+        raise AssertionError("not expected to re-run")
