@@ -71,6 +71,8 @@ class TrainingSettings:
     max_concurrent_jobs: int = 1
     allowed_models: tuple[str, ...] = ()  # empty: every allowlisted estimator
     max_dataset_bytes: int = 512 * 1024**2
+    max_queued_rounds: int = 64  # rounds waiting or running on this node
+    max_rounds_per_publisher: int = 16  # of those, from one task publisher
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,8 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("mining", "nonce_range", s.mining.nonce_range),
         ("training", "workers", s.training.workers),
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+        ("training", "max_queued_rounds", s.training.max_queued_rounds),
+        ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))

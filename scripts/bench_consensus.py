@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 from benchlib import figure
 
 from p2pml.chain.encoding import decode_block, encode_block
+from p2pml.chain.index import MemoryBlockSource
 from p2pml.chain.params import REGTEST
 from p2pml.chain.pow import target_to_bits
-from p2pml.chain.state import ChainState, MemoryBlockSource
+from p2pml.chain.state import ChainState
 from p2pml.chain.template import build_block, solve
 from p2pml.chain.types import Block
 from p2pml.mining.miner import Miner

@@ -59,7 +59,7 @@ class _Store:
         await asyncio.to_thread((self.root / cid).write_bytes, data)
         return cid
 
-    async def fetch(self, cid: str) -> Path:
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
         return self.root / cid
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2pml import __version__
+from p2pml.api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 
 HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 ERROR = {
@@ -149,6 +150,7 @@ SCHEMAS: dict[str, Any] = {
             "train_ms": {"type": "integer"},
             "height": {"type": "integer"},
             "block": HEX64,
+            "audited": {"type": "boolean"},
         },
     },
     "NewTask": {
@@ -532,6 +534,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
         },
     }
+    paths.update(DASHBOARD_PATHS)
     return {
         "openapi": "3.0.3",
         "info": {"title": "p2pml admin API", "version": __version__},

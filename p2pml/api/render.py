@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from p2pml.chain.encoding import encode_block, tx_id
-from p2pml.chain.state import ChainState, IndexEntry
+from p2pml.chain.index import IndexEntry
+from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader, Coinbase, Transaction
 
 

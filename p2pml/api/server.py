@@ -23,6 +23,7 @@ from aiohttp import web
 
 from p2pml.api import views
 from p2pml.api.bans import BanRoutes
+from p2pml.api.dashboard import add_dashboard
 from p2pml.api.datasets import DatasetLog
 from p2pml.api.models import ModelRoutes
 from p2pml.api.openapi import openapi_document
@@ -275,6 +276,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
+    add_dashboard(app)
     return app
 
 

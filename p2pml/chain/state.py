@@ -14,13 +14,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Container, Iterable
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any
 
 from p2pml.chain import rules
-from p2pml.chain.encoding import encode_block
+from p2pml.chain.index import (
+    BlockSource,
+    ChainUpdate,
+    IndexEntry,
+    Status,
+    StoredEntry,
+    skip_height,
+)
 from p2pml.chain.ledger import BlockContext, StateView, UndoLog, VerdictOracle, no_verdicts
+from p2pml.chain.orphans import OrphanPool
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
 from p2pml.chain.txrules import BLOCK_HOOKS, handler_for
@@ -28,178 +34,9 @@ from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
 
 MAX_HEADERS_PER_MESSAGE = 2_000
-ORPHAN_MAX_COUNT = 750
-ORPHAN_MAX_BYTES = 32 * 1024 * 1024
 RECENT_REJECTS_MAX = 10_000
 # Refusals that say nothing about the block's own validity.
 _TRANSIENT = frozenset({"duplicate", "time-too-new", "bad-tx-root", "prev-unknown"})
-
-
-class Status(IntEnum):
-    HEADER = 1  # header checked, no body yet
-    DATA = 2  # body stored and stateless-valid, never connected
-    VALID = 3  # connected to the active chain at least once
-    INVALID = 4  # failed validation itself
-    FAILED_CHILD = 5  # descends from an invalid block
-
-    @property
-    def failed(self) -> bool:
-        return self in (Status.INVALID, Status.FAILED_CHILD)
-
-
-def _skip_height(height: int) -> int:
-    """Bitcoin's skip-list target height: O(log n) ancestor walks."""
-
-    def invert_lowest_one(n: int) -> int:
-        return n & (n - 1)
-
-    if height < 2:
-        return 0
-    if height & 1:
-        return invert_lowest_one(invert_lowest_one(height - 1)) + 1
-    return invert_lowest_one(height)
-
-
-@dataclass(eq=False, slots=True)
-class IndexEntry:
-    hash: bytes
-    header: BlockHeader
-    parent: IndexEntry | None
-    height: int
-    chain_work: int
-    status: Status = Status.HEADER
-    has_data: bool = False
-    chain_has_data: bool = False  # this block and every ancestor have bodies
-    seq: int = 0  # order in which the full chain of data arrived: tie-break
-    invalid_reason: str = ""
-    skip: IndexEntry | None = None
-
-    def ancestor(self, height: int) -> IndexEntry:
-        if height > self.height or height < 0:
-            raise ValueError("no ancestor at that height")
-        e: IndexEntry = self
-        while e.height != height:
-            skip = e.skip
-            sh = _skip_height(e.height)
-            sh_prev = _skip_height(e.height - 1)
-            if skip is not None and (
-                sh == height or (sh > height and not (sh_prev < sh - 2 and sh_prev >= height))
-            ):
-                e = skip
-            else:
-                assert e.parent is not None
-                e = e.parent
-        return e
-
-
-class BlockSource(Protocol):
-    """Read access to what earlier ChainUpdates persisted."""
-
-    def get_block(self, block_hash: bytes) -> Block | None: ...
-
-    def get_undo(self, block_hash: bytes) -> UndoLog | None: ...
-
-
-@dataclass
-class ChainUpdate:
-    """Everything one call changed, for the store to write atomically."""
-
-    new_entries: list[IndexEntry] = field(default_factory=list)
-    new_blocks: list[Block] = field(default_factory=list)
-    status_changed: list[IndexEntry] = field(default_factory=list)
-    connected: list[tuple[bytes, UndoLog]] = field(default_factory=list)
-    disconnected: list[bytes] = field(default_factory=list)
-    state_changes: dict[bytes, Any] = field(default_factory=dict)  # None = delete
-    rejected: list[tuple[bytes, str]] = field(default_factory=list)
-    waiting: list[tuple[bytes, str]] = field(default_factory=list)  # (block, missing cid)
-    orphaned: bool = False
-    low_work: bool = False  # unrequested, lighter than our chain: header kept, body not
-    # A branch touched here is now ahead of the tip but some ancestor has only
-    # its header: the sender should be asked for the missing bodies.
-    needs_ancestors: bool = False
-    tip_changed: bool = False
-    headers_ok: int = 0  # accept_headers: how many headers passed before an error
-    headers_work: int = 0  # accept_headers: chain work at the last header that passed
-    error: ValidationError | None = None  # why the submitted object was refused
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    @property
-    def reorg_depth(self) -> int:
-        return len(self.disconnected)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.new_entries or self.new_blocks or self.status_changed)
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An index row as the store keeps it."""
-
-    header: BlockHeader
-    status: Status
-    has_data: bool
-    seq: int
-    invalid_reason: str = ""
-
-
-class OrphanPool:
-    """Blocks whose parent is unknown, bounded by count and bytes (oldest out).
-
-    Each remembers whether it was requested: adopted later, an unrequested
-    one is held to the same low-work rule as when it came.
-    """
-
-    def __init__(self, max_count: int = ORPHAN_MAX_COUNT, max_bytes: int = ORPHAN_MAX_BYTES):
-        self.max_count = max_count
-        self.max_bytes = max_bytes
-        self._blocks: OrderedDict[bytes, tuple[Block, int, bool]] = OrderedDict()
-        self._by_prev: dict[bytes, set[bytes]] = {}
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._blocks)
-
-    def __contains__(self, block_hash: bytes) -> bool:
-        return block_hash in self._blocks
-
-    def add(self, block: Block, requested: bool = True) -> None:
-        h = block.hash
-        if h in self._blocks:
-            return
-        size = len(encode_block(block))
-        self._blocks[h] = (block, size, requested)
-        self._by_prev.setdefault(block.prev_hash, set()).add(h)
-        self.bytes += size
-        while self._blocks and (len(self._blocks) > self.max_count or self.bytes > self.max_bytes):
-            self._remove(next(iter(self._blocks)))
-
-    def _remove(self, h: bytes) -> tuple[Block, bool]:
-        block, size, requested = self._blocks.pop(h)
-        self.bytes -= size
-        kids = self._by_prev.get(block.prev_hash)
-        if kids is not None:
-            kids.discard(h)
-            if not kids:
-                del self._by_prev[block.prev_hash]
-        return block, requested
-
-    def take_children(self, parent_hash: bytes) -> list[tuple[Block, bool]]:
-        """The pooled children of ``parent_hash``, each with its ``requested`` flag."""
-        return [self._remove(h) for h in list(self._by_prev.get(parent_hash, ()))]
-
-    def drop_descendants(self, block_hash: bytes) -> list[bytes]:
-        """Forget orphans that build on a rejected block: they can never connect."""
-        dropped: list[bytes] = []
-        stack = [block_hash]
-        while stack:
-            for child, _ in self.take_children(stack.pop()):
-                dropped.append(child.hash)
-                stack.append(child.hash)
-        return dropped
 
 
 class ChainState:
@@ -726,7 +563,7 @@ class ChainState:
 
     def _add_entry(self, e: IndexEntry) -> None:
         if e.parent is not None:
-            e.skip = e.parent.ancestor(_skip_height(e.height))
+            e.skip = e.parent.ancestor(skip_height(e.height))
             self._tips.discard(e.parent)
         self.index[e.hash] = e
         self._tips.add(e)
@@ -772,23 +609,3 @@ class ChainState:
 
 def _known_valid(_tx: Any, _task: dict[str, Any], _audit: bool) -> str:
     return ""
-
-
-class MemoryBlockSource:
-    """A dict-backed BlockSource for tests and tools."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[bytes, Block] = {}
-        self.undo: dict[bytes, UndoLog] = {}
-
-    def get_block(self, block_hash: bytes) -> Block | None:
-        return self.blocks.get(block_hash)
-
-    def get_undo(self, block_hash: bytes) -> UndoLog | None:
-        return self.undo.get(block_hash)
-
-    def apply(self, update: ChainUpdate) -> None:
-        for b in update.new_blocks:
-            self.blocks[b.hash] = b
-        for h, undo in update.connected:
-            self.undo[h] = undo

@@ -1,8 +1,4 @@
-"""The training layer: task specs, estimator allowlist, partitions, training
-workers, safe model artifacts and result verification.
-
-Pure modules the chain may import (no sklearn/pandas at import time, no I/O):
-``spec``, ``estimators``, ``metrics``, ``partition`` (numpy only). The rest
-(``dataset``, ``artifact``, ``worker``, ``pool``, ``trainer``, ``verify``)
-run training and verification.
-"""
+"""The training layer: building allowlisted estimators, chain-seeded
+partitions, training and verification in worker processes, safe model
+artifacts. The rules a task must follow are consensus data in
+:mod:`p2pml.chain` (task spec, allowlist, metrics)."""

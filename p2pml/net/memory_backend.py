@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Container, Sequence
 
+from p2pml.chain.index import ChainUpdate, MemoryBlockSource
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate, MemoryBlockSource
+from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.net.backend import (
     BlockOutcome,

@@ -19,7 +19,10 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-PROTOCOL_VERSION = 1
+# Version 2: tasks must pay a minimum bounty per round (``bad-task-bounty``).
+# Topic and sync protocol names carry it, so nodes of other versions do not
+# exchange messages they would judge differently.
+PROTOCOL_VERSION = 2
 KINDS = ("blocks", "tasks", "results")
 
 MAX_HEADERS = 2_000
@@ -60,11 +63,11 @@ BENIGN_REASONS = frozenset(
 
 
 def topic_name(network: str, kind: str) -> str:
-    return f"/p2pml/{network}/{kind}/1"
+    return f"/p2pml/{network}/{kind}/{PROTOCOL_VERSION}"
 
 
 def sync_protocol(network: str) -> str:
-    return f"/p2pml/{network}/sync/1"
+    return f"/p2pml/{network}/sync/{PROTOCOL_VERSION}"
 
 
 @dataclass(frozen=True)

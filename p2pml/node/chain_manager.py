@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.ledger import VerdictOracle, no_verdicts
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate
+from p2pml.chain.state import ChainState
 from p2pml.chain.template import build_block
 from p2pml.chain.types import Block, BlockHeader, Transaction
 from p2pml.errors import StoreError

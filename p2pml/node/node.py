@@ -109,12 +109,12 @@ class Node:
             self.tasks,
             self.relay,
             self._jobs.spawn,
-            settings.training.enabled,
+            settings.training,
         )
         self.verification = VerificationService(
             self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
-        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay)
+        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay, self.p2p)
         self.api = AdminServer(
             AdminContext(
                 settings=settings,

@@ -19,9 +19,10 @@ from typing import Any
 import msgpack
 
 from p2pml.chain.encoding import decode_block, encode_block
+from p2pml.chain.index import ChainUpdate, IndexEntry, Status, StoredEntry
 from p2pml.chain.ledger import UndoLog
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate, IndexEntry, Status, StoredEntry
+from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import DecodeError, StoreError
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from p2pml.chain.index import ChainUpdate, IndexEntry, MemoryBlockSource
 from p2pml.chain.params import REGTEST, NetworkParams
-from p2pml.chain.state import ChainState, ChainUpdate, IndexEntry, MemoryBlockSource
+from p2pml.chain.state import ChainState
 from p2pml.chain.template import build_block, solve
 from p2pml.chain.types import Block, BlockHeader, Transaction
 

@@ -16,6 +16,12 @@ from .conftest import OTHER_GENESIS, Net, backend, height, tip
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(params=["memory", "production"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Every sync test runs over the in-memory backend and the node's own."""
+    return str(request.param)
+
+
 async def test_fresh_node_syncs_2000_blocks_from_one_peer(net: Net, chain2000: list) -> None:
     a = await net.node(blocks=chain2000)
     b = await net.node(bootstrap=tuple(a.listen_addrs()))

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from sklearn.datasets import load_diabetes
 
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.params import dev_identity
-from p2pml.chain.state import ChainUpdate
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.config import TrainingSettings

@@ -5,8 +5,8 @@ Diagrams read left to right from genesis (G); ``*`` marks the expected tip.
 
 from __future__ import annotations
 
+from p2pml.chain.index import Status
 from p2pml.chain.ledger import balance_key
-from p2pml.chain.state import Status
 from tests.framework.chainbuilder import MINER, RETARGET_PARAMS, Builder, Node
 
 OTHER = b"\x22" * 32

@@ -7,7 +7,7 @@ Diagrams read left to right from genesis (G); ``*`` marks the tip.
 
 from __future__ import annotations
 
-from p2pml.chain.state import ChainUpdate
+from p2pml.chain.index import ChainUpdate
 from p2pml.chain.types import Block
 from tests.framework.chainbuilder import NOW, Builder, Node
 
