@@ -49,6 +49,7 @@ class IpfsSettings:
     api: str = "/ip4/127.0.0.1/tcp/5001"  # sidecar RPC API multiaddr
     swarm: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)  # embedded swarm listen
     peers: tuple[str, ...] = ()  # embedded: swarm peers to connect to
+    dev_identity: int = -1  # embedded, devnet/regtest: well-known IPFS key N (-1: random)
     cache_dir: Path | None = None  # default: <data_dir>/cache
     cache_max_bytes: int = 2 * 1024**3
     timeout: float = 60.0
@@ -244,6 +245,12 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
     for model in s.training.allowed_models:
         if model not in ESTIMATORS:
             bad.append(("training", "allowed_models", f"{model!r} is not an allowlisted estimator"))
+    if s.ipfs.dev_identity >= 0 and s.node.network == "main":
+        bad.append(("ipfs", "dev_identity", "well-known IPFS keys are for devnet and regtest only"))
+    if s.ipfs.dev_identity >= DEV_KEYS:
+        bad.append(("ipfs", "dev_identity", f"{s.ipfs.dev_identity}: there are {DEV_KEYS} (0..)"))
+    if s.ipfs.dev_identity >= 0 and s.ipfs.mode != "embedded":
+        bad.append(("ipfs", "dev_identity", 'only for mode = "embedded"'))
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
     host, _, port = s.admin.listen.rpartition(":")

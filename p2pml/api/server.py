@@ -22,8 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from p2pml.api import views
+from p2pml.api.bans import BanRoutes
 from p2pml.api.dashboard import add_dashboard
+from p2pml.api.datasets import DatasetLog
 from p2pml.api.hosts import host_middleware
+from p2pml.api.models import ModelRoutes
 from p2pml.api.openapi import openapi_document
 from p2pml.api.ports import AdminContext
 from p2pml.errors import (
@@ -150,6 +153,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     )
     app.middlewares.insert(0, host_middleware(ctx.settings.admin.allowed_hosts))
     r = app.router
+    dataset_log = DatasetLog(ctx.data_dir)
 
     async def status(_req: web.Request) -> web.Response:
         return ok(views.status(ctx))
@@ -227,6 +231,7 @@ def make_app(ctx: AdminContext) -> web.Application:
             if size == 0:
                 raise HTTPError(400, "empty body", "bad-request")
             cid = await ctx.datasets.add(path)
+            await dataset_log.record(cid, req.headers.get("X-Filename"), path, size)
             return ok({"cid": cid, "size": size}, status=201)
         finally:
             path.unlink(missing_ok=True)
@@ -265,6 +270,10 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)
+    r.add_get("/datasets", dataset_log.list_handler)
+    BanRoutes(ctx.peers).add_to(r)
+    models = ModelRoutes(ctx.datasets, lambda t: views.task(ctx, t), lambda r: views.result(ctx, r))
+    models.add_to(r)
     r.add_get("/balances/{pubkey}", balances)
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)

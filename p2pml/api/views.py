@@ -252,6 +252,8 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             bounty=pooled.bounty,
             fee=pooled.fee,
             deadline=pooled.deadline,
+            result_reward=pooled.result_reward,
+            max_results=pooled.max_results,
             results=[],
             rounds_done=0,
         )

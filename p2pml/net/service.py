@@ -283,6 +283,17 @@ class P2PService:
     def banned(self) -> list[Ban]:
         return self.bans.active(self.clock())
 
+    def unban(self, peer_id: str) -> Ban | None:
+        """Lift a ban now, whatever set it; the ban lifted, or None if there was none."""
+        ban = self.bans.get(peer_id, self.clock())
+        self.bans.remove(peer_id)
+        host = self._host
+        if host is not None:
+            self.bridge.post_to_trio(host.unban, peer_id)
+        if ban is not None:
+            log.info("ban of peer %s lifted by the operator", peer_id)
+        return ban
+
     async def connect(self, addr: str) -> str:
         """Dial ``/ip4/.../tcp/N/p2p/<id>``; returns the peer id."""
         host = self._require_host()
