@@ -24,7 +24,7 @@ from p2pml.ml.pool import TrainingPool
 from p2pml.ml.spec import TaskSpec
 from p2pml.ml.trainer import Trainer, TrainingOutcome
 from p2pml.ml.verify import verify_result_async
-from tests.framework.waiting import wait_until
+from tests.framework.waiting import scaled, wait_until
 
 from .conftest import DirStore
 
@@ -443,7 +443,9 @@ async def test_event_loop_stays_responsive_while_training(
         worst, last, ticks = max(worst, now - last), now, ticks + 1
     await job
     assert ticks > 20  # the job took a while, and the loop kept ticking through it
-    assert worst < 0.25, worst
+    # Training in the loop's thread would stall it for the whole fit (seconds);
+    # a 0.25 s gap is scheduling noise on a busy machine, scaled for slower ones.
+    assert worst < scaled(0.25), worst
 
 
 async def test_trainer_verify_wrapper(tmp_path: Path, pool: TrainingPool, data_dir: Path) -> None:
