@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from p2pml.api.calllog import call_log_middlewares
 from p2pml.api.openapi import openapi_document
 from p2pml.errors import DecodeError, P2PMLError, ValidationError
 
@@ -114,7 +115,11 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
 def make_app(node: Node) -> web.Application:
     app = web.Application(
         client_max_size=node.settings.admin.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(lambda: node.admin_token)],
+        middlewares=[
+            *call_log_middlewares(),
+            errors_middleware,
+            auth_middleware(lambda: node.admin_token),
+        ],
     )
     r = app.router
 
