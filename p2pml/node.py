@@ -291,7 +291,10 @@ class Node:
         self._after_update(update)
         if update.tip_changed and self.chain.tip.hash == block.hash and not self._bulk_mining:
             self._announced = block.hash
-            await self.p2p.publish_block(block)
+            try:
+                await self.p2p.publish_block(block)
+            except NetworkError as exc:  # gossip stops before the miner at shutdown
+                log.debug("announcing own block %s failed: %s", block.hash.hex()[:16], exc)
 
     def _check_tx(self, tx: PoolTx) -> None:
         """Stateless checks before relay (runs in the libp2p thread: pure)."""
