@@ -16,6 +16,7 @@ from typing import Any
 
 from sklearn.datasets import load_diabetes
 
+from tests.framework.calls import expected_calls
 from tests.framework.testnode import ROOT, NodeSet, TestNode
 from tests.framework.waiting import scaled, wait_until_sync
 
@@ -107,6 +108,11 @@ def test_every_cli_command(nodes: NodeSet, tmp_path: Path) -> None:
     assert b_st["peer_id"] in a.status()["banned"]
     again = cli(a, "peers", "connect", b.p2p_addrs()[0], check=False)
     assert again.returncode != 0 and "banned" in again.stderr
+
+    # The served OpenAPI document lists exactly the routes the node serves.
+    doc = a.api.get("/openapi.json")
+    documented = {f"route {m.upper()} {path}" for path, ops in doc["paths"].items() for m in ops}
+    assert documented == {c for c in expected_calls() if c.startswith("route ")}
 
 
 def test_env_override_json_log_and_sigint(nodes: NodeSet) -> None:
