@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from p2pml import calllog
 from p2pml.api.client import ApiClient
 from p2pml.errors import ApiError, P2PMLError
 
@@ -594,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    calllog.record_cli(parser, sys.argv[1:] if argv is None else argv)
     # Common options are SUPPRESSed so a subcommand never resets them: fill gaps.
     for name, default in (("api", None), ("token_file", None), ("json", False)):
         if not hasattr(args, name):

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from p2pml.api import views
 from p2pml.api.bans import BanRoutes
+from p2pml.api.calllog import call_log_middlewares
 from p2pml.api.dashboard import add_dashboard
 from p2pml.api.datasets import DatasetLog
 from p2pml.api.hosts import host_middleware
@@ -149,7 +150,11 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
 def make_app(ctx: AdminContext) -> web.Application:
     app = web.Application(
         client_max_size=ctx.settings.admin.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(lambda: ctx.token)],
+        middlewares=[
+            *call_log_middlewares(),
+            errors_middleware,
+            auth_middleware(lambda: ctx.token),
+        ],
     )
     app.middlewares.insert(0, host_middleware(ctx.settings.admin.allowed_hosts))
     r = app.router
