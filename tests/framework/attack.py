@@ -66,7 +66,7 @@ class AttackPlan:
     result_peers: int = 4
     unfetchable_share: float = 0.5  # of the result keys
     fork_branches: int = 150  # each 2 blocks at genesis
-    unfunded_tasks: int = 300
+    unfunded_tasks: int = 400  # past the harmless budget even if the send queue drops some
     min_fee_tasks: int = 40
     funded_key: int = 1  # dev key the min-fee spammer signs with (the node is another)
     per_second: float = 40.0  # per peer

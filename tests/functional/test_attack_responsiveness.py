@@ -52,7 +52,7 @@ PLANS: dict[str, tuple[tuple[str, ...], AttackPlan]] = {
     "headers": (("headers",), AttackPlan(fork_branches=40, max_seconds=30)),
     "tasks": (
         ("unfunded", "min-fee"),
-        AttackPlan(unfunded_tasks=260, min_fee_tasks=20, max_seconds=30),
+        AttackPlan(unfunded_tasks=400, min_fee_tasks=20, max_seconds=30),
     ),
 }
 
@@ -174,6 +174,9 @@ def test_node_stays_responsive_and_bounded_under_attack(
             accepted == 0 and refused >= report.sent["headers"]
         ), (refused, accepted, report.sent)
         assert node.height == 3  # no fork became the best chain
+        # Not asserted (issue 14 attack 6, another branch's work): how many
+        # side headers the node keeps from the spam.
+        print(f"headers: the node keeps {len(node.api.get('/chain/tips'))} chain tips")
     else:
         # Unfunded tasks are harmless refusals until their budget is spent:
         # then each costs a penalty, and the peer is banned.
