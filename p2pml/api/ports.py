@@ -118,6 +118,8 @@ class AdminContext:
     verification: VerificationStats
     mining: MiningControl
     datasets: DatasetStore
+    #: gossiped result checks by outcome (valid, false, pending, refused-*)
+    result_checks: Mapping[str, int]
 
     @property
     def params(self) -> NetworkParams:

@@ -412,6 +412,11 @@ def metrics_text(ctx: AdminContext) -> str:
         "# TYPE p2pml_results_verified_total counter",
         f'p2pml_results_verified_total{{verdict="valid"}} {ctx.verification.verified}',
         f'p2pml_results_verified_total{{verdict="false"}} {ctx.verification.failed}',
+        "# TYPE p2pml_gossip_result_checks_total counter",
+        *(
+            f'p2pml_gossip_result_checks_total{{outcome="{k}"}} {v}'
+            for k, v in sorted(ctx.result_checks.items())
+        ),
         "# TYPE p2pml_blocks_waiting_for_data gauge",
         f"p2pml_blocks_waiting_for_data {len(chain.waiting)}",
     ]

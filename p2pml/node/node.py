@@ -137,6 +137,7 @@ class Node:
                 verification=self.verifier.stats,
                 mining=self.mining,
                 datasets=self.ipfs,
+                result_checks=self.verification.counts,
             )
         )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from p2pml.chain.index import ChainUpdate
@@ -49,6 +50,10 @@ FALSE_RESULT_PENALTY = 100
 # stays well inside; a flood of re-signed models waits for its refill).
 PEER_CHECK_BURST_SECONDS = 120.0
 PEER_CHECK_SECONDS_PER_SECOND = 0.5
+# Charged when a check starts (settled with its real cost when it ends), so
+# a burst of results cannot all start before the first one is charged.
+CHECK_RESERVE_SECONDS = 10.0
+RECENT_BANS = 4_096
 
 #: Refusals that say nothing bad about the sender.
 HARMLESS = frozenset(
@@ -93,6 +98,9 @@ class VerificationService:
         self._retrying = False
         self.budget = PeerBudget(PEER_CHECK_SECONDS_PER_SECOND, PEER_CHECK_BURST_SECONDS, clock)
         self._by_peer: dict[str, set[asyncio.Task[None]]] = {}
+        self._banned: OrderedDict[str, None] = OrderedDict()
+        #: gossiped result checks by outcome, for /metrics
+        self.counts: Counter[str] = Counter()
         chain.on_update(self._on_update)
         gossip.on_banned(self._cancel_peer)
 
@@ -166,13 +174,19 @@ class VerificationService:
         """Re-run a gossiped result in the background; False if refused now
         (overloaded, already at it, or the peer's budget is spent: the
         result can be sent again, by it later or by another peer)."""
+        if peer_id in self._banned:
+            self.counts["refused-banned"] += 1
+            return False
         if len(self._result_checks) >= MAX_RESULT_CHECKS or tx.id in self._result_checks:
+            self.counts["refused-busy"] += 1
             return False
         if not self.budget.allows(peer_id):
+            self.counts["refused-budget"] += 1
             return False
         task = self._spawn(self._check_result(tx, peer_id), "verify-result")
         if task is None:
             return False
+        self.budget.charge(peer_id, CHECK_RESERVE_SECONDS)
         self._result_checks.add(tx.id)
         self._by_peer.setdefault(peer_id, set()).add(task)
         task.add_done_callback(lambda t: self._forget_job(peer_id, t, tx.id))
@@ -188,6 +202,10 @@ class VerificationService:
 
     def _cancel_peer(self, peer_id: str) -> None:
         """A banned peer's queued and running checks are work nobody needs."""
+        self._banned[peer_id] = None
+        self._banned.move_to_end(peer_id)
+        while len(self._banned) > RECENT_BANS:
+            self._banned.popitem(last=False)
         for task in list(self._by_peer.get(peer_id, ())):
             task.cancel()
         self.budget.forget(peer_id)
@@ -198,12 +216,16 @@ class VerificationService:
             try:
                 await self._results.submit_result(tx, peer_id, background=True)
             except MissingDataError:
-                return  # pending: charged below, no penalty (nothing is proven)
+                self.counts["pending"] += 1
+                return  # charged below, no penalty (nothing is proven)
             except ValidationError as exc:
+                self.counts["false" if exc.reason not in HARMLESS else "harmless"] += 1
                 if exc.reason not in HARMLESS:
                     reason = f"invalid-result:{exc.reason}"
                     self._gossip.penalise(peer_id, reason, FALSE_RESULT_PENALTY)
                 return
             finally:
-                self.budget.charge(peer_id, self._clock() - t0)
+                # Settle the reservation with what the check really cost.
+                self.budget.charge(peer_id, self._clock() - t0 - CHECK_RESERVE_SECONDS)
+        self.counts["valid"] += 1
         await self._relay.tx(tx)

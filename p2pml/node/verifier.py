@@ -91,6 +91,11 @@ class Verifier:
         # workers but one, so a block's results always find a free worker.
         self._background = asyncio.Semaphore(max(1, parallel - 1))
         self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
+        # Gossiped results fetch on slots of their own: artifacts that never
+        # arrive (an attacker's CIDs) must not hold the slots that blocks and
+        # our own results need.
+        self._fetching_background = asyncio.Semaphore(FETCH_AHEAD)
+        self._waiters: dict[tuple[bytes, bytes, bool], int] = {}
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         # (result id, seed) -> worker crashes/timeouts while verifying it
         self._failures: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
@@ -165,7 +170,18 @@ class Verifier:
             fut = asyncio.ensure_future(self._check(req, background))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
-        return await asyncio.shield(fut)
+        # Shared by every waiter: one waiter's cancellation must not end it,
+        # but once the last waiter is gone (a banned sender's check) the
+        # work is cancelled, download included.
+        self._waiters[key] = self._waiters.get(key, 0) + 1
+        try:
+            return await asyncio.shield(fut)
+        finally:
+            left = self._waiters.pop(key) - 1
+            if left:
+                self._waiters[key] = left
+            elif not fut.done():
+                fut.cancel()
 
     async def _fetch_then_take_worker(self, cid: str, background: bool) -> bytes | None:
         """The artifact's bytes with a worker slot taken (the caller releases
@@ -175,7 +191,7 @@ class Verifier:
         other results' CPU work; the fetch slot is held until a worker slot
         is free, which bounds the artifacts held in memory.
         """
-        async with self._fetching:
+        async with self._fetching_background if background else self._fetching:
             try:
                 path = await self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
             except DatasetTooLarge:

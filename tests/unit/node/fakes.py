@@ -111,6 +111,8 @@ class Jobs:
 
         self.names.append(name)
         task = asyncio.ensure_future(run())
+        # Cancelled before it ran: close the job so it is not left unawaited.
+        task.add_done_callback(lambda t: coro.close() if asyncio.iscoroutine(coro) else None)
         self.tasks.append(task)
         return task
 

@@ -255,7 +255,7 @@ async def test_gossiped_result_checks_are_bounded_and_deduplicated() -> None:
     assert len(jobs.coros) == 1
     for i in range(MAX_RESULT_CHECKS + 10):
         trainer = type(ME).from_seed(i.to_bytes(32, "big"))
-        svc.check_gossiped_result(result_for(t, seed, 0, trainer=trainer), "flood")
+        svc.check_gossiped_result(result_for(t, seed, 0, trainer=trainer), f"peer{i}")
     assert len(jobs.coros) == MAX_RESULT_CHECKS
     jobs.close()
 
@@ -361,3 +361,33 @@ class _HeldJobs:
             c.close()
         for t in self._tasks:
             t.cancel()
+
+
+async def test_a_burst_cannot_start_before_it_is_charged_and_a_banned_peer_is_refused() -> None:
+    """Found by the attack benchmark: the budget was charged only when checks
+    ended, so a burst all started; a banned peer's later results still ran."""
+    from p2pml.node.verification import CHECK_RESERVE_SECONDS, PEER_CHECK_BURST_SECONDS
+
+    chain, jobs, gossip = FakeChain(), Jobs(), FakeGossip()
+    results = FakeResults()
+    results.gate = asyncio.Event()  # nothing finishes while the burst arrives
+    svc = VerificationService(
+        chain, _Verifier(), results, FakeRelay(), gossip, jobs, clock=results.clock
+    )
+    _, t, seed = await chain_with_task(chain)
+    started = sum(
+        svc.check_gossiped_result(result_for(t, seed, 0, trainer=_key(i)), "burst")
+        for i in range(50)
+    )
+    assert started == int(PEER_CHECK_BURST_SECONDS // CHECK_RESERVE_SECONDS)
+    assert svc.counts["refused-budget"] == 50 - started
+    gossip.ban("burst")
+    assert not svc.check_gossiped_result(result_for(t, seed, 1), "burst")
+    assert svc.counts["refused-banned"] == 1
+    results.gate.set()
+    await jobs.settle()
+    assert all(task.cancelled() for task in jobs.tasks)
+
+
+def _key(i: int) -> Any:
+    return type(ME).from_seed(i.to_bytes(32, "big"))

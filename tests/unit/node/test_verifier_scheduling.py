@@ -164,3 +164,32 @@ async def test_gossiped_checks_leave_a_worker_for_block_verification(tmp_path: P
     checker.gate.set()
     assert await block == ""
     assert await asyncio.gather(*background) == ["", "", "", ""]
+
+
+async def test_the_last_waiter_gone_cancels_the_check_and_its_download(tmp_path: Path) -> None:
+    """A banned sender's check is cancelled by its waiter; the shared check
+    (and the artifact download in it) must end too, not run to its timeout."""
+
+    class StallingStore(FakeStore):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.started = asyncio.Event()
+            self.cancelled = asyncio.Event()
+
+        async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
+            self.started.set()
+            try:
+                await asyncio.Event().wait()  # an artifact that never arrives
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+            raise AssertionError("unreachable")
+
+    store = StallingStore(tmp_path)
+    verifier = Verifier(store, GatedChecker(), parallel=1)  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await asyncio.wait_for(store.started.wait(), timeout=5)
+    waiter.cancel()
+    await asyncio.wait_for(store.cancelled.wait(), timeout=5)
+    # Foreground fetches were never queued behind it.
+    assert verifier._fetching._value == FETCH_AHEAD
