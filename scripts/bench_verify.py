@@ -52,6 +52,7 @@ from p2pml.chain.types import ResultTx
 from p2pml.config import IpfsSettings, TrainingSettings
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
+from p2pml.ml.verify import ResultClaim
 from p2pml.ml.worker import THREAD_ENV
 from p2pml.node.verifier import Request, Verifier
 
@@ -133,18 +134,10 @@ class TimedChecker:
         self.inner = inner
         self.seconds: dict[tuple[bytes, bytes], float] = {}
 
-    async def verify(
-        self,
-        spec: TaskSpec,
-        task_id: bytes,
-        seed: bytes,
-        trainer_pubkey: bytes,
-        *rest: Any,
-        **kw: Any,
-    ) -> None:
+    async def verify(self, claim: ResultClaim) -> None:
         t = time.perf_counter()
-        await self.inner.verify(spec, task_id, seed, trainer_pubkey, *rest, **kw)
-        self.seconds[(task_id, trainer_pubkey)] = time.perf_counter() - t
+        await self.inner.verify(claim)
+        self.seconds[(claim.task_id, claim.trainer_pubkey)] = time.perf_counter() - t
 
 
 def make_csv(path: Path, rows: int, features: int = 20) -> None:

@@ -23,7 +23,7 @@ from p2pml.errors import (
 )
 from p2pml.ipfs.store import DatasetStore
 from p2pml.ml.pool import TrainingPool
-from p2pml.ml.verify import verify_result_async
+from p2pml.ml.verify import ResultClaim, verify_result_async
 from p2pml.ml.worker import TrainRequest, TrainResult
 
 log = logging.getLogger(__name__)
@@ -150,24 +150,13 @@ class Trainer:
         )
         return TrainingOutcome(result.metric, cid, result.train_rows, result.train_ms)
 
-    async def verify(
-        self,
-        spec: TaskSpec,
-        task_id: bytes,
-        seed: bytes,
-        trainer_pubkey: bytes,
-        round: int,
-        artifact_bytes: bytes,
-        claimed_metric: float,
-        *,
-        claimed_train_rows: int | None = None,
-        audit: bool = False,
-    ) -> None:
+    async def verify(self, claim: ResultClaim) -> None:
         """Verify a peer's result in the pool (fetching the dataset as needed).
 
         ``ValidationError`` if the result is invalid; ``MissingDataError``
         ("pending-data") if the dataset cannot be fetched now.
         """
+        spec = claim.spec
         try:
             path = await self._dataset(spec)
         except TrainingError as e:
@@ -176,16 +165,8 @@ class Trainer:
             raise MissingDataError(spec.dataset_cid, e.detail) from None
         await verify_result_async(
             self._pool,
-            spec,
-            task_id,
-            seed,
-            trainer_pubkey,
-            round,
+            claim,
             path,
-            artifact_bytes,
-            claimed_metric,
-            audit,
-            claimed_train_rows=claimed_train_rows,
             cache_dir=self._cache_for(path),
             max_dataset_bytes=self._settings.max_dataset_bytes,
             cache_max_bytes=self._settings.parsed_cache_max_bytes,

@@ -25,6 +25,7 @@ a timeout, a crash) is never turned into a verdict: it leaves the job as a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,34 +43,37 @@ AUDIT_ABS_TOL: Final = 1e-12
 
 
 @dataclass(frozen=True)
-class VerifyRequest:
+class ResultClaim:
+    """One result to check against its task: what its trainer claims, and
+    what fixes the partition it had to use. The node's verifier builds it;
+    the same object travels to the worker that checks it."""
+
     spec: TaskSpec
     task_id: bytes
     seed: bytes
     trainer_pubkey: bytes
     round: int
-    dataset_path: str
     artifact: bytes
     claimed_metric: float
-    audit: bool
-    claimed_train_rows: int | None
+    claimed_train_rows: int | None = None
+    audit: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """A claim and where this node keeps what checking it needs."""
+
+    claim: ResultClaim
+    dataset_path: str
     cache_dir: str
     max_dataset_bytes: int
     cache_max_bytes: int | None = None  # the parsed cache's byte limit (None: default)
 
 
 def verify_result(
-    spec: TaskSpec,
-    task_id: bytes,
-    seed: bytes,
-    trainer_pubkey: bytes,
-    round: int,
+    claim: ResultClaim,
     dataset_path: Path,
-    artifact_bytes: bytes,
-    claimed_metric: float,
-    audit: bool,
     *,
-    claimed_train_rows: int | None = None,
     cache_dir: Path | None = None,
     max_dataset_bytes: int = 512 * 1024**2,
     cache_max_bytes: int | None = None,
@@ -85,6 +89,9 @@ def verify_result(
     from p2pml.ml.metrics import compute_metric, metric_matches
     from p2pml.ml.partition import derive_random_state, partition_size
 
+    spec, task_id, seed, round = claim.spec, claim.task_id, claim.seed, claim.round
+    trainer_pubkey, artifact_bytes, audit = claim.trainer_pubkey, claim.artifact, claim.audit
+    claimed_metric, claimed_train_rows = claim.claimed_metric, claim.claimed_train_rows
     spec.validate()
     cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
     try:
@@ -257,16 +264,8 @@ def _same(np: Any, a: Any, b: Any) -> bool:
 def verify_job(req: VerifyRequest) -> None:
     """Pool entry point."""
     verify_result(
-        req.spec,
-        req.task_id,
-        req.seed,
-        req.trainer_pubkey,
-        req.round,
+        req.claim,
         Path(req.dataset_path),
-        req.artifact,
-        req.claimed_metric,
-        req.audit,
-        claimed_train_rows=req.claimed_train_rows,
         cache_dir=Path(req.cache_dir),
         max_dataset_bytes=req.max_dataset_bytes,
         cache_max_bytes=req.cache_max_bytes,
@@ -275,17 +274,9 @@ def verify_job(req: VerifyRequest) -> None:
 
 async def verify_result_async(
     pool: Any,
-    spec: TaskSpec,
-    task_id: bytes,
-    seed: bytes,
-    trainer_pubkey: bytes,
-    round: int,
+    claim: ResultClaim,
     dataset_path: Path,
-    artifact_bytes: bytes,
-    claimed_metric: float,
-    audit: bool,
     *,
-    claimed_train_rows: int | None = None,
     cache_dir: Path | None = None,
     max_dataset_bytes: int = 512 * 1024**2,
     cache_max_bytes: int | None = None,
@@ -296,19 +287,7 @@ async def verify_result_async(
     Raises ``ValidationError`` for an invalid result, ``TrainingError``
     ("job-timeout", "worker-crashed") if verification itself could not finish.
     """
-    req = VerifyRequest(
-        spec,
-        task_id,
-        seed,
-        trainer_pubkey,
-        round,
-        str(dataset_path),
-        artifact_bytes,
-        float(claimed_metric),
-        audit,
-        claimed_train_rows,
-        str(cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")),
-        max_dataset_bytes,
-        cache_max_bytes,
-    )
+    claim = dataclasses.replace(claim, claimed_metric=float(claim.claimed_metric))
+    cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
+    req = VerifyRequest(claim, str(dataset_path), str(cache), max_dataset_bytes, cache_max_bytes)
     await pool.run("verify", req, timeout)

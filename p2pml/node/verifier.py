@@ -27,6 +27,7 @@ from p2pml.errors import (
     ValidationError,
 )
 from p2pml.ipfs.store import DatasetStore
+from p2pml.ml.verify import ResultClaim
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,7 @@ FETCH_AHEAD = 2
 class ResultChecker(Protocol):
     """What re-runs a result (``p2pml.ml.trainer.Trainer`` implements it)."""
 
-    async def verify(
-        self,
-        spec: TaskSpec,
-        task_id: bytes,
-        seed: bytes,
-        trainer_pubkey: bytes,
-        round: int,
-        artifact_bytes: bytes,
-        claimed_metric: float,
-        *,
-        claimed_train_rows: int | None = None,
-        audit: bool = False,
-    ) -> None: ...
+    async def verify(self, claim: ResultClaim) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -227,7 +216,7 @@ class Verifier:
                 verdict = "bad-result-model"
             else:
                 try:
-                    await self._checker.verify(
+                    claim = ResultClaim(
                         spec,
                         tx.task_id,
                         req.seed,
@@ -238,6 +227,7 @@ class Verifier:
                         claimed_train_rows=tx.train_rows,
                         audit=req.audit,
                     )
+                    await self._checker.verify(claim)
                 finally:
                     self._parallel.release()
                     if background:

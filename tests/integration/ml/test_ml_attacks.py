@@ -29,7 +29,7 @@ from p2pml.ml.estimators import build_estimator
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
-from p2pml.ml.verify import verify_result_async
+from p2pml.ml.verify import ResultClaim, verify_result_async
 from tests.framework.waiting import TIMEOUT_FACTOR
 
 from .conftest import DirStore
@@ -155,15 +155,8 @@ async def verify(
     with pytest.raises(ValidationError) as err:
         await verify_result_async(
             pool,
-            spec,
-            TASK,
-            SEED,
-            EVE,
-            0,
+            ResultClaim(spec, TASK, SEED, EVE, 0, artifact, 0.5),
             await store.fetch(spec.dataset_cid),
-            artifact,
-            0.5,
-            False,
             cache_dir=tmp / "parsed",
             timeout=VERDICT_SECONDS * 3 * TIMEOUT_FACTOR,
         )
@@ -303,5 +296,5 @@ async def test_honest_forest_passes_the_budgets(tmp_path: Path, pool: TrainingPo
     )
     out = await trainer.train_round(spec, TASK, SEED, EVE, 0)
     artifact = (await store.fetch(out.model_cid)).read_bytes()
-    await trainer.verify(spec, TASK, SEED, EVE, 0, artifact, out.metric, audit=True)
+    await trainer.verify(ResultClaim(spec, TASK, SEED, EVE, 0, artifact, out.metric, audit=True))
     assert len(holdout_indices(SEED, TASK, ROWS, 0.2)) == 1000

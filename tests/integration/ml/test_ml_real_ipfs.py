@@ -18,6 +18,7 @@ from p2pml.ml.estimators import ESTIMATORS
 from p2pml.ml.partition import derive_random_state
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer
+from p2pml.ml.verify import ResultClaim
 from tests.integration.ml.test_ml_training import ALICE, CASES, SEED, TASK, make_spec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -65,13 +66,5 @@ async def test_artifact_round_trips_through_ipfs(
     assert f"{cls.__module__}.{cls.__name__}".endswith(ESTIMATORS[model].class_path.split(".")[-1])
     trainer_b = Trainer(b, pool, settings, tmp_path / "parsed-b")
     await trainer_b.verify(
-        spec,
-        TASK,
-        SEED,
-        ALICE,
-        0,
-        artifact,
-        out.metric,
-        claimed_train_rows=out.train_rows,
-        audit=True,
+        ResultClaim(spec, TASK, SEED, ALICE, 0, artifact, out.metric, out.train_rows, audit=True)
     )

@@ -23,7 +23,7 @@ from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer, TrainingOutcome
-from p2pml.ml.verify import verify_result_async
+from p2pml.ml.verify import ResultClaim, verify_result_async
 from tests.framework.waiting import scaled, wait_until
 
 from .conftest import DirStore
@@ -127,16 +127,8 @@ async def test_every_estimator_trains_stores_and_verifies(
     # An honest result passes full verification including the re-training audit.
     await verify_result_async(
         pool,
-        spec,
-        TASK,
-        SEED,
-        ALICE,
-        1,
+        ResultClaim(spec, TASK, SEED, ALICE, 1, artifact, out.metric, out.train_rows, audit=True),
         await store.fetch(spec.dataset_cid),
-        artifact,
-        out.metric,
-        True,
-        claimed_train_rows=out.train_rows,
         cache_dir=tmp_path / "verifier-cache",
         timeout=120,
     )
@@ -192,25 +184,20 @@ async def test_two_runs_bitwise_identical_predictions(
 
 
 async def _verify(pool: TrainingPool, tmp_path: Path, spec: TaskSpec, csv: Path, **kw: Any) -> None:
-    args: dict[str, Any] = {
-        "claimed_train_rows": None,
-        "cache_dir": tmp_path / "vcache",
-        "timeout": 120,
-    }
+    args: dict[str, Any] = {"cache_dir": tmp_path / "vcache", "timeout": 120}
     args.update({k: v for k, v in kw.items() if k in args})
-    await verify_result_async(
-        pool,
+    claim = ResultClaim(
         spec,
         TASK,
         SEED,
         kw.get("key", ALICE),
         kw.get("rnd", 0),
-        csv,
         kw["artifact"],
         kw["metric"],
+        kw.get("claimed_train_rows"),
         kw.get("audit", False),
-        **args,
     )
+    await verify_result_async(pool, claim, csv, **args)
 
 
 def fit_locally(spec: TaskSpec, csv: Path, rows: np.ndarray, rs: int, params: Any = None) -> Any:
@@ -456,11 +443,11 @@ async def test_trainer_verify_wrapper(tmp_path: Path, pool: TrainingPool, data_d
     spec = make_spec(cids["diabetes"], "lasso", "target", "r2", {"alpha": 0.2})
     out = await trainer.train_round(spec, TASK, SEED, BOB, 0)
     artifact = (await store.fetch(out.model_cid)).read_bytes()
-    await trainer.verify(spec, TASK, SEED, BOB, 0, artifact, out.metric, audit=True)
+    await trainer.verify(ResultClaim(spec, TASK, SEED, BOB, 0, artifact, out.metric, audit=True))
     with pytest.raises(ValidationError) as e:  # Alice cannot claim Bob's model
-        await trainer.verify(spec, TASK, SEED, ALICE, 0, artifact, out.metric)
+        await trainer.verify(ResultClaim(spec, TASK, SEED, ALICE, 0, artifact, out.metric))
     assert e.value.reason == "bad-result-model"
     missing = make_spec("f" + "1" * 64, "lasso", "target", "r2", {"alpha": 0.2})
     with pytest.raises(MissingDataError) as m:
-        await trainer.verify(missing, TASK, SEED, BOB, 0, artifact, out.metric)
+        await trainer.verify(ResultClaim(missing, TASK, SEED, BOB, 0, artifact, out.metric))
     assert m.value.reason == "pending-data"
