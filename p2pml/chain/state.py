@@ -28,8 +28,8 @@ from p2pml.chain.index import (
 from p2pml.chain.ledger import BlockContext, StateView, UndoLog, VerdictOracle, no_verdicts
 from p2pml.chain.orphans import OrphanPool
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.presync import HeaderPresync
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
+from p2pml.chain.presync import HeaderPresync
 from p2pml.chain.txrules import BLOCK_HOOKS, handler_for
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
@@ -273,7 +273,9 @@ class ChainState:
         update.new_entries.append(e)
         return e
 
-    def _checked_entry(self, header: BlockHeader, parent: IndexEntry | None, now: int) -> IndexEntry:
+    def _checked_entry(
+        self, header: BlockHeader, parent: IndexEntry | None, now: int
+    ) -> IndexEntry:
         """An entry for ``header`` after every header rule, not in the index."""
         rules.check_header(header, self.params)
         if parent is None:
@@ -351,9 +353,9 @@ class ChainState:
                 update.headers_work = e.chain_work
         except ValidationError as err:
             update.error = err
-        if last is not None and last.hash not in self.index:
-            if last.chain_work >= self.work_threshold():
-                self._commit_presync(pre.take_branch(last, self.index), update)
+        reached = last is not None and last.chain_work >= self.work_threshold()
+        if last is not None and reached and last.hash not in self.index:
+            self._commit_presync(pre.take_branch(last, self.index), update)
         update.headers_held = len(pre)
         update.headers_new_held = max(0, len(pre) - held_before)
         return update
@@ -440,16 +442,18 @@ class ChainState:
             self.orphans.add(block, requested)
             update.orphaned = True
             return True
-        if e is None and not requested and self._lighter_on_sound_parent(block.header):
+        if e is None and not requested:
+            rules.check_header(block.header, self.params)
+        if e is None and not requested and self.low_work(block.header):
             return False  # neither body nor header: sync fetches both if it ever leads
         if e is None:
             e = self.accept_header(block.header, now, update)
         elif e.parent is not None and self._descends_from_failed(e.parent):
             self._mark_failed_child(e, "bad-prev", update)
             raise ValidationError("bad-prev", "descends from an invalid block")
-        if not requested and self.active:
-            if e.chain_work + self.orphans.extension_work(h) < self.work_threshold():
-                return False
+        extended = e.chain_work + self.orphans.extension_work(h) if not requested else 0
+        if not requested and self.active and extended < self.work_threshold():
+            return False
         ids = rules.check_tx_root(block)  # mismatch: bad body, header stays fine
         try:
             rules.check_block_body(block, ids, self.params)
@@ -459,17 +463,20 @@ class ChainState:
         self._receive_data(e, block, update)
         return True
 
-    def _lighter_on_sound_parent(self, header: BlockHeader) -> bool:
-        """A new header whose branch (with the orphans pooled on it) stays
-        below the work threshold, on a parent that is not invalid (a child of
-        an invalid block is refused as such, not ignored as light)."""
-        rules.check_header(header, self.params)
-        work = self.branch_work(header)
+    def low_work(self, header: BlockHeader) -> bool:
+        """True for a new header on a known, sound parent whose branch (with
+        the orphans pooled on it) stays below :meth:`work_threshold`.
+
+        A child of an invalid block is refused as such, not ignored as light.
+        Reads only, and never the header's own PoW (check that first): the
+        network checks this before a gossiped block's signatures.
+        """
+        if not self.active or header.hash in self.index:
+            return False
         parent = self.index.get(header.prev_hash)
-        if work is None or parent is None or not self.active:
+        if parent is None or parent.status.failed or self._descends_from_failed(parent):
             return False
-        if parent.status.failed or self._descends_from_failed(parent):
-            return False
+        work = parent.chain_work + block_work(bits_to_target(header.bits))
         return work + self.orphans.extension_work(header.hash) < self.work_threshold()
 
     def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:

@@ -10,8 +10,9 @@ with :meth:`TopicRegistry.register` before ``P2PService.start()``::
     ))                                 # handler default: backend.on_gossip
 
 ``decode`` and ``check`` run in the libp2p (trio) thread before relay, so
-they must be pure and thread-safe; ``handle`` runs on the asyncio loop and
-its :class:`~p2pml.net.backend.Verdict` decides relay and penalties.
+they must be pure and thread-safe (``precheck`` and ``context``: see
+TopicSpec); ``handle`` runs on the asyncio loop and its
+:class:`~p2pml.net.backend.Verdict` decides relay and penalties.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class TopicSpec:
     handle: Handler | None = None  # None: ChainBackend.on_gossip(kind, obj, peer)
     queue_size: int = 256  # messages waiting for ``handle``; beyond: dropped, counted
     encode: Callable[[Any], bytes] | None = None  # for publish(kind, obj)
+    # Optional, in this order before ``check``: ``precheck`` (trio thread,
+    # cheap: e.g. a header's PoW) then ``context(obj, peer)`` on the asyncio
+    # loop (reads node state: e.g. is the block's branch too light?). Either
+    # raises ValidationError; a reason in protocol.BENIGN_REASONS drops the
+    # message unpenalised, so ``check``'s costly work (signatures) is skipped.
+    precheck: Checker | None = None
+    context: Callable[[Any, str], None] | None = None
 
 
 class TopicRegistry:
