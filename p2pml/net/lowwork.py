@@ -12,6 +12,7 @@ Memory: one (tokens, time) pair per connected peer, forgotten on disconnect.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -37,7 +38,7 @@ class LowWorkBudget:
         tokens, at = self._peers.get(peer_id, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.refill) - items
         self._peers[peer_id] = (max(tokens, 0.0), now)
-        return int(-tokens) if tokens < 0 else 0
+        return math.ceil(-tokens) if tokens < 0 else 0
 
     def forget(self, peer_id: str) -> None:
         self._peers.pop(peer_id, None)
