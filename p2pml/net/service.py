@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from p2pml.chain import rules
-from p2pml.chain.encoding import decode_block, encode_block
+from p2pml.chain.encoding import decode_block, encode_block, peek_block_header
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.types import Block
+from p2pml.chain.types import Block, BlockHeader
 from p2pml.config import P2PSettings
 from p2pml.crypto import Identity
 from p2pml.errors import DecodeError, NetworkError, ValidationError
@@ -127,6 +127,7 @@ class P2PService:
                 check=self._check_block,
                 handle=self._handle_block,
                 encode=encode_block,
+                peek=peek_block_header,
                 precheck=self._check_block_header,
                 context=self._block_context,
             )
@@ -471,15 +472,16 @@ class P2PService:
     def _decode_block(self, data: bytes) -> Block:
         return decode_block(data, self.params.max_block_bytes)
 
-    def _check_block_header(self, block: Block) -> None:
+    def _check_block_header(self, header: BlockHeader) -> None:
         """PoW and target: cheap, first (trio thread)."""
-        rules.check_header(block.header, self.params)
+        rules.check_header(header, self.params)
 
-    def _block_context(self, block: Block, peer_id: str) -> None:
-        """On the asyncio loop, after PoW and before the body's signatures:
-        a block whose branch stays lighter than ours is dropped here, so a
-        0.9 MB block of signed transactions on a cheap fork costs ~nothing."""
-        if self.backend.low_work(block.header):
+    def _block_context(self, header: BlockHeader, peer_id: str) -> None:
+        """On the asyncio loop, after PoW and before the body is decoded and
+        its signatures checked: a block whose branch stays lighter than ours
+        is dropped here, so a 0.9 MB block of signed transactions on a cheap
+        fork costs ~nothing."""
+        if self.backend.low_work(header):
             self.counters.inc("gossip_low_work")
             self.charge_low_work(peer_id, 1)
             raise ValidationError("low-work", "branch lighter than ours")
@@ -569,11 +571,14 @@ class _Callbacks:
             self._penalise(forwarder, f"oversize-{spec.kind}", P.PENALTY_MALFORMED)
             return False
         try:
-            obj = spec.decode(data)
+            obj = None if spec.peek is not None else spec.decode(data)
+            view = spec.peek(data) if spec.peek is not None else obj
             if spec.precheck is not None:
-                spec.precheck(obj)
+                spec.precheck(view)
             if spec.context is not None:
-                await self.bridge.call_asyncio_sync(spec.context, obj, forwarder)
+                await self.bridge.call_asyncio_sync(spec.context, view, forwarder)
+            if obj is None:
+                obj = spec.decode(data)
             spec.check(obj)
         except DecodeError:
             svc.counters.inc("gossip_malformed")

@@ -38,11 +38,14 @@ class TopicSpec:
     handle: Handler | None = None  # None: ChainBackend.on_gossip(kind, obj, peer)
     queue_size: int = 256  # messages waiting for ``handle``; beyond: dropped, counted
     encode: Callable[[Any], bytes] | None = None  # for publish(kind, obj)
-    # Optional, in this order before ``check``: ``precheck`` (trio thread,
-    # cheap: e.g. a header's PoW) then ``context(obj, peer)`` on the asyncio
-    # loop (reads node state: e.g. is the block's branch too light?). Either
-    # raises ValidationError; a reason in protocol.BENIGN_REASONS drops the
-    # message unpenalised, so ``check``'s costly work (signatures) is skipped.
+    # Optional, before ``decode`` and ``check``: ``peek(data)`` a cheap view
+    # (e.g. a block's header; DecodeError if malformed; without it the view
+    # is the decoded object), ``precheck(view)`` in the trio thread (e.g.
+    # PoW), then ``context(view, peer)`` on the asyncio loop (reads node
+    # state: is the block's branch too light?). The checks raise
+    # ValidationError; a reason in protocol.BENIGN_REASONS drops the message
+    # unpenalised, so decoding and ``check``'s signatures are never paid.
+    peek: Decoder | None = None
     precheck: Checker | None = None
     context: Callable[[Any, str], None] | None = None
 
