@@ -141,3 +141,4 @@ def test_min_chain_work_applies_to_gossiped_blocks() -> None:
 def test_network_minimum_chain_work_values() -> None:
     assert REGTEST.min_chain_work == 0
     assert MAIN.min_chain_work == 1_440 * block_work(bits_to_target(MAIN.pow_limit_bits))
+    assert MAIN.min_chain_work == 94_373_280  # the value docs/consensus.md states
