@@ -139,8 +139,9 @@ async def test_lighter_branch_gets_headers_but_no_body_requests(net: Net, builde
 async def test_branch_gossiped_while_lighter_is_fetched_once_it_leads(
     net: Net, builder: Builder
 ) -> None:
-    """Its first blocks came while lighter (headers only); once a gossiped block
-    puts it ahead, the missing bodies are asked of the sender, and A reorgs."""
+    """Its first blocks came while lighter (not kept); once a gossiped block
+    puts it ahead, the missing headers and bodies are asked of the sender, and
+    A reorgs."""
     base = builder.chain(builder.genesis, 3)
     ours = builder.chain(base[-1].hash, 3)
     theirs = builder.chain(base[-1].hash, 4, miner=b"\x55" * 32)
