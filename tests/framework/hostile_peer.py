@@ -23,6 +23,8 @@ Loopback only: it listens on 127.0.0.1 and dials what the test gives it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -32,7 +34,10 @@ import trio
 from p2pml.chain.encoding import encode_block
 from p2pml.chain.params import params_for
 from p2pml.chain.pow import bits_to_target, block_work
-from p2pml.chain.types import Block
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.template import build_block, solve
+from p2pml.chain.types import Block, ResultTx, TaskTx
+from p2pml.cidv0 import b58encode
 from p2pml.crypto import Identity
 from p2pml.net import protocol as P
 from p2pml.net.bridge import TrioBridge
@@ -209,3 +214,102 @@ class HostilePeer:
 
     def is_connected(self, peer_id: str) -> bool:
         return peer_id in self.connected
+
+
+# -- attack material (the attack-mix benchmark and the responsiveness test) ------------
+
+
+def unfetchable_cid() -> str:
+    """A well-formed CIDv0 of random bytes nobody holds: fetching it can only time out."""
+    return b58encode(b"\x12\x20" + hashlib.sha256(secrets.token_bytes(32)).digest())
+
+
+def genesis_forks(n: int, length: int = 2, network: str = "regtest") -> list[Block]:
+    """``n`` distinct side branches of ``length`` blocks forked at genesis, in
+    sending order (parents first). Each is valid with cheap PoW and, while the
+    node's chain is longer than ``length``, lighter than it: only headers stay."""
+    params = params_for(network)
+    out: list[Block] = []
+    for i in range(n):
+        prev, t = params.genesis_hash, params.genesis_time
+        miner = hashlib.sha256(b"fork-miner" + i.to_bytes(4, "big")).digest()
+        for height in range(1, length + 1):
+            t += 1
+            blk = solve(build_block(params, prev, height, params.pow_limit_bits, t, miner))
+            out.append(blk)
+            prev = blk.hash
+    return out
+
+
+def forged_results(
+    task_id: bytes,
+    seed: bytes,
+    rounds: int,
+    model_cids: Sequence[str],
+    train_rows: int,
+    metric: float,
+) -> list[ResultTx]:
+    """One validly signed result per model CID, each under a fresh key (the
+    round cycles through the task's rounds): a real artifact re-signed by
+    strangers, or an unfetchable CID."""
+    out = []
+    for i, cid in enumerate(model_cids):
+        key = Identity.generate()
+        out.append(
+            ResultTx(
+                task_id=task_id,
+                seed=seed,
+                round=i % rounds,
+                trainer=key.public_key,
+                metric=metric,
+                model_cid=cid,
+                train_rows=train_rows,
+                train_ms=1,
+            ).signed_by(key)
+        )
+    return out
+
+
+def spam_task(dataset_cid: str, publisher: Identity, fee: int, bounty: int = 0) -> TaskTx:
+    """A one-round ridge task on ``dataset_cid``, signed by ``publisher``
+    (unfunded when the key is fresh; at ``fee`` = the network minimum it is
+    the cheapest task a funded key can send)."""
+    spec = TaskSpec(
+        dataset_cid=dataset_cid, target="target", model="ridge", kind="regression", metric="r2"
+    )
+    return TaskTx(
+        spec=spec,
+        bounty=bounty,
+        fee=fee,
+        deadline=20,
+        result_reward=0,
+        max_results=1,
+        publisher=publisher.public_key,
+        nonce=secrets.randbits(63),
+    ).signed_by(publisher)
+
+
+async def publish_paced(
+    hp: HostilePeer,
+    kind: str,
+    payloads: Sequence[bytes],
+    per_second: float,
+    until: float = float("inf"),
+) -> int:
+    """Publish ``payloads`` at about ``per_second`` (a burst past gossipsub's
+    32-RPC send queue would be dropped by our own host, not refused by the
+    node); stops at ``until`` (monotonic) or when the node banned us.
+    Returns how many were sent."""
+    sent = 0
+    gap = 1.0 / per_second
+    t_next = time.monotonic()
+    for data in payloads:
+        now = time.monotonic()
+        if now >= until or (sent and not hp.connected):
+            break
+        if t_next > now:
+            await asyncio.sleep(t_next - now)  # pacing the sender, not waiting for a condition
+        t_next += gap
+        await hp.publish_raw(kind, data)
+        sent += 1
+    return sent
