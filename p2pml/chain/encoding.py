@@ -226,6 +226,23 @@ def decode_block(data: bytes, max_bytes: int = MAX_BLOCK_BYTES_HARD) -> Block:
     return block
 
 
+# Canonical msgpack of [header(92 bytes), txs]: fixarray(2), bin8(92).
+_BLOCK_PREFIX = bytes((0x92, 0xC4, HEADER_SIZE))
+
+
+def peek_block_header(data: bytes) -> BlockHeader:
+    """The header of an encoded block without decoding its transactions.
+
+    Cheap (92 bytes), so a block can be judged by its header (PoW, is its
+    branch worth it?) before its body is decoded and its signatures checked.
+    Any block :func:`decode_block` accepts starts so; others are malformed.
+    """
+    if len(data) < len(_BLOCK_PREFIX) + HEADER_SIZE or not data.startswith(_BLOCK_PREFIX):
+        raise DecodeError("block: not a canonical [header, txs] array")
+    start = len(_BLOCK_PREFIX)
+    return decode_header(bytes(data[start : start + HEADER_SIZE]))
+
+
 def with_raw(block: Block) -> Block:
     """The same block with its canonical encoding cached."""
     if block._raw is not None:

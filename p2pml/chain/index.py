@@ -91,13 +91,17 @@ class ChainUpdate:
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
     waiting: list[tuple[bytes, str]] = field(default_factory=list)  # (block, missing cid)
     orphaned: bool = False
-    low_work: bool = False  # unrequested, lighter than our chain: header kept, body not
+    # Unrequested, lighter than our chain: nothing kept (a header already in
+    # the index stays; a new one is not added).
+    low_work: bool = False
     # A branch touched here is now ahead of the tip but some ancestor has only
     # its header: the sender should be asked for the missing bodies.
     needs_ancestors: bool = False
     tip_changed: bool = False
     headers_ok: int = 0  # accept_headers: how many headers passed before an error
     headers_work: int = 0  # accept_headers: chain work at the last header that passed
+    headers_held: int = 0  # accept_headers: the session's headers held back (too light)
+    headers_new_held: int = 0  # accept_headers: how many of those this call added
     error: ValidationError | None = None  # why the submitted object was refused
 
     def raise_error(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from p2pml.chain.encoding import encode_block
+from p2pml.chain.pow import bits_to_target, block_work
 from p2pml.chain.types import Block
 
 ORPHAN_MAX_COUNT = 750
@@ -55,6 +56,20 @@ class OrphanPool:
     def take_children(self, parent_hash: bytes) -> list[tuple[Block, bool]]:
         """The pooled children of ``parent_hash``, each with its ``requested`` flag."""
         return [self._remove(h) for h in list(self._by_prev.get(parent_hash, ()))]
+
+    def extension_work(self, block_hash: bytes) -> int:
+        """The most work the pooled descendants of ``block_hash`` add on top
+        of it (0 if none): a lighter block whose pooled children put its
+        branch ahead is worth keeping. O(pool size) at worst."""
+        best = 0
+        stack = [(block_hash, 0)]
+        while stack:
+            h, work = stack.pop()
+            best = max(best, work)
+            for child in self._by_prev.get(h, ()):
+                bits = self._blocks[child][0].header.bits
+                stack.append((child, work + block_work(bits_to_target(bits))))
+        return best
 
     def drop_descendants(self, block_hash: bytes) -> list[bytes]:
         """Forget orphans that build on a rejected block: they can never connect."""

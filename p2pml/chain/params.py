@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from p2pml.chain.encoding import tx_id, with_raw
 from p2pml.chain.hashing import ZERO_HASH, merkle_root
-from p2pml.chain.pow import bits_to_target, check_pow, target_to_bits
+from p2pml.chain.pow import bits_to_target, block_work, check_pow, target_to_bits
 from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
 from p2pml.crypto import Identity
 
@@ -48,6 +48,9 @@ class NetworkParams:
     min_round_bounty: int = 0
     audit_fraction: float = 1.0  # share of results re-trained in every block
     allocations: tuple[tuple[bytes, int], ...] = ()
+    # Headers of a branch enter the index only once its cumulative work reaches
+    # max(min_chain_work, our tip's work): see docs/consensus.md "Headers pre-sync".
+    min_chain_work: int = 0
     genesis_message: bytes = b"p2pml genesis"
     genesis: Block = field(init=False, compare=False, repr=False)
 
@@ -103,11 +106,18 @@ def mine_genesis_nonce(p: NetworkParams) -> int:
 
 GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 
+# Main: one day of blocks (1,440 at 60 s) at the genesis difficulty. A fresh
+# node stores no header of a branch lighter than that, so a stranger cannot
+# fill its index with headers mined where work is cheapest. Raise it with
+# releases, as the chain's real work grows (Bitcoin Core's nMinimumChainWork).
+MAIN_MIN_CHAIN_BLOCKS = 1_440
+_MAIN_POW_LIMIT_BITS = target_to_bits((1 << 240) - 1)
+
 MAIN = NetworkParams(
     name="main",
     genesis_time=GENESIS_TIME,
     genesis_nonce=8_661,
-    pow_limit_bits=target_to_bits((1 << 240) - 1),
+    pow_limit_bits=_MAIN_POW_LIMIT_BITS,
     target_spacing=60,
     retarget_window=720,
     no_retarget=False,
@@ -117,6 +127,7 @@ MAIN = NetworkParams(
     coinbase_reward=50_000_000,
     audit_fraction=0.1,
     min_round_bounty=100_000,
+    min_chain_work=MAIN_MIN_CHAIN_BLOCKS * block_work(bits_to_target(_MAIN_POW_LIMIT_BITS)),
 )
 
 DEVNET = NetworkParams(

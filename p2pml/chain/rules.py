@@ -46,6 +46,20 @@ def check_header_context(
         )
 
 
+def work_threshold(tip_work: int, params: NetworkParams) -> int:
+    """Least cumulative work a branch needs before we store any of it."""
+    return max(params.min_chain_work, tip_work)
+
+
+def check_branch_work(branch_work: int, tip_work: int, params: NetworkParams) -> None:
+    """A branch that would stay lighter than our chain (or than the network's
+    minimum chain work) is not worth storing, nor checking further: its
+    signatures cost far more to check than its header cost to mine."""
+    threshold = work_threshold(tip_work, params)
+    if branch_work < threshold:
+        raise ValidationError("low-work", f"branch work {branch_work} < {threshold}")
+
+
 def check_tx_root(block: Block) -> list[bytes]:
     """The body matches the header's commitment; returns the tx ids.
 

@@ -29,6 +29,7 @@ from p2pml.chain.ledger import BlockContext, StateView, UndoLog, VerdictOracle, 
 from p2pml.chain.orphans import OrphanPool
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
+from p2pml.chain.presync import HeaderPresync
 from p2pml.chain.txrules import BLOCK_HOOKS, handler_for
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
@@ -47,6 +48,7 @@ class ChainState:
         self.active: list[IndexEntry] = []
         self.state: dict[bytes, Any] = {}
         self.orphans = OrphanPool()
+        self._presync: HeaderPresync | None = None  # one sync session's held headers
         self._candidates: set[IndexEntry] = set()
         self._unlinked: dict[bytes, list[IndexEntry]] = {}  # parent hash -> children w/ data
         self._failed: set[IndexEntry] = set()
@@ -266,8 +268,16 @@ class ChainState:
             if e.status.failed:
                 raise ValidationError("duplicate-invalid", e.invalid_reason)
             return e
+        e = self._checked_entry(header, self.index.get(header.prev_hash), now)
+        self._add_entry(e)
+        update.new_entries.append(e)
+        return e
+
+    def _checked_entry(
+        self, header: BlockHeader, parent: IndexEntry | None, now: int
+    ) -> IndexEntry:
+        """An entry for ``header`` after every header rule, not in the index."""
         rules.check_header(header, self.params)
-        parent = self.index.get(header.prev_hash)
         if parent is None:
             raise ValidationError("prev-unknown", f"parent {header.prev_hash.hex()} unknown")
         if parent.status.failed or self._descends_from_failed(parent):
@@ -281,31 +291,93 @@ class ChainState:
             self.params,
         )
         e = IndexEntry(
-            hash=h,
+            hash=header.hash,
             header=header,
             parent=parent,
             height=parent.height + 1,
             chain_work=parent.chain_work + block_work(bits_to_target(header.bits)),
         )
-        self._add_entry(e)
-        update.new_entries.append(e)
+        e.skip = parent.ancestor(skip_height(e.height))
         return e
 
-    def accept_headers(self, headers: list[BlockHeader], now: int) -> ChainUpdate:
-        """A batch from sync: each must connect to the previous or the index.
+    def work_threshold(self) -> int:
+        """Least work a branch needs before any of it is stored."""
+        return rules.work_threshold(self.tip.chain_work, self.params)
 
-        Stops at the first bad header; ``update.error`` says why, and what was
-        accepted before it is in the update (to persist).
+    def branch_work(self, header: BlockHeader) -> int | None:
+        """Chain work with ``header`` on top, or None if its parent is unknown.
+
+        Reads only: the network thread calls it (through the node) to drop
+        low-work blocks before their signatures are checked.
+        """
+        parent = self.index.get(header.prev_hash)
+        if parent is None:
+            return None
+        return parent.chain_work + block_work(bits_to_target(header.bits))
+
+    def accept_headers(
+        self, headers: list[BlockHeader], now: int, session: str | None = None
+    ) -> ChainUpdate:
+        """A batch from sync: each must connect to the previous, the index, or
+        the headers this ``session`` sent before (held in pre-sync).
+
+        Headers pass every header rule, then wait in memory until the branch
+        of the last one reaches :meth:`work_threshold`; only then does that
+        branch enter the index (``update.new_entries``). Stops at the first
+        bad header; ``update.error`` says why. ``session`` (the peer) keeps
+        what it sent across calls; one session is kept at a time, and None
+        holds nothing past this call.
         """
         update = ChainUpdate()
+        pre = self._presync_for(session)
+        held_before = len(pre)
+        last: IndexEntry | None = None
         try:
             for header in headers:
-                e = self.accept_header(header, now, update)
+                e = self.index.get(header.hash)
+                if e is not None and e.status.failed:
+                    raise ValidationError("duplicate-invalid", e.invalid_reason)
+                if e is None:
+                    e = pre.get(header.hash)
+                if e is None:
+                    parent = self.index.get(header.prev_hash)
+                    if parent is None:
+                        parent = pre.get(header.prev_hash)
+                    e = self._checked_entry(header, parent, now)
+                    if not pre.add(e):
+                        raise ValidationError(
+                            "presync-full", f"more than {pre.max_headers} headers below our work"
+                        )
+                last = e
                 update.headers_ok += 1
                 update.headers_work = e.chain_work
         except ValidationError as err:
             update.error = err
+        reached = last is not None and last.chain_work >= self.work_threshold()
+        if last is not None and reached and last.hash not in self.index:
+            self._commit_presync(pre.take_branch(last, self.index), update)
+        update.headers_held = len(pre)
+        update.headers_new_held = max(0, len(pre) - held_before)
         return update
+
+    def _presync_for(self, session: str | None) -> HeaderPresync:
+        if session is None:
+            return HeaderPresync("")
+        if self._presync is None or self._presync.session != session:
+            self._presync = HeaderPresync(session)
+        return self._presync
+
+    def _commit_presync(self, branch: list[IndexEntry], update: ChainUpdate) -> None:
+        for x in branch:
+            # Relink to the index's own objects: a held parent may have
+            # entered the index meanwhile as another object (from gossip).
+            parent = self.index.get(x.header.prev_hash)
+            if parent is None or parent.status.failed or self._descends_from_failed(parent):
+                update.error = update.error or ValidationError("bad-prev", "parent is invalid")
+                return
+            x.parent = parent
+            self._add_entry(x)
+            update.new_entries.append(x)
 
     # -- blocks --------------------------------------------------------------
 
@@ -318,15 +390,19 @@ class ChainState:
         whatever it says: it may hold headers and statuses learned meanwhile.
 
         ``requested=False`` (gossip: nobody asked for it): a block whose branch
-        would have less work than the active chain keeps only its header
-        (``update.low_work``). Otherwise anyone could make us store bodies of
-        side branches forked at an old height, where work is cheap; sync
-        fetches the bodies if that branch ever gets ahead.
+        (with the orphans pooled on it) would stay below :meth:`work_threshold`
+        is not kept at all, neither body nor header (``update.low_work``).
+        Otherwise anyone could make us store side branches forked at an old
+        height, where work is cheap; sync fetches headers and bodies if that
+        branch ever gets ahead.
         """
         update = ChainUpdate()
         try:
             update.low_work = not self._accept_one(block, now, update, requested)
-            if not update.orphaned:
+            if update.low_work and block.hash not in self.index:
+                # Its pooled descendants were counted and still fall short.
+                self.orphans.drop_descendants(block.hash)
+            elif not update.orphaned:
                 self._activate(update)
                 self._adopt_orphans(block.hash, now, update)
         except ValidationError as err:
@@ -366,12 +442,17 @@ class ChainState:
             self.orphans.add(block, requested)
             update.orphaned = True
             return True
+        if e is None and not requested:
+            rules.check_header(block.header, self.params)
+        if e is None and not requested and self.low_work(block.header):
+            return False  # neither body nor header: sync fetches both if it ever leads
         if e is None:
             e = self.accept_header(block.header, now, update)
         elif e.parent is not None and self._descends_from_failed(e.parent):
             self._mark_failed_child(e, "bad-prev", update)
             raise ValidationError("bad-prev", "descends from an invalid block")
-        if not requested and self.active and e.chain_work < self.tip.chain_work:
+        extended = e.chain_work + self.orphans.extension_work(h) if not requested else 0
+        if not requested and self.active and extended < self.work_threshold():
             return False
         ids = rules.check_tx_root(block)  # mismatch: bad body, header stays fine
         try:
@@ -382,6 +463,22 @@ class ChainState:
         self._receive_data(e, block, update)
         return True
 
+    def low_work(self, header: BlockHeader) -> bool:
+        """True for a new header on a known, sound parent whose branch (with
+        the orphans pooled on it) stays below :meth:`work_threshold`.
+
+        A child of an invalid block is refused as such, not ignored as light.
+        Reads only, and never the header's own PoW (check that first): the
+        network checks this before a gossiped block's signatures.
+        """
+        if not self.active or header.hash in self.index:
+            return False
+        parent = self.index.get(header.prev_hash)
+        if parent is None or parent.status.failed or self._descends_from_failed(parent):
+            return False
+        work = parent.chain_work + block_work(bits_to_target(header.bits))
+        return work + self.orphans.extension_work(header.hash) < self.work_threshold()
+
     def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:
         stack = [parent_hash]
         while stack:
@@ -391,6 +488,9 @@ class ChainState:
                 except ValidationError as err:
                     update.rejected.append((child.hash, err.reason))
                     self._note_reject(child.hash, err.reason)
+                    continue
+                if child.hash not in self.index:  # too light: nothing kept
+                    self.orphans.drop_descendants(child.hash)
                     continue
                 self._activate(update)
                 stack.append(child.hash)

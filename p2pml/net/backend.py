@@ -27,7 +27,7 @@ class Verdict(enum.Enum):
 class BlockStatus(enum.Enum):
     ACCEPTED = "accepted"  # stored (connected or on a side chain)
     ORPHAN = "orphan"  # ancestors missing (unknown, or known without body): fetch them
-    LOW_WORK = "low-work"  # sent unasked, branch lighter than ours: header kept, body not
+    LOW_WORK = "low-work"  # sent unasked, branch lighter than ours: nothing kept
     DUPLICATE = "duplicate"  # already known
     INVALID = "invalid"  # failed validation; ``reason`` says why
 
@@ -44,6 +44,9 @@ class HeadersOutcome:
     accepted: int  # headers of the batch that are now in the index
     error: str | None = None  # reject reason of the first bad header
     chain_work: int = 0  # cumulative work up to the last accepted header
+    # Headers that passed but were held back (their branch is too light to
+    # store yet) and that this batch added to the session's pre-sync.
+    held_new: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,19 +85,26 @@ class ChainBackend(Protocol):
         """True when the body is stored or the block is known invalid."""
         ...
 
+    def low_work(self, header: BlockHeader) -> bool:
+        """True when ``header`` builds on a known block but its branch would
+        stay lighter than ours (or than the network's minimum chain work):
+        the block is dropped before its signatures are checked."""
+        ...
+
     async def submit_block(
         self, block: Block, from_peer: str | None, requested: bool = True
     ) -> BlockOutcome:
         """Validate and store a block (from gossip, sync, or ourselves if None).
 
         ``requested=False`` (gossip): a block whose branch is lighter than
-        ours keeps its header only (``LOW_WORK``)."""
+        ours is not kept at all (``LOW_WORK``)."""
         ...
 
     async def submit_headers(
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
-        """Check and store a batch of headers (each links to the previous)."""
+        """Check a batch of headers (each links to the previous); they are
+        stored once their branch reaches our work, held per peer until then."""
         ...
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:

@@ -58,6 +58,9 @@ class MemoryChainBackend:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
 
+    def low_work(self, header: BlockHeader) -> bool:
+        return self.chain.low_work(header)
+
     async def submit_block(
         self, block: Block, from_peer: str | None, requested: bool = True
     ) -> BlockOutcome:
@@ -81,15 +84,13 @@ class MemoryChainBackend:
     async def submit_headers(
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
-        update = self._apply(self.chain.accept_headers(list(headers), int(self.clock())))
-        if update.error is not None:
-            known = 0
-            for h in headers:
-                if self.chain.entry(h.hash) is None:
-                    break
-                known += 1
-            return HeadersOutcome(known, update.error.reason, update.headers_work)
-        return HeadersOutcome(len(headers), None, update.headers_work)
+        update = self._apply(
+            self.chain.accept_headers(list(headers), int(self.clock()), session=from_peer)
+        )
+        reason = update.error.reason if update.error is not None else None
+        return HeadersOutcome(
+            update.headers_ok, reason, update.headers_work, update.headers_new_held
+        )
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         self.gossip.append((kind, obj, from_peer))

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from p2pml.chain import rules
-from p2pml.chain.encoding import decode_block, encode_block
+from p2pml.chain.encoding import decode_block, encode_block, peek_block_header
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.types import Block
+from p2pml.chain.types import Block, BlockHeader
 from p2pml.config import P2PSettings
 from p2pml.crypto import Identity
 from p2pml.errors import DecodeError, NetworkError, ValidationError
@@ -38,6 +38,7 @@ from p2pml.net.backend import BlockStatus, ChainBackend, Verdict
 from p2pml.net.bans import Ban, BanStore, MemoryBanStore, SqliteBanStore
 from p2pml.net.bridge import TrioBridge
 from p2pml.net.host import HostConfig, TrioHost, peer_id_of
+from p2pml.net.lowwork import LowWorkBudget
 from p2pml.net.metrics import Metrics
 from p2pml.net.sync import SyncManager, SyncPeer
 from p2pml.net.topics import TopicRegistry, TopicSpec
@@ -126,12 +127,16 @@ class P2PService:
                 check=self._check_block,
                 handle=self._handle_block,
                 encode=encode_block,
+                peek=peek_block_header,
+                precheck=self._check_block_header,
+                context=self._block_context,
             )
         )
         self.bridge = TrioBridge(f"p2pml-trio-{self.peer_id[-6:]}")
         self._host: TrioHost | None = None
         self._peers: dict[str, _Peer] = {}
         self.sync = SyncManager(self, self._peer_tip)
+        self.low_work = LowWorkBudget()
         self._queues: dict[str, asyncio.Queue[_GossipItem]] = {}
         self._bootstrap = [_Bootstrap(a, _peer_of(a)) for a in settings.bootstrap]
         self._jobs = Supervisor(log, lambda: self.counters.inc("task_failures"))
@@ -349,6 +354,7 @@ class P2PService:
 
     def _peer_disconnected(self, peer_id: str) -> None:
         self._peers.pop(peer_id, None)
+        self.low_work.forget(peer_id)
         self.counters.inc("peers_disconnected")
         self.sync.remove_peer(peer_id)
 
@@ -372,6 +378,16 @@ class P2PService:
     def on_banned(self, fn: Callable[[str], None]) -> None:
         """``fn(peer_id)`` whenever a peer gets banned (e.g. to cancel its work)."""
         self._ban_listeners.append(fn)
+
+    def charge_low_work(self, peer_id: str, items: int) -> None:
+        """``items`` headers/blocks of lighter branches from ``peer_id``:
+        free up to its budget, then one penalty point each (and a ban)."""
+        if items <= 0:
+            return
+        self.counters.inc("low_work_items", items)
+        over = self.low_work.charge(peer_id, items)
+        if over:
+            self.penalise(peer_id, "low-work-spam", min(over, P.BAN_THRESHOLD))
 
     def _ban(self, peer_id: str, reason: str, seconds: float) -> None:
         self.bans.add(Ban(peer_id, self.clock() + seconds, reason))
@@ -474,6 +490,20 @@ class P2PService:
     def _decode_block(self, data: bytes) -> Block:
         return decode_block(data, self.params.max_block_bytes)
 
+    def _check_block_header(self, header: BlockHeader) -> None:
+        """PoW and target: cheap, first (trio thread)."""
+        rules.check_header(header, self.params)
+
+    def _block_context(self, header: BlockHeader, peer_id: str) -> None:
+        """On the asyncio loop, after PoW and before the body is decoded and
+        its signatures checked: a block whose branch stays lighter than ours
+        is dropped here, so a 0.9 MB block of signed transactions on a cheap
+        fork costs ~nothing."""
+        if self.backend.low_work(header):
+            self.counters.inc("gossip_low_work")
+            self.charge_low_work(peer_id, 1)
+            raise ValidationError("low-work", "branch lighter than ours")
+
     def _check_block(self, block: Block) -> None:
         """Every stateless block rule (runs in the trio thread before relay)."""
         rules.check_header(block.header, self.params)
@@ -492,8 +522,11 @@ class P2PService:
             # Not relayed: we cannot vouch for a block we could not connect
             # (an honest relayer of an invalid orphan would be penalised).
             return Verdict.IGNORE
-        if out.status in (BlockStatus.DUPLICATE, BlockStatus.LOW_WORK):
+        if out.status is BlockStatus.LOW_WORK:
+            self.charge_low_work(peer_id, 1)
             return Verdict.IGNORE  # not relayed: a lighter branch is nobody's business
+        if out.status is BlockStatus.DUPLICATE:
+            return Verdict.IGNORE
         if out.reason in P.BENIGN_REASONS:
             return Verdict.IGNORE
         return Verdict.REJECT
@@ -556,13 +589,22 @@ class _Callbacks:
             self._penalise(forwarder, f"oversize-{spec.kind}", P.PENALTY_MALFORMED)
             return False
         try:
-            obj = spec.decode(data)
+            obj = None if spec.peek is not None else spec.decode(data)
+            view = spec.peek(data) if spec.peek is not None else obj
+            if spec.precheck is not None:
+                spec.precheck(view)
+            if spec.context is not None:
+                await self.bridge.call_asyncio_sync(spec.context, view, forwarder)
+            if obj is None:
+                obj = spec.decode(data)
             spec.check(obj)
         except DecodeError:
             svc.counters.inc("gossip_malformed")
             self._penalise(forwarder, f"malformed-{spec.kind}", P.PENALTY_MALFORMED)
             return False
         except ValidationError as err:
+            if err.reason in P.BENIGN_REASONS:
+                return False  # context said: not worth it (its own charge, if any)
             svc.counters.inc("gossip_invalid")
             self._penalise(forwarder, f"invalid-{spec.kind}:{err.reason}", P.PENALTY_INVALID)
             return False

@@ -4,11 +4,15 @@
    misbehaviour; a peer with more work than ours starts a header session.
 2. A header session (one at a time) walks the peer's chain with locators,
    2,000 headers per round; each batch must link and is checked by the
-   backend (PoW, retarget, time) before any body is requested. Bodies are
-   requested only once a batch's last header carries at least our chain's
-   work, and only those missing below it in our index: a lighter branch can
-   never become ours, so storing it would only let a peer fill our disk
-   with blocks forked where work is cheap.
+   backend (PoW, retarget, time) before any body is requested. The backend
+   holds a branch's headers in memory (pre-sync, per session, capped) until
+   the branch reaches our chain's work (and the network's minimum chain
+   work), and only then stores them. Bodies are requested only once a
+   batch's last header carries at least our chain's work, and only those
+   missing below it in our index: a lighter branch can never become ours,
+   so storing it would only let a peer fill our disk with blocks forked
+   where work is cheap. A session that ends short of our work is charged
+   to the peer's low-work budget, one item per header it made us hold.
 3. Bodies are fetched from every peer that has them: batches of up to 128,
    two requests in flight per peer, inside a window of 1,024 blocks past the
    first missing one; they are submitted strictly in header order. A request
@@ -54,6 +58,14 @@ class SyncPeer:
     lacks: set[bytes] = field(default_factory=set)
 
 
+@dataclass
+class _Walk:
+    """One header session's tally."""
+
+    held: int = 0  # headers it made us hold back (a branch lighter than ours)
+    reached: bool = False  # did any batch reach our chain's work?
+
+
 class SyncHost(Protocol):
     """What the sync manager needs from the service."""
 
@@ -69,6 +81,8 @@ class SyncHost(Protocol):
     def penalise(self, peer_id: str, reason: str, penalty: int) -> None: ...
 
     def drop_peer(self, peer_id: str, reason: str) -> None: ...
+
+    def charge_low_work(self, peer_id: str, items: int) -> None: ...
 
     def spawn(self, coro: Awaitable[None], name: str) -> None: ...
 
@@ -203,10 +217,17 @@ class SyncManager:
             self.maybe_sync()
 
     async def _walk_headers(self, peer_id: str) -> None:
+        walk = _Walk()
+        try:
+            await self._walk(peer_id, walk)
+        finally:
+            if not walk.reached:
+                self.h.charge_low_work(peer_id, walk.held)
+
+    async def _walk(self, peer_id: str, walk: _Walk) -> None:
         backend = self.h.backend
         locator = backend.locator()
         target = self.peers[peer_id].tip_hash if peer_id in self.peers else None
-        reached = False  # did any batch reach our chain's work?
         while peer_id in self.peers:
             req = P.HeadersReq(tuple(locator[: P.MAX_LOCATOR]), None)
             try:
@@ -233,18 +254,21 @@ class SyncManager:
                 out.error,
             )
             self.h.counters.inc("sync_headers", out.accepted)
+            walk.held += out.held_new
             if out.accepted and out.chain_work >= backend.status().chain_work:
                 # Bodies of the branch the last header is on, found in the
                 # index: not the headers sent, which a peer may have taken
                 # from a lighter branch before jumping to a known heavy one.
-                reached = True
+                walk.reached = True
                 last = headers[out.accepted - 1].hash
                 self._want_bodies(backend.bodiless_ancestors(last, self._want))
             p = self.peers.get(peer_id)
             if p is not None and out.accepted:
                 p.height = max(p.height, headers[out.accepted - 1].height)
             if out.error is not None:
-                if out.error == "prev-unknown":
+                if out.error == "presync-full":
+                    self.h.penalise(peer_id, "low-work-spam", P.PENALTY_INVALID)
+                elif out.error == "prev-unknown":
                     self.h.penalise(peer_id, "headers-not-connected", P.PENALTY_UNCONNECTED)
                 elif out.error not in P.BENIGN_REASONS:
                     self.h.penalise(peer_id, f"bad-header:{out.error}", P.PENALTY_INVALID)
@@ -252,7 +276,7 @@ class SyncManager:
             if len(headers) < P.MAX_HEADERS:
                 break
             locator = [headers[-1].hash, *locator]
-        if not reached:
+        if not walk.reached:
             self.h.counters.inc("sync_lighter_branches")
             log.debug("%s: its branch is not heavier than ours; no bodies asked", peer_id)
         p = self.peers.get(peer_id)

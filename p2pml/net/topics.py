@@ -10,8 +10,9 @@ with :meth:`TopicRegistry.register` before ``P2PService.start()``::
     ))                                 # handler default: backend.on_gossip
 
 ``decode`` and ``check`` run in the libp2p (trio) thread before relay, so
-they must be pure and thread-safe; ``handle`` runs on the asyncio loop and
-its :class:`~p2pml.net.backend.Verdict` decides relay and penalties.
+they must be pure and thread-safe (``precheck`` and ``context``: see
+TopicSpec); ``handle`` runs on the asyncio loop and its
+:class:`~p2pml.net.backend.Verdict` decides relay and penalties.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ class TopicSpec:
     handle: Handler | None = None  # None: ChainBackend.on_gossip(kind, obj, peer)
     queue_size: int = 256  # messages waiting for ``handle``; beyond: dropped, counted
     encode: Callable[[Any], bytes] | None = None  # for publish(kind, obj)
+    # Optional, before ``decode`` and ``check``: ``peek(data)`` a cheap view
+    # (e.g. a block's header; DecodeError if malformed; without it the view
+    # is the decoded object), ``precheck(view)`` in the trio thread (e.g.
+    # PoW), then ``context(view, peer)`` on the asyncio loop (reads node
+    # state: is the block's branch too light?). The checks raise
+    # ValidationError; a reason in protocol.BENIGN_REASONS drops the message
+    # unpenalised, so decoding and ``check``'s signatures are never paid.
+    peek: Decoder | None = None
+    precheck: Checker | None = None
+    context: Callable[[Any, str], None] | None = None
 
 
 class TopicRegistry:

@@ -83,9 +83,11 @@ class ChainManager:
         self._report(block.hash, update, source, before)
         return update
 
-    async def submit_headers(self, headers: list[BlockHeader]) -> ChainUpdate:
+    async def submit_headers(
+        self, headers: list[BlockHeader], session: str | None = None
+    ) -> ChainUpdate:
         async with self._lock:
-            update = self.chain.accept_headers(headers, self.now())
+            update = self.chain.accept_headers(headers, self.now(), session)
             await self._persist([update])
         if update.error is not None:
             self.metrics.rejected[update.error.reason] += 1
@@ -134,7 +136,7 @@ class ChainManager:
         elif update.orphaned:
             log.debug("block %s from %s is an orphan", short, source)
         elif update.low_work:
-            log.debug("block %s from %s: lighter branch, header kept, body not", short, source)
+            log.debug("block %s from %s: lighter branch, not kept", short, source)
         for h, reason in update.rejected:
             self.metrics.rejected[reason] += 1
             log.warning("block %s invalid: %s", h.hex()[:16], reason)

@@ -85,6 +85,9 @@ class GossipHandler:
         e = self.chain.entry(block_hash)
         return e is not None and (e.has_data or e.status.failed)
 
+    def low_work(self, header: BlockHeader) -> bool:
+        return self.chain.low_work(header)
+
     async def submit_block(
         self, block: Block, from_peer: str | None, requested: bool = True
     ) -> BlockOutcome:
@@ -119,9 +122,11 @@ class GossipHandler:
     async def submit_headers(
         self, headers: Sequence[BlockHeader], from_peer: str
     ) -> HeadersOutcome:
-        update = await self._mgr.submit_headers(list(headers))
+        update = await self._mgr.submit_headers(list(headers), session=from_peer)
         reason = update.error.reason if update.error is not None else None
-        return HeadersOutcome(update.headers_ok, reason, update.headers_work)
+        return HeadersOutcome(
+            update.headers_ok, reason, update.headers_work, update.headers_new_held
+        )
 
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         try:

@@ -78,10 +78,10 @@ class Builder:
         return b
 
     def _register(self, b: Block) -> None:
-        """Teach the reference index the header so children can be built."""
+        """Teach the reference index the header so children can be built
+        (directly: a batch from sync would hold a lighter branch back)."""
         self.blocks[b.hash] = b
-        up = self.ref.accept_headers([b.header], NOW)
-        up.raise_error()
+        self.ref.accept_header(b.header, NOW, ChainUpdate())
 
     def chain(self, parent: bytes, n: int, **kw: object) -> list[Block]:
         out = []

@@ -131,3 +131,14 @@ def test_parse_hash_only_raises_decode_error(text: str) -> None:
         assert len(parse_hash(text)) == 32
     except DecodeError:
         pass
+
+
+def test_peek_block_header_reads_the_header_without_the_body() -> None:
+    from p2pml.chain.encoding import decode_block, encode_block, peek_block_header
+    from p2pml.chain.params import REGTEST
+
+    raw = encode_block(REGTEST.genesis)
+    assert peek_block_header(raw) == decode_block(raw).header
+    for bad in (b"", raw[:50], b"\x93" + raw[1:], b"\x92\xc4\x5b" + raw[3:]):
+        with pytest.raises(DecodeError):
+            peek_block_header(bad)

@@ -1,11 +1,15 @@
-"""Unrequested blocks on lighter branches keep their header, not their body.
+"""Unrequested blocks on lighter branches are not kept: neither body nor header.
 
 Without this, anyone could fill a node's disk with side branches forked at an
 old height, where the work per block is what the chain's start demanded.
-Diagrams read left to right from genesis (G); ``*`` marks the tip.
+(Until issue 14 the header was kept: 3,000 genesis-forked headers filled the
+index; see test_chain_presync.py.) Diagrams read left to right from genesis
+(G); ``*`` marks the tip.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.types import Block
@@ -20,7 +24,7 @@ def gossip(n: Node, block: Block) -> ChainUpdate:
     return up
 
 
-def test_lighter_unrequested_block_keeps_only_its_header() -> None:
+def test_lighter_unrequested_block_keeps_nothing() -> None:
     #   G - a1 - a2 - a3*
     #    \
     #     b1            (gossiped: lighter than a3)
@@ -30,11 +34,19 @@ def test_lighter_unrequested_block_keeps_only_its_header() -> None:
     n.feed_all(a)
     up = gossip(n, b1)
     assert up.error is None and up.low_work and not up.orphaned
-    assert up.new_blocks == []  # nothing for the store to write but the header
-    e = n.chain.entry(b1.hash)
-    assert e is not None and not e.has_data
+    assert up.new_blocks == [] and up.new_entries == []  # nothing for the store
+    assert n.chain.entry(b1.hash) is None
     assert n.chain.get_block(b1.hash) is None
     assert n.tip == a[-1].hash
+
+
+def test_lighter_block_with_bad_pow_is_invalid_not_light() -> None:
+    b, n = Builder(), Node()
+    n.feed_all(b.chain(b.genesis, 3))
+    b1 = b.chain(b.genesis, 1, miner=OTHER)[0]
+    bad = Block(dataclasses.replace(b1.header, bits=0x1D00FFFF), b1.txs)
+    up = gossip(n, bad)
+    assert up.error is not None and up.error.reason == "bad-pow"
 
 
 def test_equal_work_and_heavier_unrequested_blocks_are_stored() -> None:
@@ -55,21 +67,20 @@ def test_equal_work_and_heavier_unrequested_blocks_are_stored() -> None:
     assert n.tip == bb[-1].hash
 
 
-def test_branch_that_overtakes_waits_for_the_bodies_it_lacks() -> None:
+def test_branch_that_overtakes_after_dropped_blocks_waits_as_orphans() -> None:
     #   G - a1 - a2 - a3
     #    \
-    #     b1 - b2 - b3 - b4*   (b1, b2 gossiped while lighter: headers only)
+    #     b1 - b2 - b3 - b4*   (b1, b2 gossiped while lighter: dropped)
     b, n = Builder(), Node()
     a = b.chain(b.genesis, 3)
     bb = b.chain(b.genesis, 4, miner=OTHER)
     n.feed_all(a)
-    assert [gossip(n, x).low_work for x in bb] == [True, True, False, False]
-    tip_entry = n.chain.entry(bb[-1].hash)
-    assert tip_entry is not None and tip_entry.has_data and not tip_entry.chain_has_data
-    assert n.tip == a[-1].hash  # cannot go over without b1, b2
-    n.feed(bb[0])  # sync fetches the missing bodies: requested
-    up = n.feed(bb[1])
-    assert n.tip == bb[-1].hash and up.reorg_depth == 3
+    ups = [gossip(n, x) for x in bb]
+    assert [u.low_work for u in ups] == [True, False, False, False]
+    assert [u.orphaned for u in ups] == [False, True, True, True]  # b1 unknown: sync asks
+    assert n.tip == a[-1].hash
+    n.feed(bb[0])  # sync fetches b1 (requested): the pooled b2..b4 follow
+    assert n.tip == bb[-1].hash and len(n.chain.orphans) == 0
 
 
 def test_unrequested_orphan_is_held_to_the_rule_when_adopted() -> None:
@@ -81,11 +92,9 @@ def test_unrequested_orphan_is_held_to_the_rule_when_adopted() -> None:
     bb = b.chain(b.genesis, 2, miner=OTHER)
     n.feed_all(a)
     assert gossip(n, bb[1]).orphaned
-    gossip(n, bb[0])
-    assert len(n.chain.orphans) == 0
-    for x in bb:
-        e = n.chain.entry(x.hash)
-        assert e is not None and not e.has_data, x.height
+    assert gossip(n, bb[0]).low_work  # b1 with b2 on it still falls short
+    assert len(n.chain.orphans) == 0  # b2 dropped with it: it can never connect
+    assert all(n.chain.entry(x.hash) is None for x in bb)
 
 
 def test_requested_orphan_is_stored_when_adopted() -> None:
@@ -106,12 +115,12 @@ def test_unrequested_block_ahead_of_a_fresh_node_is_stored() -> None:
     assert not up.low_work and n.tip == a1.hash
 
 
-def test_orphans_adopted_after_a_lighter_parent_ask_for_its_body() -> None:
+def test_pooled_orphans_that_lead_make_a_lighter_parent_worth_keeping() -> None:
     #   G - a1 - a2 - a3*
     #    \
     #     b1 - b2 - b3 - b4   (gossiped b4, b3, b2, then b1)
-    # b1 and b2 are lighter: headers only. b3 ties, b4 leads: both stored, so
-    # the branch is ahead but cannot connect until b1, b2 come; the update says so.
+    # b1 alone is lighter, but the pooled b2..b4 on it lead: all are kept
+    # and the node reorgs at once.
     b, n = Builder(), Node()
     a = b.chain(b.genesis, 3)
     bb = b.chain(b.genesis, 4, miner=OTHER)
@@ -119,8 +128,21 @@ def test_orphans_adopted_after_a_lighter_parent_ask_for_its_body() -> None:
     for x in reversed(bb[1:]):
         assert gossip(n, x).orphaned
     up = gossip(n, bb[0])
-    assert up.low_work and up.needs_ancestors
-    assert [n.chain.entry(x.hash).has_data for x in bb] == [False, False, True, True]  # type: ignore[union-attr]
+    assert not up.low_work and up.reorg_depth == 3
+    assert n.tip == bb[-1].hash
+
+
+def test_headers_from_sync_let_a_bodiless_branch_ask_for_its_bodies() -> None:
+    #   G - a1 - a2 - a3
+    #    \
+    #     b1 - b2 - b3 - b4   (headers from sync; b3, b4 bodies gossiped)
+    b, n = Builder(), Node()
+    a = b.chain(b.genesis, 3)
+    bb = b.chain(b.genesis, 4, miner=OTHER)
+    n.feed_all(a)
+    assert not n.chain.accept_headers([x.header for x in bb], NOW).error
+    for x in bb[2:]:
+        gossip(n, x)
     assert n.chain.bodiless_ancestors(bb[-1].hash, ()) == [bb[0].header, bb[1].header]
     assert n.chain.bodiless_ancestors(bb[-1].hash, {bb[1].hash}) == []  # asked already
     assert n.chain.bodiless_ancestors(a[-1].hash, ()) == []  # the active chain has them all
