@@ -53,6 +53,7 @@ class IpfsSettings:
     cache_max_bytes: int = 2 * 1024**3
     timeout: float = 60.0
     max_dataset_bytes: int = 512 * 1024**2
+    storage_max_mb: int = 10_000  # embedded Kubo repo cap, 10^6 bytes (Kubo's "MB")
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("mining", "nonce_range", s.mining.nonce_range),
         ("training", "workers", s.training.workers),
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+        ("ipfs", "storage_max_mb", s.ipfs.storage_max_mb),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))

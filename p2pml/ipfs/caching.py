@@ -68,6 +68,8 @@ class Backend(Protocol):
 
     async def pin(self, cid: str) -> None: ...
 
+    async def unpin(self, cid: str) -> None: ...
+
     async def has_local(self, cid: str) -> bool: ...
 
 
@@ -198,6 +200,15 @@ class CachingDatasetStore:
         _check_cid(cid)
         deadline = time.monotonic() + self.timeout
         await self._retrying(f"pin {cid}", lambda: self.backend.pin(cid), deadline)
+
+    async def unpin(self, cid: str) -> None:
+        """Let the IPFS node drop ``cid`` when it needs the space (embedded: our
+        GC past ``ipfs.storage_max_mb``; sidecar: the daemon's own GC). The
+        node keeps pinned what it still needs (datasets of open tasks, artifacts
+        of results not yet final) and unpins the rest."""
+        _check_cid(cid)
+        deadline = time.monotonic() + self.timeout
+        await self._retrying(f"unpin {cid}", lambda: self.backend.unpin(cid), deadline)
 
     async def fetch(self, cid: str) -> Path:
         _check_cid(cid)

@@ -80,6 +80,9 @@ class FakeBackend:
     async def pin(self, cid: str) -> None:
         self._check()
 
+    async def unpin(self, cid: str) -> None:
+        self._check()
+
     async def has_local(self, cid: str) -> bool:
         self._check()
         return cid in self.blobs
