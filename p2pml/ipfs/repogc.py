@@ -9,9 +9,12 @@ library. ``Datastore.StorageMax`` is read only by that GC, so a fetched
 block stays on disk forever: every distinct CID a peer makes us fetch grows
 the repo.
 
-So we collect ourselves, on the repo's files, while the node is stopped
-(Kubo's blockstore caches "has" answers in memory: a block deleted under a
-running node would be reported present and could never be fetched again).
+So we collect ourselves, on the repo's files: the plan (a read-only walk)
+is made beside the running node; the deletion happens while the node is
+stopped (Kubo's blockstore caches "has" answers in memory: a block deleted
+under a running node would be reported present and could never be fetched
+again). The worker stops its node, deletes, and starts it again in the same
+process (~0.1 s; a new process would cost ~1 s of Python and library load).
 Blocks live in a flatfs directory, one file per block, named by the base32
 of its multihash and sharded by ``blocks/SHARDING`` (Kubo's default:
 ``next-to-last/2``).
@@ -118,15 +121,12 @@ class Flatfs:
             return None
         return dag_pb_links(head + rest)
 
-    def remove(self, multihash: bytes) -> int:
-        """Delete a block; return the bytes it held on disk (0 if absent)."""
-        path = self.path_of(multihash)
+    def allocated(self, multihash: bytes) -> int:
+        """Bytes a block holds on disk (0 if absent)."""
         try:
-            size = path.stat().st_blocks * 512
-            path.unlink()
+            return self.path_of(multihash).stat().st_blocks * 512
         except FileNotFoundError:
             return 0
-        return size
 
     def dag(self, root: bytes) -> set[bytes]:
         """Multihashes of the blocks of ``root``'s DAG that are present."""
@@ -265,25 +265,34 @@ class GcReport:
     after: int
     roots_removed: int = 0
     blocks_removed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the file work alone
+    pause_seconds: float = 0.0  # node calls held off: stop, file work, restart
     pinned_roots: int = 0
     skipped: str = ""
     removed: list[str] = field(default_factory=list)
 
 
-def collect(repo: Path, roots: Roots, pinned: Iterable[str], low_water: int) -> GcReport:
-    """Delete unpinned tracked DAGs, least recently used first, until the
-    repo's disk usage is at most ``low_water``. The node must be stopped."""
+@dataclass
+class GcPlan:
+    report: GcReport
+    paths: list[str]  # block files to delete
+    forget: list[str]  # roots to drop from the list once they are deleted
+
+
+def plan(repo: Path, roots: Roots, pinned: Iterable[str], low_water: int) -> GcPlan:
+    """Which block files to delete so the repo's disk usage falls to at most
+    ``low_water``: unpinned tracked DAGs, least recently used first. Reads only
+    (content-addressed blocks never change), so it may run beside the node."""
     started = time.monotonic()
-    rotate_logs(repo)
     usage = disk_usage(repo)
     report = GcReport(before=usage, after=usage)
+    result = GcPlan(report, [], [])
     try:
         blocks = Flatfs(repo / "blocks")
     except RepoLayoutError as exc:
         report.skipped = str(exc)
         log.warning("IPFS GC skipped: %s", exc)
-        return report
+        return result
     pins = {c for c in pinned if is_cidv0(c)}
     report.pinned_roots = len(pins)
     keep: set[bytes] = set()
@@ -292,21 +301,49 @@ def collect(repo: Path, roots: Roots, pinned: Iterable[str], low_water: int) -> 
     candidates = [c for c in roots.snapshot() if c not in pins]
     dags = {c: blocks.dag(b58decode(c)) - keep for c in candidates}
     users = Counter(mh for dag in dags.values() for mh in dag)  # shared blocks go last
-    removed = []
     for cid in candidates:
         if usage <= low_water:
             break
         for mh in dags[cid]:
             users[mh] -= 1
             if users[mh] == 0:
-                usage -= blocks.remove(mh)
-                report.blocks_removed += 1
-        removed.append(cid)
+                usage -= blocks.allocated(mh)
+                result.paths.append(str(blocks.path_of(mh)))
+        report.removed.append(cid)
+    report.roots_removed = len(report.removed)
+    report.blocks_removed = len(result.paths)
     # Also forgotten: roots with nothing left to free (absent, or all shared with pins).
-    roots.drop([*removed, *(c for c in candidates if not dags[c])])
-    report.roots_removed = len(removed)
-    report.removed = removed
-    report.after = disk_usage(repo)
+    result.forget = [*report.removed, *(c for c in candidates if not dags[c])]
+    report.seconds = time.monotonic() - started
+    return result
+
+
+def delete_files(paths: Iterable[str]) -> int:
+    """Unlink block files (the node must be stopped); return how many existed."""
+    removed = 0
+    for path in paths:
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def finish(repo: Path, roots: Roots, done: GcPlan) -> GcReport:
+    """After the deletion: forget the collected roots, measure the repo."""
+    roots.drop(done.forget)
+    done.report.after = disk_usage(repo)
+    return done.report
+
+
+def collect(repo: Path, roots: Roots, pinned: Iterable[str], low_water: int) -> GcReport:
+    """Plan, delete and finish in one go. The node must be stopped."""
+    started = time.monotonic()
+    rotate_logs(repo)
+    done = plan(repo, roots, pinned, low_water)
+    delete_files(done.paths)
+    report = finish(repo, roots, done)
     report.seconds = time.monotonic() - started
     return report
 
