@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from p2pml import calllog
 from p2pml.api.client import ApiClient
 from p2pml.errors import ApiError, P2PMLError
 
@@ -107,7 +108,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_peers(args: argparse.Namespace) -> int:
     c = client(args)
-    if args.peers_cmd == "connect":
+    if args.peers_cmd == "unban":
+        res = c.delete(f"/peers/{args.peer_id}/ban")
+        show(args, res, f"unbanned {args.peer_id} (was banned: {res['reason']})")
+    elif args.peers_cmd == "bans":
+        data = c.get("/peers/bans")
+        rows = [{**b, "expires_in": _duration(b["expires_in"])} for b in data]
+        show(args, data, table(rows, ["peer_id", "reason", "expires_in"]))
+    elif args.peers_cmd == "connect":
         show(args, c.post("/peers", {"addr": args.addr}), f"connected to {args.addr}")
     elif args.peers_cmd == "disconnect":
         res = c.delete(f"/peers/{args.peer_id}?ban={args.ban}")
@@ -120,6 +128,14 @@ def cmd_peers(args: argparse.Namespace) -> int:
         data = c.get("/peers")
         show(args, data, table(data, ["peer_id", "direction", "height", "score", "addrs"]))
     return 0
+
+
+def _duration(seconds: int) -> str:
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
@@ -189,6 +205,23 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import time
+
+    data = client(args).get("/datasets")
+    rows = [
+        {
+            **d,
+            "rows": "?" if d.get("rows") is None else d["rows"],
+            "columns": "?" if d.get("columns") is None else d["columns"],
+            "added": time.strftime("%Y-%m-%d %H:%M", time.localtime(d["added"])),
+        }
+        for d in data
+    ]
+    show(args, data, table(rows, ["cid", "name", "size", "rows", "columns", "added"]))
+    return 0
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     if not sep or not name:
@@ -207,57 +240,202 @@ def cmd_task(args: argparse.Namespace) -> int:
         if args.json:
             show(args, data)
             return 0
-        spec = data["spec"]
-        lines = [
-            f"task {data['id']} ({data['status']})",
-            f"  {spec['model']} on {spec['dataset_cid']} -> {spec['target']}, "
-            f"metric {spec['metric']}, rounds {spec['rounds']}",
-            f"  bounty {data['bounty']}, results {data['rounds_done']}",
-        ]
-        best = data.get("best")
-        if best:
-            lines.append(
-                f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
-                f" model {best['model_cid']}"
-            )
-        for p in data.get("payout", []):
-            lines.append(f"  paid {p['amount']} to {p['to'][:16]}")
-        for f in data.get("failures", []):
-            lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
-        rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
-        lines.append(table(rows, ["id", "trainer", "round", "metric", "model_cid", "height"]))
-        print("\n".join(lines))
+        print(task_text(data))
         return 0
+    if args.task_cmd == "follow":
+        return follow_task(args, c, args.id)
     if args.task_cmd == "publish":
-        if args.file:
-            try:
-                body = json.loads(Path(args.file).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                return fail(f"{args.file}: {exc}")
-        else:
-            missing = [f for f in ("dataset", "target", "model") if not getattr(args, f)]
-            if missing:
-                return fail(f"task publish needs --{missing[0]} (or --file spec.json)", EXIT_USAGE)
-            body = {
-                "dataset_cid": args.dataset,
-                "target": args.target,
-                "model": args.model,
-                "kind": args.kind,
-                "metric": args.metric,
-                "params": dict(args.param or []),
-                "rounds": args.rounds,
-                "partition_fraction": args.partition,
-                "holdout_fraction": args.holdout,
-                "bounty": args.bounty,
-                "deadline": args.deadline,
-            }
-            if args.features:
-                body["features"] = args.features.split(",")
-        data = c.post("/tasks", body)
-        show(args, data, data["id"])
-        return 0
+        return publish_task(args, c)
     data = c.get("/tasks")
     show(args, data, table(data, ["id", "status", "model", "metric", "rounds", "results", "best"]))
+    return 0
+
+
+def task_text(data: dict[str, Any]) -> str:
+    """The task in words and its results table (task show, and after follow)."""
+    spec = data["spec"]
+    lines = [
+        f"task {data['id']} ({data['status']})",
+        f"  {spec['model']} on {spec['dataset_cid']} -> {spec['target']}, "
+        f"metric {spec['metric']}, rounds {spec['rounds']}",
+        f"  bounty {data['bounty']}, results {data['rounds_done']}",
+    ]
+    best = data.get("best")
+    if best:
+        lines.append(
+            f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
+            f" model {best['model_cid']}"
+        )
+    for p in data.get("payout", []):
+        lines.append(f"  paid {p['amount']} to {p['to'][:16]}")
+    for f in data.get("failures", []):
+        lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
+    rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
+    lines.append(table(rows, ["id", "trainer", "round", "metric", "model_cid", "height"]))
+    return "\n".join(lines)
+
+
+def follow_task(args: argparse.Namespace, c: ApiClient, task_id: str) -> int:
+    """Live progress until the task closes, then the final table. Ctrl-C stops
+    following (exit 130), never the task."""
+    from p2pml.follow import follow
+
+    def on_change(p: Any) -> None:
+        if not args.json:
+            print(p.line(), flush=True)
+
+    try:
+        view = follow(c, task_id, on_change, poll=args.poll)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; task {task_id} goes on (p2pml task follow {task_id})",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        show(args, view)
+    else:
+        print(task_text(view))
+    return 0
+
+
+def _kind_of(model: str) -> str:
+    from p2pml.ml.estimators import ESTIMATORS
+
+    est = ESTIMATORS.get(model)
+    return est.kind if est is not None else "regression"  # the node names a bad model
+
+
+def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
+    if args.file:
+        try:
+            body = json.loads(Path(args.file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return fail(f"{args.file}: {exc}")
+    else:
+        missing = [f for f in ("dataset", "target", "model") if not getattr(args, f)]
+        if missing:
+            return fail(f"task publish needs --{missing[0]} (or --file spec.json)", EXIT_USAGE)
+        kind = args.kind or _kind_of(args.model)
+        body = {
+            "dataset_cid": args.dataset,
+            "target": args.target,
+            "model": args.model,
+            "kind": kind,
+            "metric": args.metric or ("accuracy" if kind == "classification" else "r2"),
+            "params": dict(args.param or []),
+            "rounds": args.rounds,
+            "partition_fraction": args.partition,
+            "holdout_fraction": args.holdout,
+            "bounty": args.bounty,
+            "deadline": args.deadline,
+        }
+        if args.features:
+            body["features"] = args.features.split(",")
+        for key in ("fee", "max_results", "result_reward"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+    data = c.post("/tasks", body)
+    if args.follow:
+        if not args.json:
+            print(f"task {data['id']} published; following (Ctrl-C stops following)")
+        return follow_task(args, c, data["id"])
+    show(args, data, data["id"])
+    return 0
+
+
+# -- models and predictions --------------------------------------------------------
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    if args.model_cmd == "get":
+        return model_get(args)
+    return model_show(args)
+
+
+def model_get(args: argparse.Namespace) -> int:
+    """Save the task's best model (or --result's) and its card beside it."""
+    from p2pml.client import _download_checked
+    from p2pml.ml.modelfile import ModelCard, card_path, write_card
+
+    c = client(args)
+    base = f"/results/{args.result}/model" if args.result else f"/tasks/{args.task_id}/model"
+    card = ModelCard.from_json(c.get(base + "/card"), "model card from the node")
+    dest = Path(args.output or f"model-{(args.result or args.task_id)[:16]}.skops")
+    _download_checked(c, base, dest, card.model_cid, ProgressBar(f"model {card.model_cid[:12]}"))
+    write_card(card_path(dest), card)
+    summary = {"file": str(dest), "card": str(card_path(dest)), **card.to_json()}
+    show(
+        args,
+        summary,
+        f"saved {dest} ({dest.stat().st_size} bytes, CID {card.model_cid} checked)\n"
+        f"card  {card_path(dest)}: {card.model}, {card.metric} {card.metric_value}, "
+        f"{len(card.features)} features -> {card.target}",
+    )
+    return 0
+
+
+def model_show(args: argparse.Namespace) -> int:
+    from p2pml.ml.modelfile import load_file
+
+    loaded = load_file(Path(args.file), use_card=not args.no_card)
+    params = loaded.model.get_params(deep=False)
+    info: dict[str, Any] = {
+        "estimator": loaded.estimator,
+        "class": type(loaded.model).__name__,
+        "params": params,
+        "n_features": loaded.n_features,
+        "classes": loaded.classes,
+    }
+    card = loaded.card
+    if card is not None:
+        info.update(
+            task=card.task,
+            result=card.result,
+            model_cid=card.model_cid,
+            target=card.target,
+            features=list(card.features),
+            metric={card.metric: card.metric_value},
+        )
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        return 0
+    lines = [
+        f"estimator  {loaded.estimator} ({type(loaded.model).__module__}."
+        f"{type(loaded.model).__name__})",
+        "params     " + ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())),
+        f"features   {loaded.n_features}",
+    ]
+    if loaded.classes is not None:
+        lines.append("classes    " + ", ".join(str(c) for c in loaded.classes))
+    if card is not None:
+        lines += [
+            f"target     {card.target}",
+            "columns    " + ", ".join(card.features),
+            f"metric     {card.metric} {card.metric_value}",
+            f"task       {card.task}",
+            f"result     {card.result}",
+            f"model CID  {card.model_cid}",
+        ]
+    else:
+        lines.append("card       none (feature columns unknown: use p2pml model get)")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from p2pml.ml.modelfile import load_file
+    from p2pml.ml.predict import predict_frame, read_rows
+
+    features = args.features.split(",") if args.features else None
+    loaded = load_file(Path(args.model), use_card=True)
+    df = read_rows(Path(args.data))
+    out = predict_frame(loaded, df, features=features, proba=args.proba, where=args.data)
+    if args.output:
+        out.to_csv(args.output, index=False)
+        print(f"{len(out)} predictions written to {args.output}", file=sys.stderr)
+    else:
+        out.to_csv(sys.stdout, index=False)
     return 0
 
 
@@ -290,13 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="p2pml", description=__doc__.splitlines()[0], parents=[common]
     )
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    _add_parser = sub.add_parser
 
-    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        return _add_parser(name, parents=[common], **kw)
+    def subparsers(parent: argparse.ArgumentParser, **kw: Any) -> Any:
+        group = parent.add_subparsers(**kw)
+        plain = group.add_parser
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
+        def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+            made: argparse.ArgumentParser = plain(name, parents=[common], **kw)
+            return made
+
+        group.add_parser = add_parser  # type: ignore[method-assign]
+        return group
+
+    sub = subparsers(ap, dest="cmd", required=True)
 
     p = sub.add_parser("node", help="run a node from a config file")
     p.add_argument("--config", required=True)
@@ -312,9 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="node status").set_defaults(fn=cmd_status)
 
     p = sub.add_parser("peers", help="list, connect or disconnect peers")
-    psub = p.add_subparsers(dest="peers_cmd")
+    psub = subparsers(p, dest="peers_cmd")
     pc = psub.add_parser("connect")
     pc.add_argument("addr")
+    pu = psub.add_parser("unban", help="lift a ban now")
+    pu.add_argument("peer_id")
+    psub.add_parser("bans", help="active bans and when they expire")
     pd = psub.add_parser("disconnect")
     pd.add_argument("peer_id")
     pd.add_argument("--ban", type=int, default=0, metavar="SECONDS")
@@ -333,31 +520,64 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("mempool", help="transactions waiting for a block").set_defaults(fn=cmd_mempool)
 
     p = sub.add_parser("dataset", help="datasets in IPFS")
-    dsub = p.add_subparsers(dest="dataset_cmd", required=True)
+    dsub = subparsers(p, dest="dataset_cmd", required=True)
     pa = dsub.add_parser("add", help="add a file (streamed, with progress); prints its CID")
     pa.add_argument("file")
     p.set_defaults(fn=cmd_dataset)
 
+    sub.add_parser("datasets", help="datasets this node added").set_defaults(fn=cmd_datasets)
+
     sub.add_parser("tasks", help="every task").set_defaults(fn=cmd_task, task_cmd=None)
-    p = sub.add_parser("task", help="show or publish a task")
-    tsub = p.add_subparsers(dest="task_cmd", required=True)
+    p = sub.add_parser("task", help="show, follow or publish a task")
+    tsub = subparsers(p, dest="task_cmd", required=True)
     ps = tsub.add_parser("show")
     ps.add_argument("id")
+    pf = tsub.add_parser(
+        "follow", help="live progress until the task closes (Ctrl-C: stop following)"
+    )
+    pf.add_argument("id")
+    pf.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     pp = tsub.add_parser("publish", help="flags, or --file spec.json")
     pp.add_argument("--file", help="JSON body of POST /tasks")
     pp.add_argument("--dataset", help="dataset CID")
     pp.add_argument("--target", help="target column")
     pp.add_argument("--features", help="comma-separated feature columns (default: all others)")
     pp.add_argument("--model", help="allowlisted estimator, e.g. ridge")
-    pp.add_argument("--kind", default="regression", choices=["regression", "classification"])
-    pp.add_argument("--metric", default="r2")
+    pp.add_argument(
+        "--kind", choices=["regression", "classification"], help="default: the estimator's"
+    )
+    pp.add_argument("--metric", help="default: r2 (regression), accuracy (classification)")
     pp.add_argument("--param", action="append", type=parse_param, metavar="NAME=VALUE")
     pp.add_argument("--rounds", type=int, default=1)
     pp.add_argument("--partition", type=float, default=0.5, help="fraction of rows per round")
     pp.add_argument("--holdout", type=float, default=0.2)
     pp.add_argument("--bounty", type=int, default=0)
     pp.add_argument("--deadline", type=int, default=20, help="blocks")
+    pp.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    pp.add_argument("--max-results", type=int, help="close after N results (default 3 x rounds)")
+    pp.add_argument("--result-reward", type=int, help="paid per accepted result (default 0)")
+    pp.add_argument("--follow", action="store_true", help="then follow it until it closes")
+    pp.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_task)
+
+    p = sub.add_parser("model", help="download a trained model, or describe a model file")
+    msub = subparsers(p, dest="model_cmd", required=True)
+    mg = msub.add_parser("get", help="save a task's best model (and its card FILE.json)")
+    mg.add_argument("task_id")
+    mg.add_argument("-o", "--output", help="file (default model-<id>.skops)")
+    mg.add_argument("--result", help="a result id instead of the task's best")
+    ms = msub.add_parser("show", help="estimator, params, features, classes (safe reader)")
+    ms.add_argument("file")
+    ms.add_argument("--no-card", action="store_true", help="ignore FILE.json")
+    p.set_defaults(fn=cmd_model)
+
+    p = sub.add_parser("predict", help="run a model file on a CSV")
+    p.add_argument("data", help="CSV with the task's feature columns (header row)")
+    p.add_argument("--model", required=True, help="model file from `p2pml model get`")
+    p.add_argument("-o", "--output", help="CSV to write (default stdout)")
+    p.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
+    p.add_argument("--features", help="comma-separated feature columns (default: the card's)")
+    p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("results", help="results, of one task or all")
     p.add_argument("id", nargs="?")
@@ -375,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    calllog.record_cli(parser, sys.argv[1:] if argv is None else argv)
     # Common options are SUPPRESSed so a subcommand never resets them: fill gaps.
     for name, default in (("api", None), ("token_file", None), ("json", False)):
         if not hasattr(args, name):
@@ -388,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `p2pml ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

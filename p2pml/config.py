@@ -49,6 +49,7 @@ class IpfsSettings:
     api: str = "/ip4/127.0.0.1/tcp/5001"  # sidecar RPC API multiaddr
     swarm: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)  # embedded swarm listen
     peers: tuple[str, ...] = ()  # embedded: swarm peers to connect to
+    dev_identity: int = -1  # embedded, devnet/regtest: well-known IPFS key N (-1: random)
     cache_dir: Path | None = None  # default: <data_dir>/cache
     cache_max_bytes: int = 2 * 1024**3
     timeout: float = 60.0
@@ -63,6 +64,10 @@ class MiningSettings:
     nonce_range: int = 50_000
 
 
+#: An idle training worker maps ~350 MiB of address space (see docs/tasks.md).
+MIN_WORKER_MEMORY_MB = 1024
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     enabled: bool = False
@@ -71,6 +76,12 @@ class TrainingSettings:
     max_concurrent_jobs: int = 1
     allowed_models: tuple[str, ...] = ()  # empty: every allowlisted estimator
     max_dataset_bytes: int = 512 * 1024**2
+    max_queued_rounds: int = 64  # rounds waiting or running on this node
+    max_rounds_per_publisher: int = 16  # of those, from one task publisher
+    # Address-space limit of each training/verification/mining worker process.
+    worker_memory_mb: int = 2048
+    # Byte limit of the parsed-dataset cache (<data_dir>/parsed), LRU eviction.
+    parsed_cache_max_bytes: int = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class AdminSettings:
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None  # default: <data_dir>/admin.token
     max_body_bytes: int = 1024 * 1024
+    # Host names (besides loopback and the listen address) the API answers to.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,10 @@ def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
     if tp is Path:
         if type(value) is not str or not value:
             raise ValueError
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~user" whose home directory cannot be found
+            raise ValueError from None
         return p if p.is_absolute() else base / p
     if origin is tuple:
         if type(value) is not list or not all(type(v) is str for v in value):
@@ -230,10 +246,17 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
     for model in s.training.allowed_models:
         if model not in ESTIMATORS:
             bad.append(("training", "allowed_models", f"{model!r} is not an allowlisted estimator"))
+    if s.ipfs.dev_identity >= 0 and s.node.network == "main":
+        bad.append(("ipfs", "dev_identity", "well-known IPFS keys are for devnet and regtest only"))
+    if s.ipfs.dev_identity >= DEV_KEYS:
+        bad.append(("ipfs", "dev_identity", f"{s.ipfs.dev_identity}: there are {DEV_KEYS} (0..)"))
+    if s.ipfs.dev_identity >= 0 and s.ipfs.mode != "embedded":
+        bad.append(("ipfs", "dev_identity", 'only for mode = "embedded"'))
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
     host, _, port = s.admin.listen.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    # At most 5 digits: int() refuses strings over 4,300 digits with a ValueError.
+    if not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 65535:
         bad.append(("admin", "listen", f"{s.admin.listen!r}: expected HOST:PORT"))
     if logging.getLevelName(s.log.level.upper()) not in (10, 20, 30, 40, 50):
         bad.append(("log", "level", f"{s.log.level!r}: expected DEBUG, INFO, WARNING or ERROR"))
@@ -243,10 +266,22 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("mining", "nonce_range", s.mining.nonce_range),
         ("training", "workers", s.training.workers),
         ("training", "max_concurrent_jobs", s.training.max_concurrent_jobs),
+        ("training", "max_queued_rounds", s.training.max_queued_rounds),
+        ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
+        ("training", "parsed_cache_max_bytes", s.training.parsed_cache_max_bytes),
         ("ipfs", "storage_max_mb", s.ipfs.storage_max_mb),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))
+    if s.training.worker_memory_mb < MIN_WORKER_MEMORY_MB:
+        bad.append(
+            (
+                "training",
+                "worker_memory_mb",
+                f"{s.training.worker_memory_mb}: must be at least {MIN_WORKER_MEMORY_MB} "
+                "(an idle worker maps more)",
+            )
+        )
     for section, key, fvalue in (
         ("ipfs", "timeout", s.ipfs.timeout),
         ("training", "max_job_seconds", s.training.max_job_seconds),
@@ -276,7 +311,7 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
             raise ConfigError(f"{where}: config file not found") from None
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"{where}: invalid TOML: {exc}") from None
 
     sections = _sections()

@@ -6,12 +6,21 @@ can be told the IPFS and libp2p addresses of those before it (a full mesh).
 With ``--demo`` a bundled real dataset (scikit-learn's diabetes) is added on
 node 1, a task is published from node 2, and progress is shown until the
 task closes. Ctrl-C stops every node cleanly.
+
+Ctrl-C (or SIGTERM) at any moment stops every process the devnet started: a
+node is registered in the same step that spawns it (the interrupt is held
+back for those few lines), so a node still starting is stopped too; and each
+node's process group (the node, its Kubo and worker processes) is swept
+after the node exits, so nothing a node left behind survives. A second
+Ctrl-C while stopping kills everything at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -91,15 +100,17 @@ class Devnet:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, guard: InterruptGuard | None = None) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
+        held = guard.held if guard is not None else contextlib.nullcontext
         for i in range(self.n):
             node = DevNode(i + 1, self.base / f"node{i + 1}")
             node.dir.mkdir(parents=True, exist_ok=True)
             self._configure(node, dev_key=i)
-            self._launch(node)
+            with held():  # spawned and registered, or neither: stop() sees every node
+                self._launch(node)
+                self.nodes.append(node)
             self._wait_up(node)
-            self.nodes.append(node)
             self.say(
                 f"node{node.index} up: API {node.api.base}, "
                 f"p2p {node.status['listen'][0] if node.status.get('listen') else '-'}"
@@ -164,18 +175,37 @@ class Devnet:
                 raise RuntimeError(f"node{node.index} did not come up in {STARTUP_TIMEOUT:.0f}s")
             time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every node (ordered shutdown), wait, then sweep each node's
+        process group: whatever a node left behind, or a node that did not
+        stop in time, gets SIGKILL."""
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for node in self.nodes:
             if node.proc is None:
                 continue
-            try:
-                node.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.proc.wait(max(0.0, deadline - time.monotonic()))
+        self.kill_all()
+
+    def signal_kill(self) -> None:
+        """SIGKILL every node's process group now (safe inside a signal handler)."""
+        for node in self.nodes:
+            if node.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(node.proc.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            # The node leads its own session and process group (start_new_session);
+            # its Kubo and worker processes stay in it even after the node exited.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(node.proc.pid, signal.SIGKILL)
-                node.proc.wait()
+            node.proc.wait()
 
     # -- demo --------------------------------------------------------------------------
 
@@ -243,24 +273,76 @@ class Devnet:
         self.say("\nwhere to look:")
         for n in self.nodes:
             self.say(f"  node{n.index}: {n.api.base}/status   tail -f {n.log_file}")
-        self.say(f"  CLI: p2pml --api {self.nodes[0].api.base} chain")
+        cli = f"{cli_command()} --api {self.nodes[0].api.base}"
+        self.say(f"  CLI: {cli} chain")
+        self.say(f"  the model: {cli} model get {view['id']} -o model.skops")
+        self.say(f"  predict:   {cli} predict --model model.skops YOUR.csv -o predictions.csv")
+
+
+def cli_command() -> str:
+    """How to run this very p2pml from the user's shell, as it will be typed:
+    the venv's script (relative to the working directory when inside it),
+    else this interpreter with ``-m p2pml.cli``."""
+    script = Path(sys.executable).parent / "p2pml"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m p2pml.cli"
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(script))
+
+
+class InterruptGuard:
+    """SIGINT/SIGTERM raise KeyboardInterrupt, except inside ``held()``: there
+    they are remembered and raised at its end, so a spawn and its registration
+    are never split. While stopping, another signal kills every node at once."""
+
+    def __init__(self, hurry: Any) -> None:
+        self._depth = 0
+        self._pending = False
+        self._raised = False
+        self._hurry = hurry  # called (from the handler) on a signal after the first
+
+    def handler(self, _sig: int, _frame: Any) -> None:
+        if self._raised:
+            self._hurry()
+            return
+        if self._depth:
+            self._pending = True
+            return
+        self._raised = True
+        raise KeyboardInterrupt
+
+    def stopping(self) -> None:
+        """From now on a signal hurries the stop instead of raising."""
+        self._raised = True
+
+    @contextlib.contextmanager
+    def held(self) -> Any:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._pending and not self._depth:
+            self._pending = False
+            self._raised = True
+            raise KeyboardInterrupt
 
 
 def run_devnet(base: Path, n: int, demo: bool, workers: int = 1) -> int:
     net = Devnet(base, n, mining_workers=workers)
     interrupted = False
-
-    def on_signal(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_signal)
+    guard = InterruptGuard(net.signal_kill)
+    old = {sig: signal.signal(sig, guard.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        net.start()
+        net.start(guard)
+        cli = f"{cli_command()} --api {net.nodes[0].api.base}"
         if demo:
             net.report(net.demo())
             net.say("\ndemo done; the network keeps running. Ctrl-C stops it.")
         else:
-            net.say("devnet running. Ctrl-C stops it.")
+            net.say(f"devnet running. CLI: {cli} status\nCtrl-C stops it.")
         while all(node.proc is not None and node.proc.poll() is None for node in net.nodes):
             time.sleep(0.5)
         net.say("a node stopped; shutting the devnet down")
@@ -269,6 +351,8 @@ def run_devnet(base: Path, n: int, demo: bool, workers: int = 1) -> int:
         interrupted = True
         return 0
     finally:
-        signal.signal(signal.SIGTERM, old)
+        guard.stopping()  # a second Ctrl-C: no more waiting
         net.say("stopping nodes..." if interrupted else "stopping nodes")
         net.stop()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

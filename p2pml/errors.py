@@ -23,7 +23,10 @@ so callers can catch the family they care about and nothing else::
     ├── TrainingError          a training job failed; ``reason`` says why
     │   └── ModelArtifactError a model artifact is not in the safe format
     ├── NotFoundError          no such task, result, block or peer (API 404)
-    └── ApiError               admin API client errors (CLI side)
+    ├── ApiError               admin API client errors (CLI and Python client)
+    │   └── WaitTimeout        a task did not close within the time waited for
+    └── InputError             a user's own file (CSV to predict on, model card)
+                               cannot be used as given; one clear line
 
 ``reason`` strings are part of the protocol and the API: change them only
 with a protocol version bump.
@@ -128,3 +131,15 @@ class ApiError(P2PMLError):
         self.status = status
         self.error = error
         self.reason = reason
+
+
+class WaitTimeout(ApiError):
+    """``TaskHandle.wait`` gave up before the task closed (the task goes on)."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        super().__init__(0, f"task {task_id[:16]} still open after {timeout:g}s", "wait-timeout")
+        self.task_id = task_id
+
+
+class InputError(P2PMLError):
+    """A user's file cannot be used as given. ``str()`` is one clear line."""

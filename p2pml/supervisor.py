@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
-
-Spawner = Callable[[Coroutine[Any, Any, None]], None]
+from collections.abc import Awaitable, Callable
 
 
 class Supervisor:
@@ -38,13 +35,14 @@ class Supervisor:
         for t in list(self._tasks):
             t.cancel()
 
-    def spawn(self, coro: Awaitable[None], name: str) -> None:
-        """Run ``coro`` as a job; refused (closed) when no group is attached."""
+    def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None] | None:
+        """Run ``coro`` as a job (its task, or None if refused: no group is
+        attached, or it is shutting down; the coroutine is closed then)."""
         tg = self._tg
         if tg is None:
             if asyncio.iscoroutine(coro):
                 coro.close()
-            return
+            return None
 
         async def guarded() -> None:
             try:
@@ -64,6 +62,7 @@ class Supervisor:
             job.close()
             if asyncio.iscoroutine(coro):
                 coro.close()
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -75,6 +76,52 @@ class ApiClient:
 
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
+
+    def download(
+        self, path: str, dest: Path, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, str]:
+        """GET ``path`` into ``dest`` (streamed; written in place only when complete).
+
+        Returns the response headers (lower-case names)."""
+        req = urllib.request.Request(self.base + path, method="GET")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            try:
+                resp = urllib.request.urlopen(req, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                self._raise_http(exc)
+            except (urllib.error.URLError, OSError) as exc:
+                why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise ApiError(0, f"cannot reach the node at {self.base}: {why}") from None
+            with resp, os.fdopen(fd, "wb") as out:
+                fd = -1
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+            if total and done != total:
+                raise ApiError(0, f"download cut short: {done} of {total} bytes")
+            os.replace(tmp, dest)
+            return headers
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _raise_http(exc: urllib.error.HTTPError) -> Any:
+        raw = exc.read()
+        try:
+            err = json.loads(raw)
+            raise ApiError(exc.code, err.get("error", "error"), err.get("reason", "")) from None
+        except (json.JSONDecodeError, AttributeError):
+            raise ApiError(exc.code, raw.decode(errors="replace")[:200] or str(exc)) from None
 
     def upload(
         self, path: str, file: Path, progress: Callable[[int, int], None] | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2pml import __version__
+from p2pml.api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 
 HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 ERROR = {
@@ -149,6 +150,7 @@ SCHEMAS: dict[str, Any] = {
             "train_ms": {"type": "integer"},
             "height": {"type": "integer"},
             "block": HEX64,
+            "audited": {"type": "boolean"},
         },
     },
     "NewTask": {
@@ -178,6 +180,96 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"public_key": {"type": "string"}, "balance": {"type": "integer"}},
     },
 }
+
+
+SCHEMAS["ModelCard"] = {
+    "type": "object",
+    "required": [
+        "v",
+        "task",
+        "result",
+        "model_cid",
+        "model",
+        "kind",
+        "params",
+        "target",
+        "features",
+        "random_state",
+        "metric",
+        "metric_value",
+    ],
+    "properties": {
+        "v": {"type": "integer"},
+        "task": HEX64,
+        "result": HEX64,
+        "model_cid": {"type": "string"},
+        "model": {"type": "string"},
+        "kind": {"type": "string"},
+        "params": {"type": "object"},
+        "random_state": {"type": "integer"},
+        "target": {"type": "string"},
+        "features": {"type": "array", "items": {"type": "string"}},
+        "metric": {"type": "string"},
+        "metric_value": {"type": "number"},
+    },
+}
+SCHEMAS["DatasetEntry"] = {
+    "type": "object",
+    "required": ["cid", "name", "size", "rows", "columns", "added"],
+    "properties": {
+        "cid": {"type": "string"},
+        "name": {"type": "string"},
+        "size": {"type": "integer"},
+        "rows": {"type": "integer", "nullable": True},
+        "columns": {"type": "integer", "nullable": True},
+        "added": {"type": "integer"},
+    },
+}
+SCHEMAS["Ban"] = {
+    "type": "object",
+    "required": ["peer_id", "reason", "until", "expires_in"],
+    "properties": {
+        "peer_id": {"type": "string"},
+        "reason": {"type": "string"},
+        "until": {"type": "number"},
+        "expires_in": {"type": "integer"},
+    },
+}
+
+_ID_PARAM = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_BINARY = {
+    "description": "the model artifact (skops), verified against X-Model-CID",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def _model_paths() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for base, what in (("/tasks/{id}", "task's best"), ("/results/{id}", "result's")):
+        missing = "unknown id, or no result yet (reason no-result)"
+        out[base + "/model"] = {
+            "get": {
+                "summary": f"Download the {what} model artifact",
+                "parameters": _ID_PARAM,
+                "responses": {
+                    "200": _BINARY,
+                    "404": _err(missing),
+                    "503": _err("the model cannot be fetched from IPFS now"),
+                },
+            }
+        }
+        out[base + "/model/card"] = {
+            "get": {
+                "summary": f"The {what} model card: estimator, params, feature columns",
+                "parameters": _ID_PARAM,
+                "responses": {
+                    "200": _json(_ref("ModelCard")),
+                    "404": _err(missing),
+                    "503": _err("the dataset cannot be fetched from IPFS now"),
+                },
+            }
+        }
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
@@ -235,6 +327,32 @@ def openapi_document() -> dict[str, Any]:
                     "401": _err("no or wrong token"),
                     "404": _err("unknown peer"),
                     "503": _err("network unavailable"),
+                },
+            }
+        },
+        "/peers/bans": {
+            "get": {
+                "summary": "Active peer bans with their expiry",
+                "responses": {"200": _json({"type": "array", "items": _ref("Ban")})},
+            }
+        },
+        "/peers/{peer_id}/ban": {
+            "delete": {
+                "summary": "Lift a peer's ban now",
+                "security": AUTH,
+                "parameters": [
+                    {
+                        "name": "peer_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,127}$"},
+                    }
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    "400": _err("not a peer id"),
+                    "401": _err("no or wrong token"),
+                    "404": _err("the peer is not banned (reason not-banned)"),
                 },
             }
         },
@@ -331,6 +449,10 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/datasets": {
+            "get": {
+                "summary": "Datasets this node added, newest first",
+                "responses": {"200": _json({"type": "array", "items": _ref("DatasetEntry")})},
+            },
             "post": {
                 "summary": "Add a dataset to IPFS (streamed body); returns its CID",
                 "security": AUTH,
@@ -354,7 +476,7 @@ def openapi_document() -> dict[str, Any]:
                     "401": _err("no or wrong token"),
                     "413": _err("over the dataset size limit"),
                 },
-            }
+            },
         },
         "/balances/{pubkey}": {
             "get": {
@@ -407,10 +529,12 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        **_model_paths(),
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
         },
     }
+    paths.update(DASHBOARD_PATHS)
     return {
         "openapi": "3.0.3",
         "info": {"title": "p2pml admin API", "version": __version__},

@@ -22,6 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from p2pml.api import views
+from p2pml.api.bans import BanRoutes
+from p2pml.api.calllog import call_log_middlewares
+from p2pml.api.dashboard import add_dashboard
+from p2pml.api.datasets import DatasetLog
+from p2pml.api.hosts import host_middleware
+from p2pml.api.models import ModelRoutes
 from p2pml.api.openapi import openapi_document
 from p2pml.api.ports import AdminContext
 from p2pml.errors import (
@@ -144,9 +150,15 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
 def make_app(ctx: AdminContext) -> web.Application:
     app = web.Application(
         client_max_size=ctx.settings.admin.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware(lambda: ctx.token)],
+        middlewares=[
+            *call_log_middlewares(),
+            errors_middleware,
+            auth_middleware(lambda: ctx.token),
+        ],
     )
+    app.middlewares.insert(0, host_middleware(ctx.settings.admin.allowed_hosts))
     r = app.router
+    dataset_log = DatasetLog(ctx.data_dir)
 
     async def status(_req: web.Request) -> web.Response:
         return ok(views.status(ctx))
@@ -224,6 +236,7 @@ def make_app(ctx: AdminContext) -> web.Application:
             if size == 0:
                 raise HTTPError(400, "empty body", "bad-request")
             cid = await ctx.datasets.add(path)
+            await dataset_log.record(cid, req.headers.get("X-Filename"), path, size)
             return ok({"cid": cid, "size": size}, status=201)
         finally:
             path.unlink(missing_ok=True)
@@ -262,10 +275,15 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)
+    r.add_get("/datasets", dataset_log.list_handler)
+    BanRoutes(ctx.peers).add_to(r)
+    models = ModelRoutes(ctx.datasets, lambda t: views.task(ctx, t), lambda r: views.result(ctx, r))
+    models.add_to(r)
     r.add_get("/balances/{pubkey}", balances)
     r.add_post("/mine", mine)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
+    add_dashboard(app)
     return app
 
 

@@ -15,7 +15,7 @@ from p2pml.api.ports import AdminContext
 from p2pml.api.render import block_json, entry_json
 from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
-from p2pml.chain.tasks import result_key, task_key
+from p2pml.chain.tasks import is_audited, result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx, TaskTx
 from p2pml.config import check_multiaddr
@@ -252,6 +252,8 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             bounty=pooled.bounty,
             fee=pooled.fee,
             deadline=pooled.deadline,
+            result_reward=pooled.result_reward,
+            max_results=pooled.max_results,
             results=[],
             rounds_done=0,
         )
@@ -341,6 +343,7 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
         "model_cid": rec["model_cid"],
         "train_rows": rec["train_rows"],
         "train_ms": rec["train_ms"],
+        "audited": is_audited(ctx.params, bytes(rec["block"]), result_id),
     }
 
 

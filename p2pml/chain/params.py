@@ -43,6 +43,9 @@ class NetworkParams:
     coinbase_reward: int
     median_time_span: int = 11
     min_task_fee: int = 1_000
+    # A task's bounty must be at least this per round it asks for, so
+    # demanding the network's compute is never free (0: no minimum).
+    min_round_bounty: int = 0
     audit_fraction: float = 1.0  # share of results re-trained in every block
     allocations: tuple[tuple[bytes, int], ...] = ()
     genesis_message: bytes = b"p2pml genesis"
@@ -113,6 +116,7 @@ MAIN = NetworkParams(
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
     audit_fraction=0.1,
+    min_round_bounty=100_000,
 )
 
 DEVNET = NetworkParams(
@@ -128,6 +132,7 @@ DEVNET = NetworkParams(
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
     allocations=dev_allocations(),
+    min_round_bounty=1_000,
 )
 
 REGTEST = NetworkParams(

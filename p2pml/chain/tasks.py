@@ -72,6 +72,11 @@ class TaskHandler:
         tx.spec.validate()
         if tx.fee < params.min_task_fee:
             raise ValidationError("bad-task-fee", f"fee {tx.fee} < {params.min_task_fee}")
+        floor = params.min_round_bounty * tx.spec.rounds
+        if tx.bounty < floor:
+            raise ValidationError(
+                "bad-task-bounty", f"bounty {tx.bounty} < {params.min_round_bounty} x rounds"
+            )
         if not 1 <= tx.deadline <= MAX_DEADLINE:
             raise ValidationError("bad-task-deadline", f"deadline must be 1..{MAX_DEADLINE}")
         if not 1 <= tx.max_results <= MAX_RESULTS:

@@ -48,10 +48,16 @@ def open_dataset_store(settings: IpfsSettings, data_dir: Path) -> CachingDataset
 
         backend = SidecarBackend(settings.api)
     elif settings.mode == "embedded":
+        from p2pml.ipfs.devidentity import dev_ipfs_identity
         from p2pml.ipfs.embedded import EmbeddedBackend
 
+        identity = dev_ipfs_identity(settings.dev_identity) if settings.dev_identity >= 0 else None
         backend = EmbeddedBackend(
-            data_dir / "ipfs", settings.swarm, settings.peers, settings.storage_max_mb
+            data_dir / "ipfs",
+            settings.swarm,
+            settings.peers,
+            identity,
+            storage_max_mb=settings.storage_max_mb,
         )
     else:
         raise ConfigError(f"ipfs.mode: expected 'embedded' or 'sidecar', got {settings.mode!r}")

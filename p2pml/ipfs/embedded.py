@@ -107,11 +107,13 @@ class EmbeddedBackend:
         repo_dir: Path,
         swarm: tuple[str, ...],
         peers: tuple[str, ...],
+        identity: dict[str, str] | None = None,
         storage_max_mb: int | None = None,
     ) -> None:
         self.repo_dir = repo_dir
         self.swarm = swarm
         self.peers = peers
+        self.identity = identity  # Kubo's Identity section; None: the repo's own
         self.storage_max_mb = storage_max_mb
         # Kubo's "MB" (StorageMax) is 10^6 bytes; we use the same unit.
         self.storage_max = None if storage_max_mb is None else storage_max_mb * 10**6
@@ -184,6 +186,7 @@ class EmbeddedBackend:
                 "p2pml.ipfs._kubo_worker",
                 str(self.repo_dir),
                 json.dumps(list(self.swarm)),
+                json.dumps(self.identity or {}),
                 *([] if self.storage_max_mb is None else [str(self.storage_max_mb)]),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -26,8 +26,9 @@ class DatasetStore(Protocol):
         """Add small content held in memory (model artifacts), return its CID."""
         ...
 
-    async def fetch(self, cid: str) -> Path:
-        """Local path of the verified content of ``cid``, fetching if needed."""
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
+        """Local path of the verified content of ``cid``, fetching if needed;
+        ``DatasetTooLarge`` past ``max_bytes`` (default: the dataset limit)."""
         ...
 
     async def has(self, cid: str) -> bool:

@@ -22,6 +22,7 @@ from p2pml.chain.pow import bits_to_target
 from p2pml.chain.template import with_nonce
 from p2pml.chain.types import NONCE_OFFSET, Block
 from p2pml.mining.worker import search
+from p2pml.oslimits import limit_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ class Miner:
         submit: Callable[[Block], Awaitable[None]],
         workers: int = 1,
         nonce_range: int = 50_000,
+        memory_mb: int | None = None,
     ) -> None:
         self._template = template
+        self.memory_mb = memory_mb  # address-space limit of each worker process
         self._submit = submit
         self.workers = max(1, workers)
         self.nonce_range = nonce_range
@@ -64,7 +67,10 @@ class Miner:
     def start_pool(self) -> None:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=limit_memory,
+                initargs=(self.memory_mb,),
             )
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ Writing uses ``skops.io.dumps``. Worker-side only (imports sklearn lazily).
 from __future__ import annotations
 
 import json
+import numbers
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from p2pml.errors import ModelArtifactError
+from p2pml.ml.budgets import MAX_SCHEMA_BYTES
 from p2pml.ml.estimators import ESTIMATORS, ParamValue, estimator_class, protocol_params
 from p2pml.ml.skops_reader import read, read_members
 
@@ -151,8 +153,14 @@ def artifact_types(data: bytes) -> tuple[frozenset[str], frozenset[str]]:
     return _schema_types(schema)
 
 
-def _open(data: bytes) -> tuple[dict[str, memoryview], Any]:
-    """Container checks; the stored members and the parsed schema."""
+def _open(
+    data: bytes, max_schema_bytes: int = MAX_SCHEMA_BYTES
+) -> tuple[dict[str, memoryview], Any]:
+    """Container checks; the stored members and the parsed schema.
+
+    The schema's size is checked before parsing it: ``json.loads`` costs
+    ~20 bytes of memory per byte of skops JSON.
+    """
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ModelArtifactError(f"artifact is {len(data)} bytes > {MAX_ARTIFACT_BYTES}")
     if not data.startswith(b"PK\x03\x04"):
@@ -167,6 +175,10 @@ def _open(data: bytes) -> tuple[dict[str, memoryview], Any]:
                 raise ModelArtifactError("unpacked size over the limit")
             if "schema.json" not in members:
                 raise ModelArtifactError("no schema.json")
+            if len(members["schema.json"]) > max_schema_bytes:
+                raise ModelArtifactError(
+                    f"schema.json is {len(members['schema.json'])} bytes > {max_schema_bytes}"
+                )
             for name in members:
                 if name != "schema.json" and (not name.endswith(".npy") or "/" in name):
                     raise ModelArtifactError(f"unexpected member {name!r}")
@@ -208,12 +220,13 @@ def load_model(
     params: Mapping[str, ParamValue],
     random_state: int,
     n_features: int | None = None,
+    max_schema_bytes: int = MAX_SCHEMA_BYTES,
 ) -> Any:
     """Load an artifact that must be ``estimator`` with exactly these parameters.
 
     Raises ``ModelArtifactError`` (reason "bad-model-artifact") otherwise.
     """
-    members, schema = _open(data)
+    members, schema = _open(data, max_schema_bytes)
     # The reader refuses any type outside the estimator's trusted set, and any
     # loader it does not implement, before importing anything.
     loaded = read(schema, members, TRUSTED_TYPES[estimator], estimator)
@@ -232,9 +245,14 @@ def load_model(
                 f"parameter {key!r} is {got.get(key, _MISSING)!r}, "
                 f"task wants {want.get(key, _MISSING)!r}"
             )
-    if n_features is not None and getattr(model, "n_features_in_", None) != n_features:
+    width = getattr(model, "n_features_in_", 0)
+    # An int, not anything comparable: an array here made ``!=`` raise ValueError.
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
+        raise ModelArtifactError("n_features_in_ is not an integer")
+    width = int(width)
+    if n_features is not None and width != n_features:
         raise ModelArtifactError(f"model is not fitted on {n_features} features")
-    if loaded.max_feature >= getattr(model, "n_features_in_", 0):
+    if loaded.max_feature >= width:
         raise ModelArtifactError("a tree splits on a feature the model does not have")
     return model
 

@@ -4,17 +4,32 @@ Runs in worker processes only (pandas parsing is CPU work). A parsed dataset
 is written once as plain ``.npy`` arrays (never pickled: object arrays are
 refused by ``allow_pickle=False``) into a cache directory keyed by
 (CID, target, features, parser version), and memory-mapped by later jobs so
-rounds and tasks on the same dataset do not reparse.
+rounds and tasks on the same dataset do not reparse. The cache is bounded by
+bytes: entries are evicted least recently used first (a use touches the
+entry's ``meta.json``).
+
+Bounds, all checked before the arrays they protect are built (the same on
+every node, so a verdict on a result never depends on the node):
+
+* rows x columns <= :data:`MAX_CELLS` (rows counted as newlines before
+  parsing): otherwise ``dataset-too-large``;
+* classification labels are factorised to int64 codes (the rank of the label
+  among the sorted distinct labels): never a fixed-width string array, whose
+  every row takes the longest label's width; labels longer than
+  :data:`MAX_LABEL_CHARS` are refused (``label-too-long``), as are more than
+  :data:`MAX_CLASSES` distinct labels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,17 +40,26 @@ import numpy.typing as npt
 from p2pml.errors import TrainingError
 from p2pml.ml.estimators import CLASSIFICATION
 
-PARSER_VERSION: Final = 1
+PARSER_VERSION: Final = 2  # 2: string labels as int64 codes
 MAX_CLASSES: Final = 1000
+MAX_LABEL_CHARS: Final = 256
+#: Rows x columns of a dataset: X alone is 8 bytes a cell (256 MiB at the cap).
+MAX_CELLS: Final = 32 * 1024**2
+#: Default byte limit of the parsed cache (config ``[training] parsed_cache_max_bytes``).
+PARSED_CACHE_MAX_BYTES: Final = 2 * 1024**3
+#: Age after which a parse's scratch directory is a leftover of a killed worker.
+STALE_TMP_SECONDS: Final = 3600
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Parsed data: ``X`` is (n, d) float64 C-order; ``y`` float64 or int64/str labels."""
+    """Parsed data: ``X`` is (n, d) float64 C-order; ``y`` float64 or int64 label codes."""
 
     X: npt.NDArray[np.float64]
     y: npt.NDArray[Any]
     features: tuple[str, ...]
+    #: Classification with string labels: label of each code; else empty.
+    labels: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -56,6 +80,9 @@ def parse_csv(
     size = path.stat().st_size
     if size > max_bytes:
         raise TrainingError("dataset-too-large", f"{size} bytes > limit {max_bytes}")
+    cells = _count_rows(path) * len(_header(path))
+    if cells > MAX_CELLS:
+        raise TrainingError("dataset-too-large", f"about {cells} cells > limit {MAX_CELLS}")
     try:
         # No index column, no type guessing of dates: only numbers and labels.
         df = pd.read_csv(path, index_col=False, low_memory=False)
@@ -83,8 +110,19 @@ def parse_csv(
     X = np.ascontiguousarray(df.loc[:, list(feats)].to_numpy(dtype=np.float64))
     if not np.isfinite(X).all():
         raise TrainingError("non-numeric-feature", "features contain inf")
-    y = _target(df[target], kind, target)
-    return Dataset(X, y, feats)
+    y, labels = _target(df[target], kind, target)
+    return Dataset(X, y, feats, labels)
+
+
+def _count_rows(path: Path) -> int:
+    """Lines of the file (an upper bound of its rows: quoted newlines count too)."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def _header(path: Path) -> list[str]:
@@ -95,7 +133,9 @@ def _header(path: Path) -> list[str]:
         raise TrainingError("bad-csv", f"header: {e}") from None
 
 
-def _target(col: Any, kind: str, name: str) -> npt.NDArray[Any]:
+def _target(col: Any, kind: str, name: str) -> tuple[npt.NDArray[Any], tuple[str, ...]]:
+    """The target as float64 (regression) or int64 labels, and the names of
+    string labels (their codes are the indexes into it)."""
     import pandas as pd
 
     if col.isna().any():
@@ -107,8 +147,8 @@ def _target(col: Any, kind: str, name: str) -> npt.NDArray[Any]:
         y: npt.NDArray[Any] = col.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
             raise TrainingError("non-numeric-target", f"target {name!r} contains inf")
-        return y
-    labels: npt.NDArray[Any]
+        return y, ()
+    names: tuple[str, ...] = ()
     if numeric:
         values = col.to_numpy(dtype=np.float64)
         if not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
@@ -116,12 +156,24 @@ def _target(col: Any, kind: str, name: str) -> npt.NDArray[Any]:
                 "continuous-target", f"classification target {name!r} has non-integer values"
             )
         labels = values.astype(np.int64)
+        n_classes = len(np.unique(labels))
     else:
-        # Labels as a fixed-width unicode array: saved and loaded without pickle.
-        labels = np.asarray(col.astype(str).to_numpy(), dtype=np.str_)
-    if len(np.unique(labels)) > MAX_CLASSES:
+        text = col.astype(str)
+        longest = int(text.str.len().max())
+        if longest > MAX_LABEL_CHARS:
+            raise TrainingError(
+                "label-too-long",
+                f"a label of {name!r} has {longest} > {MAX_LABEL_CHARS} characters",
+            )
+        # Codes in sorted label order: class order (and so predict_proba's
+        # columns) is what it was with the labels themselves.
+        codes, uniques = pd.factorize(text, sort=True)
+        labels = codes.astype(np.int64)
+        n_classes = len(uniques)
+        names = tuple(str(u) for u in uniques) if n_classes <= MAX_CLASSES else ()
+    if n_classes > MAX_CLASSES:
         raise TrainingError("continuous-target", f"target {name!r} has > {MAX_CLASSES} classes")
-    return labels
+    return labels, names
 
 
 def load_dataset(
@@ -132,15 +184,20 @@ def load_dataset(
     target: str,
     features: tuple[str, ...],
     max_bytes: int,
+    cache_max_bytes: int = PARSED_CACHE_MAX_BYTES,
 ) -> Dataset:
     """The parsed dataset, from the cache if present, else parsed and cached."""
     entry = cache_dir / cache_key(cid, kind, target, features)
     try:
-        return _read_entry(entry)
+        data = _read_entry(entry)
+        with contextlib.suppress(OSError):
+            os.utime(entry / "meta.json")  # most recently used
+        return data
     except (OSError, ValueError, KeyError):
         pass  # absent or incomplete: (re)parse below
     data = parse_csv(path, kind, target, features, max_bytes)
     _write_entry(entry, data)
+    evict(cache_dir, cache_max_bytes, keep=entry.name)
     return data
 
 
@@ -150,7 +207,7 @@ def _read_entry(entry: Path) -> Dataset:
     y = np.load(entry / "y.npy", mmap_mode="r", allow_pickle=False)
     if X.dtype != np.float64 or X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError("corrupt cache entry")
-    return Dataset(X, y, tuple(meta["features"]))
+    return Dataset(X, y, tuple(meta["features"]), tuple(meta.get("labels", ())))
 
 
 def _write_entry(entry: Path, data: Dataset) -> None:
@@ -159,7 +216,8 @@ def _write_entry(entry: Path, data: Dataset) -> None:
     try:
         np.save(tmp / "X.npy", data.X, allow_pickle=False)
         np.save(tmp / "y.npy", data.y, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps({"features": list(data.features)}))
+        meta = {"features": list(data.features), "labels": list(data.labels)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
         if entry.exists():
             try:
                 _read_entry(entry)  # a concurrent writer won the race: keep its entry
@@ -170,3 +228,43 @@ def _write_entry(entry: Path, data: Dataset) -> None:
         os.rename(tmp, entry)  # atomic publish: readers never see a partial entry
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def evict(cache_dir: Path, max_bytes: int, keep: str | None = None) -> list[str]:
+    """Delete least recently used entries until the cache holds <= ``max_bytes``.
+
+    ``keep`` (the entry just written, needed now) stays even if alone over the
+    limit. Jobs that memory-mapped an evicted entry keep reading it (an
+    unlinked file lives while mapped); later jobs re-parse. Returns the names
+    deleted. Several worker processes may evict at once: a vanished entry is
+    skipped.
+    """
+    entries: list[tuple[int, str, int]] = []
+    try:
+        children = list(cache_dir.iterdir())
+    except OSError:
+        return []
+    for child in children:
+        if child.name.startswith(".tmp-"):
+            # A writer's scratch dir; one this old was left by a killed worker.
+            with contextlib.suppress(OSError):
+                if time.time() - child.stat().st_mtime > STALE_TMP_SECONDS:
+                    shutil.rmtree(child, ignore_errors=True)
+            continue
+        try:
+            used = (child / "meta.json").stat().st_mtime_ns
+            size = sum(f.stat().st_size for f in child.iterdir())
+        except OSError:
+            continue
+        entries.append((used, child.name, size))
+    total = sum(size for _, _, size in entries)
+    gone = []
+    for _, name, size in sorted(entries):
+        if total <= max_bytes:
+            break
+        if name == keep:
+            continue
+        shutil.rmtree(cache_dir / name, ignore_errors=True)
+        total -= size
+        gone.append(name)
+    return gone

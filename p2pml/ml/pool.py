@@ -14,6 +14,15 @@ variables are therefore placed in the environment the child is *exec'd*
 with (briefly set around ``Process.start()`` on the event loop thread), and
 the child also applies ``threadpoolctl`` limits at runtime.
 
+OS limits: each worker caps its own address space (``RLIMIT_AS``, from
+``[training] worker_memory_mb``) at start, and its CPU time (``RLIMIT_CPU``)
+before each job at the job's time limit plus a second. A job that runs out
+of memory is reported as ``worker-memory-limit`` and its worker replaced (its
+heap may be left fragmented); a worker killed by SIGXCPU or by the wall-clock
+limit as ``job-timeout``. These are infrastructure failures of this node, not
+verdicts on a result: results over any *deterministic* budget come back as a
+``ValidationError`` (``bad-result-model``) from the job itself.
+
 Messages on the pipes are pickles between this process and its own children
 only (job requests and results we construct); nothing from peers is ever
 unpickled: model artifacts travel as opaque bytes.
@@ -24,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +55,7 @@ JOBS: Final = {
     "verify": "p2pml.ml.verify:verify_job",
     "info": "p2pml.ml.worker:info_job",
     "sleep": "p2pml.ml.worker:sleep_job",
+    "alloc": "p2pml.ml.worker:alloc_job",
 }
 
 _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {
@@ -53,13 +65,24 @@ _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {
 }
 
 
-def _child_main(conn: Connection) -> None:
-    """Worker process loop: receive (job, request), send ("ok", result) or an error."""
+#: CPU seconds a job may use past its wall-clock limit before SIGXCPU: the
+#: wall-clock timeout in the parent normally ends it first.
+CPU_GRACE_SECONDS: Final = 1.0
+MEMORY_LIMIT: Final = "worker-memory-limit"
+
+
+def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
+    """Worker process loop: receive (job, request, cpu seconds), send
+    ("ok", result) or an error."""
     import importlib
 
     from p2pml.ml.worker import limit_threads
+    from p2pml.oslimits import limit_cpu_for_job, limit_memory
 
     limits = limit_threads()  # held for the life of the process
+    # After the thread pins (fewer thread stacks), before the heavy imports:
+    # the limit covers everything the process will ever map.
+    limit_memory(memory_mb)
     # Import the heavy libraries now, not inside the first job's time limit.
     import numpy  # noqa: F401
     import pandas  # noqa: F401
@@ -83,21 +106,27 @@ def _child_main(conn: Connection) -> None:
             break
         if msg is None:
             break
-        job, request = msg
+        job, request, cpu_seconds = msg
+        out_of_memory = False
         try:
+            if cpu_seconds is not None:
+                limit_cpu_for_job(cpu_seconds)
             module, _, func = JOBS[job].partition(":")
             result = getattr(importlib.import_module(module), func)(request)
             reply: tuple[Any, ...] = ("ok", result)
         except (TrainingError, ValidationError) as e:
             reply = ("err", type(e).__name__, e.reason, e.detail)
         except MemoryError:
-            reply = ("err", "TrainingError", "out-of-memory", "the job ran out of memory")
+            out_of_memory = True
+            reply = ("err", "TrainingError", MEMORY_LIMIT, f"{job} job ran out of memory")
         except Exception as e:
             reply = ("err", "TrainingError", "job-failed", f"{type(e).__name__}: {e}")
         try:
             conn.send(reply)
         except (OSError, ValueError):
             break
+        if out_of_memory:
+            break  # the parent replaces this process: start the next job on a clean heap
     del limits
 
 
@@ -122,13 +151,13 @@ def _child_env() -> Iterator[None]:
 
 
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, memory_mb: int | None) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
         # Sends come from I/O threads (a job, or close()); two interleaved
         # sends would hand the child a corrupt message.
         self.send_lock = threading.Lock()
         self.proc = ctx.Process(
-            target=_child_main, args=(child_conn,), name="p2pml-train", daemon=True
+            target=_child_main, args=(child_conn, memory_mb), name="p2pml-train", daemon=True
         )
         with _child_env():
             self.proc.start()
@@ -142,12 +171,16 @@ class _Worker:
 
 
 class TrainingPool:
-    """``workers`` spawn processes; ``run`` one job on an idle one, with a time limit."""
+    """``workers`` spawn processes; ``run`` one job on an idle one, with a time limit.
 
-    def __init__(self, workers: int) -> None:
+    ``memory_mb`` caps each worker's address space (None: no limit).
+    """
+
+    def __init__(self, workers: int, memory_mb: int | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
+        self.memory_mb = memory_mb
         self._ctx = multiprocessing.get_context("spawn")
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
@@ -165,7 +198,7 @@ class TrainingPool:
             self._add()
 
     def _add(self) -> None:
-        w = _Worker(self._ctx)
+        w = _Worker(self._ctx, self.memory_mb)
         self._all.add(w)
         self._idle.put_nowait(w)
 
@@ -200,18 +233,21 @@ class TrainingPool:
         loop = asyncio.get_running_loop()
         w = await self._idle.get()
         self._busy.add(w)
+        cpu = timeout + CPU_GRACE_SECONDS if math.isfinite(timeout) else None
         try:
             # One thread hop per job (send, then block on the reply); killing
             # the worker on a timeout ends the blocked recv with EOFError.
             reply = await asyncio.wait_for(
-                loop.run_in_executor(self._io, _round_trip, w, (job, request)), timeout
+                loop.run_in_executor(self._io, _round_trip, w, (job, request, cpu)), timeout
             )
         except TimeoutError:
             log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
             await self._replace(w)
             raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
         except (EOFError, OSError, BrokenPipeError) as e:
-            await self._replace(w)
+            await self._replace(w)  # joins the process: its exit code is known below
+            if w.proc.exitcode == -signal.SIGXCPU:
+                raise TrainingError("job-timeout", f"{job} job exceeded its CPU time") from None
             raise TrainingError("worker-crashed", f"worker exited during {job}: {e!r}") from None
         except BaseException:
             # Cancelled mid-job: the worker is busy with work nobody wants.
@@ -219,7 +255,11 @@ class TrainingPool:
             raise
         finally:
             self._busy.discard(w)
-        self._idle.put_nowait(w)
+        if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
+            log.warning("training job %s hit the memory limit: replacing worker", job)
+            await self._replace(w)
+        else:
+            self._idle.put_nowait(w)
         if reply[0] == "ok":
             return reply[1]
         _, cls, reason, detail = reply

@@ -48,6 +48,10 @@ MAX_DEPTH: Final = 200
 #: Bytes of arrays and tree nodes an artifact may make us allocate (the unpacked
 #: limit of the container; a Tree copies its state, so shared state counts again).
 MAX_BUILT_BYTES: Final = 1024**3
+#: Schema nodes an artifact may make us build. A memo reference (a repeated
+#: ``__id__``) counts the whole object it stands for again, bytes and nodes:
+#: thousands of references to one big tree cost what thousands of trees cost.
+MAX_BUILT_NODES: Final = 2_000_000
 BIT_GENERATORS: Final = frozenset({"MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64"})
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _NPY_MAGIC: Final = b"\x93NUMPY"
@@ -112,6 +116,9 @@ class _Builder:
         self._building: set[int] = set()
         self._read: set[str] = set()
         self._budget = MAX_BUILT_BYTES
+        self._nodes = MAX_BUILT_NODES
+        # __id__ -> (bytes, nodes) its build spent, charged again per reference
+        self._cost: dict[int, tuple[int, int]] = {}
         self.max_feature = -1
         self._loaders: dict[str, Callable[[dict[str, Any], int], Any]] = {
             "JsonNode": self._json,
@@ -136,10 +143,13 @@ class _Builder:
         # skops memoises by the dumped object's id: a repeated id is the same object.
         if ident is not None:
             if ident in self._memo:
+                self._charge(*self._cost[ident])
                 return self._memo[ident]
             if ident in self._building:
                 raise ModelArtifactError("schema refers to an object inside itself")
             self._building.add(ident)
+        self._charge(0, 1)
+        spent = (self._budget, self._nodes)
         name = f"{node['__module__']}.{node['__class__']}"
         if name not in self._trusted:
             raise ModelArtifactError(f"untrusted types for {self._what}: {name}")
@@ -158,12 +168,19 @@ class _Builder:
         if ident is not None:
             self._building.discard(ident)
             self._memo[ident] = obj
+            self._cost[ident] = (spent[0] - self._budget, spent[1] - self._nodes + 1)
         return obj
 
     def _spend(self, nbytes: int) -> None:
+        self._charge(nbytes, 0)
+
+    def _charge(self, nbytes: int, nodes: int) -> None:
         self._budget -= nbytes
+        self._nodes -= nodes
         if self._budget < 0:
-            raise ModelArtifactError(f"model needs more than {MAX_BUILT_BYTES} bytes")
+            raise ModelArtifactError(f"over budget: model needs more than {MAX_BUILT_BYTES} bytes")
+        if self._nodes < 0:
+            raise ModelArtifactError(f"over budget: model has more than {MAX_BUILT_NODES} objects")
 
     def _import(self, node: dict[str, Any]) -> Any:
         # build() checked the name against the trusted set before we get here.

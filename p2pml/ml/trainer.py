@@ -127,6 +127,7 @@ class Trainer:
                     str(path),
                     str(self._cache_for(path)),
                     self._settings.max_dataset_bytes,
+                    self._settings.parsed_cache_max_bytes,
                 )
                 result: TrainResult = await self._pool.run(
                     "train", request, self._settings.max_job_seconds
@@ -187,5 +188,6 @@ class Trainer:
             claimed_train_rows=claimed_train_rows,
             cache_dir=self._cache_for(path),
             max_dataset_bytes=self._settings.max_dataset_bytes,
+            cache_max_bytes=self._settings.parsed_cache_max_bytes,
             timeout=self._settings.max_job_seconds,
         )

@@ -8,13 +8,19 @@ worker process (:func:`verify_result_async` sends it to the pool). It raises
   for the task can be valid);
 * ``bad-result-model``: the artifact is not a safe model of the task's
   estimator class with the task's parameters and the protocol random_state,
-  or cannot predict on the holdout;
+  breaks a cost budget (:mod:`p2pml.ml.budgets`), or raises anything while
+  loading or predicting on the holdout;
 * ``bad-result-rows``: the claimed train_rows is not the partition size;
 * ``bad-result-metric``: the holdout metric differs from the claim beyond
   ``metrics.METRIC_REL_TOL``/``METRIC_ABS_TOL``;
 * ``bad-result-audit`` (``audit=True``): re-training on the trainer's derived
   partition with the protocol random_state does not reproduce the artifact's
   holdout predictions.
+
+These are verdicts: deterministic, the same on every node. Whatever depends
+on this node instead (``MemoryError`` under the worker's address-space limit,
+a timeout, a crash) is never turned into a verdict: it leaves the job as a
+``TrainingError`` (an infrastructure failure, "pending" for the caller).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class VerifyRequest:
     claimed_train_rows: int | None
     cache_dir: str
     max_dataset_bytes: int
+    cache_max_bytes: int | None = None  # the parsed cache's byte limit (None: default)
 
 
 def verify_result(
@@ -65,6 +72,7 @@ def verify_result(
     claimed_train_rows: int | None = None,
     cache_dir: Path | None = None,
     max_dataset_bytes: int = 512 * 1024**2,
+    cache_max_bytes: int | None = None,
 ) -> None:
     """Check one result; return None if valid, raise ``ValidationError`` if not.
 
@@ -73,13 +81,16 @@ def verify_result(
     import numpy as np
 
     from p2pml.ml.artifact import load_model
+    from p2pml.ml.budgets import TaskShape, check_model, schema_cap
     from p2pml.ml.metrics import compute_metric, metric_matches
     from p2pml.ml.partition import derive_random_state, partition_size
 
     spec.validate()
     cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
     try:
-        hold = holdout_of(spec, task_id, seed, dataset_path, cache, max_dataset_bytes)
+        hold = holdout_of(
+            spec, task_id, seed, dataset_path, cache, max_dataset_bytes, cache_max_bytes
+        )
     except TrainingError as e:
         raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
     rows = partition_size(hold.n_rows, spec.partition_fraction)
@@ -88,18 +99,39 @@ def verify_result(
             "bad-result-rows", f"claimed {claimed_train_rows} rows, the partition has {rows}"
         )
     random_state = derive_random_state(seed, task_id, trainer_pubkey, round)
+    n_classes = 0 if hold.classes is None else len(hold.classes)
     try:
         model = load_model(
-            artifact_bytes, spec.model, spec.param_dict, random_state, n_features=hold.n_features
+            artifact_bytes,
+            spec.model,
+            spec.param_dict,
+            random_state,
+            n_features=hold.n_features,
+            max_schema_bytes=schema_cap(spec.model, dict(spec.param_dict), n_classes),
         )
+        shape = TaskShape(
+            spec.model,
+            model.get_params(deep=False),
+            len(hold.y),
+            rows,
+            hold.n_features,
+            hold.classes,
+        )
+        check_model(model, shape)
     except ModelArtifactError as e:
         raise ValidationError("bad-result-model", e.detail) from None
+    except MemoryError:
+        raise  # this node's memory limit, not a property of the result
+    except Exception as e:  # deterministic: the same bytes fail the same way everywhere
+        raise ValidationError("bad-result-model", f"cannot load: {type(e).__name__}") from None
     X_hold, y_hold = hold.X, hold.y
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = compute_metric(spec.metric, model, X_hold, y_hold)
             claimed_out = _outputs(spec, model, X_hold) if audit else None
+    except MemoryError:
+        raise
     except Exception as e:  # a loaded-but-broken model must not crash the validator
         raise ValidationError("bad-result-model", f"cannot predict: {type(e).__name__}") from None
     if not metric_matches(claimed_metric, value):
@@ -112,7 +144,15 @@ def verify_result(
 
     try:
         prep = prepare(
-            spec, task_id, seed, trainer_pubkey, round, dataset_path, cache, max_dataset_bytes
+            spec,
+            task_id,
+            seed,
+            trainer_pubkey,
+            round,
+            dataset_path,
+            cache,
+            max_dataset_bytes,
+            cache_max_bytes,
         )
     except TrainingError as e:
         raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
@@ -140,6 +180,7 @@ class Holdout:
     y: Any
     n_rows: int  # of the whole dataset
     n_features: int
+    classes: Any | None  # sorted label codes of the whole dataset; None: regression
 
 
 #: Holdouts kept per worker process. A block's results are mostly for a few
@@ -156,11 +197,13 @@ def holdout_of(
     dataset_path: Path,
     cache_dir: Path,
     max_dataset_bytes: int,
+    cache_max_bytes: int | None = None,
 ) -> Holdout:
     """The task's holdout, from this process's cache or the parsed dataset.
 
     ``TrainingError`` if the dataset cannot be used for the task.
     """
+    from p2pml.ml.estimators import CLASSIFICATION
     from p2pml.ml.partition import check_sizes, holdout_indices
     from p2pml.ml.worker import load_task_dataset
 
@@ -173,7 +216,7 @@ def holdout_of(
     if hit is not None:
         _holdouts.move_to_end(key)
         return hit
-    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes)
+    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes, cache_max_bytes)
     try:
         check_sizes(data.n_rows, spec.holdout_fraction, spec.partition_fraction)
     except ValidationError as e:
@@ -182,7 +225,12 @@ def holdout_of(
     X, y = data.X[rows], data.y[rows]
     X.setflags(write=False)
     y.setflags(write=False)
-    hold = Holdout(X, y, data.n_rows, int(data.X.shape[1]))
+    classes = None
+    if spec.kind == CLASSIFICATION:
+        import numpy as np
+
+        classes = np.unique(data.y)
+    hold = Holdout(X, y, data.n_rows, int(data.X.shape[1]), classes)
     _holdouts[key] = hold
     while len(_holdouts) > HOLDOUT_CACHE_SIZE:
         _holdouts.popitem(last=False)
@@ -221,6 +269,7 @@ def verify_job(req: VerifyRequest) -> None:
         claimed_train_rows=req.claimed_train_rows,
         cache_dir=Path(req.cache_dir),
         max_dataset_bytes=req.max_dataset_bytes,
+        cache_max_bytes=req.cache_max_bytes,
     )
 
 
@@ -239,6 +288,7 @@ async def verify_result_async(
     claimed_train_rows: int | None = None,
     cache_dir: Path | None = None,
     max_dataset_bytes: int = 512 * 1024**2,
+    cache_max_bytes: int | None = None,
     timeout: float = 600.0,
 ) -> None:
     """:func:`verify_result` in the training pool (``p2pml.ml.pool.TrainingPool``).
@@ -259,5 +309,6 @@ async def verify_result_async(
         claimed_train_rows,
         str(cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")),
         max_dataset_bytes,
+        cache_max_bytes,
     )
     await pool.run("verify", req, timeout)

@@ -46,6 +46,7 @@ class TrainRequest:
     dataset_path: str
     cache_dir: str
     max_dataset_bytes: int
+    cache_max_bytes: int = 2 * 1024**3  # the parsed cache's byte limit
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,14 @@ def limit_threads() -> Any:
 
 
 def load_task_dataset(
-    spec: TaskSpec, dataset_path: Path, cache_dir: Path, max_dataset_bytes: int
+    spec: TaskSpec,
+    dataset_path: Path,
+    cache_dir: Path,
+    max_dataset_bytes: int,
+    cache_max_bytes: int | None = None,
 ) -> Any:
     """The task's dataset (``p2pml.ml.dataset.Dataset``), parsed or from the cache."""
-    from p2pml.ml.dataset import load_dataset
+    from p2pml.ml.dataset import PARSED_CACHE_MAX_BYTES, load_dataset
 
     return load_dataset(
         dataset_path,
@@ -88,6 +93,7 @@ def load_task_dataset(
         spec.target,
         spec.features,
         max_dataset_bytes,
+        PARSED_CACHE_MAX_BYTES if cache_max_bytes is None else cache_max_bytes,
     )
 
 
@@ -100,11 +106,12 @@ def prepare(
     dataset_path: Path,
     cache_dir: Path,
     max_dataset_bytes: int,
+    cache_max_bytes: int | None = None,
 ) -> Prepared:
     """Parse (or reuse) the dataset and derive holdout, partition, random_state."""
     from p2pml.ml.partition import derive_random_state, holdout_indices, partition_indices
 
-    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes)
+    data = load_task_dataset(spec, dataset_path, cache_dir, max_dataset_bytes, cache_max_bytes)
     try:
         part = partition_indices(
             seed,
@@ -170,6 +177,7 @@ def train_job(req: TrainRequest) -> TrainResult:
         Path(req.dataset_path),
         Path(req.cache_dir),
         req.max_dataset_bytes,
+        req.cache_max_bytes,
     )
     t0 = time.perf_counter()
     model = fit(req.spec, prep)
@@ -188,12 +196,24 @@ def info_job(_: object) -> dict[str, Any]:
             key, _, value = item.decode(errors="replace").partition("=")
             if key in THREAD_ENV:
                 exec_env[key] = value
+    import resource
+
     return {
         "pid": os.getpid(),
+        "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
+        "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU),
+        "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "exec_env": exec_env,
         "env": {k: os.environ.get(k) for k in THREAD_ENV},
         "pools": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()],
     }
+
+
+def alloc_job(mib: int) -> int:
+    """Touch ``mib`` MiB of memory: exercises the memory limit without any data."""
+    block = bytearray(mib * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    return len(block)
 
 
 def sleep_job(seconds: float) -> float:

@@ -6,7 +6,9 @@ Sync messages are canonical msgpack arrays (the same codec as blocks):
 * request ``[1, locator, stop]`` headers -> ``[1, [header92, ...]]``
 * request ``[2, [hash, ...]]`` blocks -> ``[2, [block_bytes, ...]]``
 
-Every decoder raises only :class:`~p2pml.errors.DecodeError`.
+Every decoder raises only :class:`~p2pml.errors.DecodeError`, and, like the
+block codec, re-encodes what it read and demands the same bytes: a message
+has one encoding (no non-minimal integers or lengths, no padded work).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-PROTOCOL_VERSION = 1
+# Version 2: tasks must pay a minimum bounty per round (``bad-task-bounty``).
+# Topic and sync protocol names carry it, so nodes of other versions do not
+# exchange messages they would judge differently.
+PROTOCOL_VERSION = 2
 KINDS = ("blocks", "tasks", "results")
 
 MAX_HEADERS = 2_000
@@ -60,11 +65,11 @@ BENIGN_REASONS = frozenset(
 
 
 def topic_name(network: str, kind: str) -> str:
-    return f"/p2pml/{network}/{kind}/1"
+    return f"/p2pml/{network}/{kind}/{PROTOCOL_VERSION}"
 
 
 def sync_protocol(network: str) -> str:
-    return f"/p2pml/{network}/sync/1"
+    return f"/p2pml/{network}/sync/{PROTOCOL_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,18 @@ def _hash(v: Any, name: str) -> bytes:
     return expect_bytes(v, name, HASH_SIZE)
 
 
+def _canonical(data: bytes, encoded: bytes, what: str) -> None:
+    if encoded != bytes(data):
+        raise DecodeError(f"{what}: non-canonical encoding")
+
+
 def decode_request(data: bytes) -> Request:
+    req = _decode_request(data)
+    _canonical(data, encode_request(req), "request")
+    return req
+
+
+def _decode_request(data: bytes) -> Request:
     f = expect_list(unpackb(data, MAX_REQUEST_BYTES), "request")
     if not f:
         raise DecodeError("request: empty")
@@ -137,12 +153,14 @@ def decode_status(data: bytes) -> StatusMsg:
     if f[0] != REQ_STATUS or type(f[0]) is not int:
         raise DecodeError("status: wrong kind")
     work = expect_bytes(f[4], "status.work", max_size=MAX_WORK_BYTES)
-    return StatusMsg(
+    status = StatusMsg(
         genesis_hash=_hash(f[1], "status.genesis"),
         tip_hash=_hash(f[2], "status.tip"),
         height=expect_int(f[3], "status.height", hi=2**32 - 1),
         chain_work=int.from_bytes(work, "big"),
     )
+    _canonical(data, encode_status(status), "status")
+    return status
 
 
 def encode_headers(headers: list[bytes]) -> bytes:
@@ -156,7 +174,9 @@ def decode_headers(data: bytes) -> list[bytes]:
     hs = expect_list(f[1], "headers.list")
     if len(hs) > MAX_HEADERS:
         raise DecodeError(f"headers: more than {MAX_HEADERS}")
-    return [expect_bytes(h, "header", HEADER_SIZE) for h in hs]
+    headers = [expect_bytes(h, "header", HEADER_SIZE) for h in hs]
+    _canonical(data, encode_headers(headers), "headers")
+    return headers
 
 
 def encode_blocks(blocks: list[bytes]) -> bytes:
@@ -170,4 +190,6 @@ def decode_blocks(data: bytes, max_block_bytes: int) -> list[bytes]:
     bs = expect_list(f[1], "blocks.list")
     if len(bs) > MAX_BLOCKS_PER_REQUEST:
         raise DecodeError(f"blocks: more than {MAX_BLOCKS_PER_REQUEST}")
-    return [expect_bytes(b, "block", max_size=max_block_bytes) for b in bs]
+    blocks = [expect_bytes(b, "block", max_size=max_block_bytes) for b in bs]
+    _canonical(data, encode_blocks(blocks), "blocks")
+    return blocks

@@ -141,6 +141,7 @@ class P2PService:
         self._inflight_msgs: set[bytes] = set()  # trio thread only
         self._started = False
         self._stopped = False
+        self._ban_listeners: list[Callable[[str], None]] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -282,6 +283,17 @@ class P2PService:
     def banned(self) -> list[Ban]:
         return self.bans.active(self.clock())
 
+    def unban(self, peer_id: str) -> Ban | None:
+        """Lift a ban now, whatever set it; the ban lifted, or None if there was none."""
+        ban = self.bans.get(peer_id, self.clock())
+        self.bans.remove(peer_id)
+        host = self._host
+        if host is not None:
+            self.bridge.post_to_trio(host.unban, peer_id)
+        if ban is not None:
+            log.info("ban of peer %s lifted by the operator", peer_id)
+        return ban
+
     async def connect(self, addr: str) -> str:
         """Dial ``/ip4/.../tcp/N/p2p/<id>``; returns the peer id."""
         host = self._require_host()
@@ -357,10 +369,16 @@ class P2PService:
         if score >= P.BAN_THRESHOLD:
             self._ban(peer_id, reason, self.settings.ban_seconds)
 
+    def on_banned(self, fn: Callable[[str], None]) -> None:
+        """``fn(peer_id)`` whenever a peer gets banned (e.g. to cancel its work)."""
+        self._ban_listeners.append(fn)
+
     def _ban(self, peer_id: str, reason: str, seconds: float) -> None:
         self.bans.add(Ban(peer_id, self.clock() + seconds, reason))
         self.counters.inc("bans")
         log.warning("banned peer %s for %ss: %s", peer_id, seconds, reason)
+        for fn in self._ban_listeners:
+            fn(peer_id)
         host = self._host
         if host is not None:
             self.spawn(self._disconnect_quietly(host, peer_id, True), f"ban-{peer_id[-6:]}")

@@ -1,4 +1,4 @@
-"""Headers-first chain sync over ``/p2pml/<network>/sync/1`` (asyncio side).
+"""Headers-first chain sync over ``/p2pml/<network>/sync/<PROTOCOL_VERSION>`` (asyncio side).
 
 1. ``status`` on connect (and periodically): a different genesis is
    misbehaviour; a peer with more work than ours starts a header session.

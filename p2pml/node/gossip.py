@@ -17,12 +17,21 @@ from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict
+from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
+from p2pml.node.ports import Gossip
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.verification import HARMLESS, VerificationService
 
 log = logging.getLogger(__name__)
+
+# Harmless refusals (duplicates, unknown tasks, unfunded tasks...) cost us
+# rule checks and prove nothing: a peer gets a budget of them, and each one
+# past it costs a small penalty (ten past it: banned).
+HARMLESS_PER_SECOND = 2.0
+HARMLESS_BURST = 200.0
+HARMLESS_FLOOD_PENALTY = 10
 
 
 class GossipHandler:
@@ -32,11 +41,14 @@ class GossipHandler:
         tasks: TaskService,
         verification: VerificationService,
         relay: Relay,
+        gossip: Gossip,
     ) -> None:
         self._mgr = chain
         self._tasks = tasks
         self._verification = verification
         self._relay = relay
+        self._gossip = gossip
+        self.harmless = PeerBudget(HARMLESS_PER_SECOND, HARMLESS_BURST)
 
     @property
     def chain(self) -> ChainState:
@@ -129,6 +141,8 @@ class GossipHandler:
             return Verdict.IGNORE
         except ValidationError as exc:
             if exc.reason in HARMLESS:
+                if not self.harmless.charge(from_peer, 1.0):
+                    self._gossip.penalise(from_peer, "harmless-flood", HARMLESS_FLOOD_PENALTY)
                 return Verdict.IGNORE
             log.info("%s from %s refused: %s", kind, from_peer, exc)
             return Verdict.REJECT

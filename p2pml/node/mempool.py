@@ -1,18 +1,27 @@
 """The mempool: tasks and results waiting for a block.
 
 Entry rules are the consensus rules, run against the tip's state with every
-transaction already pooled applied first (so two tasks that the publisher
-can only afford one of never both get in). Results must also have a passing
-verdict (the node verifies them, with audit, before they enter). After every
-tip change the pool drops what the block included or made invalid and takes
-back what a reorg disconnected.
+pooled transaction already applied, so two tasks that the publisher can
+only afford one of never both get in. That pooled state is kept
+incrementally: admitting a transaction applies it alone on top (cost
+independent of the pool's size); the whole pool is re-applied only when the
+tip moves (:meth:`Mempool.reconcile`, once per block) or a transaction is
+evicted. Every pooled set is therefore jointly valid at the tip, and so is
+any subset of it: a template takes transactions by priority without
+re-applying them (the block is validated in full when our miner submits it).
+
+Priority: results first (their task already paid for them; with no fee of
+their own, they would otherwise starve), then tasks by fee rate (fee per
+byte), earlier first on ties. A full pool evicts its lowest-priority task
+for a newcomer that pays at least ``INCREMENTAL_FEE_RATE`` per byte more;
+results are never evicted for tasks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from p2pml.chain.encoding import encode_tx
@@ -21,29 +30,65 @@ from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Block, ResultTx, TaskTx
+from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
 
 log = logging.getLogger(__name__)
 
-PoolTx = TaskTx | ResultTx
 MAX_TXS = 5_000
 MAX_BYTES = 16 * 1024 * 1024
+#: A newcomer evicts only if its fee rate beats the lowest by this much per
+#: byte, so each eviction (which re-applies the pool) costs the sender more.
+INCREMENTAL_FEE_RATE = 1.0
 Verdict = Callable[[ResultTx, dict[str, Any], bool], str | None]
 
 
+@dataclass(frozen=True)
+class _Entry:
+    tx: PoolTx
+    size: int
+    seq: int
+
+    @property
+    def priority(self) -> tuple[int, float, int]:
+        """Larger is better: results, then fee rate, then earlier arrival."""
+        if isinstance(self.tx, ResultTx):
+            return (1, 0.0, -self.seq)
+        return (0, self.tx.fee / self.size, -self.seq)
+
+    @property
+    def fee_rate(self) -> float:
+        return self.tx.fee / self.size if isinstance(self.tx, TaskTx) else 0.0
+
+
 class Mempool:
-    def __init__(self, params: NetworkParams, max_txs: int = MAX_TXS) -> None:
+    def __init__(
+        self, params: NetworkParams, max_txs: int = MAX_TXS, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.params = params
         self.max_txs = max_txs
-        self.txs: OrderedDict[bytes, PoolTx] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._entries: dict[bytes, _Entry] = {}
         self.bytes = 0
+        self._seq = 0
+        # The pooled state: every entry applied, in arrival order, on the tip
+        # it was built for. None: rebuild before use.
+        self._view: StateView | None = None
+        self._view_tip = b""
+        self._ctx: BlockContext | None = None
 
     def __len__(self) -> int:
-        return len(self.txs)
+        return len(self._entries)
 
     def __contains__(self, tx_id: bytes) -> bool:
-        return tx_id in self.txs
+        return tx_id in self._entries
+
+    @property
+    def txs(self) -> dict[bytes, PoolTx]:
+        """Pooled transactions by id, in arrival order (a copy)."""
+        return {k: e.tx for k, e in self._entries.items()}
+
+    # -- the pooled state --------------------------------------------------------------
 
     def _context(self, chain: ChainState, verdict: Verdict) -> BlockContext:
         tip = chain.tip
@@ -57,57 +102,110 @@ class Mempool:
             verdict=lambda tx, task, _audit: verdict(tx, task, True),
         )
 
-    def check(self, tx: PoolTx, chain: ChainState, verdict: Verdict) -> None:
-        """Raise ValidationError (or MissingDataError) if ``tx`` may not enter."""
-        if tx.id in self.txs:
-            raise ValidationError("duplicate", "already in the mempool")
-        if len(self.txs) >= self.max_txs or self.bytes + len(encode_tx(tx)) > MAX_BYTES:
-            raise ValidationError("mempool-full", f"{len(self.txs)} transactions waiting")
-        handler = handler_for(tx)
-        handler.check(tx, self.params)
-        view = StateView(chain.state)
-        ctx = self._context(chain, verdict)
-        for other in self.txs.values():
+    def _pooled(self, chain: ChainState, verdict: Verdict) -> tuple[StateView, BlockContext]:
+        if self._view is None or self._ctx is None or self._view_tip != chain.tip.hash:
+            self._rebuild(chain, verdict)
+        assert self._view is not None and self._ctx is not None
+        return self._view, self._ctx
+
+    def _rebuild(self, chain: ChainState, verdict: Verdict) -> None:
+        """Re-apply every entry on the tip; drop those no longer valid."""
+        view, ctx = StateView(chain.state), self._context(chain, verdict)
+        for tx_id, e in list(self._entries.items()):
             trial = view.child()
             try:
-                handler_for(other).apply(other, trial, ctx)
-            except ValidationError:
+                handler_for(e.tx).apply(e.tx, trial, ctx)
+            except MissingDataError:
+                self._drop(tx_id)  # a result whose verdict we lost: it can be sent again
+                continue
+            except ValidationError as exc:
+                log.debug("mempool drops %s: %s", tx_id.hex()[:16], exc.reason)
+                self._drop(tx_id)
                 continue
             view.merge(trial)
-        handler.apply(tx, view, ctx)
+        self._view, self._ctx, self._view_tip = view, ctx, chain.tip.hash
 
-    def add(self, tx: PoolTx) -> None:
-        self.txs[tx.id] = tx
-        self.bytes += len(encode_tx(tx))
+    # -- admission ---------------------------------------------------------------------
+
+    def check(self, tx: PoolTx, chain: ChainState, verdict: Verdict) -> None:
+        """Raise ValidationError (or MissingDataError) if ``tx`` may not enter."""
+        self._trial(tx, chain, verdict)
+
+    def admit(self, tx: PoolTx, chain: ChainState, verdict: Verdict) -> list[PoolTx]:
+        """Check and pool ``tx``; returns what was evicted to make room."""
+        trial, size, victims = self._trial(tx, chain, verdict)
+        assert self._view is not None
+        self._view.merge(trial)
+        self._entries[tx.id] = _Entry(tx, size, self._seq)
+        self._seq += 1
+        self.bytes += size
+        if victims:
+            for v in victims:
+                self._drop(v.tx.id)
+                log.info("mempool evicts %s (fee rate %.2f)", v.tx.id.hex()[:16], v.fee_rate)
+            self._rebuild(chain, verdict)
+        return [v.tx for v in victims]
+
+    def _trial(
+        self, tx: PoolTx, chain: ChainState, verdict: Verdict
+    ) -> tuple[StateView, int, list[_Entry]]:
+        if tx.id in self._entries:
+            raise ValidationError("duplicate", "already in the mempool")
+        size = len(encode_tx(tx))
+        victims = self._victims(_Entry(tx, size, self._seq))
+        handler = handler_for(tx)
+        handler.check(tx, self.params)
+        view, ctx = self._pooled(chain, verdict)
+        trial = view.child()
+        handler.apply(tx, trial, ctx)
+        return trial, size, victims
+
+    def _victims(self, new: _Entry) -> list[_Entry]:
+        """Lowest-priority tasks to evict so ``new`` fits, or ``mempool-full``."""
+        count, size = len(self._entries) + 1, self.bytes + new.size
+        if count <= self.max_txs and size <= self.max_bytes:
+            return []
+        out: list[_Entry] = []
+        for e in sorted(self._entries.values(), key=lambda e: e.priority):
+            if count <= self.max_txs and size <= self.max_bytes:
+                break
+            if isinstance(e.tx, ResultTx) or not _outbids(new, e):
+                break
+            out.append(e)
+            count, size = count - 1, size - e.size
+        if count > self.max_txs or size > self.max_bytes:
+            raise ValidationError(
+                "mempool-full", f"{len(self._entries)} transactions waiting, none outbid"
+            )
+        return out
+
+    def _drop(self, tx_id: bytes) -> None:
+        e = self._entries.pop(tx_id, None)
+        if e is not None:
+            self.bytes -= e.size
 
     def remove(self, tx_id: bytes) -> None:
-        tx = self.txs.pop(tx_id, None)
-        if tx is not None:
-            self.bytes -= len(encode_tx(tx))
+        if tx_id in self._entries:
+            self._drop(tx_id)
+            self._view = None
+
+    # -- templates and tips ------------------------------------------------------------
 
     def select(
         self, chain: ChainState, verdict: Verdict, max_bytes: int
     ) -> tuple[list[PoolTx], int]:
-        """Transactions for a block template, in pool order, and their fees."""
-        view = StateView(chain.state)
-        ctx = self._context(chain, verdict)
+        """Transactions for a block template by priority, and their fees."""
+        self._pooled(chain, verdict)  # drops what the tip made invalid
         chosen: list[PoolTx] = []
         size = 0
         room = self.params.max_block_txs - 1  # the coinbase takes one
-        for tx in self.txs.values():
+        for e in sorted(self._entries.values(), key=lambda e: e.priority, reverse=True):
             if len(chosen) >= room:
                 break
-            n = len(encode_tx(tx))
-            if size + n > max_bytes:
+            if size + e.size > max_bytes:
                 continue
-            trial = view.child()
-            try:
-                handler_for(tx).apply(tx, trial, ctx)
-            except (ValidationError, MissingDataError):
-                continue
-            view.merge(trial)
-            chosen.append(tx)
-            size += n
+            chosen.append(e.tx)
+            size += e.size
         return chosen, sum(tx.fee for tx in chosen if isinstance(tx, TaskTx))
 
     def reconcile(
@@ -120,29 +218,35 @@ class Mempool:
         """After a tip change: take back disconnected txs, drop included/invalid ones."""
         # A block connected and disconnected again within one update (a
         # branch tried and abandoned) did not include anything.
-        active = [b for b in connected if (e := chain.entry(b.hash)) and chain.in_active_chain(e)]
+        active = [b for b in connected if (ie := chain.entry(b.hash)) and chain.in_active_chain(ie)]
         included = {tx.id for b in active for tx in b.txs[1:] if isinstance(tx, PoolTx)}
+        for tx_id in included:
+            self._drop(tx_id)
         back = [
             tx
             for b in disconnected
             for tx in b.txs[1:]
-            if isinstance(tx, PoolTx) and tx.id not in included
+            if isinstance(tx, PoolTx) and tx.id not in included and tx.id not in self._entries
         ]
-        old = [tx for tx in self.txs.values() if tx.id not in included]
-        self.txs.clear()
+        # Taken-back transactions were in the chain first: they go ahead of
+        # what arrived since, as they would have been applied.
+        old = list(self._entries.values())
+        self._entries.clear()
         self.bytes = 0
-        view = StateView(chain.state)
-        ctx = self._context(chain, verdict)
-        for tx in [*back, *old]:
-            if tx.id in self.txs or len(self.txs) >= self.max_txs:
-                continue
-            trial = view.child()
-            try:
-                handler_for(tx).apply(tx, trial, ctx)
-            except MissingDataError:
-                continue  # a result whose verdict we lost: it can be sent again
-            except ValidationError as exc:
-                log.debug("mempool drops %s: %s", tx.id.hex()[:16], exc.reason)
-                continue
-            view.merge(trial)
-            self.add(tx)
+        for tx in back:
+            if len(self._entries) < self.max_txs:
+                size = len(encode_tx(tx))
+                self._entries[tx.id] = _Entry(tx, size, self._seq)
+                self._seq += 1
+                self.bytes += size
+        for e in old:
+            if len(self._entries) < self.max_txs:
+                self._entries[e.tx.id] = e
+                self.bytes += e.size
+        self._rebuild(chain, verdict)
+
+
+def _outbids(new: _Entry, old: _Entry) -> bool:
+    if isinstance(new.tx, ResultTx):
+        return True  # results go ahead of tasks
+    return new.fee_rate >= old.fee_rate + INCREMENTAL_FEE_RATE

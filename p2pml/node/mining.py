@@ -29,6 +29,7 @@ class MiningService:
         verdicts: Verdicts,
         relay: Relay,
         settings: MiningSettings,
+        worker_memory_mb: int | None = None,
     ) -> None:
         self._identity = identity
         self._chain = chain
@@ -41,6 +42,7 @@ class MiningService:
             self.submit_mined,
             workers=settings.workers,
             nonce_range=settings.nonce_range,
+            memory_mb=worker_memory_mb,
         )
         chain.on_tip_changed(lambda _update: self.miner.notify())
 

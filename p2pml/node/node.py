@@ -67,7 +67,7 @@ class Node:
 
         self.store = BlockStore.open(self.data_dir / "chain.sqlite", self.params)
         self.ipfs = open_dataset_store(settings.ipfs, self.data_dir)
-        self.pool = TrainingPool(settings.training.workers)
+        self.pool = TrainingPool(settings.training.workers, settings.training.worker_memory_mb)
         trainer = Trainer(self.ipfs, self.pool, settings.training, self.data_dir / "parsed")
         self.verifier = Verifier(self.ipfs, trainer, parallel=settings.training.workers)
         self.chain = ChainManager(
@@ -97,7 +97,13 @@ class Node:
         self.mempool = Mempool(self.params)
         self.relay = Relay(self.chain, self.p2p)
         self.mining = MiningService(
-            self.identity, self.chain, self.mempool, self.verifier.peek, self.relay, settings.mining
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.verifier.peek,
+            self.relay,
+            settings.mining,
+            worker_memory_mb=settings.training.worker_memory_mb,
         )
         self.tasks = TaskService(
             self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
@@ -109,12 +115,12 @@ class Node:
             self.tasks,
             self.relay,
             self._jobs.spawn,
-            settings.training.enabled,
+            settings.training,
         )
         self.verification = VerificationService(
             self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
-        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay)
+        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay, self.p2p)
         self.api = AdminServer(
             AdminContext(
                 settings=settings,

@@ -7,6 +7,7 @@ unit-tested against small fakes (``tests/unit/node``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
@@ -18,8 +19,9 @@ from p2pml.chain.types import Block, PoolTx, ResultTx
 from p2pml.ml.trainer import TrainingOutcome
 from p2pml.node.verifier import Request
 
-#: Run a coroutine as a supervised background job (failures are logged).
-Spawn = Callable[[Awaitable[None], str], None]
+#: Run a coroutine as a supervised background job (failures are logged);
+#: returns its task, or None if the node is stopping (the coroutine is closed).
+Spawn = Callable[[Awaitable[None], str], "asyncio.Task[None] | None"]
 #: Called with every update the chain manager applied.
 UpdateListener = Callable[[ChainUpdate], None]
 #: The verdict oracle: (result, task record, audited?) -> "" valid, a reason, None unknown.
@@ -34,6 +36,10 @@ class Gossip(Protocol):
     async def publish_block(self, block: Block) -> None: ...
 
     def penalise(self, peer_id: str, reason: str, penalty: int) -> None: ...
+
+    def on_banned(self, fn: Callable[[str], None]) -> None:
+        """``fn(peer_id)`` whenever a peer gets banned."""
+        ...
 
 
 class ChainAccess(Protocol):
@@ -65,7 +71,9 @@ class TxRelay(Protocol):
 class ResultAdmission(Protocol):
     """Pools a result after checking it (:class:`~p2pml.node.tasks.TaskService`)."""
 
-    async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None: ...
+    async def submit_result(
+        self, tx: ResultTx, source: str, verify: bool = True, background: bool = False
+    ) -> None: ...
 
 
 class ResultVerifier(Protocol):
@@ -75,8 +83,9 @@ class ResultVerifier(Protocol):
         """The cached verdict: "" valid, a reason, or None if unknown."""
         ...
 
-    async def check(self, req: Request) -> str | None:
-        """Re-run ``req`` if needed: "" valid, a reason, None if data is missing."""
+    async def check(self, req: Request, background: bool = False) -> str | None:
+        """Re-run ``req`` if needed: "" valid, a reason, None if data is missing.
+        ``background``: a gossiped result, behind block verification."""
         ...
 
 

@@ -64,32 +64,34 @@ class TaskService:
 
     async def submit_task(self, tx: TaskTx, source: str) -> None:
         """Pool a task (ValidationError with the reason if it may not enter)."""
-        self._mempool.check(tx, self._chain.chain, self._verifier.peek)
-        self._mempool.add(tx)
+        self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
         log.info("task %s from %s entered the mempool", tx.id.hex()[:16], source)
         self._on_pool_change()
 
-    async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None:
+    async def submit_result(
+        self, tx: ResultTx, source: str, verify: bool = True, background: bool = False
+    ) -> None:
         """Verify (with audit) and pool a result; ValidationError if false.
 
         MissingDataError means the model or dataset cannot be fetched now,
         or (``verify=False``) that the result still needs re-running.
+        ``background``: a gossiped result, checked behind block verification.
         """
         chain = self._chain.chain
         try:
-            self._mempool.check(tx, chain, self._verifier.peek)
+            self._mempool.admit(tx, chain, self._verifier.peek)
         except MissingDataError:
             if not verify:
                 raise
             task = chain.state.get(task_key(tx.task_id))
             assert task is not None  # the handler checks the task before asking
-            verdict = await self._verifier.check(Request(tx, task["spec"], task["seed"], True))
+            req = Request(tx, task["spec"], task["seed"], True)
+            verdict = await self._verifier.check(req, background)
             if verdict is None:
                 raise
             if verdict:
                 raise ValidationError(verdict, "result failed verification") from None
-            self._mempool.check(tx, self._chain.chain, self._verifier.peek)
-        self._mempool.add(tx)
+            self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
         log.info(
             "result %s for task %s from %s entered the mempool",
             tx.id.hex()[:16],

@@ -7,9 +7,13 @@ verdicts while it connects a block; an unknown verdict parks the block
 requests in worker processes, then retries the waiting blocks, backing off
 while data stays missing, and forgets a block that waited too long.
 
-Gossiped results: re-run in the background (bounded), then pooled and
-relayed; a false one costs its sender (honest nodes relay only results they
-verified).
+Gossiped results: re-run in the background, then pooled and relayed; a
+false one costs its sender (honest nodes relay only results they verified).
+What a peer can make us re-run is bounded three ways: at most
+``MAX_RESULT_CHECKS`` at once over all peers, a per-peer budget of worker
+seconds (a token bucket charged with each check's wall time, failed
+fetches included), and a ban cancels every check the peer still has queued.
+Gossiped checks never take the last worker, which block verification keeps.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.types import ResultTx
 from p2pml.errors import MissingDataError, ValidationError
+from p2pml.node.budget import PeerBudget
 from p2pml.node.ports import (
     ChainAccess,
     Gossip,
@@ -39,6 +44,11 @@ RETRY_MIN, RETRY_MAX = 1.0, 30.0
 MAX_RESULT_CHECKS = 256  # gossiped results being re-run at once (more are dropped)
 RESULT_CHECK_SLOTS = 2
 FALSE_RESULT_PENALTY = 100
+# Worker seconds a peer may make us spend on its gossiped results: a burst of
+# two minutes, then half a worker's time (an honest relay of a busy network
+# stays well inside; a flood of re-signed models waits for its refill).
+PEER_CHECK_BURST_SECONDS = 120.0
+PEER_CHECK_SECONDS_PER_SECOND = 0.5
 
 #: Refusals that say nothing bad about the sender.
 HARMLESS = frozenset(
@@ -81,7 +91,10 @@ class VerificationService:
         self._result_checks: set[bytes] = set()
         self._result_slots = asyncio.Semaphore(RESULT_CHECK_SLOTS)
         self._retrying = False
+        self.budget = PeerBudget(PEER_CHECK_SECONDS_PER_SECOND, PEER_CHECK_BURST_SECONDS, clock)
+        self._by_peer: dict[str, set[asyncio.Task[None]]] = {}
         chain.on_update(self._on_update)
+        gossip.on_banned(self._cancel_peer)
 
     # -- blocks waiting for verdicts ---------------------------------------------------
 
@@ -149,23 +162,48 @@ class VerificationService:
 
     # -- gossiped results ------------------------------------------------------------
 
-    def check_gossiped_result(self, tx: ResultTx, peer_id: str) -> None:
-        """Re-run a gossiped result in the background (bounded)."""
+    def check_gossiped_result(self, tx: ResultTx, peer_id: str) -> bool:
+        """Re-run a gossiped result in the background; False if refused now
+        (overloaded, already at it, or the peer's budget is spent: the
+        result can be sent again, by it later or by another peer)."""
         if len(self._result_checks) >= MAX_RESULT_CHECKS or tx.id in self._result_checks:
-            return  # overloaded or already at it: it can be sent again
+            return False
+        if not self.budget.allows(peer_id):
+            return False
+        task = self._spawn(self._check_result(tx, peer_id), "verify-result")
+        if task is None:
+            return False
         self._result_checks.add(tx.id)
-        self._spawn(self._check_result(tx, peer_id), "verify-result")
+        self._by_peer.setdefault(peer_id, set()).add(task)
+        task.add_done_callback(lambda t: self._forget_job(peer_id, t, tx.id))
+        return True
+
+    def _forget_job(self, peer_id: str, task: asyncio.Task[None], tx_id: bytes) -> None:
+        self._result_checks.discard(tx_id)
+        jobs = self._by_peer.get(peer_id)
+        if jobs is not None:
+            jobs.discard(task)
+            if not jobs:
+                del self._by_peer[peer_id]
+
+    def _cancel_peer(self, peer_id: str) -> None:
+        """A banned peer's queued and running checks are work nobody needs."""
+        for task in list(self._by_peer.get(peer_id, ())):
+            task.cancel()
+        self.budget.forget(peer_id)
 
     async def _check_result(self, tx: ResultTx, peer_id: str) -> None:
-        try:
-            async with self._result_slots:
-                await self._results.submit_result(tx, peer_id)
-        except MissingDataError:
-            return
-        except ValidationError as exc:
-            if exc.reason not in HARMLESS:
-                self._gossip.penalise(peer_id, f"invalid-result:{exc.reason}", FALSE_RESULT_PENALTY)
-            return
-        finally:
-            self._result_checks.discard(tx.id)
+        async with self._result_slots:
+            t0 = self._clock()
+            try:
+                await self._results.submit_result(tx, peer_id, background=True)
+            except MissingDataError:
+                return  # pending: charged below, no penalty (nothing is proven)
+            except ValidationError as exc:
+                if exc.reason not in HARMLESS:
+                    reason = f"invalid-result:{exc.reason}"
+                    self._gossip.penalise(peer_id, reason, FALSE_RESULT_PENALTY)
+                return
+            finally:
+                self.budget.charge(peer_id, self._clock() - t0)
         await self._relay.tx(tx)

@@ -19,7 +19,13 @@ from typing import Any, Protocol
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
-from p2pml.errors import DatasetError, MissingDataError, TrainingError, ValidationError
+from p2pml.errors import (
+    DatasetError,
+    DatasetTooLarge,
+    MissingDataError,
+    TrainingError,
+    ValidationError,
+)
 from p2pml.ipfs.store import DatasetStore
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 # Worker crashes/timeouts after which a result is no longer re-run.
 MAX_WORKER_FAILURES = 3
-WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout"})
+WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout", "worker-memory-limit", "job-failed"})
 # Artifact fetches in flight per worker: enough to keep workers fed while
 # models download, few enough to bound memory (<= 64 MiB each).
 FETCH_AHEAD = 2
@@ -81,6 +87,9 @@ class Verifier:
         self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
         self.wanted: dict[tuple[bytes, bytes, bool], Request] = {}
         self._parallel = asyncio.Semaphore(max(1, parallel))
+        # Gossiped results run behind block verification: they may hold all
+        # workers but one, so a block's results always find a free worker.
+        self._background = asyncio.Semaphore(max(1, parallel - 1))
         self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         # (result id, seed) -> worker crashes/timeouts while verifying it
@@ -144,20 +153,21 @@ class Verifier:
         for fut in list(self._inflight.values()):
             fut.cancel()
 
-    async def check(self, req: Request) -> str | None:
-        """The verdict for one request: "" valid, a reason, None = data missing."""
+    async def check(self, req: Request, background: bool = False) -> str | None:
+        """The verdict for one request: "" valid, a reason, None = data missing.
+        ``background``: a gossiped result, which never takes the last worker."""
         have = self.cached(req.tx.id, req.seed, req.audit)
         if have is not None:
             return have
         key = (req.tx.id, req.seed, req.audit)
         fut = self._inflight.get(key)
         if fut is None:
-            fut = asyncio.ensure_future(self._check(req))
+            fut = asyncio.ensure_future(self._check(req, background))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
         return await asyncio.shield(fut)
 
-    async def _fetch_then_take_worker(self, cid: str) -> bytes | None:
+    async def _fetch_then_take_worker(self, cid: str, background: bool) -> bytes | None:
         """The artifact's bytes with a worker slot taken (the caller releases
         it), or None if the artifact is too large (no slot taken).
 
@@ -166,14 +176,24 @@ class Verifier:
         is free, which bounds the artifacts held in memory.
         """
         async with self._fetching:
-            path = await self._store.fetch(cid)
+            try:
+                path = await self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
+            except DatasetTooLarge:
+                return None
             if path.stat().st_size > MAX_ARTIFACT_BYTES:
                 return None
             artifact = await asyncio.to_thread(path.read_bytes)
-            await self._parallel.acquire()
+            if background:
+                await self._background.acquire()
+            try:
+                await self._parallel.acquire()
+            except BaseException:
+                if background:
+                    self._background.release()
+                raise
         return artifact
 
-    async def _check(self, req: Request) -> str | None:
+    async def _check(self, req: Request, background: bool) -> str | None:
         tx = req.tx
         if self._failures.get(req.key, 0) >= MAX_WORKER_FAILURES:
             # Crashed or timed out a worker each time: whatever it is (a
@@ -186,7 +206,7 @@ class Verifier:
             self._remember(req, "bad-result-task")
             return "bad-result-task"
         try:
-            artifact = await self._fetch_then_take_worker(tx.model_cid)
+            artifact = await self._fetch_then_take_worker(tx.model_cid, background)
             if artifact is None:
                 verdict = "bad-result-model"
             else:
@@ -204,6 +224,8 @@ class Verifier:
                     )
                 finally:
                     self._parallel.release()
+                    if background:
+                        self._background.release()
                 verdict = ""
         except ValidationError as exc:
             if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:

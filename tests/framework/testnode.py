@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,6 +167,16 @@ class TestNode:
 
     def p2p_addrs(self) -> list[str]:
         return list(self.status()["listen"])
+
+
+def blocks_rejected(node: TestNode, reason: str) -> int:
+    """The node's count of blocks rejected for ``reason`` (0 if none yet)."""
+    m = re.search(
+        rf'^p2pml_blocks_rejected_total{{reason="{re.escape(reason)}"}} (\d+)$',
+        node.api.get("/metrics"),
+        re.MULTILINE,
+    )
+    return int(m.group(1)) if m else 0
 
 
 def sync_blocks(nodes: Iterable[TestNode], timeout: float = 60) -> None:

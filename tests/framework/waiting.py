@@ -10,6 +10,13 @@ from collections.abc import Awaitable, Callable
 TIMEOUT_FACTOR = float(os.environ.get("P2PML_TIMEOUT_FACTOR", "1"))
 
 
+def scaled(seconds: float) -> float:
+    """A time bound a test must keep (a promise, not a speed figure), scaled by
+    P2PML_TIMEOUT_FACTOR like every wait, so slow or shared CI machines raise
+    it in one place. Speed figures belong in scripts/bench_*.py."""
+    return seconds * TIMEOUT_FACTOR
+
+
 async def wait_until(
     cond: Callable[[], bool | Awaitable[bool]],
     timeout: float = 10.0,

@@ -4,17 +4,9 @@ follows and extends the same chain as everyone else."""
 
 from __future__ import annotations
 
-import re
-
-from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
+from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks
+from tests.framework.testnode import blocks_rejected as rejected
 from tests.framework.waiting import wait_until_sync
-
-
-def rejected(node: TestNode, reason: str) -> int:
-    m = re.search(
-        rf'p2pml_blocks_rejected_total{{reason="{reason}"}} (\d+)', node.api.get("/metrics")
-    )
-    return int(m.group(1)) if m else 0
 
 
 def test_clock_skew(nodes: NodeSet) -> None:

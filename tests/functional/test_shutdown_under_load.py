@@ -9,7 +9,7 @@ from pathlib import Path
 from sklearn.datasets import load_diabetes
 
 from tests.framework.testnode import NodeSet
-from tests.framework.waiting import wait_until_sync
+from tests.framework.waiting import scaled, wait_until_sync
 
 
 def test_sigterm_under_load(nodes: NodeSet, tmp_path: Path) -> None:
@@ -59,7 +59,8 @@ def test_sigterm_under_load(nodes: NodeSet, tmp_path: Path) -> None:
     stop.set()
     for t in threads:
         t.join(10)
-    assert took < 5, f"shutdown took {took:.1f}s"
+    # The README promises an ordered stop "within seconds", also under load.
+    assert took < scaled(5), f"shutdown took {took:.1f}s"
 
     node.configure("mining", enabled=False)
     node.start()

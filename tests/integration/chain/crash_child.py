@@ -21,7 +21,9 @@ def main(path: str) -> None:
     store = BlockStore.open(Path(path), REGTEST)
     chain = store.load_chain()
     rng = random.Random()
-    print("ready", chain.height, flush=True)
+    start = chain.height
+    print("ready", start, flush=True)
+    announced = False
     while True:
         base = chain.tip
         if rng.random() < 0.2 and base.parent is not None:
@@ -44,6 +46,10 @@ def main(path: str) -> None:
             update = chain.accept_block(blk, REGTEST.genesis_time + 10**8)
             update.raise_error()
             store.apply(update, chain.tip.hash)
+            if not announced and chain.height > start:
+                # Committed: the parent waits for this line before its random kill.
+                print("committed", chain.height, flush=True)
+                announced = True
             entry = chain.entry(blk.hash)
             assert entry is not None
             base = entry

@@ -46,7 +46,6 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     rng = random.Random(1234)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     last_height = 0
-    grew = 0
     for _ in range(24):
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(path)],
@@ -57,15 +56,18 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()  # the child opened the store
         assert line.startswith("ready"), proc.stderr.read().decode() if proc.stderr else line
-        # Let it run for a random time (this is the "random moment", not a sync).
+        # Every round commits a higher tip before the kill, so every kill lands
+        # while blocks are being written, however slow the machine.
+        line = proc.stdout.readline().decode()
+        assert line.startswith("committed"), proc.stderr.read().decode() if proc.stderr else line
+        committed = int(line.split()[1])
+        # Then a random extra time (this is the "random moment", not a sync).
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         height = assert_consistent(path)
-        assert height >= last_height  # committed blocks are never lost
-        grew += height > last_height
+        assert height >= committed > last_height  # committed blocks are never lost
         last_height = height
-    assert grew >= 10  # the kills really landed while blocks were being written
 
 
 def test_store_from_another_network_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from p2pml.ipfs.cid import cid_of_bytes, cid_of_file
 from p2pml.ipfs.embedded import EmbeddedBackend
 from p2pml.ipfs.netconfig import is_loopback_multiaddr
 from tests.framework.ipfs_daemon import kubo_extra_violations, loopback_violations
-from tests.framework.waiting import wait_until
+from tests.framework.waiting import scaled, wait_until
 
 EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
 
@@ -101,7 +101,7 @@ async def test_missing_cid_times_out_then_node_recovers(
     t0 = time.monotonic()
     with pytest.raises(FetchTimeout, match="did not finish within 1s"):
         await store.fetch(cid_of_bytes(b"nobody has this"))
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < scaled(10)  # the 1 s timeout holds over a stuck Go download
     assert list(store.cache.tmp.iterdir()) == []
     # the uncancellable Go download was stopped by killing the child...
     assert backend(store).pid is None

@@ -42,7 +42,7 @@ class DirStore:
         self.added.append(cid)
         return cid
 
-    async def fetch(self, cid: str) -> Path:
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
         path = self.root / cid
         if not path.exists():
             raise DatasetError(f"no content {cid}")

@@ -24,7 +24,7 @@ from p2pml.ml.partition import derive_random_state, holdout_indices, partition_i
 from p2pml.ml.pool import TrainingPool
 from p2pml.ml.trainer import Trainer, TrainingOutcome
 from p2pml.ml.verify import verify_result_async
-from tests.framework.waiting import wait_until
+from tests.framework.waiting import scaled, wait_until
 
 from .conftest import DirStore
 
@@ -437,13 +437,18 @@ async def test_event_loop_stays_responsive_while_training(
     )
     job = asyncio.create_task(trainer.train_round(spec, TASK, SEED, ALICE, 0))
     worst, ticks, last = 0.0, 0, time.perf_counter()
+    start = last
     while not job.done():
         await asyncio.sleep(0.005)
         now = time.perf_counter()
         worst, last, ticks = max(worst, now - last), now, ticks + 1
     await job
+    took = time.perf_counter() - start
     assert ticks > 20  # the job took a while, and the loop kept ticking through it
-    assert worst < 0.25, worst
+    # Work in the loop's thread (parse, fit, serialise) would stall it for a large
+    # part of the job; a gap under a quarter of the job, or under 0.25 s (scaled),
+    # is the OS scheduling other work on a busy machine (0.48 s seen at load 10).
+    assert worst < max(scaled(0.25), took / 4), (worst, took)
 
 
 async def test_trainer_verify_wrapper(tmp_path: Path, pool: TrainingPool, data_dir: Path) -> None:

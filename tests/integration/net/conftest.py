@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,15 @@ from p2pml.net import P2PService, TopicSpec
 from p2pml.net.bans import BanStore
 from p2pml.net.memory_backend import MemoryChainBackend
 from tests.framework.chainbuilder import Builder
+from tests.framework.node_backend import ProductionBackend
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 
 
-def load(backend: MemoryChainBackend, blocks: list[Block]) -> None:
+def load(backend: Any, blocks: list[Block]) -> None:
+    if isinstance(backend, ProductionBackend):
+        backend.load(blocks, int(time.time()))
+        return
     for b in blocks:
         up = backend.chain.accept_block(b, int(backend.clock()))
         backend.source.apply(up)
@@ -29,10 +34,15 @@ def load(backend: MemoryChainBackend, blocks: list[Block]) -> None:
 
 
 class Net:
-    """Creates nodes and stops every one of them at teardown."""
+    """Creates nodes and stops every one of them at teardown. ``kind``: the
+    chain backend behind each node, "memory" (MemoryChainBackend) or
+    "production" (the node's GossipHandler and services over SQLite)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "memory", base: Path | None = None) -> None:
         self.nodes: list[P2PService] = []
+        self.kind = kind
+        self.base = base
+        self._production: list[ProductionBackend] = []
 
     async def node(
         self,
@@ -46,9 +56,6 @@ class Net:
         listen: tuple[str, ...] = LOOPBACK,
         **settings: Any,
     ) -> P2PService:
-        be = MemoryChainBackend(params)
-        if blocks:
-            load(be, blocks)
         svc = P2PService(
             identity or Identity.generate(),
             params,
@@ -56,6 +63,15 @@ class Net:
             bans=bans,
             request_timeout=request_timeout,
         )
+        be: Any
+        if self.kind == "production":
+            assert self.base is not None
+            be = ProductionBackend(params, self.base / f"node{len(self.nodes)}", svc)
+            self._production.append(be)
+        else:
+            be = MemoryChainBackend(params)
+        if blocks:
+            load(be, blocks)
         for spec in topics or ():
             svc.topics.register(spec)
         await svc.start(be)
@@ -65,11 +81,14 @@ class Net:
     async def close(self) -> None:
         for n in self.nodes:
             await n.stop()
+        for be in self._production:
+            be.close()
 
 
-def backend(svc: P2PService) -> MemoryChainBackend:
+def backend(svc: P2PService) -> Any:
+    """The node's chain backend (``chain``, ``params``, ``headers_after``...)."""
     be = svc.backend
-    assert isinstance(be, MemoryChainBackend)
+    assert isinstance(be, MemoryChainBackend | ProductionBackend)
     return be
 
 
@@ -82,8 +101,14 @@ def tip(svc: P2PService) -> bytes:
 
 
 @pytest.fixture
-async def net() -> AsyncIterator[Net]:
-    n = Net()
+def backend_kind() -> str:
+    """Overridden (parametrized) by modules that run over both backends."""
+    return "memory"
+
+
+@pytest.fixture
+async def net(backend_kind: str, tmp_path: Path) -> AsyncIterator[Net]:
+    n = Net(backend_kind, tmp_path)
     try:
         yield n
     finally:

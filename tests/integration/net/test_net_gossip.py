@@ -25,6 +25,7 @@ async def line(net: Net, blocks: list, **kw: object) -> tuple:
     return a, b, c
 
 
+@pytest.mark.parametrize("backend_kind", ["memory", "production"])
 async def test_block_mined_on_a_reaches_c_through_b(net: Net, builder: Builder) -> None:
     a, b, c = await line(net, builder.chain(builder.genesis, 3))
     assert [p.peer_id for p in c.peers()] == [b.peer_id]  # C only knows B
@@ -46,6 +47,7 @@ async def test_connections_are_noise_and_yamux(net: Net) -> None:
     assert mux == "/yamux/1.0.0"
 
 
+@pytest.mark.parametrize("backend_kind", ["memory", "production"])
 async def test_contextually_invalid_block_is_not_relayed(net: Net, builder: Builder) -> None:
     a, b, c = await line(net, builder.chain(builder.genesis, 2))
     bad = builder.make(tip(a), reward_delta=1)  # passes every stateless check
@@ -61,6 +63,7 @@ async def test_contextually_invalid_block_is_not_relayed(net: Net, builder: Buil
     assert c.metrics().get("penalties", 0) == 0
 
 
+@pytest.mark.parametrize("backend_kind", ["memory", "production"])
 async def test_orphan_triggers_fetch_of_missing_ancestors(net: Net, builder: Builder) -> None:
     base = builder.chain(builder.genesis, 5)
     a = await net.node(blocks=base)

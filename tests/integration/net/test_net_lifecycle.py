@@ -16,7 +16,7 @@ from p2pml.errors import NetworkError
 from p2pml.net import P2PService
 from p2pml.net.memory_backend import MemoryChainBackend
 from tests.framework.chainbuilder import Builder
-from tests.framework.waiting import wait_until
+from tests.framework.waiting import scaled, wait_until
 
 from .conftest import Net, tip
 
@@ -64,7 +64,9 @@ async def test_shutdown_with_live_connections_is_quick_and_clean() -> None:
     for n in nodes:
         t0 = time.monotonic()
         await n.stop()
-        assert time.monotonic() - t0 < 2.0
+        # Stopping must not wait out a timeout (gossip heartbeat, dial, read): the
+        # node's ordered shutdown promises seconds, so a hang is a failure here.
+        assert time.monotonic() - t0 < scaled(2.0)
     assert set(threading.enumerate()) <= threads, threading.enumerate()
     assert asyncio.all_tasks() <= tasks | {asyncio.current_task()}
     with pytest.raises(NetworkError):

@@ -336,3 +336,22 @@ def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
         replay.feed(blk).raise_error()
     assert replay.tip == n.tip
     assert replay.chain.state == n.chain.state
+
+
+def test_a_task_must_pay_the_minimum_bounty_for_every_round_it_asks() -> None:
+    """Attack: a task with the minimum fee, no bounty and 64 rounds made every
+    training node queue 64 jobs for nothing. Each round now costs a bounty."""
+    from p2pml.chain.tasks import TaskHandler
+    from p2pml.errors import ValidationError
+
+    params = dataclasses.replace(REGTEST, min_round_bounty=500)
+    many = dataclasses.replace(SPEC, rounds=64)
+    handler = TaskHandler()
+    with pytest.raises(ValidationError) as exc:
+        handler.check(task(spec=many, bounty=0), params)
+    assert exc.value.reason == "bad-task-bounty"
+    with pytest.raises(ValidationError) as exc:
+        handler.check(task(spec=many, bounty=500 * 64 - 1), params)
+    assert exc.value.reason == "bad-task-bounty"
+    handler.check(task(spec=many, bounty=500 * 64), params)
+    handler.check(task(spec=many, bounty=0), REGTEST)  # regtest sets no minimum

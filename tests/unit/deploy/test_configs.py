@@ -197,7 +197,7 @@ def test_devnet_fixed_ports_keys_and_dirs() -> None:
         assert s.p2p.listen == (f"/ip4/127.0.0.1/tcp/{4100 + n}",)
         assert s.admin.listen == f"127.0.0.1:{8080 + n}"
         assert s.ipfs.swarm == (f"/ip4/127.0.0.1/tcp/{4200 + n}",)
-        assert s.ipfs.peers == ()  # embedded Kubo ids are not known in advance
+        assert s.ipfs.dev_identity == n - 1  # well-known Kubo ids: peers known in advance
         assert s.node.data_dir.resolve() == ROOT / "devnet-data" / f"node{n}"
         assert s.mining.enabled and s.training.enabled
 
@@ -213,6 +213,23 @@ def test_devnet_bootstraps_to_the_other_nodes_by_their_dev_key_peer_ids() -> Non
             m, other = by_listen[addr]
             assert m != n, f"node{n} bootstraps to itself"
             assert peer == peer_id_of(dev_identity(other.node.dev_key).seed), entry
+            targets.add(m)
+        assert targets == set(nodes) - {n}
+
+
+def test_devnet_ipfs_peers_are_the_other_nodes_by_their_dev_ipfs_ids() -> None:
+    from p2pml.ipfs.devidentity import dev_ipfs_identity
+
+    nodes = devnet()
+    by_swarm = {s.ipfs.swarm[0]: (n, s) for n, s in nodes.items()}
+    for n, s in nodes.items():
+        targets = set()
+        for entry in s.ipfs.peers:
+            addr, _, peer = entry.partition("/p2p/")
+            assert addr in by_swarm, f"node{n}: {entry} is no devnet node's IPFS swarm address"
+            m, other = by_swarm[addr]
+            assert m != n
+            assert peer == dev_ipfs_identity(other.ipfs.dev_identity)["PeerID"], entry
             targets.add(m)
         assert targets == set(nodes) - {n}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -144,9 +143,9 @@ def test_bad_lengths() -> None:
         derive_random_state(SEED, TASK, ALICE, -1)
 
 
-def test_one_million_rows_is_fast() -> None:
-    t0 = time.perf_counter()
+def test_one_million_rows() -> None:
+    # Its speed is a figure in scripts/bench_training.py, not a test bound.
     part = partition_indices(SEED, TASK, ALICE, 0, 1_000_000, 0.2, 0.5)
-    elapsed = time.perf_counter() - t0
-    assert len(part) == 500_000
-    assert elapsed < 3.0, elapsed  # measured ~0.3 s; a per-row Python loop takes ~10x more
+    assert len(part) == 500_000 and bool((np.diff(part) > 0).all())  # ascending, distinct
+    holdout = holdout_indices(SEED, TASK, 1_000_000, 0.2)
+    assert len(np.intersect1d(part, holdout)) == 0

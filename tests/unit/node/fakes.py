@@ -85,8 +85,17 @@ class FakeGossip:
             raise NetworkError("p2p host stopped")
         self.blocks.append(block)
 
+    banned_listeners: list[Any] = field(default_factory=list)
+
     def penalise(self, peer_id: str, reason: str, penalty: int) -> None:
         self.penalties.append((peer_id, reason, penalty))
+
+    def on_banned(self, fn: Any) -> None:
+        self.banned_listeners.append(fn)
+
+    def ban(self, peer_id: str) -> None:
+        for fn in self.banned_listeners:
+            fn(peer_id)
 
 
 class Jobs:
@@ -96,16 +105,18 @@ class Jobs:
         self.tasks: list[asyncio.Task[None]] = []
         self.names: list[str] = []
 
-    def __call__(self, coro: Awaitable[None], name: str) -> None:
+    def __call__(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         async def run() -> None:
             await coro
 
         self.names.append(name)
-        self.tasks.append(asyncio.ensure_future(run()))
+        task = asyncio.ensure_future(run())
+        self.tasks.append(task)
+        return task
 
     async def settle(self) -> None:
         while any(not t.done() for t in self.tasks):
-            await asyncio.gather(*self.tasks)
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 class FakeTrainer:
@@ -134,14 +145,31 @@ class FakeTrainer:
         )
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeResults:
     """ResultAdmission whose answer the test sets."""
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.submitted: list[tuple[ResultTx, str]] = []
+        self.gate: asyncio.Event | None = None  # set: each check waits for it
+        self.cost = 0.0  # seconds each check takes on ``clock``
+        self.clock = FakeClock()
 
-    async def submit_result(self, tx: ResultTx, source: str, verify: bool = True) -> None:
+    async def submit_result(
+        self, tx: ResultTx, source: str, verify: bool = True, background: bool = False
+    ) -> None:
         self.submitted.append((tx, source))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.cost:
+            self.clock.now += self.cost
         if self.error is not None:
             raise self.error

@@ -50,9 +50,7 @@ def reason(exc: pytest.ExceptionInfo[ValidationError]) -> str:
 def test_pool_refuses_a_second_task_the_publisher_cannot_also_afford() -> None:
     chain, pool = FakeChain(), Mempool(REGTEST)
     big = DEV_ALLOCATION // 2
-    first = task(bounty=big, nonce=1)
-    pool.check(first, chain.chain, no_verdict)
-    pool.add(first)
+    pool.admit(task(bounty=big, nonce=1), chain.chain, no_verdict)
     with pytest.raises(ValidationError) as exc:
         pool.check(task(bounty=big, nonce=2), chain.chain, no_verdict)
     assert reason(exc) == "insufficient-funds"
@@ -63,8 +61,7 @@ def test_pool_refuses_a_second_task_the_publisher_cannot_also_afford() -> None:
 def test_pool_full_and_duplicate_and_bad_signature_have_their_reasons() -> None:
     chain, pool = FakeChain(), Mempool(REGTEST, max_txs=1)
     t = task()
-    pool.check(t, chain.chain, no_verdict)
-    pool.add(t)
+    pool.admit(t, chain.chain, no_verdict)
     with pytest.raises(ValidationError) as exc:
         pool.check(t, chain.chain, no_verdict)
     assert reason(exc) == "duplicate"
@@ -79,14 +76,15 @@ def test_pool_full_and_duplicate_and_bad_signature_have_their_reasons() -> None:
 
 def test_select_respects_the_byte_budget_and_reports_fees() -> None:
     chain, pool = FakeChain(), Mempool(REGTEST)
-    txs = [task(nonce=i, fee=1000 + i) for i in range(3)]
+    txs = [task(nonce=i, fee=1000 + 1000 * i) for i in range(3)]
     for t in txs:
-        pool.add(t)
+        pool.admit(t, chain.chain, no_verdict)
     chosen, fees = pool.select(chain.chain, no_verdict, max_bytes=10**6)
-    assert chosen == txs and fees == sum(t.fee for t in txs)
+    # Highest fee rate first.
+    assert chosen == txs[::-1] and fees == sum(t.fee for t in txs)
     one_size = len(encode_tx(txs[0]))
     chosen, fees = pool.select(chain.chain, no_verdict, max_bytes=one_size + 10)
-    assert chosen == txs[:1] and fees == txs[0].fee
+    assert chosen == [txs[2]] and fees == txs[2].fee
 
 
 async def test_task_service_publishes_signed_by_the_node_and_reconciles_on_tips() -> None:
@@ -147,3 +145,43 @@ class _NoVerifier:
 
     async def check(self, _req: Any) -> str | None:
         raise AssertionError("not expected to re-run")
+
+
+def test_a_full_pool_evicts_its_cheapest_task_only_for_one_that_outbids_it() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST, max_txs=3)
+    cheap, mid, dear = (task(nonce=i, fee=f) for i, f in ((1, 1000), (2, 5000), (3, 9000)))
+    for t in (cheap, mid, dear):
+        pool.admit(t, chain.chain, no_verdict)
+    size = len(encode_tx(cheap))
+    # Same fee rate as the cheapest (plus less than the increment): refused.
+    with pytest.raises(ValidationError) as exc:
+        pool.admit(task(nonce=4, fee=1000 + size // 2), chain.chain, no_verdict)
+    assert reason(exc) == "mempool-full"
+    rich = task(nonce=5, fee=1000 + 2 * size)
+    assert pool.admit(rich, chain.chain, no_verdict) == [cheap]
+    assert cheap.id not in pool and rich.id in pool and len(pool) == 3
+
+
+def test_admission_cost_does_not_grow_with_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: with thousands of pooled tasks, every new (unfunded) task used
+    to re-apply the whole pool. Count rule applications, not seconds."""
+    from p2pml.chain import tasks as chain_tasks
+
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    keys = [dev_identity(i) for i in range(8)]
+    for i in range(2_000):
+        pool.admit(task(pub=keys[i % 8], nonce=i, bounty=1), chain.chain, no_verdict)
+    calls = [0]
+    real = chain_tasks.TaskHandler.apply
+
+    def counted(self: Any, tx: Any, view: Any, ctx: Any) -> None:
+        calls[0] += 1
+        real(self, tx, view, ctx)
+
+    monkeypatch.setattr(chain_tasks.TaskHandler, "apply", counted)
+    poor = Identity.from_seed(b"\x42" * 32)
+    for i in range(50):
+        with pytest.raises(ValidationError) as exc:
+            pool.admit(task(pub=poor, nonce=i), chain.chain, no_verdict)
+        assert reason(exc) == "insufficient-funds"
+    assert calls[0] == 50  # one application each, whatever the pool holds

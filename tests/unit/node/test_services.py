@@ -4,12 +4,14 @@ against fakes of its ports (real consensus underneath)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.tasks import slot_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.config import TrainingSettings
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.net.backend import BlockStatus, Verdict
@@ -31,6 +33,7 @@ from tests.unit.node.fakes import (
 )
 
 PUB, ME, OTHER = dev_identity(0), dev_identity(5), dev_identity(6)
+ON, OFF = TrainingSettings(enabled=True), TrainingSettings(enabled=False)
 SPEC = TaskSpec(
     dataset_cid=cid_of_bytes(b"dataset"),
     target="y",
@@ -70,7 +73,7 @@ async def test_a_connected_task_is_trained_once_per_round_and_results_go_out() -
         FakeRelay(),
         Jobs(),
     )
-    svc = TrainingService(ME, chain, trainer, results, relay, jobs, enabled=True)
+    svc = TrainingService(ME, chain, trainer, results, relay, jobs, ON)
     _, t, seed = await chain_with_task(chain)
     await jobs.settle()
     assert sorted(trainer.rounds) == [(t.id, r) for r in range(3)]
@@ -86,10 +89,10 @@ async def test_a_connected_task_is_trained_once_per_round_and_results_go_out() -
 async def test_training_failures_are_recorded_and_disabled_training_does_nothing() -> None:
     chain, jobs = FakeChain(), Jobs()
     failing = TrainingService(
-        ME, chain, FakeTrainer(fail="job-timeout"), FakeResults(), FakeRelay(), jobs, True
+        ME, chain, FakeTrainer(fail="job-timeout"), FakeResults(), FakeRelay(), jobs, ON
     )
     idle_trainer = FakeTrainer()
-    TrainingService(ME, chain, idle_trainer, FakeResults(), FakeRelay(), jobs, False)
+    TrainingService(ME, chain, idle_trainer, FakeResults(), FakeRelay(), jobs, OFF)
     _, t, _ = await chain_with_task(chain)
     await jobs.settle()
     assert failing.jobs_failed == 3
@@ -100,10 +103,54 @@ async def test_training_failures_are_recorded_and_disabled_training_does_nothing
 async def test_policy_refusal_is_a_failure_with_its_reason() -> None:
     chain, jobs = FakeChain(), Jobs()
     trainer = FakeTrainer(accepts="model-not-allowed")
-    svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, True)
+    svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, ON)
     _, t, _ = await chain_with_task(chain)
     assert trainer.rounds == [] and jobs.tasks == []
     assert svc.failures[t.id][0]["reason"] == "model-not-allowed"
+
+
+async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
+    """Attack: a task with no bounty and 64 rounds queued 64 jobs on every
+    training node, first come first served. Now the queue is bounded, per
+    publisher too, and better-paying rounds go first or evict."""
+    chain, trainer, jobs = FakeChain(), FakeTrainer(), Jobs()
+    trainer_gate = asyncio.Event()
+    real_train = trainer.train_round
+
+    async def held(*args: Any) -> Any:
+        await trainer_gate.wait()
+        return await real_train(*args)
+
+    trainer.train_round = held  # type: ignore[method-assign]
+    settings = TrainingSettings(
+        enabled=True, max_concurrent_jobs=1, max_queued_rounds=6, max_rounds_per_publisher=4
+    )
+    svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, settings)
+    b = Builder()
+    free_spec = dataclasses.replace(SPEC, rounds=10)
+    free = TaskTx(free_spec, 0, 1000, 50, 0, 9, PUB.public_key, 1).signed_by(PUB)
+    blk = b.make(b.genesis, txs=(free,))
+    await chain.submit_block(blk)
+    # One runs, three wait: the publisher's share is 4; six rounds refused.
+    assert len(jobs.tasks) == 1 and svc.queued_rounds == 3
+    refused = [f for f in svc.failures[free.id] if f["reason"] == "training-queue-full"]
+    assert len(refused) == 6
+
+    richer = []
+    for i, pub in enumerate((dev_identity(1), dev_identity(2))):
+        t = TaskTx(SPEC, 9_000, 1000, 50, 0, 9, pub.public_key, 10 + i).signed_by(pub)
+        richer.append(t)
+    blk2 = b.make(blk.hash, txs=tuple(richer))
+    await chain.submit_block(blk2)
+    # 6 rounds of pay 3000 each arrive; the queue (1 running + 3 waiting free
+    # rounds) takes 2 and evicts the 3 free waiting rounds for 3 more.
+    evicted = [f for f in svc.failures[free.id] if f["reason"] == "training-evicted"]
+    assert len(evicted) == 3
+    assert svc.queued_rounds == 5 and all(r.task_id != free.id for r in svc._waiting)
+    trainer_gate.set()
+    await jobs.settle()
+    order = [tid for tid, _ in trainer.rounds]
+    assert order[0] == free.id and set(order[1:]) == {t.id for t in richer}
 
 
 async def test_a_round_already_in_the_chain_is_not_trained() -> None:
@@ -117,7 +164,7 @@ async def test_a_round_already_in_the_chain_is_not_trained() -> None:
     b.ref.verdicts = lambda *_: ""
     await chain.submit_block(b.make(blk.hash, txs=(mine,)))
     assert chain.chain.state.get(slot_key(t.id, ME.public_key, 1))
-    svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, True)
+    svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, ON)
     svc.schedule_open_tasks()
     await jobs.settle()
     assert sorted(r for _, r in trainer.rounds) == [0, 2]
@@ -131,7 +178,7 @@ def handler(chain: FakeChain, jobs: Jobs, gossip: FakeGossip) -> tuple[GossipHan
     relay = Relay(chain, gossip)
     tasks = TaskService(ME, chain, pool, _Verdicts(), relay, lambda: None)
     verification = VerificationService(chain, _Verifier(), FakeResults(), FakeRelay(), gossip, jobs)
-    return GossipHandler(chain, tasks, verification, relay), pool  # type: ignore[arg-type]
+    return GossipHandler(chain, tasks, verification, relay, gossip), pool  # type: ignore[arg-type]
 
 
 async def test_gossip_verdicts_accept_ignore_and_reject_with_their_reasons() -> None:
@@ -292,12 +339,25 @@ class _Verifier:
 
 
 class _HeldJobs:
+    """Jobs that never start: they hold their place until the test closes them."""
+
     def __init__(self) -> None:
         self.coros: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._never = asyncio.Event()
 
-    def __call__(self, coro: Any, name: str) -> None:
+    def __call__(self, coro: Any, name: str) -> asyncio.Task[None]:
         self.coros.append(coro)
+
+        async def held() -> None:
+            await self._never.wait()
+
+        task = asyncio.ensure_future(held())
+        self._tasks.append(task)
+        return task
 
     def close(self) -> None:
         for c in self.coros:
             c.close()
+        for t in self._tasks:
+            t.cancel()

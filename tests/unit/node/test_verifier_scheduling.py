@@ -11,6 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
 from p2pml.errors import TrainingError
@@ -38,9 +40,11 @@ class FakeStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.fetched: list[str] = []
+        self.limits: list[int | None] = []
 
-    async def fetch(self, cid: str) -> Path:
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
         self.fetched.append(cid)
+        self.limits.append(max_bytes)
         path = self.root / cid
         if not path.exists():
             path.write_bytes(b"model bytes of " + cid.encode())
@@ -109,18 +113,24 @@ async def test_oversize_artifact_is_false_without_a_worker(tmp_path: Path) -> No
 
 
 class CrashingChecker:
-    """A model that kills the worker every time it is checked."""
+    """A model that kills the worker (or fails the job) every time it is checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str = "worker-crashed") -> None:
         self.runs = 0
+        self.reason = reason
 
     async def verify(self, *_args: Any, **_kw: Any) -> None:
         self.runs += 1
-        raise TrainingError("worker-crashed", "worker exited during verify: EOFError()")
+        raise TrainingError(self.reason, "worker exited during verify: EOFError()")
 
 
-async def test_a_result_that_keeps_crashing_workers_is_not_rerun(tmp_path: Path) -> None:
-    store, checker = FakeStore(tmp_path), CrashingChecker()
+@pytest.mark.parametrize(
+    "reason", ["worker-crashed", "job-timeout", "worker-memory-limit", "job-failed"]
+)
+async def test_a_result_that_keeps_crashing_workers_is_not_rerun(
+    tmp_path: Path, reason: str
+) -> None:
+    store, checker = FakeStore(tmp_path), CrashingChecker(reason)
     verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
     for _ in range(MAX_WORKER_FAILURES + 3):
         assert await verifier.check(request(0)) is None  # pending, never "false"
@@ -129,3 +139,28 @@ async def test_a_result_that_keeps_crashing_workers_is_not_rerun(tmp_path: Path)
     # Other results still get their workers.
     assert await verifier.check(request(1)) is None
     assert checker.runs == MAX_WORKER_FAILURES + 1
+
+
+async def test_artifacts_are_fetched_under_the_artifact_cap(tmp_path: Path) -> None:
+    """Attack: artifacts used to be downloaded up to the dataset limit
+    (512 MiB) before the 64 MiB artifact check."""
+    store, checker = FakeStore(tmp_path), GatedChecker()
+    checker.gate.set()
+    verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
+    assert await verifier.check(request(0)) == ""
+    assert store.limits == [MAX_ARTIFACT_BYTES]
+
+
+async def test_gossiped_checks_leave_a_worker_for_block_verification(tmp_path: Path) -> None:
+    store, checker = FakeStore(tmp_path), GatedChecker()
+    verifier = Verifier(store, checker, parallel=2)  # type: ignore[arg-type]
+    background = [
+        asyncio.ensure_future(verifier.check(request(i), background=True)) for i in range(4)
+    ]
+    await wait_until(lambda: checker.active == 1, timeout=5)
+    block = asyncio.ensure_future(verifier.check(request(10)))
+    await wait_until(lambda: checker.active == 2, timeout=5)  # a worker was free for it
+    assert checker.max_active == 2
+    checker.gate.set()
+    assert await block == ""
+    assert await asyncio.gather(*background) == ["", "", "", ""]
