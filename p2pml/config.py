@@ -54,6 +54,7 @@ class IpfsSettings:
     cache_max_bytes: int = 2 * 1024**3
     timeout: float = 60.0
     max_dataset_bytes: int = 512 * 1024**2
+    storage_max_mb: int = 10_000  # embedded Kubo repo cap, 10^6 bytes (Kubo's "MB")
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("training", "max_queued_rounds", s.training.max_queued_rounds),
         ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
         ("training", "parsed_cache_max_bytes", s.training.parsed_cache_max_bytes),
+        ("ipfs", "storage_max_mb", s.ipfs.storage_max_mb),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))

@@ -52,7 +52,13 @@ def open_dataset_store(settings: IpfsSettings, data_dir: Path) -> CachingDataset
         from p2pml.ipfs.embedded import EmbeddedBackend
 
         identity = dev_ipfs_identity(settings.dev_identity) if settings.dev_identity >= 0 else None
-        backend = EmbeddedBackend(data_dir / "ipfs", settings.swarm, settings.peers, identity)
+        backend = EmbeddedBackend(
+            data_dir / "ipfs",
+            settings.swarm,
+            settings.peers,
+            identity,
+            storage_max_mb=settings.storage_max_mb,
+        )
     else:
         raise ConfigError(f"ipfs.mode: expected 'embedded' or 'sidecar', got {settings.mode!r}")
     cache = DatasetCache(settings.cache_dir or data_dir / "cache", settings.cache_max_bytes)

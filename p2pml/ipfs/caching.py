@@ -14,10 +14,11 @@ class owns everything that must not depend on trusting that node:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -67,6 +68,8 @@ class Backend(Protocol):
 
     async def pin(self, cid: str) -> None: ...
 
+    async def unpin(self, cid: str) -> None: ...
+
     async def has_local(self, cid: str) -> bool: ...
 
 
@@ -88,7 +91,10 @@ class CachingDatasetStore:
         self._sleep = sleep
         self._state = "not started"
         self._waiting = 0  # operations currently retrying an unreachable daemon
-        self._fetch_locks: dict[str, asyncio.Lock] = {}
+        # One lock per CID being fetched, with the number of fetches holding or
+        # awaiting it; dropped when that reaches 0, so the map holds only CIDs
+        # in flight (a peer naming endless distinct CIDs cannot grow it).
+        self._fetch_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # Plain counters for the node's /metrics.
         self.stats: dict[str, int] = {
             "bytes_fetched": 0,
@@ -195,6 +201,15 @@ class CachingDatasetStore:
         deadline = time.monotonic() + self.timeout
         await self._retrying(f"pin {cid}", lambda: self.backend.pin(cid), deadline)
 
+    async def unpin(self, cid: str) -> None:
+        """Let the IPFS node drop ``cid`` when it needs the space (embedded: our
+        GC past ``ipfs.storage_max_mb``; sidecar: the daemon's own GC). The
+        node keeps pinned what it still needs (datasets of open tasks, artifacts
+        of results not yet final) and unpins the rest."""
+        _check_cid(cid)
+        deadline = time.monotonic() + self.timeout
+        await self._retrying(f"unpin {cid}", lambda: self.backend.unpin(cid), deadline)
+
     async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
         _check_cid(cid)
         cached = await self.cache.aget_verified(cid)
@@ -210,9 +225,22 @@ class CachingDatasetStore:
         self.stats["bytes_fetched"] += path.stat().st_size
         return path
 
+    @contextlib.asynccontextmanager
+    async def _fetch_lock(self, cid: str) -> AsyncIterator[None]:
+        """One download per CID; others wait and reuse it. The entry lives
+        only while some fetch of ``cid`` holds or awaits it."""
+        lock, users = self._fetch_locks.setdefault(cid, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._fetch_locks[cid]
+
     async def _fetch(self, cid: str, max_bytes: int) -> Path:
-        lock = self._fetch_locks.setdefault(cid, asyncio.Lock())
-        async with lock:  # one download per CID; others wait and reuse it
+        async with self._fetch_lock(cid):
             cached = await self.cache.aget_verified(cid)
             if cached is not None:
                 return cached

@@ -12,6 +12,12 @@ is fetched by another over bitswap.
 A fetch that times out or grows past ``max_dataset_bytes`` kills the child (a
 Kubo download cannot be cancelled otherwise); the next call restarts it on the
 same repo, so its identity, pins and swarm port (if fixed) are kept.
+
+Disk: the library never garbage-collects, so with ``storage_max_mb`` set, each
+root we fetch or add is tracked (:class:`p2pml.ipfs.repogc.Roots`) and once
+the repo passes the cap, calls are held off, unpinned tracked DAGs are
+deleted least recently used first down to half the cap while the node is
+stopped, and it restarts (see :mod:`p2pml.ipfs.repogc`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +40,63 @@ import p2pml
 from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
 from p2pml.ipfs.cid import ThreadedCidBuilder, cid_of_file
 from p2pml.ipfs.fdio import open_for_overwrite, write_all
+from p2pml.ipfs.repogc import (
+    GcReport,
+    Roots,
+    delete_files,
+    disk_usage,
+    finish,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 SIZE_POLL_SECONDS = 0.05
 RECEIVE_SIZE = 1024 * 1024
+# The usage estimate between measurements over-counts on purpose: content
+# plus 1/32 (a 256 KiB leaf rounds up to whole fs blocks) plus 16 KiB per root
+# (its root block, Kubo's datastore and log lines). Past the cap, it is
+# replaced by a real measurement; over-counting only measures more often.
+ROOT_OVERHEAD = 16 * 1024
+# A collection pauses node calls (~0.1 s): free half the cap each time, so
+# one runs per half-cap of new content rather than per fetch.
+GC_LOW_WATER_PERCENT = 50
+
+
+class _Gate:
+    """Any number of node calls at once, or one garbage collection alone."""
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._open.clear()  # new calls wait from here on
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
 
 
 class EmbeddedBackend:
@@ -51,11 +108,19 @@ class EmbeddedBackend:
         swarm: tuple[str, ...],
         peers: tuple[str, ...],
         identity: dict[str, str] | None = None,
+        storage_max_mb: int | None = None,
     ) -> None:
         self.repo_dir = repo_dir
         self.swarm = swarm
         self.peers = peers
         self.identity = identity  # Kubo's Identity section; None: the repo's own
+        self.storage_max_mb = storage_max_mb
+        # Kubo's "MB" (StorageMax) is 10^6 bytes; we use the same unit.
+        self.storage_max = None if storage_max_mb is None else storage_max_mb * 10**6
+        self.gc_reports: list[GcReport] = []  # most recent last (tests, metrics)
+        self._gate = _Gate()
+        self._roots: Roots | None = None
+        self._usage_estimate = 0
         self.peer_id = ""
         self._addrs: list[str] = []
         self._proc: asyncio.SubprocessTransport | None = None
@@ -88,7 +153,12 @@ class EmbeddedBackend:
 
     async def start(self) -> None:
         self._closed = False
-        await self._ensure_running()
+        async with self._gate.shared():
+            await self._ensure_running()
+            if self._roots is None:
+                self._roots = await asyncio.to_thread(Roots, self.repo_dir)
+                self._usage_estimate = await asyncio.to_thread(disk_usage, self.repo_dir)
+        await self._maybe_collect()  # over the cap already (e.g. lowered in the config)
 
     async def _ensure_running(self) -> None:
         async with self._start_lock:
@@ -117,6 +187,7 @@ class EmbeddedBackend:
                 str(self.repo_dir),
                 json.dumps(list(self.swarm)),
                 json.dumps(self.identity or {}),
+                *([] if self.storage_max_mb is None else [str(self.storage_max_mb)]),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -145,18 +216,23 @@ class EmbeddedBackend:
         log.info("embedded IPFS node %s listening on %s", self.peer_id, self._addrs)
 
     async def _connect_peers(self) -> None:
+        """Dial the configured peers (the caller holds the gate)."""
         for addr in self.peers:
             try:
-                ok = await self._call("connect", {"addr": addr}, ensure=False)
+                ok = await self._send("connect", {"addr": addr})
             except DatasetError as exc:
                 ok = False
                 log.warning("embedded IPFS: connect %s: %s", addr, exc)
             if not ok:
                 log.warning("embedded IPFS: could not connect to peer %s", addr)
 
-    async def _call(self, op: str, args: dict[str, Any] | None = None, ensure: bool = True) -> Any:
-        if ensure:
+    async def _call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """One request to the node, started if needed; never during a collection."""
+        async with self._gate.shared():
             await self._ensure_running()
+            return await self._send(op, args)
+
+    async def _send(self, op: str, args: dict[str, Any] | None = None) -> Any:
         proc, channel = self._live(), self._channel
         stdin = proc.get_pipe_transport(0) if proc is not None else None
         if channel is None or not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
@@ -176,6 +252,10 @@ class EmbeddedBackend:
 
     async def close(self) -> None:
         self._closed = True
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop the node cleanly (Go closes its repo) and wait for its exit."""
         proc, self._proc = self._proc, None
         channel, self._channel = self._channel, None
         if proc is None or channel is None:
@@ -207,6 +287,8 @@ class EmbeddedBackend:
         except BaseException:
             await asyncio.gather(local, return_exceptions=True)
             raise
+        self._note_root(cid, path.stat().st_size)
+        await self._maybe_collect()
         return cid, await local
 
     async def add_bytes(self, data: bytes) -> str:
@@ -219,8 +301,9 @@ class EmbeddedBackend:
         return cid
 
     async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
-        await self._ensure_running()
-        await self._connect_peers()  # re-dial peers that restarted since
+        async with self._gate.shared():
+            await self._ensure_running()
+            await self._connect_peers()  # re-dial peers that restarted since
         # Kubo's Download writes into a FIFO; a thread hashes and writes the
         # bytes to ``dest`` as they come through it (one pass, overlapped with
         # Kubo's write, instead of re-reading a finished file to hash it).
@@ -256,12 +339,94 @@ class EmbeddedBackend:
             await receiver.close()
             if receiver.received > max_bytes:
                 raise too_large
-            return receiver.cid()
+            local = receiver.cid()
         finally:
             await receiver.close()
+            # Tracked whatever the outcome: Kubo keeps the blocks of a download
+            # that failed, was too large or served wrong bytes all the same.
+            self._note_root(cid, receiver.received)
+        await self._maybe_collect()
+        return local
 
     async def pin(self, cid: str) -> None:
         await self._call("pin", {"cid": cid})
+        self._note_root(cid, 0)  # so that once unpinned, its blocks can go
+
+    async def unpin(self, cid: str) -> None:
+        await self._call("unpin", {"cid": cid})
+
+    # -- disk cap ----------------------------------------------------------------
+
+    def _note_root(self, cid: str, size: int) -> None:
+        """Record a root that entered the repo (one short append when new)."""
+        if self._roots is not None:
+            self._roots.touch(cid)
+            self._usage_estimate += size + size // 32 + ROOT_OVERHEAD
+
+    async def _maybe_collect(self) -> None:
+        if self.storage_max is not None and self._usage_estimate > self.storage_max:
+            await self.collect_garbage()
+
+    async def collect_garbage(self, force: bool = False) -> GcReport | None:
+        """If the repo is over the cap (or ``force``), delete unpinned tracked
+        DAGs, least recently used first, down to the low watermark. Stops the
+        node meanwhile (between calls: it waits for those in flight)."""
+        async with self._gate.exclusive():
+            paused = time.monotonic()
+            roots = self._roots
+            if roots is None or self._closed:
+                return None
+            usage = await asyncio.to_thread(disk_usage, self.repo_dir)
+            self._usage_estimate = usage
+            cap = self.storage_max
+            if not force and (cap is None or usage <= cap):
+                return None
+            await self._ensure_running()
+            pins = set(await self._send("pins") or [])
+            if all(c in pins for c in roots.snapshot()):
+                log.warning(
+                    "embedded IPFS repo %s uses %d bytes (cap %s) and holds nothing "
+                    "unpinned that we fetched: nothing to collect",
+                    self.repo_dir,
+                    usage,
+                    cap,
+                )
+                return None
+            low_water = 0 if cap is None else cap * GC_LOW_WATER_PERCENT // 100
+            todo = await asyncio.to_thread(plan, self.repo_dir, roots, pins, low_water)
+            await self._delete_stopped(todo.paths)
+            report = await asyncio.to_thread(finish, self.repo_dir, roots, todo)
+            report.pause_seconds = time.monotonic() - paused
+            self._usage_estimate = report.after
+            self.gc_reports = [*self.gc_reports[-9:], report]
+            log.info(
+                "embedded IPFS GC: %d -> %d bytes, %d roots / %d blocks removed, node paused %.2fs",
+                report.before,
+                report.after,
+                report.roots_removed,
+                report.blocks_removed,
+                report.pause_seconds,
+            )
+            return report
+
+    async def _delete_stopped(self, paths: list[str]) -> None:
+        """Delete block files with the node stopped: the worker stops it,
+        deletes, rotates its log and restarts it; if that fails, we kill the
+        worker, delete ourselves and start a new one."""
+        try:
+            result = await self._send("collect", {"paths": paths})
+            self._addrs = list(result["addrs"])
+        except DatasetError as exc:
+            log.warning("embedded IPFS: collection in the node failed (%s); restarting it", exc)
+            await self.kill()
+            await asyncio.to_thread(delete_files, paths)
+        if not self._closed:
+            await self._ensure_running()  # a new process if the worker died
+            await self._connect_peers()  # the restarted node has no connections
+
+    async def disk_usage(self) -> int:
+        """Bytes the repo occupies on disk now."""
+        return await asyncio.to_thread(disk_usage, self.repo_dir)
 
     async def has_local(self, cid: str) -> bool:
         pins = await self._call("pins")

@@ -53,8 +53,18 @@ def addr_filters(ipv6: bool) -> list[str]:
     return filters if ipv6 else [*filters, "/ip6/::/ipcidr/0"]
 
 
-def embedded_kubo_config(base: dict[str, Any], swarm: Iterable[str]) -> dict[str, Any]:
+GC_WATERMARK_PERCENT = 90
+
+
+def embedded_kubo_config(
+    base: dict[str, Any], swarm: Iterable[str], storage_max_mb: int | None = None
+) -> dict[str, Any]:
     """Rewrite a freshly created Kubo repo config so the node never leaves its peers.
+
+    ``storage_max_mb`` goes to ``Datastore.StorageMax`` (Kubo's "MB" is 10^6
+    bytes) with ``StorageGCWatermark``: the embedded library never runs Kubo's
+    GC, so our own collector (:mod:`p2pml.ipfs.repogc`) enforces them; they are
+    written so a Kubo binary run on this repo (``ipfs repo gc``) agrees.
 
     No bootstrap list, no mDNS, no DHT/routing, no UPnP/NAT-PMP, no AutoNAT,
     no relay, no API/gateway listeners; swarm only on the given addresses. When
@@ -83,4 +93,8 @@ def embedded_kubo_config(base: dict[str, Any], swarm: Iterable[str]) -> dict[str
     if all_loopback(swarm):
         sw["AddrFilters"] = addr_filters(ipv6=any(m.startswith("/ip6/") for m in swarm))
     cfg.setdefault("Experimental", {})["StrategicProviding"] = True  # no reprovider sweeps
+    if storage_max_mb is not None:
+        datastore = cfg.setdefault("Datastore", {})
+        datastore["StorageMax"] = f"{storage_max_mb}MB"
+        datastore["StorageGCWatermark"] = GC_WATERMARK_PERCENT
     return cfg

@@ -183,6 +183,14 @@ class SidecarBackend:
         except (*_UNREACHABLE, IPFSConnectionError) as exc:
             raise self._unavailable(exc) from exc
 
+    async def unpin(self, cid: str) -> None:
+        try:
+            await self.client.pin.rm(cid)
+        except APIError as exc:
+            raise DatasetError(f"sidecar unpin {cid} failed: {exc.message}") from exc
+        except (*_UNREACHABLE, IPFSConnectionError) as exc:
+            raise self._unavailable(exc) from exc
+
     async def has_local(self, cid: str) -> bool:
         # offline=true: only what the daemon holds, never a network lookup.
         try:

@@ -15,7 +15,13 @@ import pytest
 from aiohttp import web
 
 from p2pml.config import IpfsSettings
-from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetTooLarge, FetchTimeout
+from p2pml.errors import (
+    CIDMismatch,
+    DaemonUnavailable,
+    DatasetError,
+    DatasetTooLarge,
+    FetchTimeout,
+)
 from p2pml.ipfs import CachingDatasetStore, add_dataset, open_dataset_store
 from p2pml.ipfs.cid import cid_of_file
 from tests.framework.ipfs_daemon import JsIpfsDaemon, free_port
@@ -309,3 +315,22 @@ async def test_stalled_download_times_out_and_cleans_up(tmp_path: Path) -> None:
         stall.set()
         await store.close()
         await runner.cleanup()
+
+
+async def test_unpin_releases_content_to_the_daemons_gc(store: CachingDatasetStore) -> None:
+    # Sidecar disk is the daemon operator's (its own GC); we only stop pinning.
+    from p2pml.ipfs.sidecar import SidecarBackend
+
+    assert isinstance(store.backend, SidecarBackend)
+    client = store.backend.client
+
+    async def pinned(cid: str) -> bool:
+        pins = await client.pin.ls(pintype="recursive", quiet=True)
+        return cid in pins.get("Keys", {})
+
+    cid = await store.add_bytes(os.urandom(5000))
+    assert await pinned(cid)
+    await store.unpin(cid)
+    assert not await pinned(cid)
+    with pytest.raises(DatasetError, match="unpin"):
+        await store.unpin(cid)  # not pinned any more: a clear error

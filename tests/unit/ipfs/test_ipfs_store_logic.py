@@ -24,7 +24,7 @@ from p2pml.ipfs import add_dataset
 from p2pml.ipfs.cache import DatasetCache
 from p2pml.ipfs.caching import CachingDatasetStore
 from p2pml.ipfs.cid import cid_of_bytes, cid_of_file
-from tests.framework.waiting import scaled
+from tests.framework.waiting import scaled, wait_until
 
 UNREACHABLE = "fake unreachable at /ip4/127.0.0.1/tcp/1"
 
@@ -78,6 +78,9 @@ class FakeBackend:
         return cid_of_bytes(data)
 
     async def pin(self, cid: str) -> None:
+        self._check()
+
+    async def unpin(self, cid: str) -> None:
         self._check()
 
     async def has_local(self, cid: str) -> bool:
@@ -227,3 +230,35 @@ async def test_concurrent_fetches_download_once(
     paths = await asyncio.gather(*(store.fetch(cid) for _ in range(5)))
     assert len(set(paths)) == 1
     assert backend.fetches == 1
+
+
+async def test_fetch_lock_map_holds_only_cids_in_flight(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    # Attack 9 (issue 14): a peer naming endless distinct CIDs grew this map forever.
+    cids = [await store.add_bytes(b"blob %d" % i) for i in range(10_000)]
+    for start in range(0, len(cids), 500):
+        batch = cids[start : start + 500]
+        # each CID twice at once: a waiter, then reuse of the first download
+        await asyncio.gather(*(store.fetch(c) for c in batch + batch))
+    assert backend.fetches == 10_000
+    assert store._fetch_locks == {}
+
+
+async def test_fetch_lock_dropped_after_failure_and_cancel(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    big = await store.add_bytes(b"x" * 20_000)  # over the store's 10_000-byte limit
+    with pytest.raises(DatasetTooLarge):
+        await store.fetch(big)
+    assert store._fetch_locks == {}
+
+    cid = await store.add_bytes(b"never arrives")
+    backend.hang = True
+    fetches = [asyncio.ensure_future(store.fetch(cid)) for _ in range(3)]
+    await wait_until(lambda: backend.fetches == 2, 5.0)  # one downloads, two wait for its lock
+    assert list(store._fetch_locks) == [cid]
+    for f in fetches:
+        f.cancel()
+    await asyncio.gather(*fetches, return_exceptions=True)
+    assert store._fetch_locks == {}
