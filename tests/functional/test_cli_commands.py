@@ -123,7 +123,7 @@ def test_env_override_json_log_and_sigint(nodes: NodeSet) -> None:
     log = n.data_dir / "blockchain.log"
     records = [json.loads(line) for line in log.read_text().splitlines()]  # JSON lines only
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
-    assert any(r["logger"] == "p2pml.chain" and "height 2" in r["msg"] for r in records)
+    assert any(r["logger"] == "p2pml.node.chain_manager" and "height 2" in r["msg"] for r in records)
 
     assert n.proc is not None
     n.proc.send_signal(signal.SIGINT)
