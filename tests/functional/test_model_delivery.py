@@ -133,6 +133,9 @@ def test_model_get_show_predict_and_routes(trained: dict[str, Any], tmp_path: Pa
         bytes.fromhex(view["seed"]), bytes.fromhex(task_id),
         bytes.fromhex(result["trainer"]), result["round"],
     )  # fmt: skip
+    # A result's card is that result's: the same task, its own trainer and round.
+    rcard = json.loads(get(a, f"/results/{best['result']}/model/card")[1])
+    assert rcard["features"] == FEATURES and rcard["random_state"] == card["random_state"]
 
     # Bad ids: one reason each.
     assert reason(a, "/tasks/" + "0" * 64 + "/model") == (404, "not-found")
