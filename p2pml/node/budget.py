@@ -4,8 +4,9 @@ A bucket refills at ``rate`` units per second up to ``burst``. Spending is
 allowed while the balance is positive and may take it below zero (a check
 whose cost is known only afterwards is charged in full), so a peer that
 overspent waits until the refill pays its debt. The map of peers is bounded:
-the fullest buckets (peers that spent least lately) are forgotten first,
-which only ever gives a peer a full bucket it would have had anyway.
+the peers charged least recently are forgotten first (a forgotten peer
+starts again with a full bucket, so the map is sized well above the peers
+a node is connected to at once).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ results are never evicted for tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -152,10 +153,10 @@ class Mempool:
         if tx.id in self._entries:
             raise ValidationError("duplicate", "already in the mempool")
         size = len(encode_tx(tx))
+        view, ctx = self._pooled(chain, verdict)  # first: a new tip may free room
         victims = self._victims(_Entry(tx, size, self._seq))
         handler = handler_for(tx)
         handler.check(tx, self.params)
-        view, ctx = self._pooled(chain, verdict)
         trial = view.child()
         handler.apply(tx, trial, ctx)
         return trial, size, victims
@@ -178,6 +179,9 @@ class Mempool:
                 "mempool-full", f"{len(self._entries)} transactions waiting, none outbid"
             )
         return out
+
+    def _fits(self, e: _Entry) -> bool:
+        return len(self._entries) < self.max_txs and self.bytes + e.size <= self.max_bytes
 
     def _drop(self, tx_id: bytes) -> None:
         e = self._entries.pop(tx_id, None)
@@ -233,14 +237,13 @@ class Mempool:
         old = list(self._entries.values())
         self._entries.clear()
         self.bytes = 0
-        for tx in back:
-            if len(self._entries) < self.max_txs:
-                size = len(encode_tx(tx))
-                self._entries[tx.id] = _Entry(tx, size, self._seq)
+        for e in [_Entry(tx, len(encode_tx(tx)), 0) for tx in back]:
+            if self._fits(e):
+                self._entries[e.tx.id] = dataclasses.replace(e, seq=self._seq)
                 self._seq += 1
-                self.bytes += size
+                self.bytes += e.size
         for e in old:
-            if len(self._entries) < self.max_txs:
+            if self._fits(e):
                 self._entries[e.tx.id] = e
                 self.bytes += e.size
         self._rebuild(chain, verdict)

@@ -6,8 +6,9 @@ reward, per round), not by arrival: a task asking for many rounds for little
 cannot hold the node's workers. At most ``max_queued_rounds`` rounds wait
 or run, at most ``max_rounds_per_publisher`` of them from one publisher;
 past the cap a better-paying round evicts the worst-paying waiting one and
-others are refused ("training-queue-full"). ``max_concurrent_jobs`` rounds
-run at once.
+others are refused ("training-queue-full"). Refused and evicted rounds are
+not lost: their tasks wait in a bounded backlog and are offered again each
+time a round finishes. ``max_concurrent_jobs`` rounds run at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from p2pml.errors import DecodeError, TrainingError, ValidationError
 from p2pml.node.ports import ChainAccess, ResultAdmission, Spawn, TrainingBackend, TxRelay
 
 log = logging.getLogger(__name__)
+
+MAX_BACKLOG_TASKS = 1_024  # tasks with rounds refused for room, offered again
 
 
 @dataclass(order=True)
@@ -73,6 +76,10 @@ class TrainingService:
         self._active = 0
         self._per_publisher: Counter[bytes] = Counter()
         self._seq = 0
+        # Tasks with rounds that found no room, oldest first; and which
+        # (task, seed, round) refusals were recorded (once each).
+        self._backlog: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: set[tuple[bytes, bytes, int]] = set()
         self.jobs_done = 0
         self.jobs_failed = 0
         if settings.enabled:
@@ -134,21 +141,42 @@ class TrainingService:
     def _enqueue(self, r: _Round) -> None:
         s = self._settings
         if self._per_publisher[r.publisher] >= s.max_rounds_per_publisher:
-            self._fail(r, "training-queue-full", "this publisher's share of the queue is full")
+            self._refuse(r, "training-queue-full", "this publisher's share of the queue is full")
             return
         if len(self._waiting) + self._active >= s.max_queued_rounds:
             worst = max(self._waiting, default=None)
             if worst is None or not r.sort_key < worst.sort_key:
-                self._fail(r, "training-queue-full", f"{s.max_queued_rounds} rounds queued")
+                self._refuse(r, "training-queue-full", f"{s.max_queued_rounds} rounds queued")
                 return
             self._waiting.remove(worst)
             heapq.heapify(self._waiting)
             self._release(worst)
-            self._claimed.discard(worst.claim)  # may be scheduled again later
-            self._fail(worst, "training-evicted", "a better-paying round took its place")
+            self._claimed.discard(worst.claim)
+            self._refuse(worst, "training-evicted", "a better-paying round took its place")
         self._claimed.add(r.claim)
         self._per_publisher[r.publisher] += 1
         heapq.heappush(self._waiting, r)
+
+    def _refuse(self, r: _Round, reason: str, detail: str) -> None:
+        """No room now: note it once, and offer the task again later."""
+        if r.claim not in self._refused:
+            self._refused.add(r.claim)
+            self._fail(r, reason, detail)
+        self._backlog[r.task_id] = None
+        self._backlog.move_to_end(r.task_id)
+        while len(self._backlog) > MAX_BACKLOG_TASKS:
+            self._backlog.popitem(last=False)
+
+    def _retry_backlog(self) -> None:
+        """A slot freed: offer the backlog's tasks again (still open ones)."""
+        state = self._chain.chain.state
+        for task_id in list(self._backlog):
+            if len(self._waiting) + self._active >= self._settings.max_queued_rounds:
+                return
+            del self._backlog[task_id]
+            rec = state.get(task_key(task_id))
+            if rec is not None and rec["open"]:
+                self._schedule_task(task_id, rec)
 
     def _release(self, r: _Round) -> None:
         self._per_publisher[r.publisher] -= 1
@@ -175,6 +203,7 @@ class TrainingService:
             self._active -= 1
             self._release(r)
             self._dispatch()
+            self._retry_backlog()
 
     def _fail(self, r: _Round, reason: str, detail: str) -> None:
         self.failures[r.task_id].append(

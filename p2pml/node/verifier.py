@@ -158,19 +158,31 @@ class Verifier:
         if fut is None:
             fut = asyncio.ensure_future(self._check(req, background))
             self._inflight[key] = fut
-            fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
+            fut.add_done_callback(lambda f: self._forget(key, f))
         # Shared by every waiter: one waiter's cancellation must not end it,
         # but once the last waiter is gone (a banned sender's check) the
-        # work is cancelled, download included.
+        # work is cancelled, download included, and forgotten at once, so a
+        # later request for the same result starts afresh instead of joining
+        # a check that is being cancelled.
         self._waiters[key] = self._waiters.get(key, 0) + 1
         try:
             return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this waiter was cancelled
+            return None  # the shared check was (node stopping): nothing proven
         finally:
             left = self._waiters.pop(key) - 1
             if left:
                 self._waiters[key] = left
             elif not fut.done():
                 fut.cancel()
+                self._forget(key, fut)
+
+    def _forget(self, key: tuple[bytes, bytes, bool], fut: asyncio.Future[str | None]) -> None:
+        if self._inflight.get(key) is fut:
+            del self._inflight[key]
 
     async def _fetch_then_take_worker(self, cid: str, background: bool) -> bytes | None:
         """The artifact's bytes with a worker slot taken (the caller releases

@@ -149,8 +149,14 @@ async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
     assert svc.queued_rounds == 5 and all(r.task_id != free.id for r in svc._waiting)
     trainer_gate.set()
     await jobs.settle()
+    # Better-paying rounds first; refused and evicted rounds are not lost:
+    # they come back as slots free, until every round of every task is done.
     order = [tid for tid, _ in trainer.rounds]
-    assert order[0] == free.id and set(order[1:]) == {t.id for t in richer}
+    rich = {t.id for t in richer}
+    assert order[0] == free.id and set(order[1:7]) == rich and set(order[7:]) == {free.id}
+    assert sorted(trainer.rounds) == sorted(
+        [(free.id, r) for r in range(10)] + [(t.id, r) for t in richer for r in range(3)]
+    )
 
 
 async def test_a_round_already_in_the_chain_is_not_trained() -> None:

@@ -193,3 +193,17 @@ async def test_the_last_waiter_gone_cancels_the_check_and_its_download(tmp_path:
     await asyncio.wait_for(store.cancelled.wait(), timeout=5)
     # Foreground fetches were never queued behind it.
     assert verifier._fetching._value == FETCH_AHEAD
+
+
+async def test_a_check_after_a_cancelled_one_starts_afresh(tmp_path: Path) -> None:
+    """Review finding: a request arriving while a cancelled shared check was
+    still winding down joined it and got CancelledError, which ended the
+    node's verification loop."""
+    store, checker = FakeStore(tmp_path), GatedChecker()
+    verifier = Verifier(store, checker, parallel=1)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await wait_until(lambda: checker.active == 1, timeout=5)
+    first.cancel()
+    again = asyncio.ensure_future(verifier.check(request(0)))
+    checker.gate.set()
+    assert await again == ""
