@@ -327,12 +327,11 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
             "rounds": args.rounds,
             "partition_fraction": args.partition,
             "holdout_fraction": args.holdout,
-            "bounty": args.bounty,
             "deadline": args.deadline,
         }
         if args.features:
             body["features"] = args.features.split(",")
-        for key in ("fee", "max_results", "result_reward"):
+        for key in ("bounty", "fee", "max_results", "result_reward"):
             if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
     data = c.post("/tasks", body)
@@ -551,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--rounds", type=int, default=1)
     pp.add_argument("--partition", type=float, default=0.5, help="fraction of rows per round")
     pp.add_argument("--holdout", type=float, default=0.2)
-    pp.add_argument("--bounty", type=int, default=0)
+    pp.add_argument(
+        "--bounty", type=int, default=None, help="default: the network's minimum per round"
+    )
     pp.add_argument("--deadline", type=int, default=20, help="blocks")
     pp.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
     pp.add_argument("--max-results", type=int, help="close after N results (default 3 x rounds)")

@@ -198,7 +198,8 @@ def make_app(ctx: AdminContext) -> web.Application:
         return ok(views.task(ctx, views.hex_id(req.match_info["id"], "task")))
 
     async def publish_task(req: web.Request) -> web.Response:
-        order = views.task_order(await json_body(req), ctx.params.min_task_fee)
+        body = await json_body(req)
+        order = views.task_order(body, ctx.params.min_task_fee, ctx.params.min_round_bounty)
         tx = await ctx.tasks.publish(order)
         return ok({"id": tx.id.hex()}, status=201)
 

@@ -176,7 +176,7 @@ _SPEC_FIELDS = (
 _ORDER_FIELDS = ("bounty", "fee", "deadline", "result_reward", "max_results")
 
 
-def task_order(body: dict[str, Any], min_fee: int) -> TaskTx:
+def task_order(body: dict[str, Any], min_fee: int, min_round_bounty: int = 0) -> TaskTx:
     """An unsigned task from a POST /tasks body (DecodeError if malformed,
     ValidationError naming the rule if the spec breaks one)."""
     spec_fields = {k: body[k] for k in _SPEC_FIELDS if k in body}
@@ -208,7 +208,7 @@ def task_order(body: dict[str, Any], min_fee: int) -> TaskTx:
 
     return TaskTx(
         spec=spec,
-        bounty=num("bounty", 0),
+        bounty=num("bounty", min_round_bounty * spec.rounds),
         fee=num("fee", min_fee),
         deadline=num("deadline", 20, hi=2**32 - 1),
         result_reward=num("result_reward", 0),
