@@ -25,7 +25,6 @@ async def line(net: Net, blocks: list, **kw: object) -> tuple:
     return a, b, c
 
 
-@pytest.mark.parametrize("backend_kind", ["memory", "production"])
 async def test_block_mined_on_a_reaches_c_through_b(net: Net, builder: Builder) -> None:
     a, b, c = await line(net, builder.chain(builder.genesis, 3))
     assert [p.peer_id for p in c.peers()] == [b.peer_id]  # C only knows B

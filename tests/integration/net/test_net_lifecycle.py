@@ -86,7 +86,10 @@ async def test_bootstrap_reconnects_with_backoff_after_peer_restart(net: Net) ->
     net.nodes.remove(a)
     await wait_until(lambda: not b.peers(), what="B noticed")
     a2 = await net.node(identity=ident, listen=(listen,))
-    await wait_until(lambda: len(b.peers()) == 1, timeout=20, what="B reconnected")
+    # Both ends register the connection, each on its own callback: wait for both.
+    await wait_until(
+        lambda: len(b.peers()) == 1 and len(a2.peers()) == 1, timeout=20, what="B reconnected"
+    )
     assert b.peers()[0].peer_id == a2.peer_id
     assert b.peers()[0].direction == "outbound"
     assert a2.peers()[0].direction == "inbound"
