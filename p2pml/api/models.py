@@ -29,10 +29,14 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from p2pml.errors import DatasetError, NotFoundError
+from p2pml.ml.estimators import CLASSIFICATION
+from p2pml.ml.labels import label_names
 from p2pml.ml.modelfile import ModelCard
 from p2pml.ml.partition import derive_random_state
 
 MAX_HEADER_BYTES: Final = 1 << 20
+#: (dataset CID, kind, target) -> label names: a pass over the dataset each.
+LABEL_CACHE_ENTRIES: Final = 64
 
 #: task id -> the task's API view; result id -> its view. Unknown ids: ``None``
 #: or ``{}``, or :class:`NotFoundError` raised.
@@ -68,6 +72,7 @@ class ModelRoutes:
         self.store = store
         self.task_view = task_view
         self.result_view = result_view
+        self._labels: dict[tuple[str, str, str], tuple[str, ...]] = {}
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_get("/tasks/{id}/model", self._guard(self.task_model))
@@ -169,6 +174,7 @@ class ModelRoutes:
             int(result["round"]),
         )
         params = spec["params"]
+        labels = await self.label_names(spec["dataset_cid"], spec["kind"], spec["target"])
         return ModelCard(
             model=spec["model"],
             kind=spec["kind"],
@@ -181,7 +187,21 @@ class ModelRoutes:
             task=task["id"],
             result=result["id"],
             model_cid=result["model_cid"],
+            labels=labels,
         )
+
+    async def label_names(self, cid: str, kind: str, target: str) -> tuple[str, ...]:
+        """Names of a classification task's string labels, by class code."""
+        key = (cid, kind, target)
+        if kind != CLASSIFICATION:
+            return ()
+        if key not in self._labels:
+            path = await self._fetch(cid, "dataset")
+            names = await asyncio.to_thread(label_names, path, kind, target)
+            if len(self._labels) >= LABEL_CACHE_ENTRIES:
+                self._labels.pop(next(iter(self._labels)))
+            self._labels[key] = names
+        return self._labels[key]
 
     async def dataset_features(self, cid: str, target: str) -> tuple[str, ...]:
         """Every column of the dataset's header but the target, in order."""

@@ -3,10 +3,12 @@
 ``p2pml model get`` writes two files: ``FILE``, the skops artifact exactly as
 stored in IPFS (its bytes hash to the result's model CID), and ``FILE.json``,
 the *model card*: which task and result it comes from, the estimator and its
-parameters, the protocol ``random_state``, the target and the task's feature
-columns in order. The artifact itself cannot carry the columns (its bytes are
-fixed by the CID the chain records, and the models are fitted on bare arrays),
-so the card does; ``predict`` needs it to pick and order the CSV's columns.
+parameters, the protocol ``random_state``, the target, the task's feature
+columns in order and, for string labels, each class code's label name. The
+artifact itself cannot carry these (its bytes are fixed by the CID the chain
+records, and the models are fitted on bare arrays and label codes), so the
+card does; ``predict`` needs it to pick and order the CSV's columns and to
+name its classes.
 
 Loading always goes through the project's strict reader (never pickle):
 
@@ -52,6 +54,9 @@ class ModelCard:
     task: str = ""
     result: str = ""
     model_cid: str = ""
+    #: Classification with string labels: the label of each class code (the
+    #: model is fitted on codes, the rank of a label among the sorted labels).
+    labels: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +72,7 @@ class ModelCard:
             "features": list(self.features),
             "metric": self.metric,
             "metric_value": self.metric_value,
+            "labels": list(self.labels),
         }
 
     @classmethod
@@ -85,6 +91,9 @@ class ModelCard:
             params = data.get("params") or {}
             if not isinstance(params, dict):
                 raise TypeError("params must be an object")
+            labels = data.get("labels") or []
+            if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+                raise TypeError("labels must be a list of strings")
             rs = data.get("random_state")
             if rs is not None and type(rs) is not int:
                 raise TypeError("random_state must be an integer")
@@ -100,6 +109,7 @@ class ModelCard:
                 task=str(data.get("task", "")),
                 result=str(data.get("result", "")),
                 model_cid=str(data.get("model_cid", "")),
+                labels=tuple(labels),
             )
         except KeyError as exc:
             raise InputError(f"{where}: missing field {exc.args[0]!r}") from None
@@ -159,8 +169,17 @@ class LoadedModel:
 
     @property
     def classes(self) -> list[Any] | None:
+        """The model's classes, by label name where the card names them."""
         classes = getattr(self.model, "classes_", None)
-        return None if classes is None else [_plain(c) for c in classes]
+        return None if classes is None else [self.label(c) for c in classes]
+
+    def label(self, code: Any) -> Any:
+        """The label name of a class code (the code itself when unnamed)."""
+        labels = self.card.labels if self.card is not None else ()
+        code = _plain(code)
+        if labels and isinstance(code, int) and 0 <= code < len(labels):
+            return labels[code]
+        return code
 
 
 def _plain(value: Any) -> Any:

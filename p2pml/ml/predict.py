@@ -108,7 +108,10 @@ def predict_frame(
         raise InputError(f"--proba: {loaded.estimator} is not a classifier")
     out = df.copy()
     target = loaded.card.target if loaded.card is not None else "target"
-    out[f"predicted_{target}"] = loaded.model.predict(X)
+    predicted = loaded.model.predict(X)
+    if loaded.card is not None and loaded.card.labels:
+        predicted = [loaded.label(v) for v in predicted]
+    out[f"predicted_{target}"] = predicted
     if proba:
         probs = loaded.model.predict_proba(X)
         for i, cls in enumerate(loaded.classes or []):
