@@ -11,9 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from p2pml.chain.types import Block, BlockHeader
+
+if TYPE_CHECKING:
+    from p2pml.chain.state import ChainState
 
 
 class Verdict(enum.Enum):
@@ -110,3 +113,29 @@ class ChainBackend(Protocol):
     async def on_gossip(self, kind: str, obj: object, from_peer: str) -> Verdict:
         """A decoded, stateless-valid task/result (or other registered kind)."""
         ...
+
+
+class ChainStateReads:
+    """The read-only answers of a :class:`ChainBackend` over a ``ChainState``:
+    the same for every backend, so each subclass only names its state."""
+
+    def _state(self) -> ChainState:
+        raise NotImplementedError
+
+    def locator(self) -> list[bytes]:
+        return list(self._state().locator())
+
+    def headers_after(
+        self, locator: Sequence[bytes], stop: bytes | None, limit: int
+    ) -> list[BlockHeader]:
+        return list(self._state().headers_after(locator, stop, limit))
+
+    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
+        return list(self._state().bodiless_ancestors(block_hash, skip))
+
+    def has_block(self, block_hash: bytes) -> bool:
+        e = self._state().entry(block_hash)
+        return e is not None and (e.has_data or e.status.failed)
+
+    def low_work(self, header: BlockHeader) -> bool:
+        return self._state().low_work(header)

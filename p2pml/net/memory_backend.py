@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 
 from p2pml.chain.index import ChainUpdate, MemoryBlockSource
 from p2pml.chain.params import NetworkParams
@@ -12,13 +12,14 @@ from p2pml.chain.types import Block, BlockHeader
 from p2pml.net.backend import (
     BlockOutcome,
     BlockStatus,
+    ChainStateReads,
     ChainStatus,
     HeadersOutcome,
     Verdict,
 )
 
 
-class MemoryChainBackend:
+class MemoryChainBackend(ChainStateReads):
     def __init__(self, params: NetworkParams, clock: Callable[[], float] = time.time) -> None:
         self.params = params
         self.source = MemoryBlockSource()
@@ -35,13 +36,8 @@ class MemoryChainBackend:
         tip = self.chain.tip
         return ChainStatus(self.params.genesis_hash, tip.hash, tip.height, tip.chain_work)
 
-    def locator(self) -> list[bytes]:
-        return self.chain.locator()
-
-    def headers_after(
-        self, locator: Sequence[bytes], stop: bytes | None, limit: int
-    ) -> list[BlockHeader]:
-        return self.chain.headers_after(locator, stop, limit)
+    def _state(self) -> ChainState:
+        return self.chain
 
     def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
         out = []
@@ -50,16 +46,6 @@ class MemoryChainBackend:
             if b is not None:
                 out.append(b)
         return out
-
-    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
-        return self.chain.bodiless_ancestors(block_hash, skip)
-
-    def has_block(self, block_hash: bytes) -> bool:
-        e = self.chain.entry(block_hash)
-        return e is not None and (e.has_data or e.status.failed)
-
-    def low_work(self, header: BlockHeader) -> bool:
-        return self.chain.low_work(header)
 
     async def submit_block(
         self, block: Block, from_peer: str | None, requested: bool = True

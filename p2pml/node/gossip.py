@@ -10,13 +10,20 @@ late, duplicate, orphan and future-dated messages are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 
 from p2pml.chain.index import Status
 from p2pml.chain.state import ChainState
 from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
 from p2pml.errors import MissingDataError, ValidationError
-from p2pml.net.backend import BlockOutcome, BlockStatus, ChainStatus, HeadersOutcome, Verdict
+from p2pml.net.backend import (
+    BlockOutcome,
+    BlockStatus,
+    ChainStateReads,
+    ChainStatus,
+    HeadersOutcome,
+    Verdict,
+)
 from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.ports import Gossip
@@ -34,7 +41,7 @@ HARMLESS_BURST = 200.0
 HARMLESS_FLOOD_PENALTY = 10
 
 
-class GossipHandler:
+class GossipHandler(ChainStateReads):
     def __init__(
         self,
         chain: ChainManager,
@@ -58,13 +65,8 @@ class GossipHandler:
         tip = self.chain.tip
         return ChainStatus(self._mgr.params.genesis_hash, tip.hash, tip.height, tip.chain_work)
 
-    def locator(self) -> list[bytes]:
-        return list(self.chain.locator())
-
-    def headers_after(
-        self, locator: Sequence[bytes], stop: bytes | None, limit: int
-    ) -> list[BlockHeader]:
-        return list(self.chain.headers_after(locator, stop, limit))
+    def _state(self) -> ChainState:
+        return self._mgr.chain
 
     def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
         """Only blocks we have connected: never serve what we have not validated."""
@@ -77,16 +79,6 @@ class GossipHandler:
             if b is not None:
                 out.append(b)
         return out
-
-    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
-        return list(self.chain.bodiless_ancestors(block_hash, skip))
-
-    def has_block(self, block_hash: bytes) -> bool:
-        e = self.chain.entry(block_hash)
-        return e is not None and (e.has_data or e.status.failed)
-
-    def low_work(self, header: BlockHeader) -> bool:
-        return self.chain.low_work(header)
 
     async def submit_block(
         self, block: Block, from_peer: str | None, requested: bool = True
