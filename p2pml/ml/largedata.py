@@ -232,7 +232,6 @@ def parse_large(
     path: Path, kind: str, target: str, features: tuple[str, ...], out: Path
 ) -> dict[str, Any]:
     """Parse ``path`` into ``out/X.f64`` and ``out/y.bin``; the entry's meta."""
-    import pandas as pd
 
     columns = _header(path)
     if not columns or len(set(columns)) != len(columns) or "" in columns:

@@ -42,7 +42,11 @@ EXPECTED = {
 def test_allowlist_names_and_kinds() -> None:
     assert set(ESTIMATORS) == EXPECTED
     for name, est in ESTIMATORS.items():
-        want = "classification" if name.endswith(("classifier", "logistic_regression", "_nb")) else None
+        want = (
+            "classification"
+            if name.endswith(("classifier", "logistic_regression", "_nb"))
+            else None
+        )
         if want:
             assert est.kind == "classification", name
         else:

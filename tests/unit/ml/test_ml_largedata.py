@@ -68,22 +68,44 @@ GOOD = {
 }
 
 BAD = {
-    "nan-feature": ("regression", "a,b,t\n" + "".join(f"{i},{'' if i == 25 else i},1\n" for i in range(30))),
-    "text-feature": ("regression", "a,b,t\n" + "".join(f"{i},{'w' if i == 22 else i},1\n" for i in range(30))),
+    "nan-feature": (
+        "regression",
+        "a,b,t\n" + "".join(f"{i},{'' if i == 25 else i},1\n" for i in range(30)),
+    ),
+    "text-feature": (
+        "regression",
+        "a,b,t\n" + "".join(f"{i},{'w' if i == 22 else i},1\n" for i in range(30)),
+    ),
     # A text feature after a missing one: the in-memory precedence (feature order) wins.
     "precedence": (
         "regression",
-        "a,b,t\n" + "".join(f"{'' if i == 28 else i},{'w' if i == 2 else i},1\n" for i in range(30)),
+        "a,b,t\n"
+        + "".join(f"{'' if i == 28 else i},{'w' if i == 2 else i},1\n" for i in range(30)),
     ),
     "bool-and-number": (
         "regression",
         "a,b,t\n" + "".join(f"{i},{'True' if i < 10 else i},1\n" for i in range(30)),
     ),
-    "inf-feature": ("regression", "a,b,t\n" + "".join(f"{i},{'inf' if i == 29 else i},1\n" for i in range(30))),
-    "nan-target": ("regression", "a,b,t\n" + "".join(f"{i},{i},{'' if i == 27 else i}\n" for i in range(30))),
-    "text-regression-target": ("regression", "a,b,t\n" + "".join(f"{i},{i},{'q' if i == 27 else i}\n" for i in range(30))),
-    "float-labels": ("classification", "a,b,t\n" + "".join(f"{i},{i},{i + (0.5 if i == 21 else 0)}\n" for i in range(30))),
-    "long-label": ("classification", "a,b,t\n" + "".join(f"{i},{i},{'L' * (300 if i == 26 else 3)}\n" for i in range(30))),
+    "inf-feature": (
+        "regression",
+        "a,b,t\n" + "".join(f"{i},{'inf' if i == 29 else i},1\n" for i in range(30)),
+    ),
+    "nan-target": (
+        "regression",
+        "a,b,t\n" + "".join(f"{i},{i},{'' if i == 27 else i}\n" for i in range(30)),
+    ),
+    "text-regression-target": (
+        "regression",
+        "a,b,t\n" + "".join(f"{i},{i},{'q' if i == 27 else i}\n" for i in range(30)),
+    ),
+    "float-labels": (
+        "classification",
+        "a,b,t\n" + "".join(f"{i},{i},{i + (0.5 if i == 21 else 0)}\n" for i in range(30)),
+    ),
+    "long-label": (
+        "classification",
+        "a,b,t\n" + "".join(f"{i},{i},{'L' * (300 if i == 26 else 3)}\n" for i in range(30)),
+    ),
     "many-classes": ("classification", "a,b,t\n" + "".join(f"{i},{i},c{i}\n" for i in range(1005))),
     "missing-target": ("classification", "a,b,u\n1,2,3\n"),
     "duplicate-header": ("classification", "a,a,t\n1,2,3\n"),
