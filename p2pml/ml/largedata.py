@@ -119,14 +119,15 @@ class LargeDataset:
 
     def gather(self, mask: Mask) -> tuple[Any, Any]:
         """All ``mask`` rows in memory (callers bound their count first)."""
-        parts = list(self.blocks(mask))
-        d = self.n_features
-        if not parts:
-            return np.empty((0, d)), np.empty(0, dtype=self.y_dtype)
-        return (
-            np.ascontiguousarray(np.concatenate([p[0] for p in parts])),
-            np.concatenate([p[1] for p in parts]),
-        )
+        k = int(mask.sum())
+        X = np.empty((k, self.n_features), dtype=np.float64)
+        y = np.empty(k, dtype=np.dtype(self.y_dtype).newbyteorder("="))
+        at = 0
+        for Xb, yb in self.blocks(mask):  # filled in place: no second copy of the rows
+            X[at : at + len(yb)] = Xb
+            y[at : at + len(yb)] = yb
+            at += len(yb)
+        return X, y
 
     def y_all(self) -> Any:
         return np.fromfile(self.root / "y.bin", dtype=self.y_dtype).astype(
@@ -256,14 +257,21 @@ def parse_large(
             n += len(df)
             if n > MAX_LARGE_ROWS:
                 raise TrainingError("dataset-too-large", f"more than {MAX_LARGE_ROWS} rows")
+            kinds = {f: _kind(df[f]) for f in feats}
             for f in feats:
-                col = df[f]
-                flags.kinds[f].add(_kind(col))
-                flags.nan[f] |= bool(col.isna().any())
-            if flags.first_feature_error(feats) is None:
+                flags.kinds[f].add(kinds[f])
+            if "o" in kinds.values():  # refused below; only the precedence is left to find
+                for f in feats:
+                    flags.nan[f] |= bool(df[f].isna().any())
+            else:
                 X = np.ascontiguousarray(df.loc[:, list(feats)].to_numpy(dtype=np.float64))
-                flags.inf |= not bool(np.isfinite(X).all())
-                fx.write(X.astype("<f8", copy=False).tobytes())
+                if not np.isfinite(X).all():  # rare: find which columns, and why
+                    nan = np.isnan(X).any(axis=0)
+                    for f, has in zip(feats, nan, strict=True):
+                        flags.nan[f] |= bool(has)
+                    flags.inf |= bool(np.isinf(X).any())
+                if flags.first_feature_error(feats) is None:
+                    fx.write(X.astype("<f8", copy=False).tobytes())
             col = df[target]
             flags.target_nan |= bool(col.isna().any())
             flags.target_kinds.add(_kind(col))
