@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: a dataset larger than memory, trained with sgd_classifier (issue 17).
 
-Generates a CSV (2 GB by default; ``--size``; ``--quick`` is 400M, about the
-least over MAX_CELLS) of 32 float features and a text label, then trains
+Generates a CSV (2 GB by default; ``--size``; ``--quick`` is 700M, about the
+least whose 50 % partition is over MAX_CELLS) of 32 float features and a text label, then trains
 ``sgd_classifier`` on a 50 % partition through a real training worker (``TrainingPool``, the
 node's pool, ``RLIMIT_AS`` at ``--memory-mb``): chunked parse into the parsed
 cache, holdout/partition masks, one ``partial_fit`` pass in CHUNK_ROWS
@@ -204,12 +204,12 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=parse_size, default=2 * 10**9, help="CSV bytes (2G)")
-    ap.add_argument("--quick", action="store_true", help="--size 400M (the least over MAX_CELLS)")
+    ap.add_argument("--quick", action="store_true", help="--size 700M")
     ap.add_argument("--memory-mb", type=int, default=1024, help="worker RLIMIT_AS (MiB)")
     ap.add_argument("--dir", help="work directory (kept); default a temporary one")
     args = ap.parse_args()
     if args.quick:
-        args.size = 400 * MB
+        args.size = 700 * MB
     asyncio.run(run(args))
 
 

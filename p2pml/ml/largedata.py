@@ -7,8 +7,9 @@ the in-memory parser of :mod:`p2pml.ml.dataset`, unchanged; more: this one.
 The parse is one pass of ``pandas.read_csv(chunksize=CHUNK_ROWS)``: each
 chunk is checked with the in-memory parser's rules (kept as flags and
 reported at the end with the in-memory parser's precedence) and its features
-are appended as raw float64 to ``X.f64`` in the parsed cache; the target goes
-to ``y.bin``. String labels get provisional codes in order of first
+are appended as raw float64 to ``X.f64`` in the parsed cache, each chunk
+column by column (a chunk's columns are what pandas holds: no transposition
+while parsing); the target goes to ``y.bin``. String labels get provisional codes in order of first
 appearance and are remapped to their rank among the sorted distinct labels at
 the end (the in-memory parser's codes). Memory: one chunk, whatever the file
 size. Readers never map the files (``RLIMIT_AS`` counts mappings): they read
@@ -78,27 +79,30 @@ class LargeDataset:
     y_dtype: str  # "<f8" (regression) or "<i8" (label codes)
     classes: tuple[int, ...]  # sorted label codes; () for regression
     labels: tuple[str, ...] = ()
+    chunk_rows: int = CHUNK_ROWS  # rows of each column-major chunk of X.f64
 
     def blocks(self, mask: Mask | None = None) -> Iterator[tuple[Any, Any]]:
-        """(X, y) of each block of CHUNK_ROWS rows, restricted to ``mask``."""
-        d = self.n_features
+        """(X, y) of each stored chunk of rows, restricted to ``mask``."""
+        d, step = self.n_features, self.chunk_rows
         with (self.root / "X.f64").open("rb") as fx, (self.root / "y.bin").open("rb") as fy:
-            for a in range(0, self.n_rows, CHUNK_ROWS):
-                m = min(CHUNK_ROWS, self.n_rows - a)
+            for a in range(0, self.n_rows, step):
+                m = min(step, self.n_rows - a)
                 if mask is not None and not mask[a : a + m].any():
                     fx.seek((a + m) * d * 8)
                     fy.seek((a + m) * 8)
                     continue
                 fx.seek(a * d * 8)
                 fy.seek(a * 8)
-                X = np.fromfile(fx, dtype="<f8", count=m * d).reshape(m, d)
+                cols = np.fromfile(fx, dtype="<f8", count=m * d)
                 y = np.fromfile(fy, dtype=self.y_dtype, count=m)
-                if len(y) != m:
+                if len(y) != m or len(cols) != m * d:
                     raise OSError("truncated parsed dataset")
+                X = cols.reshape(d, m).T
                 if mask is not None:
                     keep = mask[a : a + m]
                     X, y = X[keep], y[keep]
-                yield X.astype(np.float64, copy=False), y.astype(y.dtype.newbyteorder("="))
+                X = np.ascontiguousarray(X, dtype=np.float64)
+                yield X, y.astype(y.dtype.newbyteorder("="))
 
     def batches(self, mask: Mask, size: int = CHUNK_ROWS) -> Iterator[tuple[Any, Any]]:
         """The ``mask`` rows in ascending order, in batches of exactly ``size``
@@ -188,8 +192,9 @@ def _read_meta(entry: Path) -> LargeDataset:
         str(meta["y_dtype"]),
         tuple(int(c) for c in meta["classes"]),
         tuple(meta["labels"]),
+        int(meta["chunk_rows"]),
     )
-    if data.y_dtype not in ("<f8", "<i8"):
+    if data.y_dtype not in ("<f8", "<i8") or data.chunk_rows < 1:
         raise ValueError("corrupt cache entry")
     if (entry / "X.f64").stat().st_size != data.n_rows * data.n_features * 8:
         raise ValueError("corrupt cache entry")
@@ -264,14 +269,16 @@ def parse_large(
                 for f in feats:
                     flags.nan[f] |= bool(df[f].isna().any())
             else:
-                X = np.ascontiguousarray(df.loc[:, list(feats)].to_numpy(dtype=np.float64))
+                X = np.empty((len(feats), len(df)), dtype="<f8")  # column-major chunk
+                for j, f in enumerate(feats):
+                    X[j] = df[f].to_numpy(dtype=np.float64)
                 if not np.isfinite(X).all():  # rare: find which columns, and why
-                    nan = np.isnan(X).any(axis=0)
+                    nan = np.isnan(X).any(axis=1)
                     for f, has in zip(feats, nan, strict=True):
                         flags.nan[f] |= bool(has)
                     flags.inf |= bool(np.isinf(X).any())
                 if flags.first_feature_error(feats) is None:
-                    fx.write(X.astype("<f8", copy=False).tobytes())
+                    fx.write(X.data)
             col = df[target]
             flags.target_nan |= bool(col.isna().any())
             flags.target_kinds.add(_kind(col))
@@ -403,4 +410,5 @@ def _meta(
         "y_dtype": y_dtype,
         "classes": list(classes),
         "labels": list(labels),
+        "chunk_rows": CHUNK_ROWS,
     }
