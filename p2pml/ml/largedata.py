@@ -298,7 +298,7 @@ def parse_large(
                     flags.target_inf |= not bool(np.isfinite(values).all())
                     fy.write(values.astype("<f8").tobytes())
             elif kind == CLASSIFICATION:
-                long_, many, codes = _code_labels(col.astype(str), labels, too_many)
+                long_, many, codes = _code_labels(col, labels, too_many)
                 too_long |= long_
                 too_many |= many
                 fy.write(codes.astype("<i8").tobytes())
@@ -357,20 +357,26 @@ def _chunks(path: Path, **kw: Any) -> Iterator[Any]:
 
 
 def _code_labels(
-    text: Any, labels: dict[str, int], frozen: bool
+    col: Any, labels: dict[str, int], frozen: bool
 ) -> tuple[bool, bool, npt.NDArray[np.int64]]:
-    """Provisional codes of a chunk's labels; (too long, too many, codes)."""
+    """Provisional codes of a chunk's labels; (too long, too many, codes).
+
+    Labels are ``str()`` of the distinct values (the column's text; "True" and
+    "False" for a boolean chunk), as ``astype(str)`` gives, checked per distinct
+    value rather than per row.
+    """
     import pandas as pd
 
-    too_long = int(text.str.len().max()) > MAX_LABEL_CHARS
-    codes, uniques = pd.factorize(text)
+    codes, uniques = pd.factorize(col)
+    names = [str(u) for u in uniques]
+    too_long = max(map(len, names), default=0) > MAX_LABEL_CHARS
     if frozen or too_long:
-        return too_long, frozen, np.zeros(len(text), dtype=np.int64)
-    lut = np.empty(len(uniques), dtype=np.int64)
-    for i, u in enumerate(uniques):
-        lut[i] = labels.setdefault(str(u), len(labels))
+        return too_long, frozen, np.zeros(len(col), dtype=np.int64)
+    lut = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        lut[i] = labels.setdefault(name, len(labels))
         if len(labels) > MAX_CLASSES:
-            return too_long, True, np.zeros(len(text), dtype=np.int64)
+            return too_long, True, np.zeros(len(col), dtype=np.int64)
     return too_long, False, lut[codes]
 
 
