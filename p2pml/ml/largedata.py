@@ -273,7 +273,7 @@ def parse_large(
                 for j, f in enumerate(feats):
                     X[j] = df[f].to_numpy(dtype=np.float64)
                 if not np.isfinite(X).all():  # rare: find which columns, and why
-                    nan = np.isnan(X).any(axis=1)
+                    nan = np.count_nonzero(np.isnan(X), axis=1)
                     for f, has in zip(feats, nan, strict=True):
                         flags.nan[f] |= bool(has)
                     flags.inf |= bool(np.isinf(X).any())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -191,10 +192,10 @@ def metric_large(spec: TaskSpec, model: Any, y: Any, outputs: list[Any]) -> floa
     return metric_of_outputs(spec.metric, y, outputs[0], None, None)
 
 
-def train_large(req: Any, data: LargeDataset) -> Any:
-    """``worker.train_job`` on a large dataset (``req`` is a ``TrainRequest``)."""
+def train_large(req: Any, data: LargeDataset) -> tuple[bytes, float, int, int]:
+    """``worker.train_job`` on a large dataset (``req`` is a ``TrainRequest``):
+    (artifact, metric, train rows, train ms)."""
     from p2pml.ml.artifact import dump_model
-    from p2pml.ml.worker import TrainResult
 
     spec = req.spec
     prep = prepare_large(spec, req.task_id, req.seed, req.trainer_pubkey, req.round, data)
@@ -208,17 +209,16 @@ def train_large(req: Any, data: LargeDataset) -> Any:
         raise TrainingError("metric-undefined", f"{type(e).__name__}: {e}") from None
     if not math.isfinite(value):
         raise TrainingError("metric-undefined", f"{spec.metric} is {value} on the holdout")
-    return TrainResult(dump_model(model), value, int(prep.partition.sum()), train_ms)
+    return dump_model(model), value, int(prep.partition.sum()), train_ms
 
 
-def verify_large(claim: Any, data: LargeDataset) -> None:
+def verify_large(claim: Any, data: LargeDataset, same: Callable[[Any, Any, Any], bool]) -> None:
     """``verify.verify_result`` on a large dataset (``claim`` is a ``ResultClaim``);
-    the same verdicts and reasons."""
+    the same verdicts and reasons. ``same(np, a, b)``: the audit's comparison."""
     from p2pml.ml.artifact import load_model
     from p2pml.ml.budgets import TaskShape, check_model, schema_cap
     from p2pml.ml.metrics import metric_matches
     from p2pml.ml.partition import derive_random_state, partition_size
-    from p2pml.ml.verify import _same
 
     spec = claim.spec
     try:
@@ -286,7 +286,7 @@ def verify_large(claim: Any, data: LargeDataset) -> None:
         raise ValidationError("bad-result-audit", f"re-training failed: {e}") from None
     _, redone = holdout_outputs(spec, again, data, hold, audit=True)
     for a, b in zip(outputs, redone, strict=True):
-        if not _same(np, a, b):
+        if not same(np, a, b):
             raise ValidationError(
                 "bad-result-audit",
                 "re-training on the derived partition gives different holdout predictions",

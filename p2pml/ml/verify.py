@@ -101,7 +101,7 @@ def verify_result(
     except TrainingError as e:
         raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
     if large is not None:  # over MAX_CELLS: chunked, on disk (docs/tasks.md §2.1)
-        verify_large(claim, large)
+        verify_large(claim, large, _same)
         return
     try:
         hold = holdout_of(

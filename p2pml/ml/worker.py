@@ -177,8 +177,7 @@ def train_job(req: TrainRequest) -> TrainResult:
         req.cache_max_bytes,
     )
     if large is not None:  # over MAX_CELLS: chunked, on disk (docs/tasks.md §2.1)
-        result: TrainResult = train_large(req, large)
-        return result
+        return TrainResult(*train_large(req, large))
     prep = prepare(
         req.spec,
         req.task_id,
