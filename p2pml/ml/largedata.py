@@ -133,11 +133,6 @@ class LargeDataset:
             at += len(yb)
         return X, y
 
-    def y_all(self) -> Any:
-        return np.fromfile(self.root / "y.bin", dtype=self.y_dtype).astype(
-            np.dtype(self.y_dtype).newbyteorder("=")
-        )
-
 
 def large_cache_key(cid: str, kind: str, target: str, features: tuple[str, ...]) -> str:
     return cache_key(cid, kind + "/" + LARGE_FORMAT, target, features)
@@ -155,11 +150,14 @@ def load_large(
 ) -> LargeDataset:
     """The parsed large dataset, from the cache if present, else parsed into it."""
     entry = cache_dir / large_cache_key(cid, kind, target, features)
-    with contextlib.suppress(OSError, ValueError, KeyError):
+    try:
         data = _read_meta(entry)
         with contextlib.suppress(OSError):
             os.utime(entry / "meta.json")
         return data
+    except (OSError, ValueError, KeyError):
+        # Absent, or a corrupt leftover (entries are published whole, by rename).
+        shutil.rmtree(entry, ignore_errors=True)
     size = path.stat().st_size
     if size > max_bytes:
         raise TrainingError("dataset-too-large", f"{size} bytes > limit {max_bytes}")

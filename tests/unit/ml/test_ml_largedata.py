@@ -199,3 +199,15 @@ def test_smallest_mask_breaks_ties_by_index(k: int) -> None:
     rest = np.flatnonzero(~exclude)
     want = rest[_smallest(keys.astype(np.uint64)[rest], k)]
     assert np.array_equal(got, want)
+
+
+def test_a_corrupt_cache_entry_is_parsed_again(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD["regression"][1])
+    cache = tmp_path / "cache"
+    first = largedata.load_large(path, cache, "cid", "regression", "t", (), 1 << 30, 1 << 30)
+    X_first, _ = first.gather(np.ones(first.n_rows, dtype=bool))
+    with (first.root / "X.f64").open("r+b") as f:
+        f.truncate(8)  # a torn file: its size no longer matches the meta
+    again = largedata.load_large(path, cache, "cid", "regression", "t", (), 1 << 30, 1 << 30)
+    X_again, _ = again.gather(np.ones(again.n_rows, dtype=bool))
+    assert X_again.tobytes() == X_first.tobytes()
