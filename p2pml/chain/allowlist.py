@@ -238,6 +238,24 @@ def _mlp() -> dict[str, ParamSpec]:
     }
 
 
+def _sgd(loss: ParamSpec) -> dict[str, ParamSpec]:
+    # No early_stopping/average/class_weight: one schema for fit and partial_fit.
+    return {
+        "loss": loss,
+        "penalty": _choice("l2", "l1", "elasticnet", none=True),
+        "alpha": _float(0.0, 1e6),
+        "l1_ratio": _float(0.0, 1.0),
+        "fit_intercept": _BOOL,
+        "max_iter": _int(1, 10_000),
+        "tol": ParamSpec(("float", "none"), 0.0, 1.0, True),
+        "shuffle": _BOOL,
+        "epsilon": _float(0.0, 1e6),
+        "learning_rate": _choice("constant", "optimal", "invscaling", "adaptive"),
+        "eta0": _float(0.0, 1e3, lo_open=True),
+        "power_t": _float(-1e3, 1e3),
+    }
+
+
 def _entries() -> dict[str, EstimatorSpec]:
     R, C = REGRESSION, CLASSIFICATION
     sk = "sklearn."
@@ -351,6 +369,31 @@ def _entries() -> dict[str, EstimatorSpec]:
         ),
         EstimatorSpec("mlp_regressor", sk + "neural_network.MLPRegressor", R, _mlp()),
         EstimatorSpec("mlp_classifier", sk + "neural_network.MLPClassifier", C, _mlp()),
+        EstimatorSpec(
+            "sgd_regressor",
+            sk + "linear_model.SGDRegressor",
+            R,
+            _sgd(
+                _choice(
+                    "squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive"
+                ),
+            ),
+        ),
+        EstimatorSpec(
+            "sgd_classifier",
+            sk + "linear_model.SGDClassifier",
+            C,
+            _sgd(
+                _choice("hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron"),
+            ),
+        ),
+        EstimatorSpec(
+            "gaussian_nb",
+            sk + "naive_bayes.GaussianNB",
+            C,
+            {"var_smoothing": _float(0.0, 1.0)},
+            has_random_state=False,
+        ),
     ]
     return {
         e.name: EstimatorSpec(

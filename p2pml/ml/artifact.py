@@ -89,6 +89,13 @@ _MLP: Final = (
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
 )
+_SGD_FAST: Final = "sklearn.linear_model._sgd_fast."
+#: The loss object SGDClassifier keeps after fitting (built from plain numbers;
+#: predict never calls it). SGDRegressor keeps none.
+_SGD_CLF_LOSSES: Final = (
+    *(_SGD_FAST + c for c in ("Hinge", "ModifiedHuber", "SquaredHinge")),
+    _LOSS + "_loss.CyHalfBinomialLoss",
+)
 _EXTRA: Final[dict[str, tuple[str, ...]]] = {
     "linear_regression": ("sklearn.linear_model._base.LinearRegression",),
     "ridge": ("sklearn.linear_model._ridge.Ridge",),
@@ -131,6 +138,12 @@ _EXTRA: Final[dict[str, tuple[str, ...]]] = {
         "sklearn.preprocessing._label.LabelBinarizer",
         *_MLP,
     ),
+    "sgd_regressor": ("sklearn.linear_model._stochastic_gradient.SGDRegressor",),
+    "sgd_classifier": (
+        "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+        *_SGD_CLF_LOSSES,
+    ),
+    "gaussian_nb": ("sklearn.naive_bayes.GaussianNB",),
 }
 
 #: estimator name -> the only types its artifact may contain.

@@ -328,6 +328,11 @@ def _check_arrays(model: Any, task: TaskShape, n_out: int) -> None:
             if np.shape(w) != (sizes[i], sizes[i + 1]) or np.shape(b) != (sizes[i + 1],):
                 raise _bad("network layer shapes do not fit the task")
         return
+    if name == "gaussian_nb":
+        for attr in ("theta_", "var_"):
+            if np.shape(getattr(model, attr)) != (n_out, d):
+                raise _bad(f"{attr} does not fit the task's features and classes")
+        return
     coef = np.asarray(getattr(model, "coef_", np.zeros(d)))
     if coef.shape[-1:] != (d,) or coef.size > d * max(1, n_out):
         raise _bad("coefficients do not fit the task's features and classes")

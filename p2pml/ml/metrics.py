@@ -29,18 +29,25 @@ __all__ = [
     "get_metric",
     "higher_is_better",
     "metric_matches",
+    "metric_of_outputs",
 ]
 
 
 def compute_metric(name: str, model: Any, X: Any, y: Any) -> float:
     """The metric of a fitted ``model`` on (X, y). Worker-side only."""
-    from sklearn import metrics as skm
-
     spec = get_metric(name)
     if spec.needs_proba:
-        proba = model.predict_proba(X)
-        return float(skm.log_loss(y, proba, labels=model.classes_))
-    pred = model.predict(X)
+        return metric_of_outputs(name, y, None, model.predict_proba(X), model.classes_)
+    return metric_of_outputs(name, y, model.predict(X), None, None)
+
+
+def metric_of_outputs(name: str, y: Any, pred: Any, proba: Any, classes: Any) -> float:
+    """The metric from a model's outputs on the holdout (``proba`` and the
+    model's ``classes`` for log_loss, ``pred`` for the others)."""
+    from sklearn import metrics as skm
+
+    if get_metric(name).needs_proba:
+        return float(skm.log_loss(y, proba, labels=classes))
     if name == "r2":
         return float(skm.r2_score(y, pred))
     if name == "rmse":

@@ -77,6 +77,14 @@ def row_keys(message: bytes, n_rows: int) -> npt.NDArray[np.uint64]:
     return np.frombuffer(stream, dtype=">u8").astype(np.uint64)
 
 
+def row_keys_be(message: bytes, n_rows: int) -> npt.NDArray[np.uint64]:
+    """:func:`row_keys` as a read-only big-endian view of the SHAKE output (no copy)."""
+    if n_rows < 0:
+        raise ValueError("n_rows must be >= 0")
+    stream = hashlib.shake_256(message).digest(8 * n_rows) if n_rows else b""
+    return np.frombuffer(stream, dtype=">u8")
+
+
 def _smallest(keys: npt.NDArray[np.uint64], k: int) -> IndexArray:
     # A stable sort orders equal keys by row index: selection by (key, index).
     order = np.argsort(keys, kind="stable")

@@ -56,6 +56,8 @@ BIT_GENERATORS: Final = frozenset({"MT19937", "PCG64", "PCG64DXSM", "Philox", "S
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _NPY_MAGIC: Final = b"\x93NUMPY"
 _TREE: Final = "sklearn.tree._tree.Tree"
+#: Modules whose classes a ``LossNode`` may name (SGD keeps its own Cython losses).
+_LOSS_MODULES: Final = ("sklearn._loss.", "sklearn.linear_model._sgd_fast.")
 _HGB_PREDICTOR: Final = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
 
 
@@ -157,7 +159,7 @@ class _Builder:
         loader = self._loaders.get(kind)
         if loader is None:
             raise ModelArtifactError(f"untrusted skops loaders: {kind}")
-        if kind == "LossNode" and not name.startswith("sklearn._loss."):
+        if kind == "LossNode" and not name.startswith(_LOSS_MODULES):
             # _reduce calls the class with artifact arguments: losses only.
             raise ModelArtifactError(f"{name} cannot be loaded as a loss")
         obj = loader(node, depth + 1)

@@ -94,6 +94,15 @@ def verify_result(
     claimed_metric, claimed_train_rows = claim.claimed_metric, claim.claimed_train_rows
     spec.validate()
     cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
+    from p2pml.ml.largetrain import large_dataset_of, verify_large
+
+    try:
+        large = large_dataset_of(spec, dataset_path, cache, max_dataset_bytes, cache_max_bytes)
+    except TrainingError as e:
+        raise ValidationError("bad-result-dataset", f"{e.reason}: {e.detail}") from None
+    if large is not None:  # over MAX_CELLS: chunked, on disk (docs/tasks.md §2.1)
+        verify_large(claim, large, _same)
+        return
     try:
         hold = holdout_of(
             spec, task_id, seed, dataset_path, cache, max_dataset_bytes, cache_max_bytes

@@ -167,7 +167,17 @@ def evaluate(spec: TaskSpec, model: Any, prep: Prepared) -> float:
 def train_job(req: TrainRequest) -> TrainResult:
     """One training round: parse/partition, fit, evaluate, serialise."""
     from p2pml.ml.artifact import dump_model
+    from p2pml.ml.largetrain import large_dataset_of, train_large
 
+    large = large_dataset_of(
+        req.spec,
+        Path(req.dataset_path),
+        Path(req.cache_dir),
+        req.max_dataset_bytes,
+        req.cache_max_bytes,
+    )
+    if large is not None:  # over MAX_CELLS: chunked, on disk (docs/tasks.md §2.1)
+        return TrainResult(*train_large(req, large))
     prep = prepare(
         req.spec,
         req.task_id,

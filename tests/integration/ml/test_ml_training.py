@@ -60,6 +60,9 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "accuracy",
         {"hidden_layer_sizes": (16, 8), "max_iter": 50},
     ),
+    ("sgd_regressor", "diabetes", "target", "r2", {"max_iter": 50, "tol": None}),
+    ("sgd_classifier", "wine", "target", "log_loss", {"loss": "log_loss", "max_iter": 50}),
+    ("gaussian_nb", "cancer", "target", "accuracy", {}),
 ]
 
 

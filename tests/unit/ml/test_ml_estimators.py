@@ -33,13 +33,20 @@ EXPECTED = {
     "knn_classifier",
     "mlp_regressor",
     "mlp_classifier",
+    "sgd_regressor",
+    "sgd_classifier",
+    "gaussian_nb",
 }
 
 
 def test_allowlist_names_and_kinds() -> None:
     assert set(ESTIMATORS) == EXPECTED
     for name, est in ESTIMATORS.items():
-        want = "classification" if name.endswith(("classifier", "logistic_regression")) else None
+        want = (
+            "classification"
+            if name.endswith(("classifier", "logistic_regression", "_nb"))
+            else None
+        )
         if want:
             assert est.kind == "classification", name
         else:
