@@ -87,10 +87,11 @@ class TrainingSettings:
     # workers still take jobs while the cluster is unreachable.
     executor: str = "local"
     dask_scheduler: str = "tcp://127.0.0.1:8786"
-    # TLS to the scheduler (distributed.Security); all three or none.
-    dask_tls_ca_file: Path | None = None
-    dask_tls_client_cert: Path | None = None
-    dask_tls_client_key: Path | None = None
+    # TLS to the scheduler (distributed.Security): PEM files, all three or
+    # none ("" = unset; paths as given, relative to the working directory).
+    dask_tls_ca_file: str = ""
+    dask_tls_client_cert: str = ""
+    dask_tls_client_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -330,13 +331,13 @@ def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
         "dask_tls_client_cert": t.dask_tls_client_cert,
         "dask_tls_client_key": t.dask_tls_client_key,
     }
-    given = [k for k, v in tls.items() if v is not None]
+    given = [k for k, v in tls.items() if v]
     if given and len(given) != len(tls):
         missing = next(k for k in tls if k not in given)
         bad.append(("training", missing, "the Dask TLS options go together: set all three"))
     for key, value in tls.items():
-        if value is not None and not value.is_file():
-            bad.append(("training", key, f"{str(value)!r}: no such file"))
+        if value and not Path(value).is_file():
+            bad.append(("training", key, f"{value!r}: no such file"))
     if scheme == "tls" and not given:
         bad.append(("training", "dask_tls_ca_file", "a tls:// scheduler needs the TLS options"))
     if t.executor == "dask":

@@ -86,14 +86,14 @@ class DaskPool:
 
     def _security(self) -> Any:
         s = self._settings
-        if s.dask_tls_ca_file is None:
+        if not s.dask_tls_ca_file:
             return None
         from distributed import Security
 
         return Security(  # type: ignore[no-untyped-call]
-            tls_ca_file=str(s.dask_tls_ca_file),
-            tls_client_cert=str(s.dask_tls_client_cert),
-            tls_client_key=str(s.dask_tls_client_key),
+            tls_ca_file=s.dask_tls_ca_file,
+            tls_client_cert=s.dask_tls_client_cert,
+            tls_client_key=s.dask_tls_client_key,
             require_encryption=True,
         )
 
