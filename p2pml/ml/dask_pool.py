@@ -58,6 +58,36 @@ SCATTERED_MAX: Final = 4
 CLUSTER_ATTEMPTS: Final = 2
 
 
+class _OneLine(logging.Filter):
+    """A Dask record's traceback folded into its message: a lost scheduler is
+    an expected event for the node, reported by the node's own warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _route_dask_logging() -> None:
+    """Dask's loggers into the node's log (not straight to stderr), warnings
+    and up, one line each."""
+    import distributed  # noqa: F401  (configures its loggers on import)
+
+    top = logging.getLogger("distributed")
+    for h in list(top.handlers):
+        top.removeHandler(h)
+    top.propagate = True
+    top.setLevel(max(logging.WARNING, logging.getLogger().level))
+    one_line = _OneLine()
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if name.split(".")[0] == "distributed" and isinstance(lg, logging.Logger):
+            lg.addFilter(one_line)
+
+
 class ClusterLost(Exception):
     """The cluster could not run a job (scheduler or worker gone); not the job's fault."""
 
@@ -112,6 +142,7 @@ class DaskPool:
                 return False
             from distributed import Client
 
+            _route_dask_logging()
             self.state = "connecting"
             try:
                 self._client = await Client(  # type: ignore[no-untyped-call]
@@ -170,7 +201,7 @@ class DaskPool:
         self._scattered.clear()
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(timeout=2), 3)
+                await asyncio.wait_for(client.close(timeout=1), 1.5)
 
     # -- jobs ------------------------------------------------------------------------
 
