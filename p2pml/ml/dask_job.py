@@ -28,7 +28,9 @@ import threading
 from pathlib import Path
 from typing import Any, Final
 
-#: RSS samples per second of the job-level memory check.
+#: Event topic on which a task tells the node it started (its time limit starts then).
+STARTED_TOPIC: Final = "p2pml-job-started"
+#: Seconds between RSS samples of the job-level memory check.
 MEMORY_SAMPLE_SECONDS: Final = 0.05
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -57,6 +59,7 @@ def run_job(
 
     os.environ.update(THREAD_ENV)
     worker = get_worker()
+    worker.log_event(STARTED_TOPIC, worker.get_current_task())
     cid = dataset_cid(request)
     if cid is not None:
         if dataset is None:

@@ -19,10 +19,11 @@ the node running. While no cluster is connected jobs run on the local pool,
 and a job whose worker or scheduler was lost (not one that failed by itself)
 is run again on the local pool. :meth:`keep_connected` reconnects.
 
-Time limit: the node's wall clock, counted from the submission (the node
-submits no more jobs than the cluster has threads, so a job starts at
-once). A job over its limit is cancelled and its worker restarted through
-its nanny (a thread cannot be stopped), and it fails as ``job-timeout``.
+Time limit: the node's wall clock, counted from the moment a worker starts
+the job (the task announces it on the ``p2pml-job-started`` event topic;
+queued jobs wait for a free worker as in the local pool). A job over
+its limit is cancelled and its worker restarted through its nanny (a thread
+cannot be stopped), and it fails as ``job-timeout``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Final
 
 from p2pml.config import TrainingSettings
 from p2pml.errors import TrainingError
-from p2pml.ml.dask_job import dataset_cid, run_job
+from p2pml.ml.dask_job import STARTED_TOPIC, dataset_cid, run_job
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.pool import CPU_GRACE_SECONDS, JOBS, unpack
 
@@ -104,7 +105,7 @@ class DaskPool:
         self._scattered: OrderedDict[str, Any] = OrderedDict()  # cid -> distributed.Future
         self._scatter_locks: dict[str, asyncio.Lock] = {}
         self._inflight = 0
-        self._slot_freed = asyncio.Event()
+        self._started: dict[str, asyncio.Event] = {}  # job key -> a worker started it
         self._closed = False
         self._workers: dict[str, Any] = {}  # the scheduler's last word on each worker
         self.jobs_on_cluster = 0
@@ -162,10 +163,20 @@ class DaskPool:
                     self.reason,
                 )
                 return False
+            self._client.subscribe_topic(STARTED_TOPIC, self._on_started)
+            await self._register_plugin()
             self.state = "connected"
             self.reason = ""
             log.info("connected to Dask scheduler %s", self.address)
             return True
+
+    async def _register_plugin(self) -> None:
+        from p2pml.ml.dask_plugin import NAME, NodeWorkerPlugin
+
+        try:
+            await self._client.register_plugin(NodeWorkerPlugin(), name=NAME)
+        except Exception as e:  # a speed-up only: the jobs run the same without it
+            log.warning("could not register the worker plugin: %s", e)
 
     async def keep_connected(
         self, reconnect: float = RECONNECT_SECONDS, refresh: float = REFRESH_SECONDS
@@ -211,19 +222,11 @@ class DaskPool:
         # The async client's cached identity carries cluster totals only.
         return int(self._client.scheduler_info().get("total_threads", 0))
 
-    async def _slot(self) -> None:
-        """Wait until the cluster has a thread this node is not using."""
-        while self._inflight >= max(1, self._threads()):
-            self._slot_freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_freed.wait(), 0.5)
-            if not self.connected:
-                raise ClusterLost("the scheduler went away")
-        self._inflight += 1
-
-    def _release(self) -> None:
-        self._inflight -= 1
-        self._slot_freed.set()
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        log.debug("started: %s", event[1])
+        started = self._started.get(str(event[1]))
+        if started is not None:
+            started.set()
 
     async def run(self, job: str, request: Any, timeout: float) -> Any:
         if job not in JOBS:
@@ -253,7 +256,9 @@ class DaskPool:
 
     async def _on_cluster(self, job: str, request: Any, timeout: float) -> tuple[Any, ...]:
         client = self._client
-        await self._slot()
+        key = f"p2pml-{job}-{uuid.uuid4().hex}"
+        started = self._started[key] = asyncio.Event()
+        self._inflight += 1
         fut: Any = None
         try:
             data = await self._dataset(request)
@@ -266,19 +271,29 @@ class DaskPool:
                 cpu,
                 self._settings.worker_memory_mb,
                 pure=False,
-                key=f"p2pml-{job}-{uuid.uuid4().hex}",
+                key=key,
             )
+            result = asyncio.ensure_future(fut)
             try:
-                return tuple(await asyncio.wait_for(fut, timeout))
+                # The clock starts when a worker starts the job, not while it queues.
+                starting = asyncio.ensure_future(started.wait())
+                try:
+                    await asyncio.wait({result, starting}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    starting.cancel()
+                return tuple(await asyncio.wait_for(result, timeout))
             except TimeoutError:
                 await self._stop_overrun(fut, job, timeout)
                 raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
+            finally:
+                result.cancel()
         except (TrainingError, asyncio.CancelledError):
             raise
         except Exception as e:  # KilledWorker, FutureCancelledError, CommClosedError, ...
             raise ClusterLost(f"{type(e).__name__}: {e}") from None
         finally:
-            self._release()
+            self._inflight -= 1
+            self._started.pop(key, None)
             if fut is not None:
                 with contextlib.suppress(Exception):
                     fut.release()

@@ -225,6 +225,20 @@ async def test_job_timeout_restarts_the_worker_and_the_pool_goes_on(
     assert dask_pool.fallbacks == 0
 
 
+async def test_time_limit_counts_from_the_start_not_the_queue(dask_pool: DaskPool) -> None:
+    # Both workers busy for 4 s; a 0.5 s job behind them with a 2.5 s limit
+    # waits longer than its limit in the queue, and must still pass.
+    blockers = [asyncio.create_task(dask_pool.run("sleep", 4.0, 120)) for _ in range(2)]
+    await wait_until(lambda: _busy_workers(dask_pool, 2), 30, what="both workers busy")
+    assert await dask_pool.run("sleep", 0.5, 2.5) == 0.5
+    assert await asyncio.gather(*blockers) == [4.0, 4.0]
+
+
+async def _busy_workers(pool: DaskPool, n: int) -> bool:
+    processing = await pool._client.processing()
+    return sum(1 for keys in processing.values() if keys) >= n
+
+
 async def test_worker_killed_mid_job_the_job_still_finishes(dask_pool: DaskPool) -> None:
     client = dask_pool._client
     pids = await worker_pids(client)
@@ -266,6 +280,11 @@ async def test_threads_pinned_on_dask_workers(dask_pool: DaskPool) -> None:
     assert info["pools"] and all(n == 1 for _, n in info["pools"])
     view = dask_pool.describe()
     assert view["executor"] == "dask" and view["state"] == "connected"
+    # The node's worker plugin turned Dask's 100 Hz profiler off on every worker.
+    profiling = await dask_pool._client.run(
+        lambda dask_worker: "profile" in dask_worker.periodic_callbacks
+    )
+    assert len(profiling) == 2 and not any(profiling.values())
 
 
 async def test_scheduler_down_at_start_then_up() -> None:
