@@ -30,6 +30,9 @@ from typing import Any, Final
 
 #: Event topic on which a task tells the node it started (its time limit starts then).
 STARTED_TOPIC: Final = "p2pml-job-started"
+#: Dataset copies a worker keeps (least recently used removed first); the
+#: node keeps as many scattered.
+DATASETS_KEPT: Final = 4
 #: Seconds between RSS samples of the job-level memory check.
 MEMORY_SAMPLE_SECONDS: Final = 0.05
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -100,6 +103,7 @@ def materialise(directory: Path, cid: str, data: bytes) -> Path:
 
     path = directory / cid
     if path.exists():  # only ever renamed into place after the check below
+        os.utime(path)  # recently used
         return path
     got = cid_of_bytes(data)
     if got != cid:
@@ -108,7 +112,23 @@ def materialise(directory: Path, cid: str, data: bytes) -> Path:
     tmp = directory / f".{cid}.{os.getpid()}.{threading.get_ident()}"
     tmp.write_bytes(data)
     os.replace(tmp, path)
+    _evict(directory, keep=path)
     return path
+
+
+def _evict(directory: Path, keep: Path) -> None:
+    """Remove all but the ``DATASETS_KEPT`` most recently used copies."""
+    copies = []
+    for p in directory.iterdir():
+        if p.name.startswith(".") or p == keep:
+            continue
+        try:
+            copies.append((p.stat().st_mtime, p))
+        except FileNotFoundError:  # another thread's eviction
+            continue
+    copies.sort(reverse=True)
+    for _, old in copies[DATASETS_KEPT - 1 :]:
+        old.unlink(missing_ok=True)
 
 
 def _unlimit_cpu() -> None:

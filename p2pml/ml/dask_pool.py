@@ -92,6 +92,10 @@ def _route_dask_logging() -> None:
 class ClusterLost(Exception):
     """The cluster could not run a job (scheduler or worker gone); not the job's fault."""
 
+    def __init__(self, detail: str, again: bool = True) -> None:
+        super().__init__(detail)
+        self.again = again  # worth another try on the cluster
+
 
 class DaskPool:
     def __init__(self, settings: TrainingSettings, fallback: JobPool) -> None:
@@ -245,6 +249,8 @@ class DaskPool:
                 cid = dataset_cid(request)
                 if cid is not None:
                     self._forget(cid)  # its only copy may have died with a worker
+                if not e.again:
+                    break
                 continue
             self.jobs_on_cluster += 1
             return unpack(reply)
@@ -290,7 +296,11 @@ class DaskPool:
         except (TrainingError, asyncio.CancelledError):
             raise
         except Exception as e:  # KilledWorker, FutureCancelledError, CommClosedError, ...
-            raise ClusterLost(f"{type(e).__name__}: {e}") from None
+            # KilledWorker: Dask already retried it on other workers, which it
+            # killed too (e.g. over their memory limit): the local pool's
+            # limits decide now.
+            again = type(e).__name__ != "KilledWorker"
+            raise ClusterLost(f"{type(e).__name__}: {e}", again) from None
         finally:
             self._inflight -= 1
             self._started.pop(key, None)

@@ -67,3 +67,22 @@ def test_the_executor_follows_the_config(tmp_path: Path) -> None:
 
 def test_only_dataset_jobs_carry_a_cid() -> None:
     assert dataset_cid(None) is None and dataset_cid(2.5) is None
+
+
+def test_worker_copies_are_checked_and_the_oldest_evicted(tmp_path: Path) -> None:
+    import os
+
+    from p2pml.ipfs.cid import cid_of_bytes
+    from p2pml.ml.dask_job import DATASETS_KEPT, materialise
+
+    blobs = [b"a,b\n%d,1\n" % i for i in range(DATASETS_KEPT + 2)]
+    cids = [cid_of_bytes(b) for b in blobs]
+    with pytest.raises(ValueError, match="hash to"):
+        materialise(tmp_path, cids[0], blobs[1])
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    for i, (cid, blob) in enumerate(zip(cids, blobs, strict=True)):
+        path = materialise(tmp_path, cid, blob)
+        os.utime(path, (i, i))  # a clear order of use
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(cids[-DATASETS_KEPT:])
+    assert (tmp_path / cids[-1]).read_bytes() == blobs[-1]
