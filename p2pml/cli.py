@@ -53,6 +53,9 @@ def kv(data: dict[str, Any], indent: str = "") -> str:
         if isinstance(v, dict):
             out.append(f"{indent}{k}:")
             out.append(kv(v, indent + "  "))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            out.append(f"{indent}{k}:")  # e.g. executor workers: one line each
+            out.extend(f"{indent}  - " + ", ".join(f"{a}={b}" for a, b in x.items()) for x in v)
         else:
             out.append(f"{indent}{k}: {v}")
     return "\n".join(out)

@@ -82,6 +82,16 @@ class TrainingSettings:
     worker_memory_mb: int = 2048
     # Byte limit of the parsed-dataset cache (<data_dir>/parsed), LRU eviction.
     parsed_cache_max_bytes: int = 2 * 1024**3
+    # Where jobs run: "local" (this node's worker processes) or "dask" (a
+    # dask.distributed cluster; see docs/dask.md). With "dask" the local
+    # workers still take jobs while the cluster is unreachable.
+    executor: str = "local"
+    dask_scheduler: str = "tcp://127.0.0.1:8786"
+    # TLS to the scheduler (distributed.Security): PEM files, all three or
+    # none ("" = unset; paths as given, relative to the working directory).
+    dask_tls_ca_file: str = ""
+    dask_tls_client_cert: str = ""
+    dask_tls_client_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         bad.append(("ipfs", "dev_identity", 'only for mode = "embedded"'))
     if s.ipfs.mode not in ("embedded", "sidecar"):
         bad.append(("ipfs", "mode", f"{s.ipfs.mode!r}: must be 'embedded' or 'sidecar'"))
+    bad.extend(_validate_executor(s.training))
     host, _, port = s.admin.listen.rpartition(":")
     # At most 5 digits: int() refuses strings over 4,300 digits with a ValueError.
     if not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 65535:
@@ -289,6 +300,57 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
     ):
         if not fvalue > 0:
             bad.append((section, key, f"{fvalue}: must be positive"))
+    return bad
+
+
+DASK_SCHEMES = ("tcp", "tls")
+
+
+def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
+    if t.executor not in ("local", "dask"):
+        return [("training", "executor", f"{t.executor!r}: must be 'local' or 'dask'")]
+    bad: list[tuple[str, str, str]] = []
+    scheme, sep, rest = t.dask_scheduler.partition("://")
+    host, _, port = rest.rpartition(":")
+    if (
+        not sep
+        or scheme not in DASK_SCHEMES
+        or not host
+        or not (port.isascii() and port.isdigit() and len(port) <= 5)
+        or int(port) > 65535
+    ):
+        bad.append(
+            (
+                "training",
+                "dask_scheduler",
+                f"{t.dask_scheduler!r}: expected tcp://HOST:PORT or tls://HOST:PORT",
+            )
+        )
+    tls = {
+        "dask_tls_ca_file": t.dask_tls_ca_file,
+        "dask_tls_client_cert": t.dask_tls_client_cert,
+        "dask_tls_client_key": t.dask_tls_client_key,
+    }
+    given = [k for k, v in tls.items() if v]
+    if given and len(given) != len(tls):
+        missing = next(k for k in tls if k not in given)
+        bad.append(("training", missing, "the Dask TLS options go together: set all three"))
+    for key, value in tls.items():
+        if value and not Path(value).is_file():
+            bad.append(("training", key, f"{value!r}: no such file"))
+    if scheme == "tls" and not given:
+        bad.append(("training", "dask_tls_ca_file", "a tls:// scheduler needs the TLS options"))
+    if t.executor == "dask":
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            bad.append(
+                (
+                    "training",
+                    "executor",
+                    "'dask' needs the distributed package (pip install 'p2pml[dask]')",
+                )
+            )
     return bad
 
 

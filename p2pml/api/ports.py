@@ -100,6 +100,12 @@ class MiningControl(Protocol):
     async def mine(self, n: int) -> list[bytes]: ...
 
 
+class ExecutorView(Protocol):
+    def describe(self) -> dict[str, Any]:
+        """Where jobs run: the executor, its workers and their load."""
+        ...
+
+
 @dataclass(frozen=True)
 class AdminContext:
     """Everything the admin API may read or ask of the node."""
@@ -120,6 +126,8 @@ class AdminContext:
     datasets: DatasetStore
     #: gossiped result checks by outcome (valid, false, pending, refused-*)
     result_checks: Mapping[str, int]
+    #: the training/verification executor (None: not shown)
+    executor: ExecutorView | None = None
 
     @property
     def params(self) -> NetworkParams:

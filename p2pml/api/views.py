@@ -53,6 +53,7 @@ def status(ctx: AdminContext) -> dict[str, Any]:
             "running_jobs": training.running_jobs,
             "jobs_done": training.jobs_done,
             "jobs_failed": training.jobs_failed,
+            **({"executor": ctx.executor.describe()} if ctx.executor is not None else {}),
         },
         "verification": {
             "verified": ctx.verification.verified,

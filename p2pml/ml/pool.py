@@ -107,27 +107,41 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
         if msg is None:
             break
         job, request, cpu_seconds = msg
-        out_of_memory = False
-        try:
-            if cpu_seconds is not None:
-                limit_cpu_for_job(cpu_seconds)
-            module, _, func = JOBS[job].partition(":")
-            result = getattr(importlib.import_module(module), func)(request)
-            reply: tuple[Any, ...] = ("ok", result)
-        except (TrainingError, ValidationError) as e:
-            reply = ("err", type(e).__name__, e.reason, e.detail)
-        except MemoryError:
-            out_of_memory = True
-            reply = ("err", "TrainingError", MEMORY_LIMIT, f"{job} job ran out of memory")
-        except Exception as e:
-            reply = ("err", "TrainingError", "job-failed", f"{type(e).__name__}: {e}")
+        if cpu_seconds is not None:
+            limit_cpu_for_job(cpu_seconds)
+        reply = execute(job, request)
         try:
             conn.send(reply)
         except (OSError, ValueError):
             break
-        if out_of_memory:
+        if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
             break  # the parent replaces this process: start the next job on a clean heap
     del limits
+
+
+def execute(job: str, request: Any) -> tuple[Any, ...]:
+    """Run one job of the table in this process: ("ok", result) or
+    ("err", exception class name, reason, detail). Every executor calls this,
+    so a job is the same code whichever ran it."""
+    import importlib
+
+    try:
+        module, _, func = JOBS[job].partition(":")
+        return ("ok", getattr(importlib.import_module(module), func)(request))
+    except (TrainingError, ValidationError) as e:
+        return ("err", type(e).__name__, e.reason, e.detail)
+    except MemoryError:
+        return ("err", "TrainingError", MEMORY_LIMIT, f"{job} job ran out of memory")
+    except Exception as e:
+        return ("err", "TrainingError", "job-failed", f"{type(e).__name__}: {e}")
+
+
+def unpack(reply: tuple[Any, ...]) -> Any:
+    """The result of an :func:`execute` reply, or its error raised as itself."""
+    if reply[0] == "ok":
+        return reply[1]
+    _, cls, reason, detail = reply
+    raise _ERRORS[cls](reason, detail)
 
 
 def _round_trip(w: _Worker, msg: Any) -> Any:
@@ -260,10 +274,14 @@ class TrainingPool:
             await self._replace(w)
         else:
             self._idle.put_nowait(w)
-        if reply[0] == "ok":
-            return reply[1]
-        _, cls, reason, detail = reply
-        raise _ERRORS[cls](reason, detail)
+        return unpack(reply)
+
+    def describe(self) -> dict[str, Any]:
+        """What the admin API shows of this executor."""
+        return {
+            "executor": "local",
+            "workers": [{"pid": pid, "busy": pid in self.busy_pids} for pid in self.pids],
+        }
 
     async def close(self) -> None:
         """Stop every worker (gracefully, then by force) and the I/O threads."""

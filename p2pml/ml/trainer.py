@@ -22,7 +22,7 @@ from p2pml.errors import (
     ValidationError,
 )
 from p2pml.ipfs.store import DatasetStore
-from p2pml.ml.pool import TrainingPool
+from p2pml.ml.jobpool import JobPool
 from p2pml.ml.verify import ResultClaim, verify_result_async
 from p2pml.ml.worker import TrainRequest, TrainResult
 
@@ -47,7 +47,7 @@ class Trainer:
     def __init__(
         self,
         store: DatasetStore,
-        pool: TrainingPool,
+        pool: JobPool,
         settings: TrainingSettings,
         cache_dir: Path | None = None,
     ) -> None:

@@ -27,7 +27,8 @@ from p2pml.config import Settings
 from p2pml.crypto import Identity, load_or_create_identity
 from p2pml.errors import DecodeError, P2PMLError
 from p2pml.ipfs import open_dataset_store
-from p2pml.ml.pool import TrainingPool
+from p2pml.ml.dask_pool import DaskPool
+from p2pml.ml.executor import make_pool
 from p2pml.ml.trainer import Trainer
 from p2pml.net import P2PService, TopicSpec
 from p2pml.node.admin_token import load_or_create_token
@@ -67,7 +68,7 @@ class Node:
 
         self.store = BlockStore.open(self.data_dir / "chain.sqlite", self.params)
         self.ipfs = open_dataset_store(settings.ipfs, self.data_dir)
-        self.pool = TrainingPool(settings.training.workers, settings.training.worker_memory_mb)
+        self.pool = make_pool(settings.training)
         trainer = Trainer(self.ipfs, self.pool, settings.training, self.data_dir / "parsed")
         self.verifier = Verifier(self.ipfs, trainer, parallel=settings.training.workers)
         self.chain = ChainManager(
@@ -138,6 +139,7 @@ class Node:
                 mining=self.mining,
                 datasets=self.ipfs,
                 result_checks=self.verification.counts,
+                executor=self.pool,
             )
         )
 
@@ -158,6 +160,8 @@ class Node:
                 tg.create_task(self.mining.run(), name="miner")
                 tg.create_task(self.verification.run(), name="verifier")
                 tg.create_task(self.relay.run(), name="announce")
+                if isinstance(self.pool, DaskPool):  # a scheduler down now is not fatal
+                    tg.create_task(self.pool.keep_connected(), name="dask")
                 self.training.schedule_open_tasks()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")
