@@ -23,6 +23,11 @@ limit as ``job-timeout``. These are infrastructure failures of this node, not
 verdicts on a result: results over any *deterministic* budget come back as a
 ``ValidationError`` (``bad-result-model``) from the job itself.
 
+Priorities: jobs wait for a worker in three classes (block verification,
+own training, background checks of gossiped results), and a block's job
+preempts a background one when no worker is free: see
+:mod:`p2pml.ml.scheduling`.
+
 Messages on the pipes are pickles between this process and its own children
 only (job requests and results we construct); nothing from peers is ever
 unpickled: model artifacts travel as opaque bytes.
@@ -44,6 +49,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from p2pml.errors import ModelArtifactError, P2PMLError, TrainingError, ValidationError
+from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.ml.worker import THREAD_ENV
 
 log = logging.getLogger(__name__)
@@ -170,6 +176,12 @@ class _Worker:
         self.conn.close()
 
 
+def _preempt(w: _Worker) -> None:
+    """SIGKILL (no waiting here): the job's blocked reply read ends with EOF."""
+    with contextlib.suppress(OSError):
+        w.proc.kill()
+
+
 class TrainingPool:
     """``workers`` spawn processes; ``run`` one job on an idle one, with a time limit.
 
@@ -182,7 +194,7 @@ class TrainingPool:
         self.workers = workers
         self.memory_mb = memory_mb
         self._ctx = multiprocessing.get_context("spawn")
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._sched: WorkerScheduler[_Worker] = WorkerScheduler(workers, _preempt)
         self._all: set[_Worker] = set()
         self._busy: set[_Worker] = set()
         # Threads that block on pipe I/O so the event loop never does.
@@ -200,9 +212,10 @@ class TrainingPool:
     def _add(self) -> None:
         w = _Worker(self._ctx, self.memory_mb)
         self._all.add(w)
-        self._idle.put_nowait(w)
+        self._sched.add(w)
 
     async def _replace(self, w: _Worker) -> None:
+        self._sched.retire(w)
         self._all.discard(w)
         await asyncio.get_running_loop().run_in_executor(self._io, w.kill)
         if not self._closed:
@@ -213,16 +226,26 @@ class TrainingPool:
         return sorted(w.proc.pid for w in self._all if w.proc.pid is not None)
 
     @property
+    def preemptions(self) -> int:
+        """Background jobs ended so far to free a worker for a block's job."""
+        return self._sched.preemptions
+
+    @property
     def busy_pids(self) -> list[int]:
         """Processes running a job now (for the admin API and tests)."""
         return sorted(w.proc.pid for w in self._busy if w.proc.pid is not None)
 
-    async def run(self, job: str, request: Any, timeout: float) -> Any:
+    async def run(
+        self, job: str, request: Any, timeout: float, priority: Priority = Priority.TRAIN
+    ) -> Any:
         """Run ``job`` in a worker; ``TrainingError("job-timeout")`` past ``timeout`` s.
 
-        The time limit counts from when the job is handed to an idle worker
-        (sending it included), not the wait for one. Errors raised in the job
-        come back as the same exception class and reason.
+        Jobs wait for a worker by ``priority`` (see :mod:`p2pml.ml.scheduling`);
+        a ``BACKGROUND`` job preempted by a block's job waits again and
+        re-runs from the start. The time limit counts from when the job is
+        handed to a worker (sending it included), not the wait for one.
+        Errors raised in the job come back as the same exception class and
+        reason.
         """
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}")
@@ -231,35 +254,46 @@ class TrainingPool:
         if not self._started:
             await self.start()
         loop = asyncio.get_running_loop()
-        w = await self._idle.get()
-        self._busy.add(w)
         cpu = timeout + CPU_GRACE_SECONDS if math.isfinite(timeout) else None
-        try:
-            # One thread hop per job (send, then block on the reply); killing
-            # the worker on a timeout ends the blocked recv with EOFError.
-            reply = await asyncio.wait_for(
-                loop.run_in_executor(self._io, _round_trip, w, (job, request, cpu)), timeout
-            )
-        except TimeoutError:
-            log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
-            await self._replace(w)
-            raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
-        except (EOFError, OSError, BrokenPipeError) as e:
-            await self._replace(w)  # joins the process: its exit code is known below
-            if w.proc.exitcode == -signal.SIGXCPU:
-                raise TrainingError("job-timeout", f"{job} job exceeded its CPU time") from None
-            raise TrainingError("worker-crashed", f"worker exited during {job}: {e!r}") from None
-        except BaseException:
-            # Cancelled mid-job: the worker is busy with work nobody wants.
-            await asyncio.shield(self._replace(w))
-            raise
-        finally:
-            self._busy.discard(w)
-        if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
+        while True:
+            w = await self._sched.acquire(priority)
+            self._busy.add(w)
+            try:
+                # One thread hop per job (send, then block on the reply); killing
+                # the worker (timeout, preemption) ends the blocked recv with EOFError.
+                reply = await asyncio.wait_for(
+                    loop.run_in_executor(self._io, _round_trip, w, (job, request, cpu)), timeout
+                )
+            except TimeoutError:
+                log.warning(
+                    "training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid
+                )
+                await self._replace(w)
+                raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
+            except (EOFError, OSError, BrokenPipeError) as e:
+                preempted = self._sched.preempted(w)
+                await self._replace(w)  # joins the process: its exit code is known below
+                if preempted:
+                    log.info("%s job preempted by block verification: queued again", job)
+                    continue
+                if w.proc.exitcode == -signal.SIGXCPU:
+                    raise TrainingError("job-timeout", f"{job} job exceeded its CPU time") from None
+                detail = f"worker exited during {job}: {e!r}"
+                raise TrainingError("worker-crashed", detail) from None
+            except BaseException:
+                # Cancelled mid-job: the worker is busy with work nobody wants.
+                await asyncio.shield(self._replace(w))
+                raise
+            finally:
+                self._busy.discard(w)
+            break
+        if self._sched.preempted(w):
+            await self._replace(w)  # finished as it was being killed: the result stands
+        elif reply[0] == "err" and reply[2] == MEMORY_LIMIT:
             log.warning("training job %s hit the memory limit: replacing worker", job)
             await self._replace(w)
         else:
-            self._idle.put_nowait(w)
+            self._sched.release(w)
         if reply[0] == "ok":
             return reply[1]
         _, cls, reason, detail = reply
@@ -270,6 +304,7 @@ class TrainingPool:
         if self._closed:
             return
         self._closed = True
+        self._sched.close(TrainingError("pool-closed", "the training pool is shut down"))
         loop = asyncio.get_running_loop()
         workers = list(self._all)
         self._all.clear()

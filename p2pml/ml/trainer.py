@@ -23,6 +23,7 @@ from p2pml.errors import (
 )
 from p2pml.ipfs.store import DatasetStore
 from p2pml.ml.pool import TrainingPool
+from p2pml.ml.scheduling import Priority
 from p2pml.ml.verify import ResultClaim, verify_result_async
 from p2pml.ml.worker import TrainRequest, TrainResult
 
@@ -130,7 +131,7 @@ class Trainer:
                     self._settings.parsed_cache_max_bytes,
                 )
                 result: TrainResult = await self._pool.run(
-                    "train", request, self._settings.max_job_seconds
+                    "train", request, self._settings.max_job_seconds, Priority.TRAIN
                 )
                 try:
                     cid = await self._store.add_bytes(result.artifact)
@@ -150,8 +151,10 @@ class Trainer:
         )
         return TrainingOutcome(result.metric, cid, result.train_rows, result.train_ms)
 
-    async def verify(self, claim: ResultClaim) -> None:
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None:
         """Verify a peer's result in the pool (fetching the dataset as needed).
+        ``background``: a gossiped result, whose job yields to block
+        verification and training (:mod:`p2pml.ml.scheduling`).
 
         ``ValidationError`` if the result is invalid; ``MissingDataError``
         ("pending-data") if the dataset cannot be fetched now.
@@ -171,4 +174,5 @@ class Trainer:
             max_dataset_bytes=self._settings.max_dataset_bytes,
             cache_max_bytes=self._settings.parsed_cache_max_bytes,
             timeout=self._settings.max_job_seconds,
+            priority=Priority.BACKGROUND if background else Priority.BLOCK,
         )

@@ -46,7 +46,7 @@ FETCH_AHEAD = 2
 class ResultChecker(Protocol):
     """What re-runs a result (``p2pml.ml.trainer.Trainer`` implements it)."""
 
-    async def verify(self, claim: ResultClaim) -> None: ...
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,12 @@ class Verifier:
         # (result id, seed) -> (audited?, verdict): "" valid, else the reason
         self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
         self.wanted: dict[tuple[bytes, bytes, bool], Request] = {}
+        # Jobs handed to the pool at once, per class: the pool orders them
+        # (block verification first, then training, then gossiped results)
+        # and preempts a gossiped check when a block's job finds no free
+        # worker (p2pml.ml.scheduling). Separate counts, so a gossiped check
+        # never holds a slot that block verification waits for.
         self._parallel = asyncio.Semaphore(max(1, parallel))
-        # Gossiped results run behind block verification: they may hold all
-        # workers but one, so a block's results always find a free worker.
         self._background = asyncio.Semaphore(max(1, parallel - 1))
         self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
         # Gossiped results fetch on slots of their own: artifacts that never
@@ -149,7 +152,8 @@ class Verifier:
 
     async def check(self, req: Request, background: bool = False) -> str | None:
         """The verdict for one request: "" valid, a reason, None = data missing.
-        ``background``: a gossiped result, which never takes the last worker."""
+        ``background``: a gossiped result, which yields to block verification
+        and training (and is preempted by the former)."""
         have = self.cached(req.tx.id, req.seed, req.audit)
         if have is not None:
             return have
@@ -200,14 +204,7 @@ class Verifier:
             if path.stat().st_size > MAX_ARTIFACT_BYTES:
                 return None
             artifact = await asyncio.to_thread(path.read_bytes)
-            if background:
-                await self._background.acquire()
-            try:
-                await self._parallel.acquire()
-            except BaseException:
-                if background:
-                    self._background.release()
-                raise
+            await (self._background if background else self._parallel).acquire()
         return artifact
 
     async def _check(self, req: Request, background: bool) -> str | None:
@@ -239,11 +236,9 @@ class Verifier:
                         claimed_train_rows=tx.train_rows,
                         audit=req.audit,
                     )
-                    await self._checker.verify(claim)
+                    await self._checker.verify(claim, background)
                 finally:
-                    self._parallel.release()
-                    if background:
-                        self._background.release()
+                    (self._background if background else self._parallel).release()
                 verdict = ""
         except ValidationError as exc:
             if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:

@@ -16,6 +16,7 @@ import pytest
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
 from p2pml.errors import TrainingError
+from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.node.verifier import (
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
@@ -207,3 +208,72 @@ async def test_a_check_after_a_cancelled_one_starts_afresh(tmp_path: Path) -> No
     again = asyncio.ensure_future(verifier.check(request(0)))
     checker.gate.set()
     assert await again == ""
+
+
+class SchedulingPool:
+    """The training pool's scheduling (the real ``WorkerScheduler``) over fake
+    workers: a job waits for its gate; preempting cancels it, as the real pool
+    kills the worker's process, and a replacement worker is added."""
+
+    def __init__(self, workers: int) -> None:
+        self.sched: WorkerScheduler[str] = WorkerScheduler(workers, self._kill)
+        self.jobs: dict[str, asyncio.Future[bool]] = {}
+        self.started: list[Priority] = []
+        self.spawned = 0
+        for i in range(workers):
+            self.sched.add(f"w{i}")
+
+    def _kill(self, worker: str) -> None:
+        self.jobs[worker].cancel()
+
+    async def run(self, gate: asyncio.Event, priority: Priority) -> None:
+        while True:
+            worker = await self.sched.acquire(priority)
+            self.started.append(priority)
+            job = self.jobs[worker] = asyncio.ensure_future(gate.wait())
+            try:
+                await job
+            except asyncio.CancelledError:
+                if not self.sched.preempted(worker):
+                    raise
+                self.sched.retire(worker)
+                self.spawned += 1
+                self.sched.add(f"new{self.spawned}")
+                continue  # queued again
+            self.sched.release(worker)
+            return
+
+
+class PoolChecker:
+    """Gossiped checks wait for ``background_gate``; block checks run at once."""
+
+    def __init__(self, pool: SchedulingPool) -> None:
+        self.pool = pool
+        self.background_gate = asyncio.Event()
+        self.block_gate = asyncio.Event()
+        self.block_gate.set()
+
+    async def verify(self, _claim: Any, background: bool = False) -> None:
+        if background:
+            await self.pool.run(self.background_gate, Priority.BACKGROUND)
+        else:
+            await self.pool.run(self.block_gate, Priority.BLOCK)
+
+
+async def test_with_one_worker_a_block_check_preempts_a_gossiped_one(tmp_path: Path) -> None:
+    """``[training] workers = 1``: a gossiped check holding the only worker
+    used to make block verification wait for it to end."""
+    pool = SchedulingPool(1)
+    checker = PoolChecker(pool)
+    verifier = Verifier(FakeStore(tmp_path), checker, parallel=1)  # type: ignore[arg-type]
+    gossiped = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await wait_until(lambda: pool.started == [Priority.BACKGROUND], timeout=5)
+    block = await asyncio.wait_for(verifier.check(request(1)), 5)
+    assert block == ""
+    assert pool.sched.preemptions == 1
+    # The gossiped check was queued again, and ends with its own verdict.
+    assert pool.started == [Priority.BACKGROUND, Priority.BLOCK, Priority.BACKGROUND]
+    assert not gossiped.done()
+    checker.background_gate.set()
+    assert await asyncio.wait_for(gossiped, 5) == ""
+    assert verifier.stats.verified == 2
