@@ -75,6 +75,17 @@ _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {
 #: wall-clock timeout in the parent normally ends it first.
 CPU_GRACE_SECONDS: Final = 1.0
 MEMORY_LIMIT: Final = "worker-memory-limit"
+#: Asks a worker to abandon its job (a preempted background check): the
+#: child raises :class:`Preempted` in the job and stays warm for the next
+#: one. A job that does not return within ``PREEMPT_GRACE_SECONDS`` (busy in
+#: native code that never checks signals) gets its worker killed instead.
+PREEMPT_SIGNAL: Final = signal.SIGUSR1
+PREEMPT_GRACE_SECONDS: Final = 1.0
+
+
+class Preempted(BaseException):
+    """Raised in a worker's job when it is preempted (``except Exception``
+    in library code must not swallow it)."""
 
 
 def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
@@ -85,6 +96,15 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
     from p2pml.ml.worker import limit_threads
     from p2pml.oslimits import limit_cpu_for_job, limit_memory
 
+    in_job = False
+
+    def on_preempt(_signum: int, _frame: Any) -> None:
+        nonlocal in_job
+        if in_job:  # between jobs the signal is stale: ignore it
+            in_job = False
+            raise Preempted
+
+    signal.signal(PREEMPT_SIGNAL, on_preempt)
     limits = limit_threads()  # held for the life of the process
     # After the thread pins (fewer thread stacks), before the heavy imports:
     # the limit covers everything the process will ever map.
@@ -118,8 +138,12 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
             if cpu_seconds is not None:
                 limit_cpu_for_job(cpu_seconds)
             module, _, func = JOBS[job].partition(":")
+            in_job = True
             result = getattr(importlib.import_module(module), func)(request)
+            in_job = False
             reply: tuple[Any, ...] = ("ok", result)
+        except Preempted:
+            reply = ("preempted",)
         except (TrainingError, ValidationError) as e:
             reply = ("err", type(e).__name__, e.reason, e.detail)
         except MemoryError:
@@ -127,6 +151,8 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
             reply = ("err", "TrainingError", MEMORY_LIMIT, f"{job} job ran out of memory")
         except Exception as e:
             reply = ("err", "TrainingError", "job-failed", f"{type(e).__name__}: {e}")
+        finally:
+            in_job = False
         try:
             conn.send(reply)
         except (OSError, ValueError):
@@ -168,18 +194,13 @@ class _Worker:
         with _child_env():
             self.proc.start()
         child_conn.close()
+        self.jobs = 0  # jobs handed to it: tells a stale preemption from a live one
 
     def kill(self) -> None:
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
-
-
-def _preempt(w: _Worker) -> None:
-    """SIGKILL (no waiting here): the job's blocked reply read ends with EOF."""
-    with contextlib.suppress(OSError):
-        w.proc.kill()
 
 
 class TrainingPool:
@@ -194,7 +215,7 @@ class TrainingPool:
         self.workers = workers
         self.memory_mb = memory_mb
         self._ctx = multiprocessing.get_context("spawn")
-        self._sched: WorkerScheduler[_Worker] = WorkerScheduler(workers, _preempt)
+        self._sched: WorkerScheduler[_Worker] = WorkerScheduler(workers, self._preempt)
         self._all: set[_Worker] = set()
         self._busy: set[_Worker] = set()
         # Threads that block on pipe I/O so the event loop never does.
@@ -220,6 +241,20 @@ class TrainingPool:
         await asyncio.get_running_loop().run_in_executor(self._io, w.kill)
         if not self._closed:
             self._add()
+
+    def _preempt(self, w: _Worker) -> None:
+        """Ask ``w`` to abandon its job; kill it if the job does not let go."""
+        job = w.jobs
+        with contextlib.suppress(OSError):
+            os.kill(w.proc.pid or 0, PREEMPT_SIGNAL)
+
+        def escalate() -> None:
+            if w.jobs == job and w in self._busy:
+                log.info("worker %s ignored preemption: killing it", w.proc.pid)
+                with contextlib.suppress(OSError):
+                    w.proc.kill()  # its blocked reply read ends with EOF
+
+        asyncio.get_running_loop().call_later(PREEMPT_GRACE_SECONDS, escalate)
 
     @property
     def pids(self) -> list[int]:
@@ -257,6 +292,7 @@ class TrainingPool:
         cpu = timeout + CPU_GRACE_SECONDS if math.isfinite(timeout) else None
         while True:
             w = await self._sched.acquire(priority)
+            w.jobs += 1
             self._busy.add(w)
             try:
                 # One thread hop per job (send, then block on the reply); killing
@@ -286,14 +322,18 @@ class TrainingPool:
                 raise
             finally:
                 self._busy.discard(w)
+            preempted = self._sched.preempted(w)
+            if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
+                log.warning("training job %s hit the memory limit: replacing worker", job)
+                await self._replace(w)
+            else:
+                self._sched.release(w)
+            # A preempted job's failure may be the interruption itself: never
+            # a verdict; it runs again. A result it finished stands.
+            if preempted and reply[0] != "ok":
+                log.info("%s job preempted by block verification: queued again", job)
+                continue
             break
-        if self._sched.preempted(w):
-            await self._replace(w)  # finished as it was being killed: the result stands
-        elif reply[0] == "err" and reply[2] == MEMORY_LIMIT:
-            log.warning("training job %s hit the memory limit: replacing worker", job)
-            await self._replace(w)
-        else:
-            self._sched.release(w)
         if reply[0] == "ok":
             return reply[1]
         _, cls, reason, detail = reply

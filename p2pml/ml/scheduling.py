@@ -13,8 +13,9 @@ A free worker goes to the waiting job of the best class, first come first
 served within a class. Background jobs hold at most ``workers - 1`` workers
 (at least one), so with two or more workers a block's job usually finds one
 free. When a block's job waits and no worker is free, a running background
-job is *preempted*: its worker is killed (the pool replaces it and the block
-job takes the replacement) and the background job waits again in its class.
+job is *preempted*: the pool asks its worker to abandon the job (and kills
+it if it does not let go), the block job takes that worker, and the
+background job waits again in its class.
 So block verification never waits behind strangers' work, in any
 configuration, including ``[training] workers = 1``. Training is never
 preempted: it is our own work, and a block job waits at most for one round.
@@ -70,9 +71,10 @@ class WorkerScheduler(Generic[W]):
         self._waiting: list[_Waiter[W]] = []  # a heap; cancelled waiters are skipped
         self._running: dict[W, _Running] = {}
         self._seq = itertools.count()
-        # Workers killed by preemption whose replacements have not arrived:
-        # block jobs already promised a worker.
+        # Workers preempted but not back yet (released, or replaced after a
+        # kill): block jobs already promised a worker.
         self._incoming = 0
+        self._replacements_due = 0
         self._closed: BaseException | None = None
         self.preemptions = 0
 
@@ -80,20 +82,25 @@ class WorkerScheduler(Generic[W]):
 
     def add(self, worker: W) -> None:
         """A new worker (at start, or replacing a dead one) is ready."""
-        if self._incoming:
+        if self._replacements_due:
+            self._replacements_due -= 1
             self._incoming -= 1
         self._idle.append(worker)
         self._dispatch()
 
     def release(self, worker: W) -> None:
-        """``worker`` finished its job and takes another."""
-        self._running.pop(worker, None)
+        """``worker`` finished its job (or let go of it) and takes another."""
+        run = self._running.pop(worker, None)
+        if run is not None and run.preempted:
+            self._incoming -= 1
         self._idle.append(worker)
         self._dispatch()
 
     def retire(self, worker: W) -> None:
         """``worker`` is dead or being killed; a replacement may follow (``add``)."""
-        self._running.pop(worker, None)
+        run = self._running.pop(worker, None)
+        if run is not None and run.preempted:
+            self._replacements_due += 1
         if worker in self._idle:
             self._idle.remove(worker)
 

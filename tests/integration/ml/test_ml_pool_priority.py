@@ -4,6 +4,8 @@ result's check holding the only worker is preempted, not waited for."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,14 +62,15 @@ async def test_block_verification_preempts_a_long_background_check(
     )
     took = time.monotonic() - t0
     # Both block verdicts are right, and came long before the background
-    # check could have ended: its worker was killed for them (once).
+    # check could have ended: it was preempted for them (once), and its
+    # worker let go of it and stayed (no new process to spawn and import).
     assert honest is None
     assert isinstance(inflated, ValidationError) and inflated.reason == "bad-result-metric"
     assert took < scaled(30), f"block verification waited {took:.1f} s"
     assert pool.preemptions == 1
-    assert busy not in pool.pids
-    # The background check was queued again and runs on the new worker.
-    await wait_until(lambda: len(pool.busy_pids) == 1, what="the background check re-run")
+    assert pool.pids == [busy]
+    # The background check was queued again and runs once the blocks are done.
+    await wait_until(lambda: pool.busy_pids == [busy], what="the background check re-run")
     assert not background.done()
     background.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -91,3 +94,20 @@ async def test_a_preempted_background_job_reruns_to_its_own_result(
     await asyncio.wait_for(pool.run("info", None, scaled(60), Priority.BLOCK), scaled(30))
     assert training.done() and training.result() == 1.0
     assert pool.preemptions == before + 1
+
+
+async def test_a_worker_that_does_not_let_go_is_killed_for_the_block_job(
+    one_worker: TrainingPool,
+) -> None:
+    pool = one_worker
+    background = asyncio.ensure_future(pool.run("sleep", LONG, LONG * 2, Priority.BACKGROUND))
+    await wait_until(lambda: len(pool.busy_pids) == 1, what="the background job running")
+    (stuck,) = pool.busy_pids
+    os.kill(stuck, signal.SIGSTOP)  # like a job deep in native code: no signal handled
+    info = await asyncio.wait_for(pool.run("info", None, scaled(120), Priority.BLOCK), scaled(60))
+    assert info["pid"] != stuck and stuck not in pool.pids
+    await wait_until(lambda: len(pool.busy_pids) == 1, what="the background job re-run")
+    assert not background.done()
+    background.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await background

@@ -86,6 +86,27 @@ async def test_a_block_job_preempts_the_latest_background_job() -> None:
     assert await asyncio.wait_for(again, 1) == "w-new"
 
 
+async def test_a_preempted_job_that_lets_go_hands_its_worker_to_the_block_job() -> None:
+    sched, killed = scheduler(1)
+    bg = await sched.acquire(Priority.BACKGROUND)
+    block = asyncio.ensure_future(sched.acquire(Priority.BLOCK))
+    await settle()
+    assert killed == [bg]
+    requeued = asyncio.ensure_future(sched.acquire(Priority.BACKGROUND))
+    sched.release(bg)  # the job abandoned: the worker lives on
+    assert await asyncio.wait_for(block, 1) == bg
+    await settle()
+    assert not requeued.done()
+    # A second block job, later: the worker is not "on its way" any more.
+    block2 = asyncio.ensure_future(sched.acquire(Priority.BLOCK))
+    await settle()
+    assert killed == [bg]  # nothing background runs: nothing to preempt
+    sched.release(bg)
+    assert await asyncio.wait_for(block2, 1) == bg
+    sched.release(bg)
+    assert await asyncio.wait_for(requeued, 1) == bg
+
+
 async def test_one_worker_a_block_job_never_waits_behind_background_work() -> None:
     sched, killed = scheduler(1)
     bg = await sched.acquire(Priority.BACKGROUND)
