@@ -15,6 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from p2pml.chain.taskspec import TaskSpec
@@ -87,6 +88,7 @@ class Verifier:
         # arrive (an attacker's CIDs) must not hold the slots that blocks and
         # our own results need.
         self._fetching_background = asyncio.Semaphore(FETCH_AHEAD)
+        self._detached: set[asyncio.Future[Path]] = set()
         self._waiters: dict[tuple[bytes, bytes, bool], int] = {}
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         # (result id, seed) -> worker crashes/timeouts while verifying it
@@ -149,6 +151,8 @@ class Verifier:
         cancellation ends them): the node is stopping."""
         for fut in list(self._inflight.values()):
             fut.cancel()
+        for download in list(self._detached):
+            download.cancel()
 
     async def check(self, req: Request, background: bool = False) -> str | None:
         """The verdict for one request: "" valid, a reason, None = data missing.
@@ -196,16 +200,50 @@ class Verifier:
         other results' CPU work; the fetch slot is held until a worker slot
         is free, which bounds the artifacts held in memory.
         """
-        async with self._fetching_background if background else self._fetching:
-            try:
+        slots = self._fetching_background if background else self._fetching
+        await slots.acquire()
+        held = True
+        try:
+            if background:
+                download = asyncio.ensure_future(
+                    self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
+                )
+                try:
+                    path = await asyncio.shield(download)
+                except asyncio.CancelledError:
+                    if not download.done():
+                        held = False  # the download keeps its slot until it ends
+                        self._detach(download, slots)
+                    raise
+            else:
                 path = await self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
-            except DatasetTooLarge:
-                return None
             if path.stat().st_size > MAX_ARTIFACT_BYTES:
                 return None
             artifact = await asyncio.to_thread(path.read_bytes)
             await (self._background if background else self._parallel).acquire()
+        except DatasetTooLarge:
+            return None
+        finally:
+            if held:
+                slots.release()
         return artifact
+
+    def _detach(self, download: asyncio.Future[Path], slots: asyncio.Semaphore) -> None:
+        """A cancelled gossiped check (its sender banned) leaves its download
+        to end by itself (done, failed, or the IPFS timeout): aborting a
+        download of embedded Kubo restarts the daemon, which stalls every
+        fetch and add of this node, our own training's included, for
+        seconds; an attacker's bans would buy one restart each. The download
+        keeps its background fetch slot meanwhile, so these stay bounded."""
+        self._detached.add(download)
+
+        def ended(d: asyncio.Future[Path]) -> None:
+            self._detached.discard(d)
+            slots.release()
+            if not d.cancelled():
+                d.exception()  # retrieved: nobody waits for it any more
+
+        download.add_done_callback(ended)
 
     async def _check(self, req: Request, background: bool) -> str | None:
         tx = req.tx

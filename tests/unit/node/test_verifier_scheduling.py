@@ -15,7 +15,7 @@ import pytest
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
-from p2pml.errors import TrainingError
+from p2pml.errors import DatasetError, TrainingError
 from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.node.verifier import (
     FETCH_AHEAD,
@@ -167,33 +167,69 @@ async def test_gossiped_checks_leave_a_worker_for_block_verification(tmp_path: P
     assert await asyncio.gather(*background) == ["", "", "", ""]
 
 
+class StallingStore(FakeStore):
+    """An artifact that never arrives (until the test ends the download)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        raise DatasetError(f"{cid}: timed out")
+
+
 async def test_the_last_waiter_gone_cancels_the_check_and_its_download(tmp_path: Path) -> None:
-    """A banned sender's check is cancelled by its waiter; the shared check
-    (and the artifact download in it) must end too, not run to its timeout."""
+    """A block's check nobody waits for any more (a reorg): the shared check
+    (and the artifact download in it) ends too, not at its timeout."""
+    store = StallingStore(tmp_path)
+    verifier = Verifier(store, GatedChecker(), parallel=1)  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(verifier.check(request(0)))
+    await asyncio.wait_for(store.started.wait(), timeout=5)
+    waiter.cancel()
+    await asyncio.wait_for(store.cancelled.wait(), timeout=5)
+    await wait_until(lambda: verifier._fetching._value == FETCH_AHEAD, timeout=5)
 
-    class StallingStore(FakeStore):
-        def __init__(self, root: Path) -> None:
-            super().__init__(root)
-            self.started = asyncio.Event()
-            self.cancelled = asyncio.Event()
 
-        async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
-            self.started.set()
-            try:
-                await asyncio.Event().wait()  # an artifact that never arrives
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
-            raise AssertionError("unreachable")
-
+async def test_a_banned_senders_check_leaves_its_download_to_end_by_itself(
+    tmp_path: Path,
+) -> None:
+    """Attack: each ban cancelled the sender's checks and their downloads;
+    aborting a download of embedded Kubo restarts the daemon, stalling our
+    own training's artifact add for seconds, once per banned attacker. The
+    check ends at once; its download runs to its end, holding its slot."""
     store = StallingStore(tmp_path)
     verifier = Verifier(store, GatedChecker(), parallel=1)  # type: ignore[arg-type]
     waiter = asyncio.ensure_future(verifier.check(request(0), background=True))
     await asyncio.wait_for(store.started.wait(), timeout=5)
     waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not store.cancelled.is_set()
+    assert verifier._fetching_background._value == FETCH_AHEAD - 1  # still bounded
+    assert verifier._fetching._value == FETCH_AHEAD  # block fetches never queued behind it
+    store.release.set()  # the download ends (here: fails, as at the IPFS timeout)
+    await wait_until(lambda: verifier._fetching_background._value == FETCH_AHEAD, timeout=5)
+    # A later request for the same result starts afresh.
+    store.release.clear()
+    store.started.clear()
+    again = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await asyncio.wait_for(store.started.wait(), timeout=5)
+    # Stopping the node aborts detached downloads too.
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    verifier.close()
     await asyncio.wait_for(store.cancelled.wait(), timeout=5)
-    # Foreground fetches were never queued behind it.
-    assert verifier._fetching._value == FETCH_AHEAD
 
 
 async def test_a_check_after_a_cancelled_one_starts_afresh(tmp_path: Path) -> None:
