@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -118,7 +119,9 @@ class Trainer:
         self._running += 1  # queued jobs count: accepts() says "busy" for them too
         try:
             async with self._slots:
+                t0 = time.monotonic()
                 path = await self._dataset(spec)
+                t1 = time.monotonic()
                 request = TrainRequest(
                     spec,
                     task_id,
@@ -133,14 +136,18 @@ class Trainer:
                 result: TrainResult = await self._pool.run(
                     "train", request, self._settings.max_job_seconds, Priority.TRAIN
                 )
+                t2 = time.monotonic()
                 try:
                     cid = await self._store.add_bytes(result.artifact)
                 except DatasetError as e:
                     raise TrainingError("artifact-store-failed", str(e)) from None
         finally:
             self._running -= 1
+        # Where a round's time went: the dataset, the pool (waiting for a
+        # worker, then the job), storing the model.
         log.info(
-            "trained %s round %d: %s=%.6g on %d rows in %d ms -> %s",
+            "trained %s round %d: %s=%.6g on %d rows in %d ms -> %s "
+            "(dataset %d ms, pool %d ms, store %d ms)",
             spec.model,
             round,
             spec.metric,
@@ -148,6 +155,9 @@ class Trainer:
             result.train_rows,
             result.train_ms,
             cid,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            (time.monotonic() - t2) * 1000,
         )
         return TrainingOutcome(result.metric, cid, result.train_rows, result.train_ms)
 
