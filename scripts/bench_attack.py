@@ -22,7 +22,13 @@ beyond the baseline's (per message the node handled, from its /metrics),
 ``GET /status`` p99 during the attacked run (target < 50 ms) beside the same
 figure for the calm run, and peak RSS of node + children.
 
-    python scripts/bench_attack.py [--quick]
+With ``--repeat N`` the calm and the attacked run alternate N times after
+the warm-up (other sessions load the machine unevenly: interleaving keeps
+them comparable), and the figures are the median with the range over the
+N pairs; each run starts once the node's training has gone quiet (the
+min-fee spam of an attack is mined and trained after it).
+
+    python scripts/bench_attack.py [--quick] [--repeat N]
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import argparse
 import asyncio
 import os
 import re
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +131,26 @@ def run_task(node: TestNode, cid: str, rounds: int, timeout: float) -> tuple[str
     return tid, time.monotonic() - t0
 
 
+def wait_quiet(node: TestNode, quiet: float = 3.0, timeout: float = 300.0) -> None:
+    """Until no training job runs or finishes for ``quiet`` s (leftovers of the
+    previous run must not count against the next)."""
+    last: list[Any] = [None, time.monotonic()]
+
+    def settled() -> bool:
+        t = node.status()["training"]
+        now = (t["running_jobs"], t["jobs_done"], t["jobs_failed"])
+        if now != last[0] or t["running_jobs"]:
+            last[0], last[1] = now, time.monotonic()
+        return bool(time.monotonic() - last[1] >= quiet)
+
+    wait_until_sync(settled, timeout, 0.25, what="the node's training quiet")
+
+
+def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
+    """median (min-max) of ``xs``."""
+    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+
 def honest_material(node: TestNode, task_id: str, cid: str, rounds: int) -> HonestTask:
     view = task_view(node, task_id)
     results = view["results"]
@@ -189,9 +217,80 @@ def attacked_run(
     return took, report, probe, mix.peer_ids()
 
 
+@dataclass
+class Pair:
+    """One calm run and the attacked run after it."""
+
+    calm_s: float
+    hot_s: float
+    calm_cpu: float
+    hot_cpu: float
+    received: float
+    calm_p99: float
+    calm_p50: float
+    hot_p99: float
+    hot_p50: float
+    requests: int
+    errors: int
+    calm_rss: float
+    hot_rss: float
+    report: AttackReport
+    peers: dict[str, list[str]]
+
+    @property
+    def ratio(self) -> float:
+        return self.hot_s / self.calm_s
+
+    @property
+    def cpu_per_message_ms(self) -> float:
+        # CPU beyond what closing the same task took without attack (the block
+        # driver's cheap regtest blocks over a longer run count as attack cost too).
+        return max(0.0, self.hot_cpu - self.calm_cpu) / max(1.0, self.received) * 1000
+
+
+def measure_pair(node: TestNode, cid: str, rounds: int, plan: AttackPlan, timeout: float) -> Pair:
+    assert node.proc is not None
+    wait_quiet(node)
+    with ResourceProbe(node.proc.pid) as calm, StatusProbe(node) as calm_probe:
+        tid, calm_s = run_task(node, cid, rounds, timeout)
+    baseline = honest_material(node, tid, cid, rounds)
+    wait_quiet(node)
+    m0 = node_metrics(node)
+    with ResourceProbe(node.proc.pid) as hot:
+        hot_s, report, probe, peers = attacked_run(node, cid, rounds, baseline, plan, timeout)
+    metrics = node_metrics(node)
+    grew = {k: v - m0.get(k, 0.0) for k, v in metrics.items() if v != m0.get(k, 0.0)}
+    received = sum(v for k, v in grew.items() if RECEIVED.match(k))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"(pair: calm {calm_s:.1f} s, attacked {hot_s:.1f} s = {hot_s / calm_s:.2f}x; "
+        f"sent {report.messages}, handled {received:.0f}; load {load})",
+        flush=True,
+    )
+    print(f"(  p2p counters that grew: { {k: v for k, v in grew.items() if 'p2pml_p2p_' in k} })")
+    return Pair(
+        calm_s,
+        hot_s,
+        calm.cpu_seconds,
+        hot.cpu_seconds,
+        received,
+        calm_probe.p(0.99),
+        calm_probe.p(0.5),
+        probe.p(0.99),
+        probe.p(0.5),
+        len(probe.latencies),
+        len(probe.errors),
+        calm.peak_rss_mb,
+        hot.peak_rss_mb,
+        report,
+        peers,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer attacker messages, 2 rounds")
+    ap.add_argument("--repeat", type=int, default=1, help="calm/attacked pairs, interleaved")
     ap.add_argument("--keep", type=Path, help="keep the node's directory here (for its log)")
     args = ap.parse_args()
     rounds = 2 if args.quick else 4
@@ -202,6 +301,7 @@ def main() -> None:
     )
     timeout = 600.0
     print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    pairs: list[Pair] = []
     with tempfile.TemporaryDirectory(prefix="p2pml-bench-attack-") as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
@@ -217,63 +317,68 @@ def main() -> None:
                 # Warm-up, not measured: the training pool's first spawn and the
                 # parsed-dataset cache would otherwise count against the calm run.
                 run_task(node, cid, rounds, timeout)
-                with ResourceProbe(node.proc.pid) as calm, StatusProbe(node) as calm_probe:
-                    tid, calm_s = run_task(node, cid, rounds, timeout)
-                baseline = honest_material(node, tid, cid, rounds)
-                m0 = node_metrics(node)
-                with ResourceProbe(node.proc.pid) as hot:
-                    hot_s, report, probe, peers = attacked_run(
-                        node, cid, rounds, baseline, plan, timeout
-                    )
+                for _ in range(args.repeat):
+                    pairs.append(measure_pair(node, cid, rounds, plan, timeout))
             st = node.status()
-            metrics = node_metrics(node)
             tips = len(node.api.get("/chain/tips"))
         finally:
             node.stop(60)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     banned = set(st["banned"])
-    grew = {k: v - m0.get(k, 0.0) for k, v in metrics.items() if v != m0.get(k, 0.0)}
-    received = sum(v for k, v in grew.items() if RECEIVED.match(k))
-    print(
-        f"(attack: sent {report.sent} in {report.seconds:.1f} s; the node handled {received:.0f};"
-    )
+    last = pairs[-1]
+    print(f"(attack: sent {last.report.sent} in {last.report.seconds:.1f} s (last run);")
     print(f" load average now {load})")
-    for name, ids in peers.items():
+    for name in last.peers:
+        ids = [p for pair in pairs for p in pair.peers[name]]
         print(f"(  {name}: {sum(p in banned for p in ids)}/{len(ids)} attacker peers banned)")
-    print(f"(p2p counters that grew: { {k: v for k, v in grew.items() if 'p2pml_p2p_' in k} })")
     print(f"(chain tips the node keeps after the header spam: {tips})")
-    figure("attack: honest task to closed, no attack", f"{calm_s:.1f} s", "", f"{rounds} rounds RF")
+    n = f"{len(pairs)} pair(s), median (min-max)"
+    calm_s = [p.calm_s for p in pairs]
+    hot_s = [p.hot_s for p in pairs]
+    figure(
+        "attack: honest task to closed, no attack",
+        f"{statistics.median(calm_s):.1f} s",
+        "",
+        f"{rounds} rounds RF; {spread(calm_s, '{:.1f}')} s over {n}",
+    )
     figure(
         "attack: honest task to closed, under attack",
-        f"{hot_s:.1f} s",
+        f"{statistics.median(hot_s):.1f} s",
         "",
-        f"no attack {calm_s:.1f} s",
+        f"{spread(hot_s, '{:.1f}')} s",
     )
-    figure("attack: time to close ratio attacked / calm", f"{hot_s / calm_s:.2f}x", "<= 1.5", "")
-    # CPU beyond what closing the same task took without attack (the block driver's
-    # cheap regtest blocks over a longer run count as attack cost too).
-    extra_cpu = max(0.0, hot.cpu_seconds - calm.cpu_seconds)
+    ratios = [p.ratio for p in pairs]
+    figure(
+        "attack: time to close ratio attacked / calm",
+        f"{statistics.median(ratios):.2f}x",
+        "<= 1.5",
+        f"each pair: {', '.join(f'{r:.2f}' for r in ratios)}",
+    )
+    cpu = [p.cpu_per_message_ms for p in pairs]
     figure(
         "attack: node CPU per attacker message",
-        f"{extra_cpu / max(1.0, received) * 1000:.2f} ms",
+        f"{statistics.median(cpu):.2f} ms",
         "",
-        f"{received:.0f} handled of {report.messages} sent; node+children CPU "
-        f"{hot.cpu_seconds:.1f} s attacked ({hot_s:.0f} s) minus {calm.cpu_seconds:.1f} s calm "
-        f"({calm_s:.0f} s)",
+        f"{spread(cpu)} ms; last: {last.received:.0f} handled of {last.report.messages} sent; "
+        f"node+children CPU {last.hot_cpu:.1f} s attacked ({last.hot_s:.0f} s) minus "
+        f"{last.calm_cpu:.1f} s calm ({last.calm_s:.0f} s)",
     )
+    p99 = [p.hot_p99 for p in pairs]
     figure(
         "attack: GET /status p99 during attack",
-        f"{probe.p(0.99):.2f} ms",
+        f"{statistics.median(p99):.2f} ms",
         "< 50 ms",
-        f"same task calm: p99 {calm_probe.p(0.99):.2f} ms, p50 {calm_probe.p(0.5):.2f} ms; "
-        f"attacked p50 {probe.p(0.5):.2f} ms; {len(probe.latencies)} requests, "
-        f"{len(probe.errors)} errors",
+        f"{spread(p99)} ms; calm p99 {spread([p.calm_p99 for p in pairs])} ms, "
+        f"calm p50 {spread([p.calm_p50 for p in pairs])} ms; attacked p50 "
+        f"{spread([p.hot_p50 for p in pairs])} ms; {sum(p.requests for p in pairs)} requests, "
+        f"{sum(p.errors for p in pairs)} errors",
     )
     figure(
         "attack: peak RSS node + children",
-        f"{max(calm.peak_rss_mb, hot.peak_rss_mb):.0f} MB",
+        f"{max(max(p.calm_rss, p.hot_rss) for p in pairs):.0f} MB",
         "",
-        f"calm run peak {calm.peak_rss_mb:.0f} MB; attacked {hot.peak_rss_mb:.0f} MB",
+        f"calm runs peak {max(p.calm_rss for p in pairs):.0f} MB; "
+        f"attacked {max(p.hot_rss for p in pairs):.0f} MB",
     )
 
 

@@ -43,6 +43,7 @@ from p2pml.errors import TrainingError
 from p2pml.ml.dask_job import STARTED_TOPIC, dataset_cid, run_job
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.pool import CPU_GRACE_SECONDS, JOBS, unpack
+from p2pml.ml.scheduling import Priority
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,9 @@ class DaskPool:
         if started is not None:
             started.set()
 
-    async def run(self, job: str, request: Any, timeout: float) -> Any:
+    async def run(
+        self, job: str, request: Any, timeout: float, priority: Priority = Priority.TRAIN
+    ) -> Any:
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}")
         if self._closed:
@@ -242,7 +245,7 @@ class DaskPool:
             if not self.connected:
                 break
             try:
-                reply = await self._on_cluster(job, request, timeout)
+                reply = await self._on_cluster(job, request, timeout, priority)
             except ClusterLost as e:
                 lost = True
                 log.warning("%s job lost on the Dask cluster (attempt %d): %s", job, attempt + 1, e)
@@ -258,9 +261,11 @@ class DaskPool:
             self.fallbacks += 1
             log.warning("%s job: running it on the local pool instead", job)
         self.jobs_on_local += 1
-        return await self._local.run(job, request, timeout)
+        return await self._local.run(job, request, timeout, priority)
 
-    async def _on_cluster(self, job: str, request: Any, timeout: float) -> tuple[Any, ...]:
+    async def _on_cluster(
+        self, job: str, request: Any, timeout: float, priority: Priority
+    ) -> tuple[Any, ...]:
         client = self._client
         key = f"p2pml-{job}-{uuid.uuid4().hex}"
         started = self._started[key] = asyncio.Event()
@@ -278,6 +283,9 @@ class DaskPool:
                 self._settings.worker_memory_mb,
                 pure=False,
                 key=key,
+                # Dask runs higher numbers first; there is no preemption on
+                # the cluster (a queued block check just goes ahead).
+                priority=len(Priority) - 1 - int(priority),
             )
             result = asyncio.ensure_future(fut)
             try:

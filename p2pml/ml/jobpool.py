@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from p2pml.ml.scheduling import Priority
+
 
 class JobPool(Protocol):
-    async def run(self, job: str, request: Any, timeout: float) -> Any:
+    async def run(
+        self, job: str, request: Any, timeout: float, priority: Priority = Priority.TRAIN
+    ) -> Any:
         """The job's result; its ``TrainingError``/``ValidationError`` raised as
-        itself; ``TrainingError("job-timeout")`` past ``timeout`` seconds."""
+        itself; ``TrainingError("job-timeout")`` past ``timeout`` seconds. Jobs
+        wait for a worker by ``priority``: block verification first, then own
+        training, then background checks."""
         ...
 
     async def close(self) -> None: ...

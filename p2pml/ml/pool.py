@@ -23,6 +23,11 @@ limit as ``job-timeout``. These are infrastructure failures of this node, not
 verdicts on a result: results over any *deterministic* budget come back as a
 ``ValidationError`` (``bad-result-model``) from the job itself.
 
+Priorities: jobs wait for a worker in three classes (block verification,
+own training, background checks of gossiped results), and a block's job
+preempts a background one when no worker is free: see
+:mod:`p2pml.ml.scheduling`.
+
 Messages on the pipes are pickles between this process and its own children
 only (job requests and results we construct); nothing from peers is ever
 unpickled: model artifacts travel as opaque bytes.
@@ -44,6 +49,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from p2pml.errors import ModelArtifactError, P2PMLError, TrainingError, ValidationError
+from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.ml.worker import THREAD_ENV
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,17 @@ _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {
 #: wall-clock timeout in the parent normally ends it first.
 CPU_GRACE_SECONDS: Final = 1.0
 MEMORY_LIMIT: Final = "worker-memory-limit"
+#: Asks a worker to abandon its job (a preempted background check): the
+#: child raises :class:`Preempted` in the job and stays warm for the next
+#: one. A job that does not return within ``PREEMPT_GRACE_SECONDS`` (busy in
+#: native code that never checks signals) gets its worker killed instead.
+PREEMPT_SIGNAL: Final = signal.SIGUSR1
+PREEMPT_GRACE_SECONDS: Final = 1.0
+
+
+class Preempted(BaseException):
+    """Raised in a worker's job when it is preempted (``except Exception``
+    in library code must not swallow it)."""
 
 
 def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
@@ -79,6 +96,15 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
     from p2pml.ml.worker import limit_threads
     from p2pml.oslimits import limit_cpu_for_job, limit_memory
 
+    in_job = False
+
+    def on_preempt(_signum: int, _frame: Any) -> None:
+        nonlocal in_job
+        if in_job:  # between jobs the signal is stale: ignore it
+            in_job = False
+            raise Preempted
+
+    signal.signal(PREEMPT_SIGNAL, on_preempt)
     limits = limit_threads()  # held for the life of the process
     # After the thread pins (fewer thread stacks), before the heavy imports:
     # the limit covers everything the process will ever map.
@@ -109,7 +135,13 @@ def _child_main(conn: Connection, memory_mb: int | None = None) -> None:
         job, request, cpu_seconds = msg
         if cpu_seconds is not None:
             limit_cpu_for_job(cpu_seconds)
-        reply = execute(job, request)
+        try:
+            in_job = True
+            reply = execute(job, request)
+        except Preempted:
+            reply = ("preempted",)
+        finally:
+            in_job = False
         try:
             conn.send(reply)
         except (OSError, ValueError):
@@ -176,6 +208,7 @@ class _Worker:
         with _child_env():
             self.proc.start()
         child_conn.close()
+        self.jobs = 0  # jobs handed to it: tells a stale preemption from a live one
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -196,7 +229,7 @@ class TrainingPool:
         self.workers = workers
         self.memory_mb = memory_mb
         self._ctx = multiprocessing.get_context("spawn")
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._sched: WorkerScheduler[_Worker] = WorkerScheduler(workers, self._preempt)
         self._all: set[_Worker] = set()
         self._busy: set[_Worker] = set()
         # Threads that block on pipe I/O so the event loop never does.
@@ -214,29 +247,54 @@ class TrainingPool:
     def _add(self) -> None:
         w = _Worker(self._ctx, self.memory_mb)
         self._all.add(w)
-        self._idle.put_nowait(w)
+        self._sched.add(w)
 
     async def _replace(self, w: _Worker) -> None:
+        self._sched.retire(w)
         self._all.discard(w)
         await asyncio.get_running_loop().run_in_executor(self._io, w.kill)
         if not self._closed:
             self._add()
+
+    def _preempt(self, w: _Worker) -> None:
+        """Ask ``w`` to abandon its job; kill it if the job does not let go."""
+        job = w.jobs
+        with contextlib.suppress(OSError):
+            os.kill(w.proc.pid or 0, PREEMPT_SIGNAL)
+
+        def escalate() -> None:
+            if w.jobs == job and w in self._busy:
+                log.info("worker %s ignored preemption: killing it", w.proc.pid)
+                with contextlib.suppress(OSError):
+                    w.proc.kill()  # its blocked reply read ends with EOF
+
+        asyncio.get_running_loop().call_later(PREEMPT_GRACE_SECONDS, escalate)
 
     @property
     def pids(self) -> list[int]:
         return sorted(w.proc.pid for w in self._all if w.proc.pid is not None)
 
     @property
+    def preemptions(self) -> int:
+        """Background jobs ended so far to free a worker for a block's job."""
+        return self._sched.preemptions
+
+    @property
     def busy_pids(self) -> list[int]:
         """Processes running a job now (for the admin API and tests)."""
         return sorted(w.proc.pid for w in self._busy if w.proc.pid is not None)
 
-    async def run(self, job: str, request: Any, timeout: float) -> Any:
+    async def run(
+        self, job: str, request: Any, timeout: float, priority: Priority = Priority.TRAIN
+    ) -> Any:
         """Run ``job`` in a worker; ``TrainingError("job-timeout")`` past ``timeout`` s.
 
-        The time limit counts from when the job is handed to an idle worker
-        (sending it included), not the wait for one. Errors raised in the job
-        come back as the same exception class and reason.
+        Jobs wait for a worker by ``priority`` (see :mod:`p2pml.ml.scheduling`);
+        a ``BACKGROUND`` job preempted by a block's job waits again and
+        re-runs from the start. The time limit counts from when the job is
+        handed to a worker (sending it included), not the wait for one.
+        Errors raised in the job come back as the same exception class and
+        reason.
         """
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}")
@@ -245,35 +303,53 @@ class TrainingPool:
         if not self._started:
             await self.start()
         loop = asyncio.get_running_loop()
-        w = await self._idle.get()
-        self._busy.add(w)
         cpu = timeout + CPU_GRACE_SECONDS if math.isfinite(timeout) else None
-        try:
-            # One thread hop per job (send, then block on the reply); killing
-            # the worker on a timeout ends the blocked recv with EOFError.
-            reply = await asyncio.wait_for(
-                loop.run_in_executor(self._io, _round_trip, w, (job, request, cpu)), timeout
-            )
-        except TimeoutError:
-            log.warning("training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid)
-            await self._replace(w)
-            raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
-        except (EOFError, OSError, BrokenPipeError) as e:
-            await self._replace(w)  # joins the process: its exit code is known below
-            if w.proc.exitcode == -signal.SIGXCPU:
-                raise TrainingError("job-timeout", f"{job} job exceeded its CPU time") from None
-            raise TrainingError("worker-crashed", f"worker exited during {job}: {e!r}") from None
-        except BaseException:
-            # Cancelled mid-job: the worker is busy with work nobody wants.
-            await asyncio.shield(self._replace(w))
-            raise
-        finally:
-            self._busy.discard(w)
-        if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
-            log.warning("training job %s hit the memory limit: replacing worker", job)
-            await self._replace(w)
-        else:
-            self._idle.put_nowait(w)
+        while True:
+            w = await self._sched.acquire(priority)
+            w.jobs += 1
+            self._busy.add(w)
+            try:
+                # One thread hop per job (send, then block on the reply); killing
+                # the worker (timeout, preemption) ends the blocked recv with EOFError.
+                reply = await asyncio.wait_for(
+                    loop.run_in_executor(self._io, _round_trip, w, (job, request, cpu)), timeout
+                )
+            except TimeoutError:
+                log.warning(
+                    "training job %s over %.1f s: killing worker %s", job, timeout, w.proc.pid
+                )
+                await self._replace(w)
+                raise TrainingError("job-timeout", f"{job} job exceeded {timeout:g} s") from None
+            except (EOFError, OSError, BrokenPipeError) as e:
+                preempted = self._sched.preempted(w)
+                await self._replace(w)  # joins the process: its exit code is known below
+                if preempted:
+                    log.info("%s job preempted by block verification: queued again", job)
+                    continue
+                if w.proc.exitcode == -signal.SIGXCPU:
+                    raise TrainingError("job-timeout", f"{job} job exceeded its CPU time") from None
+                detail = f"worker exited during {job}: {e!r}"
+                raise TrainingError("worker-crashed", detail) from None
+            except BaseException:
+                # Cancelled mid-job: the worker is busy with work nobody wants.
+                await asyncio.shield(self._replace(w))
+                raise
+            finally:
+                self._busy.discard(w)
+            preempted = self._sched.preempted(w)
+            if reply[0] == "err" and reply[2] == MEMORY_LIMIT:
+                log.warning("training job %s hit the memory limit: replacing worker", job)
+                await self._replace(w)
+            else:
+                self._sched.release(w)
+            # A preempted job's failure may be the interruption itself: never
+            # a verdict; it runs again. A result it finished stands.
+            if preempted and reply[0] != "ok":
+                log.info("%s job preempted by block verification: queued again", job)
+                continue
+            break
+        if reply[0] == "preempted":  # a stale signal: cannot be a verdict
+            raise TrainingError("job-preempted", f"{job} job was interrupted")
         return unpack(reply)
 
     def describe(self) -> dict[str, Any]:
@@ -288,6 +364,7 @@ class TrainingPool:
         if self._closed:
             return
         self._closed = True
+        self._sched.close(TrainingError("pool-closed", "the training pool is shut down"))
         loop = asyncio.get_running_loop()
         workers = list(self._all)
         self._all.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from p2pml.errors import (
 )
 from p2pml.ipfs.store import DatasetStore
 from p2pml.ml.jobpool import JobPool
+from p2pml.ml.scheduling import Priority
 from p2pml.ml.verify import ResultClaim, verify_result_async
 from p2pml.ml.worker import TrainRequest, TrainResult
 
@@ -117,7 +119,9 @@ class Trainer:
         self._running += 1  # queued jobs count: accepts() says "busy" for them too
         try:
             async with self._slots:
+                t0 = time.monotonic()
                 path = await self._dataset(spec)
+                t1 = time.monotonic()
                 request = TrainRequest(
                     spec,
                     task_id,
@@ -130,16 +134,20 @@ class Trainer:
                     self._settings.parsed_cache_max_bytes,
                 )
                 result: TrainResult = await self._pool.run(
-                    "train", request, self._settings.max_job_seconds
+                    "train", request, self._settings.max_job_seconds, Priority.TRAIN
                 )
+                t2 = time.monotonic()
                 try:
                     cid = await self._store.add_bytes(result.artifact)
                 except DatasetError as e:
                     raise TrainingError("artifact-store-failed", str(e)) from None
         finally:
             self._running -= 1
+        # Where a round's time went: the dataset, the pool (waiting for a
+        # worker, then the job), storing the model.
         log.info(
-            "trained %s round %d: %s=%.6g on %d rows in %d ms -> %s",
+            "trained %s round %d: %s=%.6g on %d rows in %d ms -> %s "
+            "(dataset %d ms, pool %d ms, store %d ms)",
             spec.model,
             round,
             spec.metric,
@@ -147,11 +155,16 @@ class Trainer:
             result.train_rows,
             result.train_ms,
             cid,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            (time.monotonic() - t2) * 1000,
         )
         return TrainingOutcome(result.metric, cid, result.train_rows, result.train_ms)
 
-    async def verify(self, claim: ResultClaim) -> None:
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None:
         """Verify a peer's result in the pool (fetching the dataset as needed).
+        ``background``: a gossiped result, whose job yields to block
+        verification and training (:mod:`p2pml.ml.scheduling`).
 
         ``ValidationError`` if the result is invalid; ``MissingDataError``
         ("pending-data") if the dataset cannot be fetched now.
@@ -171,4 +184,5 @@ class Trainer:
             max_dataset_bytes=self._settings.max_dataset_bytes,
             cache_max_bytes=self._settings.parsed_cache_max_bytes,
             timeout=self._settings.max_job_seconds,
+            priority=Priority.BACKGROUND if background else Priority.BLOCK,
         )

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.errors import ModelArtifactError, TrainingError, ValidationError
+from p2pml.ml.scheduling import Priority
 
 #: Audit comparison of re-trained vs claimed predictions. Equal bits on one
 #: machine (tests assert that); the tolerance only absorbs ulp-level BLAS/SIMD
@@ -290,8 +291,10 @@ async def verify_result_async(
     max_dataset_bytes: int = 512 * 1024**2,
     cache_max_bytes: int | None = None,
     timeout: float = 600.0,
+    priority: Priority = Priority.BLOCK,
 ) -> None:
-    """:func:`verify_result` in the training pool (``p2pml.ml.pool.TrainingPool``).
+    """:func:`verify_result` in the training pool (``p2pml.ml.pool.TrainingPool``),
+    waiting for a worker in ``priority``'s class.
 
     Raises ``ValidationError`` for an invalid result, ``TrainingError``
     ("job-timeout", "worker-crashed") if verification itself could not finish.
@@ -299,4 +302,4 @@ async def verify_result_async(
     claim = dataclasses.replace(claim, claimed_metric=float(claim.claimed_metric))
     cache = cache_dir if cache_dir is not None else Path(str(dataset_path) + ".parsed")
     req = VerifyRequest(claim, str(dataset_path), str(cache), max_dataset_bytes, cache_max_bytes)
-    await pool.run("verify", req, timeout)
+    await pool.run("verify", req, timeout, priority)

@@ -13,7 +13,9 @@ What a peer can make us re-run is bounded three ways: at most
 ``MAX_RESULT_CHECKS`` at once over all peers, a per-peer budget of worker
 seconds (a token bucket charged with each check's wall time, failed
 fetches included), and a ban cancels every check the peer still has queued.
-Gossiped checks never take the last worker, which block verification keeps.
+Gossiped checks wait for a worker behind block verification and our own
+training, and a block's check preempts one when no worker is free
+(:mod:`p2pml.ml.scheduling`), with one worker too.
 """
 
 from __future__ import annotations

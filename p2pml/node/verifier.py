@@ -15,6 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from p2pml.chain.taskspec import TaskSpec
@@ -46,7 +47,7 @@ FETCH_AHEAD = 2
 class ResultChecker(Protocol):
     """What re-runs a result (``p2pml.ml.trainer.Trainer`` implements it)."""
 
-    async def verify(self, claim: ResultClaim) -> None: ...
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,19 @@ class Verifier:
         # (result id, seed) -> (audited?, verdict): "" valid, else the reason
         self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
         self.wanted: dict[tuple[bytes, bytes, bool], Request] = {}
+        # Jobs handed to the pool at once, per class: the pool orders them
+        # (block verification first, then training, then gossiped results)
+        # and preempts a gossiped check when a block's job finds no free
+        # worker (p2pml.ml.scheduling). Separate counts, so a gossiped check
+        # never holds a slot that block verification waits for.
         self._parallel = asyncio.Semaphore(max(1, parallel))
-        # Gossiped results run behind block verification: they may hold all
-        # workers but one, so a block's results always find a free worker.
         self._background = asyncio.Semaphore(max(1, parallel - 1))
         self._fetching = asyncio.Semaphore(FETCH_AHEAD * max(1, parallel))
         # Gossiped results fetch on slots of their own: artifacts that never
         # arrive (an attacker's CIDs) must not hold the slots that blocks and
         # our own results need.
         self._fetching_background = asyncio.Semaphore(FETCH_AHEAD)
+        self._detached: set[asyncio.Future[Path]] = set()
         self._waiters: dict[tuple[bytes, bytes, bool], int] = {}
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         # (result id, seed) -> worker crashes/timeouts while verifying it
@@ -146,10 +151,13 @@ class Verifier:
         cancellation ends them): the node is stopping."""
         for fut in list(self._inflight.values()):
             fut.cancel()
+        for download in list(self._detached):
+            download.cancel()
 
     async def check(self, req: Request, background: bool = False) -> str | None:
         """The verdict for one request: "" valid, a reason, None = data missing.
-        ``background``: a gossiped result, which never takes the last worker."""
+        ``background``: a gossiped result, which yields to block verification
+        and training (and is preempted by the former)."""
         have = self.cached(req.tx.id, req.seed, req.audit)
         if have is not None:
             return have
@@ -192,23 +200,50 @@ class Verifier:
         other results' CPU work; the fetch slot is held until a worker slot
         is free, which bounds the artifacts held in memory.
         """
-        async with self._fetching_background if background else self._fetching:
-            try:
+        slots = self._fetching_background if background else self._fetching
+        await slots.acquire()
+        held = True
+        try:
+            if background:
+                download = asyncio.ensure_future(
+                    self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
+                )
+                try:
+                    path = await asyncio.shield(download)
+                except asyncio.CancelledError:
+                    if not download.done():
+                        held = False  # the download keeps its slot until it ends
+                        self._detach(download, slots)
+                    raise
+            else:
                 path = await self._store.fetch(cid, max_bytes=MAX_ARTIFACT_BYTES)
-            except DatasetTooLarge:
-                return None
             if path.stat().st_size > MAX_ARTIFACT_BYTES:
                 return None
             artifact = await asyncio.to_thread(path.read_bytes)
-            if background:
-                await self._background.acquire()
-            try:
-                await self._parallel.acquire()
-            except BaseException:
-                if background:
-                    self._background.release()
-                raise
+            await (self._background if background else self._parallel).acquire()
+        except DatasetTooLarge:
+            return None
+        finally:
+            if held:
+                slots.release()
         return artifact
+
+    def _detach(self, download: asyncio.Future[Path], slots: asyncio.Semaphore) -> None:
+        """A cancelled gossiped check (its sender banned) leaves its download
+        to end by itself (done, failed, or the IPFS timeout): aborting a
+        download of embedded Kubo restarts the daemon, which stalls every
+        fetch and add of this node, our own training's included, for
+        seconds; an attacker's bans would buy one restart each. The download
+        keeps its background fetch slot meanwhile, so these stay bounded."""
+        self._detached.add(download)
+
+        def ended(d: asyncio.Future[Path]) -> None:
+            self._detached.discard(d)
+            slots.release()
+            if not d.cancelled():
+                d.exception()  # retrieved: nobody waits for it any more
+
+        download.add_done_callback(ended)
 
     async def _check(self, req: Request, background: bool) -> str | None:
         tx = req.tx
@@ -239,11 +274,9 @@ class Verifier:
                         claimed_train_rows=tx.train_rows,
                         audit=req.audit,
                     )
-                    await self._checker.verify(claim)
+                    await self._checker.verify(claim, background)
                 finally:
-                    self._parallel.release()
-                    if background:
-                        self._background.release()
+                    (self._background if background else self._parallel).release()
                 verdict = ""
         except ValidationError as exc:
             if isinstance(exc, MissingDataError) or exc.reason in LOCAL_LIMITS:

@@ -15,7 +15,8 @@ import pytest
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
-from p2pml.errors import TrainingError
+from p2pml.errors import DatasetError, TrainingError
+from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.node.verifier import (
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
@@ -166,33 +167,69 @@ async def test_gossiped_checks_leave_a_worker_for_block_verification(tmp_path: P
     assert await asyncio.gather(*background) == ["", "", "", ""]
 
 
+class StallingStore(FakeStore):
+    """An artifact that never arrives (until the test ends the download)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        raise DatasetError(f"{cid}: timed out")
+
+
 async def test_the_last_waiter_gone_cancels_the_check_and_its_download(tmp_path: Path) -> None:
-    """A banned sender's check is cancelled by its waiter; the shared check
-    (and the artifact download in it) must end too, not run to its timeout."""
+    """A block's check nobody waits for any more (a reorg): the shared check
+    (and the artifact download in it) ends too, not at its timeout."""
+    store = StallingStore(tmp_path)
+    verifier = Verifier(store, GatedChecker(), parallel=1)  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(verifier.check(request(0)))
+    await asyncio.wait_for(store.started.wait(), timeout=5)
+    waiter.cancel()
+    await asyncio.wait_for(store.cancelled.wait(), timeout=5)
+    await wait_until(lambda: verifier._fetching._value == FETCH_AHEAD, timeout=5)
 
-    class StallingStore(FakeStore):
-        def __init__(self, root: Path) -> None:
-            super().__init__(root)
-            self.started = asyncio.Event()
-            self.cancelled = asyncio.Event()
 
-        async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
-            self.started.set()
-            try:
-                await asyncio.Event().wait()  # an artifact that never arrives
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
-            raise AssertionError("unreachable")
-
+async def test_a_banned_senders_check_leaves_its_download_to_end_by_itself(
+    tmp_path: Path,
+) -> None:
+    """Attack: each ban cancelled the sender's checks and their downloads;
+    aborting a download of embedded Kubo restarts the daemon, stalling our
+    own training's artifact add for seconds, once per banned attacker. The
+    check ends at once; its download runs to its end, holding its slot."""
     store = StallingStore(tmp_path)
     verifier = Verifier(store, GatedChecker(), parallel=1)  # type: ignore[arg-type]
     waiter = asyncio.ensure_future(verifier.check(request(0), background=True))
     await asyncio.wait_for(store.started.wait(), timeout=5)
     waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not store.cancelled.is_set()
+    assert verifier._fetching_background._value == FETCH_AHEAD - 1  # still bounded
+    assert verifier._fetching._value == FETCH_AHEAD  # block fetches never queued behind it
+    store.release.set()  # the download ends (here: fails, as at the IPFS timeout)
+    await wait_until(lambda: verifier._fetching_background._value == FETCH_AHEAD, timeout=5)
+    # A later request for the same result starts afresh.
+    store.release.clear()
+    store.started.clear()
+    again = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await asyncio.wait_for(store.started.wait(), timeout=5)
+    # Stopping the node aborts detached downloads too.
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    verifier.close()
     await asyncio.wait_for(store.cancelled.wait(), timeout=5)
-    # Foreground fetches were never queued behind it.
-    assert verifier._fetching._value == FETCH_AHEAD
 
 
 async def test_a_check_after_a_cancelled_one_starts_afresh(tmp_path: Path) -> None:
@@ -207,3 +244,72 @@ async def test_a_check_after_a_cancelled_one_starts_afresh(tmp_path: Path) -> No
     again = asyncio.ensure_future(verifier.check(request(0)))
     checker.gate.set()
     assert await again == ""
+
+
+class SchedulingPool:
+    """The training pool's scheduling (the real ``WorkerScheduler``) over fake
+    workers: a job waits for its gate; preempting cancels it, as the real pool
+    kills the worker's process, and a replacement worker is added."""
+
+    def __init__(self, workers: int) -> None:
+        self.sched: WorkerScheduler[str] = WorkerScheduler(workers, self._kill)
+        self.jobs: dict[str, asyncio.Future[bool]] = {}
+        self.started: list[Priority] = []
+        self.spawned = 0
+        for i in range(workers):
+            self.sched.add(f"w{i}")
+
+    def _kill(self, worker: str) -> None:
+        self.jobs[worker].cancel()
+
+    async def run(self, gate: asyncio.Event, priority: Priority) -> None:
+        while True:
+            worker = await self.sched.acquire(priority)
+            self.started.append(priority)
+            job = self.jobs[worker] = asyncio.ensure_future(gate.wait())
+            try:
+                await job
+            except asyncio.CancelledError:
+                if not self.sched.preempted(worker):
+                    raise
+                self.sched.retire(worker)
+                self.spawned += 1
+                self.sched.add(f"new{self.spawned}")
+                continue  # queued again
+            self.sched.release(worker)
+            return
+
+
+class PoolChecker:
+    """Gossiped checks wait for ``background_gate``; block checks run at once."""
+
+    def __init__(self, pool: SchedulingPool) -> None:
+        self.pool = pool
+        self.background_gate = asyncio.Event()
+        self.block_gate = asyncio.Event()
+        self.block_gate.set()
+
+    async def verify(self, _claim: Any, background: bool = False) -> None:
+        if background:
+            await self.pool.run(self.background_gate, Priority.BACKGROUND)
+        else:
+            await self.pool.run(self.block_gate, Priority.BLOCK)
+
+
+async def test_with_one_worker_a_block_check_preempts_a_gossiped_one(tmp_path: Path) -> None:
+    """``[training] workers = 1``: a gossiped check holding the only worker
+    used to make block verification wait for it to end."""
+    pool = SchedulingPool(1)
+    checker = PoolChecker(pool)
+    verifier = Verifier(FakeStore(tmp_path), checker, parallel=1)  # type: ignore[arg-type]
+    gossiped = asyncio.ensure_future(verifier.check(request(0), background=True))
+    await wait_until(lambda: pool.started == [Priority.BACKGROUND], timeout=5)
+    block = await asyncio.wait_for(verifier.check(request(1)), 5)
+    assert block == ""
+    assert pool.sched.preemptions == 1
+    # The gossiped check was queued again, and ends with its own verdict.
+    assert pool.started == [Priority.BACKGROUND, Priority.BLOCK, Priority.BACKGROUND]
+    assert not gossiped.done()
+    checker.background_gate.set()
+    assert await asyncio.wait_for(gossiped, 5) == ""
+    assert verifier.stats.verified == 2
