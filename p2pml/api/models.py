@@ -24,13 +24,14 @@ import csv
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
 from p2pml.errors import DatasetError, NotFoundError
-from p2pml.ml.modelfile import ModelCard
-from p2pml.ml.partition import derive_random_state
+
+if TYPE_CHECKING:
+    from p2pml.ml.modelfile import ModelCard
 
 MAX_HEADER_BYTES: Final = 1 << 20
 
@@ -155,6 +156,11 @@ class ModelRoutes:
         return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
     async def card(self, result: dict[str, Any]) -> ModelCard:
+        # Imported here: they pull in numpy (17 MB of the node's RSS) for a
+        # rarely called route; the node itself never needs numpy.
+        from p2pml.ml.modelfile import ModelCard
+        from p2pml.ml.partition import derive_random_state
+
         task = self._task(bytes.fromhex(result["task"]))
         if task is None or "seed" not in task:  # pragma: no cover - results need a mined task
             raise NotServed(404, "the result's task is not in the chain", "no-result")
