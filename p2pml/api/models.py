@@ -24,15 +24,15 @@ import csv
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
 from p2pml.errors import DatasetError, NotFoundError
 from p2pml.ml.estimators import CLASSIFICATION
-from p2pml.ml.labels import label_names
-from p2pml.ml.modelfile import ModelCard
-from p2pml.ml.partition import derive_random_state
+
+if TYPE_CHECKING:
+    from p2pml.ml.modelfile import ModelCard
 
 MAX_HEADER_BYTES: Final = 1 << 20
 #: (dataset CID, kind, target) -> label names: a pass over the dataset each.
@@ -160,6 +160,11 @@ class ModelRoutes:
         return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
     async def card(self, result: dict[str, Any]) -> ModelCard:
+        # Imported here: they pull in numpy (17 MB of the node's RSS) for a
+        # rarely called route; the node itself never needs numpy.
+        from p2pml.ml.modelfile import ModelCard
+        from p2pml.ml.partition import derive_random_state
+
         task = self._task(bytes.fromhex(result["task"]))
         if task is None or "seed" not in task:  # pragma: no cover - results need a mined task
             raise NotServed(404, "the result's task is not in the chain", "no-result")
@@ -196,6 +201,8 @@ class ModelRoutes:
         if kind != CLASSIFICATION:
             return ()
         if key not in self._labels:
+            from p2pml.ml.labels import label_names  # numpy: not at node start
+
             path = await self._fetch(cid, "dataset")
             names = await asyncio.to_thread(label_names, path, kind, target)
             if len(self._labels) >= LABEL_CACHE_ENTRIES:

@@ -268,15 +268,16 @@ class ChainState:
             if e.status.failed:
                 raise ValidationError("duplicate-invalid", e.invalid_reason)
             return e
-        e = self._checked_entry(header, self.index.get(header.prev_hash), now)
+        e = self._checked_entry(header, h, self.index.get(header.prev_hash), now)
         self._add_entry(e)
         update.new_entries.append(e)
         return e
 
     def _checked_entry(
-        self, header: BlockHeader, parent: IndexEntry | None, now: int
+        self, header: BlockHeader, block_hash: bytes, parent: IndexEntry | None, now: int
     ) -> IndexEntry:
-        """An entry for ``header`` after every header rule, not in the index."""
+        """An entry for ``header`` after every header rule, not in the index.
+        ``block_hash`` is its hash, which every caller has already computed."""
         rules.check_header(header, self.params)
         if parent is None:
             raise ValidationError("prev-unknown", f"parent {header.prev_hash.hex()} unknown")
@@ -291,7 +292,7 @@ class ChainState:
             self.params,
         )
         e = IndexEntry(
-            hash=header.hash,
+            hash=block_hash,
             header=header,
             parent=parent,
             height=parent.height + 1,
@@ -334,16 +335,17 @@ class ChainState:
         last: IndexEntry | None = None
         try:
             for header in headers:
-                e = self.index.get(header.hash)
+                h = header.hash
+                e = self.index.get(h)
                 if e is not None and e.status.failed:
                     raise ValidationError("duplicate-invalid", e.invalid_reason)
                 if e is None:
-                    e = pre.get(header.hash)
+                    e = pre.get(h)
                 if e is None:
                     parent = self.index.get(header.prev_hash)
                     if parent is None:
                         parent = pre.get(header.prev_hash)
-                    e = self._checked_entry(header, parent, now)
+                    e = self._checked_entry(header, h, parent, now)
                     if not pre.add(e):
                         raise ValidationError(
                             "presync-full", f"more than {pre.max_headers} headers below our work"
@@ -376,6 +378,7 @@ class ChainState:
                 update.error = update.error or ValidationError("bad-prev", "parent is invalid")
                 return
             x.parent = parent
+            x.skip = None  # it may point at a held object: walk the index's anew
             self._add_entry(x)
             update.new_entries.append(x)
 
@@ -663,7 +666,8 @@ class ChainState:
 
     def _add_entry(self, e: IndexEntry) -> None:
         if e.parent is not None:
-            e.skip = e.parent.ancestor(skip_height(e.height))
+            if e.skip is None:  # a checked entry has it already: one walk a block
+                e.skip = e.parent.ancestor(skip_height(e.height))
             self._tips.discard(e.parent)
         self.index[e.hash] = e
         self._tips.add(e)

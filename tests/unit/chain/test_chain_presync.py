@@ -117,6 +117,26 @@ def test_held_parent_that_entered_the_index_by_another_way_is_relinked() -> None
     assert e2 is not None and e2.parent is n.chain.entry(bb[0].hash)
 
 
+def test_committed_branch_walks_the_index_not_held_copies() -> None:
+    #   G - a1 - a2 - a3*
+    #    \
+    #     b1 - b2 - b3   (b1, b2 held; b1 then stored by another way; then b3)
+    # b3's skip pointer (height 1) was set while b1 was a held copy: once the
+    # branch commits, ancestor walks must reach the index's b1, or a verdict
+    # on it (``_descends_from_failed`` compares by identity) would be missed.
+    b, n = Builder(), Node()
+    n.feed_all(b.chain(b.genesis, 3))
+    bb = b.chain(b.genesis, 3, miner=OTHER)
+    held = n.chain.accept_headers([x.header for x in bb[:2]], NOW, session="p")
+    assert held.new_entries == [] and held.headers_held == 2
+    n.feed(bb[0])  # requested: stored with its own index entry
+    up = n.chain.accept_headers([x.header for x in bb], NOW, session="p")
+    assert up.error is None and [e.hash for e in up.new_entries] == [bb[1].hash, bb[2].hash]
+    e1, e3 = n.chain.entry(bb[0].hash), n.chain.entry(bb[2].hash)
+    assert e1 is not None and e3 is not None
+    assert e3.ancestor(1) is e1 and e3.ancestor(0) is n.chain.entry(b.genesis)
+
+
 MIN_WORK = dataclasses.replace(REGTEST, name="regtest-minwork", min_chain_work=6 * GENESIS_WORK)
 
 
