@@ -13,6 +13,10 @@ What a peer can make us re-run is bounded three ways: at most
 ``MAX_RESULT_CHECKS`` at once over all peers, a per-peer budget of worker
 seconds (a token bucket charged with each check's wall time, failed
 fetches included), and a ban cancels every check the peer still has queued.
+A result whose artifact nobody serves (the fetch gave up at
+``ipfs.fetch_start_timeout``, or the CID failed recently) costs its sender
+``UNFETCHABLE_ARTIFACT_SECONDS`` of budget and a small penalty: an honest
+relay verified the result, so it could fetch the artifact.
 Gossiped checks never take the last worker, which block verification keeps.
 """
 
@@ -54,6 +58,10 @@ PEER_CHECK_SECONDS_PER_SECOND = 0.5
 # a burst of results cannot all start before the first one is charged.
 CHECK_RESERVE_SECONDS = 10.0
 RECENT_BANS = 4_096
+# What naming an artifact nobody serves costs the sender, on top of the
+# check's wall time: a few such results spend the burst, twenty get it banned.
+UNFETCHABLE_ARTIFACT_SECONDS = 30.0
+UNFETCHABLE_ARTIFACT_PENALTY = 5
 
 #: Refusals that say nothing bad about the sender.
 HARMLESS = frozenset(
@@ -216,6 +224,13 @@ class VerificationService:
             try:
                 await self._results.submit_result(tx, peer_id, background=True)
             except MissingDataError:
+                if self.verifier.artifact_unfetchable(tx.id):
+                    self.counts["unfetchable"] += 1
+                    self.budget.charge(peer_id, UNFETCHABLE_ARTIFACT_SECONDS)
+                    self._gossip.penalise(
+                        peer_id, "unfetchable-artifact", UNFETCHABLE_ARTIFACT_PENALTY
+                    )
+                    return
                 self.counts["pending"] += 1
                 return  # charged below, no penalty (nothing is proven)
             except ValidationError as exc:
