@@ -37,7 +37,9 @@ from p2pml.node.verification import (
 )
 from p2pml.node.verifier import Request, Verifier
 from tests.framework.hostile_peer import unfetchable_cid
+from tests.framework.ipfs_daemon import JsIpfsDaemon
 from tests.framework.waiting import scaled
+from tests.integration.ipfs.conftest import SidecarFactory
 from tests.unit.node.fakes import FakeChain, FakeGossip, FakeRelay, Jobs
 
 EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
@@ -194,3 +196,16 @@ async def test_abandoned_downloads_are_bounded_per_node_process(
     assert kb.pid not in (None, first) and kb.spawns == 2
     assert (await store.fetch(cid)).read_bytes() == b"after the restart"
     assert list((kb.repo_dir / DOWNLOADS_DIR).iterdir()) == []  # emptied at the respawn
+
+
+async def test_sidecar_gives_up_at_the_start_deadline_and_the_daemon_still_serves(
+    shared_jsipfs: JsIpfsDaemon, make_sidecar: SidecarFactory
+) -> None:
+    store = await make_sidecar(shared_jsipfs, timeout=30.0, fetch_start_timeout=START_TIMEOUT)
+    t0 = time.monotonic()
+    with pytest.raises(NoProvider):
+        await store.fetch(unfetchable_cid())
+    assert time.monotonic() - t0 < scaled(START_TIMEOUT + 2)
+    # Closing the request cancelled it; the daemon goes on serving.
+    cid = await store.add_bytes(b"served after")
+    assert (await store.fetch(cid)).read_bytes() == b"served after"
