@@ -501,9 +501,11 @@ class EmbeddedBackend:
         return await asyncio.to_thread(disk_usage, self.repo_dir)
 
     async def has_local(self, cid: str) -> bool:
-        root = self._root_block(cid)
-        if root is not None and await asyncio.to_thread(root.exists):
-            return True  # fetched or added, not collected since
+        if self._root_block(cid) is not None:
+            assert self._flatfs is not None
+            # Every block, not just the root: a download abandoned or killed
+            # midway leaves part of a DAG, and pinning that would fetch the rest.
+            return await asyncio.to_thread(self._flatfs.complete, b58decode(cid))
         pins = await self._call("pins")
         return cid in (pins or [])
 

@@ -87,3 +87,18 @@ async def test_open_tasks_dataset_survives_gc_and_is_collected_after_close_and_r
         await b.fetch(cid)
     assert len(kb.gc_reports) > collections
     assert blocks.dag(b58decode(dataset)) == set()  # collected like any unpinned content
+
+
+async def test_only_a_complete_dag_counts_as_here(make_embedded: EmbeddedFactory) -> None:
+    # What the pin policy asks before pinning: pinning a partial DAG (a
+    # download abandoned midway) would make Kubo fetch the rest.
+    store = await make_embedded("n", timeout=30.0)
+    kb = backend(store)
+    cid = await store.add_bytes(os.urandom(MIB))
+    assert await kb.has_local(cid)
+    blocks = Flatfs(kb.repo_dir / "blocks")
+    root = b58decode(cid)
+    leaf = sorted(blocks.dag(root) - {root})[0]
+    blocks.path_of(leaf).unlink()
+    assert blocks.path_of(root).exists()
+    assert not await kb.has_local(cid)
