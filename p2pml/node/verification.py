@@ -15,8 +15,10 @@ seconds (a token bucket charged with each check's wall time, failed
 fetches included), and a ban cancels every check the peer still has queued.
 A result whose artifact nobody serves (the fetch gave up at
 ``ipfs.fetch_start_timeout``, or the CID failed recently) costs its sender
-``UNFETCHABLE_ARTIFACT_SECONDS`` of budget and a small penalty: an honest
-relay verified the result, so it could fetch the artifact.
+``UNFETCHABLE_ARTIFACT_SECONDS`` of budget on top of the time it took, but no
+score: an honest relay fetched the artifact to verify it, yet our IPFS node
+may not reach the one that has it, and scores never decay (a penalty per
+such result would in time ban an honest peer for how our IPFS swarm is wired).
 Gossiped checks never take the last worker, which block verification keeps.
 """
 
@@ -59,9 +61,8 @@ PEER_CHECK_SECONDS_PER_SECOND = 0.5
 CHECK_RESERVE_SECONDS = 10.0
 RECENT_BANS = 4_096
 # What naming an artifact nobody serves costs the sender, on top of the
-# check's wall time: a few such results spend the burst, twenty get it banned.
+# check's wall time: four such results spend the burst, then one per minute.
 UNFETCHABLE_ARTIFACT_SECONDS = 30.0
-UNFETCHABLE_ARTIFACT_PENALTY = 5
 
 #: Refusals that say nothing bad about the sender.
 HARMLESS = frozenset(
@@ -227,9 +228,6 @@ class VerificationService:
                 if self.verifier.artifact_unfetchable(tx.id):
                     self.counts["unfetchable"] += 1
                     self.budget.charge(peer_id, UNFETCHABLE_ARTIFACT_SECONDS)
-                    self._gossip.penalise(
-                        peer_id, "unfetchable-artifact", UNFETCHABLE_ARTIFACT_PENALTY
-                    )
                     return
                 self.counts["pending"] += 1
                 return  # charged below, no penalty (nothing is proven)
