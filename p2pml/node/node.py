@@ -142,6 +142,7 @@ class Node:
                 mining=self.mining,
                 datasets=self.ipfs,
                 result_checks=self.verification.counts,
+                pins=self.pins.stats,
             )
         )
 

@@ -98,7 +98,8 @@ class PinService:
         self.released: set[str] = set()
         self._wake = asyncio.Event()
         self._wake.set()  # reconcile at start
-        self.reconciled = 0  # passes done (tests wait on it)
+        #: for /metrics: pinned and released by this process, passes done
+        self.stats = {"held": 0, "released": 0, "passes": 0}
         chain.on_tip_changed(self._on_tip)
 
     def _on_tip(self, _update: ChainUpdate) -> None:
@@ -129,7 +130,8 @@ class PinService:
             if await self._do("unpin", cid):
                 self.released.add(cid)
                 self.pinned.discard(cid)
-        self.reconciled += 1
+        self.stats.update(held=len(self.pinned), released=len(self.released))
+        self.stats["passes"] += 1
         return plan
 
     async def _do(self, op: str, cid: str) -> bool:
