@@ -144,7 +144,7 @@ class EmbeddedBackend:
         self._ids = itertools.count(1)
         self._start_lock = asyncio.Lock()
         self._closed = False
-        self._abandoned = 0  # downloads left waiting in the current child
+        self._abandoned: list[Path] = []  # downloads left waiting in the current child
         self._flatfs: Flatfs | None = None
         #: children started (the first included) and killed; tests, metrics
         self.spawns = 0
@@ -193,11 +193,16 @@ class EmbeddedBackend:
 
     async def _spawn(self) -> None:
         self.repo_dir.mkdir(parents=True, exist_ok=True)
-        # No child runs: nothing can write a late download into these.
+        # No child runs: nothing can write a late download into the
+        # abandoned paths. Only those: a fetch waiting for this start may have
+        # made its FIFO already (at the first start, none has: all go).
         downloads = self.repo_dir / DOWNLOADS_DIR
-        await asyncio.to_thread(shutil.rmtree, downloads, True)
-        downloads.mkdir()
-        self._abandoned = 0
+        if self.spawns == 0:
+            await asyncio.to_thread(shutil.rmtree, downloads, True)
+        for path in self._abandoned:
+            await asyncio.to_thread(shutil.rmtree, path, True)
+        self._abandoned = []
+        downloads.mkdir(exist_ok=True)
         env = dict(os.environ)
         # The child must import p2pml whatever its cwd (the repo dir).
         src_root = str(Path(p2pml.__file__).resolve().parent.parent)
@@ -378,7 +383,7 @@ class EmbeddedBackend:
             except BaseException:
                 if not download.done():
                     download.cancel()
-                    if not started and self._abandoned < MAX_ABANDONED:
+                    if not started and len(self._abandoned) < MAX_ABANDONED:
                         self._abandon(receiver)
                     else:
                         await self.kill()  # the Go download keeps running otherwise
@@ -412,12 +417,12 @@ class EmbeddedBackend:
         """Leave a download that got nothing waiting in the child (see the
         module docstring). A directory takes the FIFO's place at once: the
         receiver's close unlinks only a FIFO, and a late write by Kubo fails."""
-        self._abandoned += 1
+        self._abandoned.append(receiver.pipe)
         self.abandoned_total += 1
         receiver.keep_path_blocked()
         log.info(
             "embedded IPFS: abandoned a download nobody serves (%d waiting in the node)",
-            self._abandoned,
+            len(self._abandoned),
         )
 
     async def pin(self, cid: str) -> None:
