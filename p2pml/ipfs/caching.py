@@ -245,7 +245,7 @@ class CachingDatasetStore:
             path = await self._fetch(cid, max_bytes or self.max_dataset_bytes)
         except FetchTimeout:
             self.stats["errors"] += 1
-            if self.unfetchable_ttl > 0:
+            if self.unfetchable_ttl > 0 and cid not in self._unfetchable:  # else: refused
                 self._unfetchable[cid] = self._clock()
                 self._unfetchable.move_to_end(cid)
                 while len(self._unfetchable) > UNFETCHABLE_MAX:
@@ -295,6 +295,7 @@ class CachingDatasetStore:
             cached = await self.cache.aget_verified(cid)
             if cached is not None:
                 return cached
+            self._refuse_if_unfetchable(cid)  # it failed while we waited for the lock
             now = time.monotonic()
             deadline = now + self.timeout
             start = None if self.start_timeout is None else now + self.start_timeout

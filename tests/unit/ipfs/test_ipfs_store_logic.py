@@ -38,6 +38,7 @@ class FakeBackend:
         self.fetches = 0
         self.hang = False
         self.no_provider = False
+        self.gate: asyncio.Event | None = None  # set: no_provider waits for it
         self.start_deadlines: list[float | None] = []
 
     @property
@@ -81,6 +82,8 @@ class FakeBackend:
         self.fetches += 1
         self.start_deadlines.append(start_deadline)
         if self.no_provider:
+            if self.gate is not None:
+                await self.gate.wait()
             raise NoProvider(f"nobody has {cid}")
         if self.hang:
             await asyncio.Event().wait()
@@ -248,6 +251,24 @@ async def test_an_unfetchable_cid_is_refused_at_once_until_its_ttl(
     now[0] += 2
     assert (await store.fetch(cid)).read_bytes() == b"soon served"
     assert backend.fetches == 2
+
+
+async def test_fetches_waiting_on_one_that_finds_no_provider_fail_with_it(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    store = CachingDatasetStore(
+        backend, DatasetCache(tmp_path / "c", 10**9), 30.0, 10_000, unfetchable_ttl=60.0
+    )
+    await store.start()
+    cid = await store.add_bytes(b"nobody serves it")
+    backend.no_provider, backend.gate = True, asyncio.Event()
+    fetches = asyncio.gather(*(store.fetch(cid) for _ in range(5)), return_exceptions=True)
+    # All five behind the one lock of the CID before the first learns its fate.
+    await wait_until(lambda: store._fetch_locks.get(cid, (None, [0]))[1][0] == 5)
+    backend.gate.set()
+    got = await fetches
+    assert all(isinstance(e, NoProvider) for e in got), got
+    assert backend.fetches == 1  # the others did not try again behind the lock
 
 
 async def test_a_total_timeout_also_marks_the_cid_unfetchable(
