@@ -296,15 +296,11 @@ class CachingDatasetStore:
             if cached is not None:
                 return cached
             self._refuse_if_unfetchable(cid)  # it failed while we waited for the lock
-            now = time.monotonic()
-            deadline = now + self.timeout
-            start = None if self.start_timeout is None else now + self.start_timeout
+            deadline = time.monotonic() + self.timeout
             try:
                 async with asyncio.timeout(self.timeout):
                     return await self._retrying(
-                        f"fetch {cid}",
-                        lambda: self._fetch_once(cid, deadline, start, max_bytes),
-                        deadline,
+                        f"fetch {cid}", lambda: self._fetch_once(cid, deadline, max_bytes), deadline
                     )
             except NoProvider:
                 self.stats["no_provider"] += 1
@@ -319,9 +315,10 @@ class CachingDatasetStore:
                     f"fetch {cid} did not finish within {self.timeout:g}s (ipfs.timeout)"
                 ) from None
 
-    async def _fetch_once(
-        self, cid: str, deadline: float, start: float | None, max_bytes: int
-    ) -> Path:
+    async def _fetch_once(self, cid: str, deadline: float, max_bytes: int) -> Path:
+        # The start deadline counts from each attempt: time spent waiting for
+        # an unreachable daemon says nothing about the CID's providers.
+        start = None if self.start_timeout is None else time.monotonic() + self.start_timeout
         with self.cache.temp_file() as tmp:
             actual = await self.backend.fetch_to(cid, tmp, max_bytes, deadline, start)
             if actual != cid:

@@ -253,6 +253,33 @@ async def test_an_unfetchable_cid_is_refused_at_once_until_its_ttl(
     assert backend.fetches == 2
 
 
+async def test_the_start_deadline_counts_from_the_attempt_that_reaches_the_daemon(
+    tmp_path: Path, backend: FakeBackend, clock: Clock
+) -> None:
+    store = CachingDatasetStore(
+        backend,
+        DatasetCache(tmp_path / "c", 10**9),
+        30.0,
+        10_000,
+        sleep=clock.sleep,
+        start_timeout=5.0,
+    )
+    await store.start()
+    cid = await store.add_bytes(b"after the outage")
+    backend.up = False
+
+    def outage(n: int) -> None:
+        if n == 3:
+            backend.up = True
+        else:
+            time.sleep(1.5)  # the outage: 3 s, more than half the start timeout
+
+    clock.hook = outage
+    assert (await store.fetch(cid)).read_bytes() == b"after the outage"
+    start = backend.start_deadlines[-1]
+    assert start is not None and start - time.monotonic() > 3.5
+
+
 async def test_fetches_waiting_on_one_that_finds_no_provider_fail_with_it(
     tmp_path: Path, backend: FakeBackend
 ) -> None:
