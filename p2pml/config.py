@@ -55,6 +55,11 @@ class IpfsSettings:
     timeout: float = 60.0
     max_dataset_bytes: int = 512 * 1024**2
     storage_max_mb: int = 10_000  # embedded Kubo repo cap, 10^6 bytes (Kubo's "MB")
+    # A fetch whose first block has not arrived by then is given up (no
+    # provider): a CID nobody has costs this, not ``timeout``.
+    fetch_start_timeout: float = 10.0
+    unfetchable_ttl: float = 60.0  # a CID that failed is refused at once meanwhile
+    pin_retention_blocks: int = 100  # datasets/best own artifacts stay pinned after close
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,7 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         ("training", "max_rounds_per_publisher", s.training.max_rounds_per_publisher),
         ("training", "parsed_cache_max_bytes", s.training.parsed_cache_max_bytes),
         ("ipfs", "storage_max_mb", s.ipfs.storage_max_mb),
+        ("ipfs", "pin_retention_blocks", s.ipfs.pin_retention_blocks),
     ):
         if value < 1:
             bad.append((section, key, f"{value}: must be at least 1"))
@@ -295,6 +301,8 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         )
     for section, key, fvalue in (
         ("ipfs", "timeout", s.ipfs.timeout),
+        ("ipfs", "fetch_start_timeout", s.ipfs.fetch_start_timeout),
+        ("ipfs", "unfetchable_ttl", s.ipfs.unfetchable_ttl),
         ("training", "max_job_seconds", s.training.max_job_seconds),
         ("p2p", "heartbeat_seconds", s.p2p.heartbeat_seconds),
     ):

@@ -20,6 +20,8 @@ so callers can catch the family they care about and nothing else::
     │   ├── CIDMismatch        fetched bytes do not hash to the requested CID
     │   ├── DatasetTooLarge    over the configured maximum size
     │   └── FetchTimeout       the fetch did not finish within its timeout
+    │       └── NoProvider     no first block within the start timeout, or
+    │                          the CID failed so recently that it is not retried
     ├── TrainingError          a training job failed; ``reason`` says why
     │   └── ModelArtifactError a model artifact is not in the safe format
     ├── NotFoundError          no such task, result, block or peer (API 404)
@@ -99,6 +101,11 @@ class DatasetTooLarge(DatasetError):
 
 class FetchTimeout(DatasetError):
     """A fetch did not complete within its timeout."""
+
+
+class NoProvider(FetchTimeout):
+    """Nobody sent the first block of a CID within ``ipfs.fetch_start_timeout``
+    (or the CID failed that way within ``ipfs.unfetchable_ttl``)."""
 
 
 class TrainingError(P2PMLError):

@@ -6,7 +6,7 @@ imports the node package, so nothing but the CLI and the devnet imports
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,6 +128,8 @@ class AdminContext:
     result_checks: Mapping[str, int]
     #: the training/verification executor (None: not shown)
     executor: ExecutorView | None = None
+    #: pins the node holds by its policy: held, released, passes (p2pml.node.pins)
+    pins: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def params(self) -> NetworkParams:

@@ -421,6 +421,8 @@ def metrics_text(ctx: AdminContext) -> str:
         "# TYPE p2pml_blocks_waiting_for_data gauge",
         f"p2pml_blocks_waiting_for_data {len(chain.waiting)}",
     ]
+    for name, value in sorted(ctx.pins.items()):
+        lines += [f"# TYPE p2pml_pins_{name} gauge", f"p2pml_pins_{name} {value}"]
     for name, value in sorted(getattr(ctx.datasets, "stats", {}).items()):
         lines += [f"# TYPE p2pml_ipfs_{name}_total counter", f"p2pml_ipfs_{name}_total {value}"]
     for name, value in sorted(ctx.peers.metrics().items()):

@@ -62,7 +62,14 @@ def open_dataset_store(settings: IpfsSettings, data_dir: Path) -> CachingDataset
     else:
         raise ConfigError(f"ipfs.mode: expected 'embedded' or 'sidecar', got {settings.mode!r}")
     cache = DatasetCache(settings.cache_dir or data_dir / "cache", settings.cache_max_bytes)
-    return CachingDatasetStore(backend, cache, settings.timeout, settings.max_dataset_bytes)
+    return CachingDatasetStore(
+        backend,
+        cache,
+        settings.timeout,
+        settings.max_dataset_bytes,
+        start_timeout=settings.fetch_start_timeout,
+        unfetchable_ttl=settings.unfetchable_ttl,
+    )
 
 
 async def add_dataset(

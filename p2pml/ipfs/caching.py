@@ -8,7 +8,11 @@ class owns everything that must not depend on trusting that node:
 * downloads land in the cache's temp dir and enter the cache only verified;
 * an unreachable daemon is retried with exponential backoff and jitter until
   the configured timeout; meanwhile ``state`` says what we are waiting for,
-  and the next call after the daemon returns succeeds (no restart needed).
+  and the next call after the daemon returns succeeds (no restart needed);
+* a CID nobody serves is cheap: a fetch whose first block has not arrived
+  within ``start_timeout`` is given up (:class:`NoProvider`), and a CID that
+  failed is refused at once for ``unfetchable_ttl`` seconds (a bounded
+  negative cache), so naming it again costs nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetError, FetchTimeout
+from p2pml.errors import CIDMismatch, DaemonUnavailable, DatasetError, FetchTimeout, NoProvider
 from p2pml.ipfs.cache import DatasetCache
 from p2pml.ipfs.cid import cid_of_bytes, cid_of_file, is_cidv0
 
@@ -34,6 +39,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+UNFETCHABLE_MAX = 4_096  # CIDs remembered as recently unfetchable (oldest forgotten)
 
 
 class Backend(Protocol):
@@ -60,10 +66,18 @@ class Backend(Protocol):
         """Add and pin; return the CID the node reported."""
         ...
 
-    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+    async def fetch_to(
+        self,
+        cid: str,
+        dest: Path,
+        max_bytes: int,
+        deadline: float,
+        start_deadline: float | None = None,
+    ) -> str:
         """Write the content of ``cid`` to ``dest``; return the CID computed locally
         over exactly the bytes written. Raise :class:`DatasetTooLarge` past
-        ``max_bytes``. ``deadline`` is a ``time.monotonic()`` value."""
+        ``max_bytes``, :class:`NoProvider` if nothing of it arrived by
+        ``start_deadline``. Deadlines are ``time.monotonic()`` values."""
         ...
 
     async def pin(self, cid: str) -> None: ...
@@ -83,10 +97,18 @@ class CachingDatasetStore:
         timeout: float,
         max_dataset_bytes: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        start_timeout: float | None = None,
+        unfetchable_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self.cache = cache
         self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.unfetchable_ttl = unfetchable_ttl
+        self._clock = clock
+        # CID -> when it last failed to fetch (timeout or no provider)
+        self._unfetchable: OrderedDict[str, float] = OrderedDict()
         self.max_dataset_bytes = max_dataset_bytes
         self._sleep = sleep
         self._state = "not started"
@@ -102,6 +124,8 @@ class CachingDatasetStore:
             "fetches": 0,
             "cache_hits": 0,
             "errors": 0,
+            "no_provider": 0,  # fetches given up at the start timeout
+            "unfetchable_refused": 0,  # refused at once: failed within unfetchable_ttl
         }
 
     @property
@@ -216,14 +240,41 @@ class CachingDatasetStore:
         if cached is not None:
             self.stats["cache_hits"] += 1
             return cached
+        self._refuse_if_unfetchable(cid)
         try:
             path = await self._fetch(cid, max_bytes or self.max_dataset_bytes)
+        except FetchTimeout:
+            self.stats["errors"] += 1
+            if self.unfetchable_ttl > 0 and cid not in self._unfetchable:  # else: refused
+                self._unfetchable[cid] = self._clock()
+                self._unfetchable.move_to_end(cid)
+                while len(self._unfetchable) > UNFETCHABLE_MAX:
+                    self._unfetchable.popitem(last=False)
+            raise
         except DatasetError:
             self.stats["errors"] += 1
             raise
         self.stats["fetches"] += 1
         self.stats["bytes_fetched"] += path.stat().st_size
         return path
+
+    def _refuse_if_unfetchable(self, cid: str) -> None:
+        failed = self._unfetchable.get(cid)
+        if failed is None:
+            return
+        ago = self._clock() - failed
+        if ago >= self.unfetchable_ttl:
+            del self._unfetchable[cid]
+            return
+        self.stats["unfetchable_refused"] += 1
+        raise NoProvider(
+            f"fetch {cid}: failed {ago:.0f}s ago; not retried for "
+            f"{self.unfetchable_ttl:g}s (ipfs.unfetchable_ttl)"
+        )
+
+    def forget_unfetchable(self, cid: str) -> None:
+        """Allow ``cid`` to be fetched again at once (e.g. its provider is back)."""
+        self._unfetchable.pop(cid, None)
 
     @contextlib.asynccontextmanager
     async def _fetch_lock(self, cid: str) -> AsyncIterator[None]:
@@ -244,12 +295,16 @@ class CachingDatasetStore:
             cached = await self.cache.aget_verified(cid)
             if cached is not None:
                 return cached
+            self._refuse_if_unfetchable(cid)  # it failed while we waited for the lock
             deadline = time.monotonic() + self.timeout
             try:
                 async with asyncio.timeout(self.timeout):
                     return await self._retrying(
                         f"fetch {cid}", lambda: self._fetch_once(cid, deadline, max_bytes), deadline
                     )
+            except NoProvider:
+                self.stats["no_provider"] += 1
+                raise
             except TimeoutError:
                 if self._state.startswith("waiting for data"):
                     raise DaemonUnavailable(
@@ -261,8 +316,11 @@ class CachingDatasetStore:
                 ) from None
 
     async def _fetch_once(self, cid: str, deadline: float, max_bytes: int) -> Path:
+        # The start deadline counts from each attempt: time spent waiting for
+        # an unreachable daemon says nothing about the CID's providers.
+        start = None if self.start_timeout is None else time.monotonic() + self.start_timeout
         with self.cache.temp_file() as tmp:
-            actual = await self.backend.fetch_to(cid, tmp, max_bytes, deadline)
+            actual = await self.backend.fetch_to(cid, tmp, max_bytes, deadline, start)
             if actual != cid:
                 raise CIDMismatch(
                     f"bytes received for {cid} hash to {actual}; discarded "

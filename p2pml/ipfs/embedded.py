@@ -9,9 +9,18 @@ no routing, no NAT/relay; swarm only on ``IpfsSettings.swarm``), and it dials
 only the peers in ``IpfsSettings.peers``. A dataset added on one embedded node
 is fetched by another over bitswap.
 
-A fetch that times out or grows past ``max_dataset_bytes`` kills the child (a
-Kubo download cannot be cancelled otherwise); the next call restarts it on the
-same repo, so its identity, pins and swarm port (if fixed) are kept.
+A Kubo download cannot be cancelled (the library runs it under
+``context.Background``). A fetch that got its first block and then times out
+or grows past ``max_dataset_bytes`` kills the child; the next call restarts it
+on the same repo, so its identity, pins and swarm port (if fixed) are kept.
+A fetch of a CID nobody sends (its root block never appears in the repo by
+the start deadline, or the caller gives up before) is *abandoned* instead:
+its Go download is left waiting in the child, which costs a thread and one
+bitswap want, and its FIFO is replaced by a directory so that a late answer
+fails to write. At most ``MAX_ABANDONED`` per child; the next one kills the
+child, which ends them all. So N unfetchable CIDs cost N / MAX_ABANDONED
+restarts instead of N, and each holds its fetch slot only until the start
+deadline.
 
 Disk: the library never garbage-collects, so with ``storage_max_mb`` set, each
 root we fetch or add is tracked (:class:`p2pml.ipfs.repogc.Roots`) and once
@@ -28,6 +37,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -37,11 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import p2pml
-from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
+from p2pml.cidv0 import b58decode
+from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge, NoProvider
 from p2pml.ipfs.cid import ThreadedCidBuilder, cid_of_file
 from p2pml.ipfs.fdio import open_for_overwrite, write_all
 from p2pml.ipfs.repogc import (
+    Flatfs,
     GcReport,
+    RepoLayoutError,
     Roots,
     delete_files,
     disk_usage,
@@ -62,6 +75,9 @@ ROOT_OVERHEAD = 16 * 1024
 # A collection pauses node calls (~0.1 s): free half the cap each time, so
 # one runs per half-cap of new content rather than per fetch.
 GC_LOW_WATER_PERCENT = 50
+# Downloads left waiting in one child (see the module docstring).
+MAX_ABANDONED = 32
+DOWNLOADS_DIR = "downloads"  # FIFOs of downloads in flight, emptied at each spawn
 
 
 class _Gate:
@@ -128,6 +144,12 @@ class EmbeddedBackend:
         self._ids = itertools.count(1)
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._abandoned: list[Path] = []  # downloads left waiting in the current child
+        self._flatfs: Flatfs | None = None
+        #: children started (the first included) and killed; tests, metrics
+        self.spawns = 0
+        self.kills = 0
+        self.abandoned_total = 0
 
     @property
     def unreachable_state(self) -> str:
@@ -171,6 +193,16 @@ class EmbeddedBackend:
 
     async def _spawn(self) -> None:
         self.repo_dir.mkdir(parents=True, exist_ok=True)
+        # No child runs: nothing can write a late download into the
+        # abandoned paths. Only those: a fetch waiting for this start may have
+        # made its FIFO already (at the first start, none has: all go).
+        downloads = self.repo_dir / DOWNLOADS_DIR
+        if self.spawns == 0:
+            await asyncio.to_thread(shutil.rmtree, downloads, True)
+        for path in self._abandoned:
+            await asyncio.to_thread(shutil.rmtree, path, True)
+        self._abandoned = []
+        downloads.mkdir(exist_ok=True)
         env = dict(os.environ)
         # The child must import p2pml whatever its cwd (the repo dir).
         src_root = str(Path(p2pml.__file__).resolve().parent.parent)
@@ -213,6 +245,7 @@ class EmbeddedBackend:
         self.peer_id = hello["result"]["peer_id"]
         self._addrs = list(hello["result"]["addrs"])
         self._proc, self._channel = proc, channel
+        self.spawns += 1
         log.info("embedded IPFS node %s listening on %s", self.peer_id, self._addrs)
 
     async def _connect_peers(self) -> None:
@@ -248,6 +281,7 @@ class EmbeddedBackend:
         proc, self._proc = self._proc, None
         channel, self._channel = self._channel, None
         if proc is not None and channel is not None:
+            self.kills += 1
             await _kill(proc, channel)
 
     async def close(self) -> None:
@@ -300,7 +334,14 @@ class EmbeddedBackend:
             fd_path.unlink(missing_ok=True)
         return cid
 
-    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+    async def fetch_to(
+        self,
+        cid: str,
+        dest: Path,
+        max_bytes: int,
+        deadline: float,
+        start_deadline: float | None = None,
+    ) -> str:
         async with self._gate.shared():
             await self._ensure_running()
             await self._connect_peers()  # re-dial peers that restarted since
@@ -308,12 +349,16 @@ class EmbeddedBackend:
         # bytes to ``dest`` as they come through it (one pass, overlapped with
         # Kubo's write, instead of re-reading a finished file to hash it).
         # Kubo 0.22's Download reads the whole file into its memory first,
-        # so the size cap acts when it writes, not during the transfer.
-        receiver = PipeReceiver(dest.with_name(dest.name + ".fifo"), dest, max_bytes)
+        # so the size cap acts when it writes, not during the transfer, and
+        # the first sign of a provider is the root block landing in the repo.
+        pipe = self.repo_dir / DOWNLOADS_DIR / f"{next(self._ids)}.fifo"
+        receiver = PipeReceiver(pipe, dest, max_bytes)
         too_large = DatasetTooLarge(
             f"dataset {cid} is larger than the configured maximum of "
             f"{max_bytes} bytes (ipfs.max_dataset_bytes); refused"
         )
+        root = self._root_block(cid)
+        started = False
         try:
             download = asyncio.ensure_future(
                 self._call("download", {"cid": cid, "dest": str(receiver.pipe)})
@@ -324,13 +369,24 @@ class EmbeddedBackend:
                     await asyncio.wait({download}, timeout=SIZE_POLL_SECONDS)
                     if receiver.received > max_bytes:
                         raise too_large
-                    if time.monotonic() > deadline:
+                    if not started:
+                        started = receiver.received > 0 or root is None or root.exists()
+                    now = time.monotonic()
+                    if not started and start_deadline is not None and now > start_deadline:
+                        raise NoProvider(
+                            f"fetch {cid}: no peer sent its first block within "
+                            "ipfs.fetch_start_timeout"
+                        )
+                    if now > deadline:
                         raise TimeoutError
                 download.result()
             except BaseException:
                 if not download.done():
                     download.cancel()
-                    await self.kill()  # the Go download keeps running otherwise
+                    if not started and len(self._abandoned) < MAX_ABANDONED:
+                        self._abandon(receiver)
+                    else:
+                        await self.kill()  # the Go download keeps running otherwise
                 elif not download.cancelled():
                     download.exception()  # retrieved: the error raised here says more
                 if receiver.received > max_bytes:
@@ -347,6 +403,27 @@ class EmbeddedBackend:
             self._note_root(cid, receiver.received)
         await self._maybe_collect()
         return local
+
+    def _root_block(self, cid: str) -> Path | None:
+        """The file the root block of ``cid`` lands in (None: layout unknown)."""
+        if self._flatfs is None:
+            try:
+                self._flatfs = Flatfs(self.repo_dir / "blocks")
+            except RepoLayoutError:
+                return None
+        return self._flatfs.path_of(b58decode(cid))
+
+    def _abandon(self, receiver: PipeReceiver) -> None:
+        """Leave a download that got nothing waiting in the child (see the
+        module docstring). A directory takes the FIFO's place at once: the
+        receiver's close unlinks only a FIFO, and a late write by Kubo fails."""
+        self._abandoned.append(receiver.pipe)
+        self.abandoned_total += 1
+        receiver.keep_path_blocked()
+        log.info(
+            "embedded IPFS: abandoned a download nobody serves (%d waiting in the node)",
+            len(self._abandoned),
+        )
 
     async def pin(self, cid: str) -> None:
         await self._call("pin", {"cid": cid})
@@ -429,6 +506,11 @@ class EmbeddedBackend:
         return await asyncio.to_thread(disk_usage, self.repo_dir)
 
     async def has_local(self, cid: str) -> bool:
+        if self._root_block(cid) is not None:
+            assert self._flatfs is not None
+            # Every block, not just the root: a download abandoned or killed
+            # midway leaves part of a DAG, and pinning that would fetch the rest.
+            return await asyncio.to_thread(self._flatfs.complete, b58decode(cid))
         pins = await self._call("pins")
         return cid in (pins or [])
 
@@ -465,6 +547,7 @@ class PipeReceiver:
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._hold: int | None = None
+        self._blocked = False
         fds: list[int] = []
         try:
             pipe.unlink(missing_ok=True)
@@ -504,6 +587,14 @@ class PipeReceiver:
             os.close(self._wfd)
             self._done.set()
 
+    def keep_path_blocked(self) -> None:
+        """Put a directory where the FIFO was, so whoever opens the path later
+        to write fails instead of creating a file there (or blocking)."""
+        self._blocked = True
+        self.pipe.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):  # Kubo wrote just now: removed at respawn
+            self.pipe.mkdir()
+
     def _release(self) -> None:
         if self._hold is not None:
             os.close(self._hold)
@@ -519,7 +610,8 @@ class PipeReceiver:
         self._release()
         if not self._done.is_set():
             await asyncio.to_thread(self._thread.join)
-        self.pipe.unlink(missing_ok=True)
+        if not self._blocked:
+            self.pipe.unlink(missing_ok=True)
 
 
 class _WorkerChannel(asyncio.SubprocessProtocol):

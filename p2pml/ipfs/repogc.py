@@ -128,6 +128,22 @@ class Flatfs:
         except FileNotFoundError:
             return 0
 
+    def complete(self, root: bytes) -> bool:
+        """Whether every block of ``root``'s DAG is here (so pinning it, or
+        reading it, needs no network)."""
+        seen: set[bytes] = set()
+        todo = [root]
+        while todo:
+            mh = todo.pop()
+            if mh in seen:
+                continue
+            children = self.links(mh)
+            if children is None:
+                return False
+            seen.add(mh)
+            todo.extend(children)
+        return True
+
     def dag(self, root: bytes) -> set[bytes]:
         """Multihashes of the blocks of ``root``'s DAG that are present."""
         seen: set[bytes] = set()

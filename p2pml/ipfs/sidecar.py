@@ -9,6 +9,9 @@ session by hand, because aioipfs 0.7.1 cannot stream them:
   reads the file 1 MiB at a time and hashes it on the way (CID check).
 * ``cat``: ``core.cat`` returns one ``bytes``. We stream the response into
   the temp file, hashing as we go, and stop past ``max_dataset_bytes``.
+  Closing that request (the start deadline passed with no body byte, the
+  total timeout, a cancelled caller) is how a fetch is cancelled: Kubo ends
+  the request's context, and with it the want-list of its session.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import aiohttp
 import aioipfs
 from aioipfs.exceptions import APIError, IPFSConnectionError
 
-from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge
+from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge, NoProvider
 from p2pml.ipfs.cid import CidBuilder, ThreadedCidBuilder
 from p2pml.ipfs.fdio import open_for_overwrite, write_all
 
@@ -145,22 +148,37 @@ class SidecarBackend:
             raise DatasetError("sidecar add returned no CID")
         return str(last["Hash"])
 
-    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+    async def fetch_to(
+        self,
+        cid: str,
+        dest: Path,
+        max_bytes: int,
+        deadline: float,
+        start_deadline: float | None = None,
+    ) -> str:
         # Ask for one byte more than allowed: receiving it proves "too large"
         # without downloading the rest.
         params = {"arg": cid, "length": str(max_bytes + 1)}
         timeout = aiohttp.ClientTimeout(total=max(0.1, deadline - time.monotonic()), sock_connect=5)
+        # Until the first body byte (or the end of an empty body): Kubo answers
+        # cat's headers once it has the root block, js-ipfs at once.
+        start = asyncio.timeout(
+            None if start_deadline is None else max(0.0, start_deadline - time.monotonic())
+        )
         writer = HashingFileWriter(dest)
         try:
-            async with self.client.session.post(
-                self._url("cat"),
-                params=params,
-                timeout=timeout,
-                read_bufsize=READ_SIZE,  # fewer pause/resume cycles than 64 KiB
-            ) as resp:
+            async with (
+                start,
+                self.client.session.post(
+                    self._url("cat"),
+                    params=params,
+                    timeout=timeout,
+                    read_bufsize=READ_SIZE,  # fewer pause/resume cycles than 64 KiB
+                ) as resp,
+            ):
                 await self._raise_for_status(resp, f"cat {cid}")
                 received = 0
-                async for chunk in resp.content.iter_chunked(READ_SIZE):
+                async for chunk in _first_waits(resp.content.iter_chunked(READ_SIZE), start):
                     received += len(chunk)
                     if received > max_bytes:
                         raise DatasetTooLarge(
@@ -169,6 +187,12 @@ class SidecarBackend:
                         )
                     await writer.write(chunk)
             return await writer.finish()
+        except TimeoutError as exc:
+            if start.expired():
+                raise NoProvider(
+                    f"fetch {cid}: the sidecar sent none of it within ipfs.fetch_start_timeout"
+                ) from None
+            raise self._unavailable(exc) from exc  # as before: an OSError
         except _UNREACHABLE as exc:
             raise self._unavailable(exc) from exc
         finally:
@@ -299,6 +323,18 @@ class HashingFileWriter:
         """Stop the thread, skipping chunks still queued; wait for it to end."""
         self._abort = True
         await self._end()
+
+
+async def _first_waits(
+    chunks: AsyncIterator[bytes], start: asyncio.Timeout
+) -> AsyncIterator[bytes]:
+    """``chunks``, with the ``start`` deadline lifted once the first arrives."""
+    async for chunk in chunks:
+        if start.when() is not None:
+            start.reschedule(None)
+        yield chunk
+    if start.when() is not None:
+        start.reschedule(None)
 
 
 def _aioipfs_add_kwargs() -> dict[str, Any]:

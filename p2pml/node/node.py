@@ -36,6 +36,7 @@ from p2pml.node.chain_manager import ChainManager
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.mining import MiningService
+from p2pml.node.pins import PinService
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.training import TrainingService
@@ -121,6 +122,9 @@ class Node:
         self.verification = VerificationService(
             self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
+        self.pins = PinService(
+            self.chain, self.ipfs, self.identity.public_key, settings.ipfs.pin_retention_blocks
+        )
         self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay, self.p2p)
         self.api = AdminServer(
             AdminContext(
@@ -140,6 +144,7 @@ class Node:
                 datasets=self.ipfs,
                 result_checks=self.verification.counts,
                 executor=self.pool,
+                pins=self.pins.stats,
             )
         )
 
@@ -162,6 +167,7 @@ class Node:
                 tg.create_task(self.relay.run(), name="announce")
                 if isinstance(self.pool, DaskPool):  # a scheduler down now is not fatal
                     tg.create_task(self.pool.keep_connected(), name="dask")
+                tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")

@@ -103,6 +103,22 @@ class PendingVerdicts(Protocol):
 
     def want_again(self, reqs: Iterable[Request]) -> None: ...
 
+    def artifact_unfetchable(self, result_id: bytes) -> bool:
+        """Whether the last check of the result found nobody serving its artifact."""
+        ...
+
+
+class PinStore(Protocol):
+    """Pins in the node's IPFS store (:class:`p2pml.ipfs.CachingDatasetStore`)."""
+
+    async def pin(self, cid: str) -> None: ...
+
+    async def unpin(self, cid: str) -> None: ...
+
+    async def has(self, cid: str) -> bool:
+        """True if the content is here without a network fetch."""
+        ...
+
 
 class TrainingBackend(Protocol):
     """Trains rounds (:class:`p2pml.ml.trainer.Trainer` implements it)."""

@@ -13,6 +13,12 @@ What a peer can make us re-run is bounded three ways: at most
 ``MAX_RESULT_CHECKS`` at once over all peers, a per-peer budget of worker
 seconds (a token bucket charged with each check's wall time, failed
 fetches included), and a ban cancels every check the peer still has queued.
+A result whose artifact nobody serves (the fetch gave up at
+``ipfs.fetch_start_timeout``, or the CID failed recently) costs its sender
+``UNFETCHABLE_ARTIFACT_SECONDS`` of budget on top of the time it took, but no
+score: an honest relay fetched the artifact to verify it, yet our IPFS node
+may not reach the one that has it, and scores never decay (a penalty per
+such result would in time ban an honest peer for how our IPFS swarm is wired).
 Gossiped checks wait for a worker behind block verification and our own
 training, and a block's check preempts one when no worker is free
 (:mod:`p2pml.ml.scheduling`), with one worker too.
@@ -56,6 +62,9 @@ PEER_CHECK_SECONDS_PER_SECOND = 0.5
 # a burst of results cannot all start before the first one is charged.
 CHECK_RESERVE_SECONDS = 10.0
 RECENT_BANS = 4_096
+# What naming an artifact nobody serves costs the sender, on top of the
+# check's wall time: four such results spend the burst, then one per minute.
+UNFETCHABLE_ARTIFACT_SECONDS = 30.0
 
 #: Refusals that say nothing bad about the sender.
 HARMLESS = frozenset(
@@ -218,6 +227,10 @@ class VerificationService:
             try:
                 await self._results.submit_result(tx, peer_id, background=True)
             except MissingDataError:
+                if self.verifier.artifact_unfetchable(tx.id):
+                    self.counts["unfetchable"] += 1
+                    self.budget.charge(peer_id, UNFETCHABLE_ARTIFACT_SECONDS)
+                    return
                 self.counts["pending"] += 1
                 return  # charged below, no penalty (nothing is proven)
             except ValidationError as exc:

@@ -23,6 +23,7 @@ from p2pml.chain.types import ResultTx
 from p2pml.errors import (
     DatasetError,
     DatasetTooLarge,
+    FetchTimeout,
     MissingDataError,
     TrainingError,
     ValidationError,
@@ -67,6 +68,7 @@ class VerifierStats:
     verified: int = 0
     failed: int = 0
     pending: int = 0
+    unfetchable: int = 0  # of pending: the artifact could not be fetched
 
 
 class Verifier:
@@ -93,6 +95,9 @@ class Verifier:
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
         # (result id, seed) -> worker crashes/timeouts while verifying it
         self._failures: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        # Result ids whose artifact nobody served on the last try (the
+        # sender of a gossiped one pays for it: VerificationService).
+        self._unfetchable: OrderedDict[bytes, None] = OrderedDict()
         self.stats = VerifierStats()
 
     # -- the oracle (sync, called by ChainState) ---------------------------------------
@@ -121,6 +126,11 @@ class Verifier:
         # Unaudited: a failure before the audit stands; a pass says nothing
         # about the audit.
         return verdict or None
+
+    def artifact_unfetchable(self, result_id: bytes) -> bool:
+        """True if the last check of this result found nobody serving its
+        artifact (a fetch timeout: not our own daemon being down)."""
+        return result_id in self._unfetchable
 
     def _remember(self, req: Request, verdict: str) -> None:
         self._cache[req.key] = (req.audit, verdict)
@@ -287,7 +297,15 @@ class Verifier:
                 return None
             verdict = exc.reason
         except DatasetError as exc:
+            # Only the artifact is fetched here (the checker reports a
+            # missing dataset as MissingDataError).
             self.stats.pending += 1
+            if isinstance(exc, FetchTimeout):
+                self.stats.unfetchable += 1
+                self._unfetchable[tx.id] = None
+                self._unfetchable.move_to_end(tx.id)
+                while len(self._unfetchable) > CACHE_MAX:
+                    self._unfetchable.popitem(last=False)
             log.info("result %s waits for its model: %s", tx.id.hex()[:16], exc)
             return None
         except (TrainingError, OSError) as exc:
@@ -310,6 +328,7 @@ class Verifier:
                     return None
             log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
             return None
+        self._unfetchable.pop(tx.id, None)
         self._remember(req, verdict)
         if verdict:
             self.stats.failed += 1

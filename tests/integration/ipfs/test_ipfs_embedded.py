@@ -95,6 +95,7 @@ async def test_no_output_in_stdout_or_cwd(
 async def test_missing_cid_times_out_then_node_recovers(
     make_embedded: EmbeddedFactory,
 ) -> None:
+    # ipfs.timeout (1 s) before ipfs.fetch_start_timeout (10 s by default).
     store = await make_embedded("n", timeout=1.0)
     old_pid = backend(store).pid
     assert old_pid is not None
@@ -103,13 +104,13 @@ async def test_missing_cid_times_out_then_node_recovers(
         await store.fetch(cid_of_bytes(b"nobody has this"))
     assert time.monotonic() - t0 < scaled(10)  # the 1 s timeout holds over a stuck Go download
     assert list(store.cache.tmp.iterdir()) == []
-    # the uncancellable Go download was stopped by killing the child...
-    assert backend(store).pid is None
-    # ...and the next call brings the node back on the same repo
+    # Nothing of it ever arrived: the uncancellable Go download is left
+    # waiting in the node instead of restarting it (test_ipfs_unfetchable.py)...
+    assert backend(store).pid == old_pid and backend(store).abandoned_total == 1
+    # ...and the node goes on serving
     cid = await store.add_bytes(b"still works")
     assert (await store.fetch(cid)).read_bytes() == b"still works"
-    new_pid = backend(store).pid
-    assert new_pid is not None and new_pid != old_pid
+    assert backend(store).pid == old_pid
 
 
 async def test_oversize_refused(make_embedded: EmbeddedFactory, tmp_path: Path) -> None:

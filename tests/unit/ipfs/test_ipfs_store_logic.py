@@ -19,6 +19,7 @@ from p2pml.errors import (
     DatasetError,
     DatasetTooLarge,
     FetchTimeout,
+    NoProvider,
 )
 from p2pml.ipfs import add_dataset
 from p2pml.ipfs.cache import DatasetCache
@@ -36,6 +37,9 @@ class FakeBackend:
         self.up = True
         self.fetches = 0
         self.hang = False
+        self.no_provider = False
+        self.gate: asyncio.Event | None = None  # set: no_provider waits for it
+        self.start_deadlines: list[float | None] = []
 
     @property
     def unreachable_state(self) -> str:
@@ -66,9 +70,21 @@ class FakeBackend:
         self.blobs[cid] = data
         return cid
 
-    async def fetch_to(self, cid: str, dest: Path, max_bytes: int, deadline: float) -> str:
+    async def fetch_to(
+        self,
+        cid: str,
+        dest: Path,
+        max_bytes: int,
+        deadline: float,
+        start_deadline: float | None = None,
+    ) -> str:
         self._check()
         self.fetches += 1
+        self.start_deadlines.append(start_deadline)
+        if self.no_provider:
+            if self.gate is not None:
+                await self.gate.wait()
+            raise NoProvider(f"nobody has {cid}")
         if self.hang:
             await asyncio.Event().wait()
         data = self.lie.get(cid, self.blobs[cid])
@@ -203,6 +219,102 @@ async def test_fetch_timeout(tmp_path: Path, backend: FakeBackend) -> None:
     with pytest.raises(FetchTimeout, match=r"ipfs\.timeout"):
         await store.fetch(cid)
     assert list(store.cache.tmp.iterdir()) == []
+
+
+async def test_an_unfetchable_cid_is_refused_at_once_until_its_ttl(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    now = [100.0]
+    store = CachingDatasetStore(
+        backend,
+        DatasetCache(tmp_path / "c", 10**9),
+        30.0,
+        10_000,
+        start_timeout=2.0,
+        unfetchable_ttl=60.0,
+        clock=lambda: now[0],
+    )
+    await store.start()
+    cid = await store.add_bytes(b"soon served")
+    backend.no_provider = True
+    with pytest.raises(NoProvider, match="nobody has"):
+        await store.fetch(cid)
+    assert backend.fetches == 1 and store.stats["no_provider"] == 1
+    # The start deadline handed to the backend is the start timeout, not ipfs.timeout.
+    start = backend.start_deadlines[0]
+    assert start is not None and start - time.monotonic() < 2.0
+    backend.no_provider = False
+    now[0] += 59
+    with pytest.raises(NoProvider, match=r"ipfs\.unfetchable_ttl"):
+        await store.fetch(cid)  # within the TTL: refused without asking the backend
+    assert backend.fetches == 1 and store.stats["unfetchable_refused"] == 1
+    now[0] += 2
+    assert (await store.fetch(cid)).read_bytes() == b"soon served"
+    assert backend.fetches == 2
+
+
+async def test_the_start_deadline_counts_from_the_attempt_that_reaches_the_daemon(
+    tmp_path: Path, backend: FakeBackend, clock: Clock
+) -> None:
+    store = CachingDatasetStore(
+        backend,
+        DatasetCache(tmp_path / "c", 10**9),
+        30.0,
+        10_000,
+        sleep=clock.sleep,
+        start_timeout=5.0,
+    )
+    await store.start()
+    cid = await store.add_bytes(b"after the outage")
+    backend.up = False
+
+    def outage(n: int) -> None:
+        if n == 3:
+            backend.up = True
+        else:
+            time.sleep(1.5)  # the outage: 3 s, more than half the start timeout
+
+    clock.hook = outage
+    assert (await store.fetch(cid)).read_bytes() == b"after the outage"
+    start = backend.start_deadlines[-1]
+    assert start is not None and start - time.monotonic() > 3.5
+
+
+async def test_fetches_waiting_on_one_that_finds_no_provider_fail_with_it(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    store = CachingDatasetStore(
+        backend, DatasetCache(tmp_path / "c", 10**9), 30.0, 10_000, unfetchable_ttl=60.0
+    )
+    await store.start()
+    cid = await store.add_bytes(b"nobody serves it")
+    backend.no_provider, backend.gate = True, asyncio.Event()
+    fetches = asyncio.gather(*(store.fetch(cid) for _ in range(5)), return_exceptions=True)
+    # All five behind the one lock of the CID before the first learns its fate.
+    await wait_until(lambda: store._fetch_locks.get(cid, (None, [0]))[1][0] == 5)
+    backend.gate.set()
+    got = await fetches
+    assert all(isinstance(e, NoProvider) for e in got), got
+    assert backend.fetches == 1  # the others did not try again behind the lock
+
+
+async def test_a_total_timeout_also_marks_the_cid_unfetchable(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    store = CachingDatasetStore(
+        backend, DatasetCache(tmp_path / "c", 10**9), 0.2, 10_000, unfetchable_ttl=60.0
+    )
+    await store.start()
+    cid = await store.add_bytes(b"slow")
+    backend.hang = True
+    with pytest.raises(FetchTimeout, match=r"ipfs\.timeout"):
+        await store.fetch(cid)
+    with pytest.raises(NoProvider):
+        await store.fetch(cid)
+    assert backend.fetches == 1
+    store.forget_unfetchable(cid)
+    backend.hang = False
+    assert (await store.fetch(cid)).read_bytes() == b"slow"
 
 
 async def test_add_waits_for_daemon(

@@ -20,7 +20,11 @@ from p2pml.node.mempool import Mempool
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.training import TrainingService
-from p2pml.node.verification import MAX_RESULT_CHECKS, VerificationService
+from p2pml.node.verification import (
+    MAX_RESULT_CHECKS,
+    UNFETCHABLE_ARTIFACT_SECONDS,
+    VerificationService,
+)
 from tests.framework.chainbuilder import Builder
 from tests.framework.waiting import wait_until
 from tests.unit.node.fakes import (
@@ -251,6 +255,26 @@ async def test_a_false_gossiped_result_costs_its_sender_a_true_one_is_relayed() 
     assert relay.sent == [good]
 
 
+async def test_a_result_naming_an_artifact_nobody_serves_costs_its_sender() -> None:
+    chain, jobs, gossip = FakeChain(), Jobs(), FakeGossip()
+    results = FakeResults(MissingDataError("Qm", "no provider"))
+    verifier = _Verifier()
+    svc = VerificationService(
+        chain, verifier, results, FakeRelay(), gossip, jobs, clock=results.clock
+    )
+    _, t, seed = await chain_with_task(chain)
+    pending, bogus = result_for(t, seed, 0), result_for(t, seed, 1)
+    svc.check_gossiped_result(pending, "slow")  # e.g. our own daemon down: nothing proven
+    await jobs.settle()
+    assert gossip.penalties == [] and svc.budget.balance("slow") == svc.budget.burst
+    verifier.unfetchable.add(bogus.id)
+    svc.check_gossiped_result(bogus, "liar")
+    await jobs.settle()
+    assert gossip.penalties == []  # budget, not score (see the module docstring)
+    assert svc.budget.balance("liar") == svc.budget.burst - UNFETCHABLE_ARTIFACT_SECONDS
+    assert svc.counts["unfetchable"] == 1 and svc.counts["pending"] == 1
+
+
 async def test_gossiped_result_checks_are_bounded_and_deduplicated() -> None:
     chain, jobs, gossip = FakeChain(), _HeldJobs(), FakeGossip()
     svc = VerificationService(chain, _Verifier(), FakeResults(), FakeRelay(), gossip, jobs)
@@ -321,7 +345,11 @@ class _Verifier:
     def __init__(self) -> None:
         self.wanted: dict[Any, Any] = {}
         self.answers: dict[bytes, str] = {}
+        self.unfetchable: set[bytes] = set()
         self._wake: Any = None
+
+    def artifact_unfetchable(self, result_id: bytes) -> bool:
+        return result_id in self.unfetchable
 
     def verdict(self, tx: ResultTx, task: dict[str, Any], audit: bool) -> str | None:
         got = self.answers.get(tx.id)

@@ -1,0 +1,155 @@
+"""PinService: keeps pinned in IPFS what the chain says this node still needs.
+
+The embedded node's GC (``ipfs.storage_max_mb``, :mod:`p2pml.ipfs.repogc`)
+and a sidecar's own GC drop only unpinned content. What stays pinned is
+derived from the active chain's state alone, so a restart or a reorg ends in
+the same pins with no ledger of our own (retention rule, ``N`` =
+``ipfs.pin_retention_blocks``):
+
+* a task's dataset: while the task is open and ``N`` blocks after it closed
+  (every node verifies the task's results in blocks, and a shallow reorg may
+  reopen it); for ever if this node published the task (it is the source);
+* this node's own model artifacts (results it trained, in the chain): while
+  their task is open; the best one (a winner) ``N`` blocks after the close;
+  the others are unpinned when the task closes.
+
+Pins are added only for content already here (``has``): pinning asks IPFS to
+fetch whatever is missing, which for a CID nobody serves never ends. Releases
+cover only CIDs the chain names (datasets of closed tasks, our own artifacts),
+and what this process pinned that the chain no longer names (its task was
+reorged away; after a restart such a pin is not known and stays), never
+anything else in the repo. A result of ours that never made it into the
+chain keeps the pin its ``add`` made.
+
+It reconciles at start, after every tip change (a reorg re-pins), and every
+``RECHECK_SECONDS`` (a dataset fetched between blocks gets its pin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from p2pml.chain.index import ChainUpdate
+from p2pml.chain.tasks import task_key
+from p2pml.errors import DaemonUnavailable, DatasetError
+from p2pml.node.ports import ChainAccess, PinStore
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 30.0
+CALL_TIMEOUT = 30.0  # one pin/unpin call; a stuck daemon must not stall the rest
+
+
+@dataclass(frozen=True)
+class PinPlan:
+    keep: frozenset[str]  # CIDs to have pinned
+    release: frozenset[str]  # CIDs the chain names that no longer need a pin
+
+
+def plan_pins(state: Mapping[bytes, Any], height: int, me: bytes, retention: int) -> PinPlan:
+    """What should be pinned at chain ``height`` (pure: a function of the state)."""
+    keep: set[str] = set()
+    named: set[str] = set()
+
+    def recent(task: Mapping[str, Any]) -> bool:
+        return bool(task["open"]) or height - int(task["closed_at"]) < retention
+
+    for key, rec in state.items():
+        if key.startswith(b"task:"):
+            cid = str(rec["spec"]["dataset_cid"])
+            named.add(cid)
+            if recent(rec) or bytes(rec["publisher"]) == me:
+                keep.add(cid)
+        elif key.startswith(b"rid:") and bytes(rec["trainer"]) == me:
+            cid = str(rec["model_cid"])
+            named.add(cid)
+            task = state.get(task_key(bytes(rec["task"])))
+            if task is None:
+                continue
+            winner = any(bytes(w[1]) == key[4:] for w in task["winners"])
+            if task["open"] or (winner and recent(task)):
+                keep.add(cid)
+    return PinPlan(frozenset(keep), frozenset(named - keep))
+
+
+class PinService:
+    def __init__(
+        self,
+        chain: ChainAccess,
+        store: PinStore,
+        me: bytes,
+        retention_blocks: int,
+        call_timeout: float = CALL_TIMEOUT,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
+        self._chain = chain
+        self._store = store
+        self._me = me
+        self.retention = retention_blocks
+        self._call_timeout = call_timeout
+        self._recheck = recheck_seconds
+        # What this process pinned / released: each is done once, not at every
+        # tip (both calls are idempotent, so a restart simply does them again).
+        self.pinned: set[str] = set()
+        self.released: set[str] = set()
+        self._wake = asyncio.Event()
+        self._wake.set()  # reconcile at start
+        #: for /metrics: pinned and released by this process, passes done
+        self.stats = {"held": 0, "released": 0, "passes": 0}
+        chain.on_tip_changed(self._on_tip)
+
+    def _on_tip(self, _update: ChainUpdate) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile on every wake-up (a supervisor task)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._recheck)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception:  # a bug must not take the node down
+                log.exception("pin reconciliation failed")
+
+    async def reconcile(self) -> PinPlan:
+        chain = self._chain.chain
+        plan = plan_pins(chain.state, chain.height, self._me, self.retention)
+        for cid in sorted(plan.keep - self.pinned):
+            if await self._do("pin", cid):
+                self.pinned.add(cid)
+                self.released.discard(cid)
+        # Also what we pinned that the chain no longer names (a reorg took its task away).
+        for cid in sorted((plan.release | (self.pinned - plan.keep)) - self.released):
+            if await self._do("unpin", cid):
+                self.released.add(cid)
+                self.pinned.discard(cid)
+        self.stats.update(held=len(self.pinned), released=len(self.released))
+        self.stats["passes"] += 1
+        return plan
+
+    async def _do(self, op: str, cid: str) -> bool:
+        """One call; True once it needs no retry (an unpin refused because
+        nothing was pinned counts as done)."""
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                if op == "pin":
+                    if not await self._store.has(cid):
+                        return False  # not fetched yet: pinned on a later pass
+                    await self._store.pin(cid)
+                else:
+                    await self._store.unpin(cid)
+        except (DaemonUnavailable, TimeoutError) as exc:
+            log.info("%s %s: %s; retried on a later pass", op, cid, exc)
+            return False
+        except DatasetError as exc:
+            log.debug("%s %s: %s", op, cid, exc)
+            return op == "unpin"
+        log.debug("%sned %s", op, cid)
+        return True

@@ -1,0 +1,129 @@
+"""Issue 14, against real node processes (regtest, embedded IPFS): what a node
+still needs stays pinned through its storage cap's GC, and what it no longer
+needs is released for it.
+
+Node a publishes a task on a dataset it added; node b trains for it,
+fetching the dataset from a over bitswap. While the task is open, b's repo
+pins the dataset (and b's own model): a collection (run on b's repo while b
+is stopped, as its GC does) keeps them. b restarts, derives its pins from the
+chain again, and once the task is closed and ``ipfs.pin_retention_blocks``
+have passed it unpins both: the next collection takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sklearn.datasets import load_diabetes
+
+from p2pml.cidv0 import b58decode
+from p2pml.ipfs.embedded import EmbeddedBackend
+from p2pml.ipfs.repogc import Flatfs
+from tests.framework.attack import node_metrics
+from tests.framework.testnode import (
+    ROOT,
+    NodeSet,
+    TestNode,
+    connect_nodes,
+    sync_blocks,
+    wait_until_sync,
+)
+
+DEADLINE = 4
+RETENTION = 2
+
+
+def cli(node: TestNode, *args: str) -> str:
+    r = subprocess.run(
+        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
+        },
+        timeout=120,
+        cwd=node.dir,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def repo_after_collection(node: TestNode) -> tuple[set[str], Flatfs]:
+    """Pins of the stopped node's repo, after a collection of everything unpinned."""
+
+    async def run() -> set[str]:
+        kubo = EmbeddedBackend(node.data_dir / "ipfs", ("/ip4/127.0.0.1/tcp/0",), ())
+        await kubo.start()
+        try:
+            pins = set(await kubo._call("pins") or [])
+            await kubo.collect_garbage(force=True)
+            return pins
+        finally:
+            await kubo.close()
+
+    pins = asyncio.run(run())
+    return pins, Flatfs(node.data_dir / "ipfs" / "blocks")
+
+
+def held_pins(node: TestNode) -> float:
+    return node_metrics(node).get("p2pml_pins_held", -1)
+
+
+def test_dataset_of_an_open_task_stays_pinned_and_is_released_after_retention(
+    nodes: NodeSet, tmp_path: Path
+) -> None:
+    a = nodes.add(node={"dev_key": 0})
+    b = nodes.add(
+        node={"dev_key": 1},
+        training={"enabled": True, "workers": 1},
+        ipfs={"pin_retention_blocks": RETENTION},
+    )
+    nodes.start_mesh()
+    connect_nodes(a, b)
+    csv = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
+    dataset = cli(a, "dataset", "add", str(csv))
+    task_id = cli(
+        a, "task", "publish", "--dataset", dataset, "--target", "target", "--model", "ridge",
+        "--rounds", "1", "--bounty", "1000", "--deadline", str(DEADLINE), "--fee", "2500",
+        "--max-results", "5",
+    )  # fmt: skip
+    a.mine(1)
+    sync_blocks([a, b])
+    # b trains (fetching the dataset from a); its result is mined: the task
+    # stays open (deadline not reached, fewer results than max_results).
+    wait_until_sync(lambda: len(a.api.get("/mempool")) == 1, 120, what="b's result")
+    a.mine(1)
+    sync_blocks([a, b])
+    view = b.api.get(f"/tasks/{task_id}")
+    assert view["status"] == "open" and len(view["results"]) == 1
+    model = view["results"][0]["model_cid"]
+    # The dataset and b's own model (pinned at its add) are both held.
+    wait_until_sync(lambda: held_pins(b) == 2, 60, what="b pins the dataset and its model")
+
+    b.stop()
+    pins, blocks = repo_after_collection(b)
+    assert {dataset, model} <= pins
+    assert blocks.complete(b58decode(dataset)) and blocks.complete(b58decode(model))
+
+    b.start()
+    connect_nodes(a, b)
+    a.mine(DEADLINE - 1)  # the task closes at its deadline height
+    sync_blocks([a, b])
+    assert b.api.get(f"/tasks/{task_id}")["status"] == "closed"
+    # Within the retention b still holds both (derived again after the restart).
+    wait_until_sync(lambda: held_pins(b) == 2, 60, what="b pins again after its restart")
+    a.mine(RETENTION)
+    sync_blocks([a, b])
+    wait_until_sync(lambda: held_pins(b) == 0, 60, what="b releases both")
+
+    b.stop()
+    pins, blocks = repo_after_collection(b)
+    assert dataset not in pins and model not in pins
+    assert blocks.dag(b58decode(dataset)) == set() and blocks.dag(b58decode(model)) == set()

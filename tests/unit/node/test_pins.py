@@ -1,0 +1,214 @@
+"""The pin policy (p2pml.node.pins) on the real consensus, against a fake store."""
+
+from __future__ import annotations
+
+from p2pml.chain.params import dev_identity
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import Block, ResultTx, TaskTx
+from p2pml.crypto import Identity
+from p2pml.errors import DaemonUnavailable, DatasetError
+from p2pml.ipfs.cid import cid_of_bytes
+from p2pml.node.pins import PinService, plan_pins
+from tests.framework.chainbuilder import Builder
+from tests.unit.node.fakes import FakeChain
+
+PUB, ME, OTHER = dev_identity(0), dev_identity(5), dev_identity(6)
+DATASET = cid_of_bytes(b"dataset")
+SPEC = TaskSpec(
+    dataset_cid=DATASET,
+    target="y",
+    model="ridge",
+    kind="regression",
+    metric="r2",
+    rounds=3,
+)
+DEADLINE = 5
+RETENTION = 3
+
+
+def task(publisher: Identity = PUB, nonce: int = 1) -> TaskTx:
+    tx = TaskTx(SPEC, 1000, 1000, DEADLINE, 0, 9, publisher.public_key, nonce)
+    return tx.signed_by(publisher)
+
+
+def result(t: TaskTx, seed: bytes, rnd: int, trainer: Identity, metric: float) -> ResultTx:
+    model = cid_of_bytes(b"model %d %f" % (rnd, metric))
+    return ResultTx(t.id, seed, rnd, trainer.public_key, metric, model, 10, 1).signed_by(trainer)
+
+
+class FakeStore:
+    """Pins of an IPFS node holding ``local``; every call is logged."""
+
+    def __init__(self, local: set[str]) -> None:
+        self.local = local
+        self.pins: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.down = False
+
+    async def has(self, cid: str) -> bool:
+        return cid in self.local
+
+    async def pin(self, cid: str) -> None:
+        if self.down:
+            raise DaemonUnavailable("down")
+        self.calls.append(("pin", cid))
+        self.pins.add(cid)
+
+    async def unpin(self, cid: str) -> None:
+        if self.down:
+            raise DaemonUnavailable("down")
+        self.calls.append(("unpin", cid))
+        if cid not in self.pins:
+            raise DatasetError(f"{cid} is not pinned")
+        self.pins.discard(cid)
+
+
+async def setup() -> tuple[FakeChain, Builder, TaskTx, bytes, list[ResultTx]]:
+    """A task of PUB's in block 1; block 2 holds two results of ours (the
+    better one wins) and one of another trainer."""
+    chain = FakeChain()
+    chain.chain.verdicts = lambda *_: ""  # every result verifies
+    b = Builder()
+    b.ref.verdicts = lambda *_: ""
+    t = task()
+    blk = b.make(b.genesis, txs=(t,))
+    await chain.submit_block(blk)
+    seed = blk.hash
+    rs = [result(t, seed, 0, ME, 0.9), result(t, seed, 1, ME, 0.5), result(t, seed, 2, OTHER, 0.7)]
+    await chain.submit_block(b.make(blk.hash, txs=tuple(rs)))
+    return chain, b, t, seed, rs
+
+
+async def extend(chain: FakeChain, b: Builder, n: int) -> None:
+    for blk in b.chain(chain.chain.tip.hash, n):
+        await chain.submit_block(blk)
+
+
+async def test_dataset_and_own_artifacts_pinned_while_open_then_released_after_retention() -> None:
+    chain, b, _t, _seed, (best, worse, theirs) = await setup()
+    store = FakeStore({DATASET, best.model_cid, worse.model_cid, theirs.model_cid})
+    pins = PinService(chain, store, ME.public_key, RETENTION)
+    await pins.reconcile()
+    # Open: the dataset and both our artifacts; never another trainer's.
+    assert store.pins == {DATASET, best.model_cid, worse.model_cid}
+
+    await extend(chain, b, DEADLINE - 1)  # the block at the deadline height closes it
+    await pins.reconcile()
+    # Closed: the losing artifact goes at once, the dataset and the winner stay.
+    assert store.pins == {DATASET, best.model_cid}
+
+    await extend(chain, b, RETENTION - 1)
+    await pins.reconcile()
+    assert store.pins == {DATASET, best.model_cid}
+    await extend(chain, b, 1)
+    await pins.reconcile()
+    assert store.pins == set()
+    calls = len(store.calls)
+    await extend(chain, b, 2)
+    await pins.reconcile()
+    assert len(store.calls) == calls  # released once, not at every block
+
+
+async def test_a_restarted_service_derives_the_same_pins_from_the_chain() -> None:
+    chain, b, *_ = await setup()
+    store = FakeStore({DATASET})
+    await PinService(chain, store, ME.public_key, RETENTION).reconcile()
+    assert store.pins == {DATASET}
+    await extend(chain, b, DEADLINE + RETENTION)
+    # A new process (nothing in memory) over the same chain and IPFS pins.
+    await PinService(chain, store, ME.public_key, RETENTION).reconcile()
+    assert store.pins == set()
+
+
+async def test_content_not_here_is_pinned_once_it_arrives() -> None:
+    chain, *_ = await setup()
+    store = FakeStore(set())
+    pins = PinService(chain, store, ME.public_key, RETENTION)
+    await pins.reconcile()
+    assert store.calls == []  # pinning would make IPFS fetch it (for ever, if nobody has it)
+    store.local.add(DATASET)
+    await pins.reconcile()
+    assert store.pins == {DATASET}
+
+
+async def test_our_own_task_keeps_its_dataset() -> None:
+    chain = FakeChain()
+    b = Builder()
+    blk = b.make(b.genesis, txs=(task(publisher=ME),))
+    await chain.submit_block(blk)
+    await extend(chain, b, DEADLINE + RETENTION + 2)
+    store = FakeStore({DATASET})
+    store.pins.add(DATASET)  # `p2pml dataset add` pinned it
+    await PinService(chain, store, ME.public_key, RETENTION).reconcile()
+    assert store.pins == {DATASET}
+    assert plan_pins(chain.chain.state, chain.chain.height, ME.public_key, RETENTION).keep == {
+        DATASET
+    }
+
+
+async def test_a_reorg_that_drops_the_task_unpins_and_one_back_repins() -> None:
+    chain, b, *_ = await setup()
+    store = FakeStore({DATASET})
+    pins = PinService(chain, store, ME.public_key, RETENTION)
+    await pins.reconcile()
+    assert DATASET in store.pins
+    # A heavier branch from genesis without the task.
+    side = b.chain(b.genesis, 4, dt=2)
+    for blk in side:
+        await chain.submit_block(blk)
+    assert chain.chain.tip.hash == side[-1].hash
+    await pins.reconcile()
+    assert DATASET not in store.pins
+    # The task's branch wins again, still open: pinned again.
+    back = b.chain(chain_tip_of_task_branch(b, side), 4)
+    for blk in back:
+        await chain.submit_block(blk)
+    assert chain.chain.tip.hash == back[-1].hash
+    await pins.reconcile()
+    assert DATASET in store.pins
+
+
+def chain_tip_of_task_branch(b: Builder, side: list[Block]) -> bytes:
+    """The highest block the builder knows that is not on ``side``."""
+    side_hashes = {s.hash for s in side}
+    best = max(
+        (h for h in b.blocks if h not in side_hashes),
+        key=lambda h: b.entry(h).height,
+    )
+    return best
+
+
+async def test_a_daemon_that_is_down_is_retried_on_the_next_pass() -> None:
+    chain, b, *_ = await setup()
+    store = FakeStore({DATASET})
+    pins = PinService(chain, store, ME.public_key, RETENTION)
+    store.down = True
+    await pins.reconcile()
+    assert store.pins == set() and pins.pinned == set()
+    store.down = False
+    await pins.reconcile()
+    assert DATASET in store.pins
+    await extend(chain, b, DEADLINE + RETENTION)
+    store.down = True
+    await pins.reconcile()
+    assert DATASET not in pins.released
+    store.down = False
+    await pins.reconcile()
+    assert DATASET not in store.pins and DATASET in pins.released
+
+
+async def test_tip_changes_wake_the_service() -> None:
+    import asyncio
+
+    from tests.framework.waiting import wait_until
+
+    chain, b, *_ = await setup()
+    store = FakeStore({DATASET})
+    pins = PinService(chain, store, ME.public_key, RETENTION, recheck_seconds=3600)
+    runner = asyncio.create_task(pins.run())
+    try:
+        await wait_until(lambda: DATASET in store.pins, timeout=5)
+        await extend(chain, b, DEADLINE + RETENTION)
+        await wait_until(lambda: DATASET not in store.pins, timeout=5)
+    finally:
+        runner.cancel()
