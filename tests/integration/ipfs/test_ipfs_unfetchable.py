@@ -69,7 +69,7 @@ class RecordingChecker:
     def __init__(self) -> None:
         self.artifacts: list[bytes] = []
 
-    async def verify(self, claim: ResultClaim) -> None:
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None:
         self.artifacts.append(claim.artifact)
 
 
