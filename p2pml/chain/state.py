@@ -290,6 +290,7 @@ class ChainState:
             now,
             self.params,
         )
+        rules.check_timewarp(header, parent.header.time, self.params)
         e = IndexEntry(
             hash=header.hash,
             header=header,

@@ -47,7 +47,7 @@ def task(
         nonce=1,
     )
     fields.update(kw)
-    return TaskTx(**fields).signed_by(pub)
+    return TaskTx(**fields).signed_by(pub, REGTEST.genesis_hash)
 
 
 def result(
@@ -62,7 +62,7 @@ def result(
         model_cid=cid_of_bytes(b"model" + trainer.public_key),
         train_rows=100,
         train_ms=5,
-    ).signed_by(trainer)
+    ).signed_by(trainer, REGTEST.genesis_hash)
 
 
 # Task id -> hash of the block that (last) included it: the seed a trainer

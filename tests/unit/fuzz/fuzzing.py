@@ -94,7 +94,7 @@ def tasks(draw: st.DrawFn) -> TaskTx:
         signature=bytes(64),
     )
     # Mostly signed, so the checks behind the signature are reached too.
-    return tx.signed_by(SIGNER) if draw(st.booleans()) else tx
+    return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx
 
 
 @st.composite
@@ -110,7 +110,7 @@ def results(draw: st.DrawFn) -> ResultTx:
         train_ms=draw(st.integers(0, 2**40)),
         signature=bytes(64),
     )
-    return tx.signed_by(SIGNER) if draw(st.booleans()) else tx
+    return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx
 
 
 transactions: st.SearchStrategy[Transaction] = st.one_of(coinbases, allocations, tasks(), results())

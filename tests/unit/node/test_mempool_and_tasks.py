@@ -36,7 +36,7 @@ def task(pub: Identity = PUB, bounty: int = 1000, nonce: int = 1, fee: int = 100
         max_results=3,
         publisher=pub.public_key,
         nonce=nonce,
-    ).signed_by(pub)
+    ).signed_by(pub, REGTEST.genesis_hash)
 
 
 def no_verdict(_tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str | None:
@@ -131,7 +131,7 @@ async def test_a_result_with_no_verdict_yet_is_missing_data_when_not_verified() 
     await chain.submit_block(blk)
     trainer = dev_identity(3)
     res = ResultTx(t.id, blk.hash, 0, trainer.public_key, 0.5, cid_of_bytes(b"m"), 10, 1)
-    res = res.signed_by(trainer)
+    res = res.signed_by(trainer, REGTEST.genesis_hash)
     with pytest.raises(MissingDataError):
         await svc.submit_result(res, "peer", verify=False)
     assert res.id not in pool

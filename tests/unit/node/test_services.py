@@ -45,7 +45,9 @@ SPEC = TaskSpec(
 
 
 def task(nonce: int = 1) -> TaskTx:
-    return TaskTx(SPEC, 1000, 1000, 5, 0, 9, PUB.public_key, nonce).signed_by(PUB)
+    return TaskTx(SPEC, 1000, 1000, 5, 0, 9, PUB.public_key, nonce).signed_by(
+        PUB, REGTEST.genesis_hash
+    )
 
 
 async def chain_with_task(chain: FakeChain) -> tuple[Builder, TaskTx, bytes]:
@@ -59,7 +61,7 @@ async def chain_with_task(chain: FakeChain) -> tuple[Builder, TaskTx, bytes]:
 def result_for(t: TaskTx, seed: bytes, rnd: int = 0, trainer: Any = OTHER) -> ResultTx:
     return ResultTx(
         t.id, seed, rnd, trainer.public_key, 0.5, cid_of_bytes(b"model%d" % rnd), 10, 1
-    ).signed_by(trainer)
+    ).signed_by(trainer, REGTEST.genesis_hash)
 
 
 # -- training ----------------------------------------------------------------------
@@ -128,7 +130,9 @@ async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
     svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, settings)
     b = Builder()
     free_spec = dataclasses.replace(SPEC, rounds=10)
-    free = TaskTx(free_spec, 0, 1000, 50, 0, 9, PUB.public_key, 1).signed_by(PUB)
+    free = TaskTx(free_spec, 0, 1000, 50, 0, 9, PUB.public_key, 1).signed_by(
+        PUB, REGTEST.genesis_hash
+    )
     blk = b.make(b.genesis, txs=(free,))
     await chain.submit_block(blk)
     # One runs, three wait: the publisher's share is 4; six rounds refused.
@@ -138,7 +142,9 @@ async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
 
     richer = []
     for i, pub in enumerate((dev_identity(1), dev_identity(2))):
-        t = TaskTx(SPEC, 9_000, 1000, 50, 0, 9, pub.public_key, 10 + i).signed_by(pub)
+        t = TaskTx(SPEC, 9_000, 1000, 50, 0, 9, pub.public_key, 10 + i).signed_by(
+            pub, REGTEST.genesis_hash
+        )
         richer.append(t)
     blk2 = b.make(blk.hash, txs=tuple(richer))
     await chain.submit_block(blk2)
