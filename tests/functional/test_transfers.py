@@ -98,6 +98,14 @@ def test_send_relay_mine_and_refusals(nodes: NodeSet) -> None:
         assert n.api.get("/mempool") == []
     block = a.api.get("/blocks/1")
     assert len(block["txs"]) == 3
+    assert {
+        "id": sent,
+        "type": "transfertx",
+        "sender": a_key,
+        "recipient": CAROL,
+        "amount": 12345,
+        "fee": 2000,
+    } in block["txs"]
     assert Client(a.api.base).balance(CAROL) == 12345 + 5
 
     # Refusals name the rule; nothing is pooled.
