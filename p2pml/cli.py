@@ -177,6 +177,15 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"recipient": args.pubkey, "amount": args.amount}
+    if args.fee is not None:
+        body["fee"] = args.fee
+    data = client(args).post("/transfers", body)
+    show(args, data, f"sent {args.amount} to {args.pubkey}: transfer {data['id']}")
+    return 0
+
+
 class ProgressBar:
     """A one-line progress bar on stderr (only when stderr is a terminal)."""
 
@@ -595,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("balance", help="balance of a public key (hex)")
     p.add_argument("pubkey")
     p.set_defaults(fn=cmd_balance)
+
+    p = sub.add_parser("send", help="send coins from the node's key to a public key (hex)")
+    p.add_argument("pubkey")
+    p.add_argument("amount", type=int)
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_send)
     return ap
 
 

@@ -92,6 +92,23 @@ class Client:
         cols = ["cid", "name", "size", "rows", "columns", "added"]
         return pd.DataFrame(self.api.get("/datasets"), columns=cols)
 
+    # -- coins -----------------------------------------------------------------------
+
+    def balance(self, public_key: str | None = None) -> int:
+        """The balance of ``public_key`` (hex; default: the node's own key)."""
+        key = public_key or str(self.status()["public_key"])
+        return int(self.api.get(f"/balances/{key}")["balance"])
+
+    def send(self, recipient: str, amount: int, fee: int | None = None) -> str:
+        """Send ``amount`` from the node's key to ``recipient`` (hex public
+        key); returns the transfer id. ``fee`` defaults to the network's
+        minimum; a refused transfer raises ``ApiError`` with the rule's
+        reason (e.g. ``insufficient-funds``)."""
+        body: dict[str, Any] = {"recipient": recipient, "amount": amount}
+        if fee is not None:
+            body["fee"] = fee
+        return str(self.api.post("/transfers", body)["id"])
+
     # -- tasks -----------------------------------------------------------------------
 
     def publish_task(

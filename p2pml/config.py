@@ -32,6 +32,13 @@ class NodeSettings:
     dev_key: int = -1
     # Added to the system clock; for clock-skew tests, never for real use.
     clock_offset_seconds: int = 0
+    # False: a follower. It takes results in blocks on the chain's work
+    # without re-running them, relays no results and trains none; for a node
+    # whose scikit-learn/numpy differ from the network's (p2pml/node/runtime.py).
+    validate_results: bool = True
+    # Regtest only, for tests: replace the network's runtime parameter
+    # ("scikit-learn==1.9.1", ...), e.g. to start a node that does not match.
+    regtest_runtime: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,20 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
         bad.append(("node", "dev_key", "well-known dev keys are for devnet and regtest only"))
     from p2pml.chain.params import DEV_KEYS
 
+    if s.node.regtest_runtime and s.node.network != "regtest":
+        bad.append(("node", "regtest_runtime", "only on regtest: elsewhere it is the network's"))
+    for pin in s.node.regtest_runtime:
+        name, sep, version = pin.partition("==")
+        if not sep or not name or not version:
+            bad.append(("node", "regtest_runtime", f"{pin!r}: expected NAME==VERSION"))
+    if not s.node.validate_results and s.training.enabled:
+        bad.append(
+            (
+                "training",
+                "enabled",
+                "a follower (validate_results = false) does not judge results, so it trains none",
+            )
+        )
     if s.node.dev_key >= DEV_KEYS:
         bad.append(("node", "dev_key", f"{s.node.dev_key}: there are {DEV_KEYS} dev keys (0..)"))
     from p2pml.chain.allowlist import ESTIMATORS

@@ -70,7 +70,7 @@ def fat_block(n_tx: int) -> Block:
             max_results=10,
             publisher=pub.public_key,
             nonce=i,
-        ).signed_by(pub)
+        ).signed_by(pub, REGTEST.genesis_hash)
         for i in range(n_tx)
     )
     fees = sum(t.fee for t in txs)

@@ -81,6 +81,10 @@ SCHEMAS: dict[str, Any] = {
             "mining": {"type": "object"},
             "training": {"type": "object"},
             "ipfs": {"type": "object"},
+            "validation": {
+                "type": "object",
+                "description": "mode (validator or follower), runtime, network_runtime",
+            },
             "uptime": {"type": "number"},
         },
     },
@@ -172,6 +176,15 @@ SCHEMAS: dict[str, Any] = {
             "deadline": {"type": "integer", "minimum": 0},
             "result_reward": {"type": "integer", "minimum": 0},
             "max_results": {"type": "integer", "minimum": 0},
+        },
+    },
+    "NewTransfer": {
+        "type": "object",
+        "required": ["recipient", "amount"],
+        "properties": {
+            "recipient": HEX64,
+            "amount": {"type": "integer", "minimum": 1},
+            "fee": {"type": "integer", "minimum": 0},
         },
     },
     "Balance": {
@@ -428,6 +441,28 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {"200": _json(_ref("Task")), "404": _err("unknown task")},
             }
+        },
+        "/transfers": {
+            "post": {
+                "summary": "Send coins from the node's key (signed, pooled, gossiped)",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewTransfer")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "sender"],
+                            "properties": {"id": HEX64, "sender": HEX64},
+                        }
+                    ),
+                    "400": _err("bad transfer (reason says which rule, e.g. insufficient-funds)"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                },
+            },
         },
         "/results": {
             "get": {

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import PoolTx, TaskTx
+from p2pml.chain.types import PoolTx, TaskTx, TransferTx
 from p2pml.config import Settings
 from p2pml.ipfs.store import DatasetStore
 from p2pml.net.bans import Ban
@@ -60,6 +60,12 @@ class MempoolReader(Protocol):
 class TaskPublisher(Protocol):
     async def publish(self, order: TaskTx) -> TaskTx:
         """Sign ``order`` (publisher and nonce are the node's), pool and gossip it."""
+        ...
+
+
+class TransferSender(Protocol):
+    async def send(self, recipient: bytes, amount: int, fee: int) -> TransferTx:
+        """Sign a transfer from the node's key, pool and gossip it."""
         ...
 
 
@@ -120,6 +126,7 @@ class AdminContext:
     peers: PeerControl
     mempool: MempoolReader
     tasks: TaskPublisher
+    transfers: TransferSender
     training: TrainingReader
     verification: VerificationStats
     mining: MiningControl
@@ -130,6 +137,8 @@ class AdminContext:
     executor: ExecutorView | None = None
     #: pins the node holds by its policy: held, released, passes (p2pml.node.pins)
     pins: Mapping[str, int] = field(default_factory=dict)
+    #: validator or follower, installed and network runtime (p2pml/node/runtime.py)
+    validation: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def params(self) -> NetworkParams:

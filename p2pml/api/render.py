@@ -7,7 +7,7 @@ from typing import Any
 from p2pml.chain.encoding import encode_block, tx_id
 from p2pml.chain.index import IndexEntry
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import Block, BlockHeader, Coinbase, Transaction
+from p2pml.chain.types import Block, BlockHeader, Coinbase, Transaction, TransferTx
 
 
 def header_json(h: BlockHeader) -> dict[str, Any]:
@@ -39,6 +39,14 @@ def tx_json(tx: Transaction) -> dict[str, Any]:
             miner=tx.miner.hex(),
             amount=tx.amount,
             extra=tx.extra.hex(),
+        )
+    elif isinstance(tx, TransferTx):
+        out.update(
+            type="transfertx",
+            sender=tx.sender.hex(),
+            recipient=tx.recipient.hex(),
+            amount=tx.amount,
+            fee=tx.fee,
         )
     else:  # pragma: no cover - every type renders itself once it exists
         out["type"] = type(tx).__name__.lower()

@@ -203,6 +203,12 @@ def make_app(ctx: AdminContext) -> web.Application:
         tx = await ctx.tasks.publish(order)
         return ok({"id": tx.id.hex()}, status=201)
 
+    async def send_transfer(req: web.Request) -> web.Response:
+        body = await json_body(req)
+        recipient, amount, fee = views.transfer_order(body, ctx.params.min_transfer_fee)
+        tx = await ctx.transfers.send(recipient, amount, fee)
+        return ok({"id": tx.id.hex(), "sender": tx.sender.hex()}, status=201)
+
     async def results(req: web.Request) -> web.Response:
         task_hex = req.query.get("task")
         task_id = None
@@ -273,6 +279,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_get("/tasks", tasks)
     r.add_post("/tasks", publish_task)
     r.add_get("/tasks/{id}", task)
+    r.add_post("/transfers", send_transfer)
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)

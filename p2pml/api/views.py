@@ -17,7 +17,7 @@ from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.tasks import is_audited, result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.chain.types import ResultTx, TaskTx, TransferTx
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -60,6 +60,7 @@ def status(ctx: AdminContext) -> dict[str, Any]:
             "failed": ctx.verification.failed,
             "blocks_waiting_for_data": len(chain.waiting),
         },
+        "validation": dict(ctx.validation),
         "ipfs": {
             "mode": ctx.settings.ipfs.mode,
             "state": ctx.datasets.state,
@@ -154,9 +155,44 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
     for tx in ctx.mempool.txs.values():
         if isinstance(tx, TaskTx):
             out.append({"id": tx.id.hex(), "type": "task", "fee": tx.fee})
+        elif isinstance(tx, TransferTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "transfer",
+                    "fee": tx.fee,
+                    "sender": tx.sender.hex(),
+                    "recipient": tx.recipient.hex(),
+                    "amount": tx.amount,
+                }
+            )
         else:
             out.append({"id": tx.id.hex(), "type": "result", "fee": 0, "task": tx.task_id.hex()})
     return out
+
+
+# -- transfers ------------------------------------------------------------------------
+
+
+def transfer_order(body: dict[str, Any], min_fee: int) -> tuple[bytes, int, int]:
+    """(recipient, amount, fee) from a POST /transfers body (DecodeError if
+    malformed; the consensus rules judge the rest when it is pooled)."""
+    unknown = sorted(set(body) - {"recipient", "amount", "fee"})
+    if unknown:
+        raise DecodeError(f"unknown field {unknown[0]!r}")
+    recipient = body.get("recipient")
+    try:
+        key = bytes.fromhex(recipient) if isinstance(recipient, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise DecodeError("recipient must be a public key (64 hex digits)")
+    amount, fee = body.get("amount"), body.get("fee", min_fee)
+    for name, v in (("amount", amount), ("fee", fee)):
+        if type(v) is not int or not 0 <= v <= 2**63 - 1:
+            raise DecodeError(f"{name} must be an integer in [0, {2**63 - 1}]")
+    assert isinstance(amount, int) and isinstance(fee, int)
+    return key, amount, fee
 
 
 # -- tasks and results ---------------------------------------------------------------

@@ -7,7 +7,9 @@ Wire layout (msgpack arrays, never maps, smallest integer encodings):
   amount, extra(bin<=64)]``; task ``[1, spec, bounty, fee, deadline,
   result_reward, max_results, publisher, nonce, signature]``; result ``[2,
   task_id, seed, round, trainer, metric(float64), model_cid, train_rows,
-  train_ms, signature]``; allocation (genesis only) ``[3, pubkey, amount]``.
+  train_ms, signature]``; allocation (genesis only) ``[3, pubkey, amount]``;
+  transfer ``[4, sender(bin32), recipient(bin32), amount, fee, nonce,
+  signature(bin64)]``.
 * block: ``[header(bin 92), [transaction...]]``.
 
 A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
@@ -31,6 +33,7 @@ from p2pml.chain.types import (
     TAG_COINBASE,
     TAG_RESULT,
     TAG_TASK,
+    TAG_TRANSFER,
     Allocation,
     Block,
     BlockHeader,
@@ -38,6 +41,7 @@ from p2pml.chain.types import (
     ResultTx,
     TaskTx,
     Transaction,
+    TransferTx,
     packb,
 )
 from p2pml.crypto import SIGNATURE_SIZE
@@ -158,11 +162,24 @@ def _result_from_wire(f: list[Any]) -> ResultTx:
     )
 
 
+def _transfer_from_wire(f: list[Any]) -> TransferTx:
+    expect_list(f, "transfer", 7)
+    return TransferTx(
+        sender=expect_bytes(f[1], "transfer.sender", PUBKEY_SIZE),
+        recipient=expect_bytes(f[2], "transfer.recipient", PUBKEY_SIZE),
+        amount=expect_int(f[3], "transfer.amount"),
+        fee=expect_int(f[4], "transfer.fee"),
+        nonce=expect_int(f[5], "transfer.nonce"),
+        signature=expect_bytes(f[6], "transfer.signature", SIGNATURE_SIZE),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
     TAG_TASK: _task_from_wire,
     TAG_RESULT: _result_from_wire,
     TAG_ALLOCATION: _alloc_from_wire,
+    TAG_TRANSFER: _transfer_from_wire,
 }
 
 

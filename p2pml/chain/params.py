@@ -43,6 +43,17 @@ class NetworkParams:
     coinbase_reward: int
     median_time_span: int = 11
     min_task_fee: int = 1_000
+    # A transfer pays at least this to the miner: moving coins is never free.
+    min_transfer_fee: int = 1_000
+    # BIP-94 timewarp bound: the first block of a retarget window may be at
+    # most this many seconds older than its parent. Ten target spacings:
+    # above the backward step the median-time rule lets honest blocks take
+    # (about five spacings), small against a window (main: 600 s of 12 h).
+    timewarp_seconds: int = 600
+    # The exact library versions verdicts depend on (a re-trained model's
+    # metric may change with them): a node whose installed versions differ
+    # must not judge results (see p2pml/node/runtime.py).
+    runtime: tuple[tuple[str, str], ...] = ()
     # A task's bounty must be at least this per round it asks for, so
     # demanding the network's compute is never free (0: no minimum).
     min_round_bounty: int = 0
@@ -106,6 +117,10 @@ def mine_genesis_nonce(p: NetworkParams) -> int:
 
 GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 
+# The runtime every network's verdicts are defined by (pinned in
+# pyproject.toml; a release that changes them is a consensus change).
+RUNTIME = (("numpy", "2.4.6"), ("scikit-learn", "1.9.1"))
+
 # Main: one day of blocks (1,440 at 60 s) at the genesis difficulty. A fresh
 # node stores no header of a branch lighter than that, so a stranger cannot
 # fill its index with headers mined where work is cheapest. Raise it with
@@ -128,6 +143,8 @@ MAIN = NetworkParams(
     audit_fraction=0.1,
     min_round_bounty=100_000,
     min_chain_work=MAIN_MIN_CHAIN_BLOCKS * block_work(bits_to_target(_MAIN_POW_LIMIT_BITS)),
+    timewarp_seconds=10 * 60,
+    runtime=RUNTIME,
 )
 
 DEVNET = NetworkParams(
@@ -144,6 +161,8 @@ DEVNET = NetworkParams(
     coinbase_reward=50_000_000,
     allocations=dev_allocations(),
     min_round_bounty=1_000,
+    timewarp_seconds=10 * 5,
+    runtime=RUNTIME,
 )
 
 REGTEST = NetworkParams(
@@ -159,6 +178,8 @@ REGTEST = NetworkParams(
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
     allocations=dev_allocations(),
+    timewarp_seconds=10 * 1,
+    runtime=RUNTIME,
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

@@ -46,6 +46,28 @@ def check_header_context(
         )
 
 
+def check_timewarp(header: BlockHeader, parent_time: int, params: NetworkParams) -> None:
+    """BIP-94: the first block of a retarget window may not be timestamped
+    more than ``params.timewarp_seconds`` before its parent (the last block
+    of the previous window).
+
+    A window's timespan runs from its own first block to its own last, so
+    the step between windows is counted by neither: without this rule, a
+    majority miner stamps each window's last block late and the next
+    window's first block back at the median time past, and every window
+    looks slow, driving difficulty down while blocks come ever faster.
+    """
+    if params.no_retarget or header.height % params.retarget_window != 0:
+        return
+    floor = parent_time - params.timewarp_seconds
+    if header.time < floor:
+        raise ValidationError(
+            "time-timewarp-attack",
+            f"window's first block at {header.time} < parent {parent_time} "
+            f"- {params.timewarp_seconds}",
+        )
+
+
 def work_threshold(tip_work: int, params: NetworkParams) -> int:
     """Least cumulative work a branch needs before we store any of it."""
     return max(params.min_chain_work, tip_work)

@@ -291,6 +291,7 @@ class ChainState:
             now,
             self.params,
         )
+        rules.check_timewarp(header, parent.header.time, self.params)
         e = IndexEntry(
             hash=block_hash,
             header=header,

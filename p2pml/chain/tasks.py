@@ -25,7 +25,7 @@ from typing import Any
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.metrics import better
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.types import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, packb
+from p2pml.chain.types import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, signed_payload
 from p2pml.cidv0 import is_cidv0
 from p2pml.crypto import verify
 from p2pml.errors import MissingDataError, ValidationError
@@ -67,7 +67,8 @@ def is_audited(params: NetworkParams, block_hash: bytes, result_id: bytes) -> bo
 
 class TaskHandler:
     def check(self, tx: TaskTx, params: NetworkParams) -> None:
-        if not verify(tx.publisher, DOMAIN_TASK, packb(tx.unsigned_wire()), tx.signature):
+        payload = signed_payload(params.genesis_hash, tx.unsigned_wire())
+        if not verify(tx.publisher, DOMAIN_TASK, payload, tx.signature):
             raise ValidationError("bad-task-sig", "signature does not match the publisher")
         tx.spec.validate()
         if tx.fee < params.min_task_fee:
@@ -115,7 +116,8 @@ class TaskHandler:
 
 class ResultHandler:
     def check(self, tx: ResultTx, params: NetworkParams) -> None:
-        if not verify(tx.trainer, DOMAIN_RESULT, packb(tx.unsigned_wire()), tx.signature):
+        payload = signed_payload(params.genesis_hash, tx.unsigned_wire())
+        if not verify(tx.trainer, DOMAIN_RESULT, payload, tx.signature):
             raise ValidationError("bad-result-sig", "signature does not match the trainer")
         if not math.isfinite(tx.metric):
             raise ValidationError("bad-result-metric", "metric is not finite")

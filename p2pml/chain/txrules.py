@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.tasks import ResultHandler, TaskHandler, close_due_tasks
-from p2pml.chain.types import Allocation, Coinbase, ResultTx, TaskTx, Transaction
+from p2pml.chain.transfers import TransferHandler
+from p2pml.chain.types import Allocation, Coinbase, ResultTx, TaskTx, Transaction, TransferTx
 from p2pml.errors import ValidationError
 
 
@@ -54,6 +55,7 @@ HANDLERS: dict[type, TxHandler] = {
     Allocation: AllocationHandler(),
     TaskTx: TaskHandler(),
     ResultTx: ResultHandler(),
+    TransferTx: TransferHandler(),
 }
 
 # Run after a block's transactions, before its coinbase (e.g. closing tasks).

@@ -25,15 +25,26 @@ TAG_COINBASE = 0
 TAG_TASK = 1
 TAG_RESULT = 2
 TAG_ALLOCATION = 3
+TAG_TRANSFER = 4
 
 # Signature domains: a signature for one type never verifies as another's.
 DOMAIN_TASK = b"task"
 DOMAIN_RESULT = b"result"
+DOMAIN_TRANSFER = b"transfer"
 
 
 def packb(obj: Any) -> bytes:
     """Canonical msgpack: arrays, smallest integer encodings, bin for bytes."""
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def signed_payload(network: bytes, unsigned_wire: list[Any]) -> bytes:
+    """What a transaction's signature covers: the network's genesis hash (32
+    bytes), then the canonical msgpack of its unsigned wire form. Committing
+    to the network means nothing signed for devnet verifies on main or
+    regtest (cross-network replay), though the transaction bytes are the same.
+    """
+    return network + packb(unsigned_wire)
 
 
 # version u32 | height u32 | prev 32 | tx_root 32 | time u64 | bits u32 | nonce u64
@@ -132,8 +143,9 @@ class TaskTx:
     def to_wire(self) -> list[Any]:
         return [*self.unsigned_wire(), self.signature]
 
-    def signed_by(self, ident: Identity) -> TaskTx:
-        sig = ident.sign(DOMAIN_TASK, packb(self.unsigned_wire()))
+    def signed_by(self, ident: Identity, network: bytes) -> TaskTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_TASK, signed_payload(network, self.unsigned_wire()))
         return TaskTx(**{**self.__dict__, "signature": sig})
 
     @cached_property
@@ -178,8 +190,9 @@ class ResultTx:
     def to_wire(self) -> list[Any]:
         return [*self.unsigned_wire(), self.signature]
 
-    def signed_by(self, ident: Identity) -> ResultTx:
-        sig = ident.sign(DOMAIN_RESULT, packb(self.unsigned_wire()))
+    def signed_by(self, ident: Identity, network: bytes) -> ResultTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_RESULT, signed_payload(network, self.unsigned_wire()))
         return ResultTx(**{**self.__dict__, "signature": sig})
 
     @cached_property
@@ -187,10 +200,40 @@ class ResultTx:
         return sha256d(packb(self.to_wire()))
 
 
-Transaction = Coinbase | Allocation | TaskTx | ResultTx
+@dataclass(frozen=True)
+class TransferTx:
+    """Moves ``amount`` from ``sender`` to ``recipient``; ``fee`` goes to the
+    miner. ``nonce`` is the sender's free choice: it makes two otherwise
+    equal transfers distinct, and the chain refuses any transfer id it has
+    seen (``duplicate-transfer``), so a transfer cannot be replayed."""
+
+    sender: bytes
+    recipient: bytes
+    amount: int
+    fee: int
+    nonce: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_TRANSFER, self.sender, self.recipient, self.amount, self.fee, self.nonce]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> TransferTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_TRANSFER, signed_payload(network, self.unsigned_wire()))
+        return TransferTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx
 #: What users send and the mempool holds (coinbases and allocations are made
 #: by miners and genesis only).
-PoolTx = TaskTx | ResultTx
+PoolTx = TaskTx | ResultTx | TransferTx
 
 
 @dataclass(frozen=True)

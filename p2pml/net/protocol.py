@@ -21,11 +21,12 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-# Version 2: tasks must pay a minimum bounty per round (``bad-task-bounty``).
+# Version 3: signatures commit to the genesis hash, transfers (a "transfers"
+# topic), the timewarp rule. Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
-PROTOCOL_VERSION = 2
-KINDS = ("blocks", "tasks", "results")
+PROTOCOL_VERSION = 3
+KINDS = ("blocks", "tasks", "results", "transfers")
 
 MAX_HEADERS = 2_000
 MAX_LOCATOR = 101

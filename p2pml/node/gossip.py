@@ -1,8 +1,9 @@
 """GossipHandler: the node's side of the network boundary (``ChainBackend``).
 
 Blocks and headers go to the chain manager (one lock, persisted before the
-next); tasks go to the task service; results are checked cheaply and, when
-their verdict is unknown, re-run in the background before they are relayed.
+next); tasks go to the task service, transfers to the transfer service;
+results are checked cheaply and, when their verdict is unknown, re-run in
+the background before they are relayed (a follower ignores them).
 Reject reasons become gossip verdicts: only a peer at fault is penalised;
 late, duplicate, orphan and future-dated messages are ignored.
 """
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from p2pml.chain.index import Status
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx
+from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx, TransferTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import (
     BlockOutcome,
@@ -29,6 +30,7 @@ from p2pml.node.chain_manager import ChainManager
 from p2pml.node.ports import Gossip
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
+from p2pml.node.transfers import TransferService
 from p2pml.node.verification import HARMLESS, VerificationService
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,14 @@ class GossipHandler(ChainStateReads):
         verification: VerificationService,
         relay: Relay,
         gossip: Gossip,
+        transfers: TransferService,
+        judge_results: bool = True,
     ) -> None:
         self._mgr = chain
         self._tasks = tasks
+        self._transfers = transfers
+        # False on a follower: it neither re-runs nor relays gossiped results.
+        self._judge_results = judge_results
         self._verification = verification
         self._relay = relay
         self._gossip = gossip
@@ -124,7 +131,11 @@ class GossipHandler(ChainStateReads):
         try:
             if kind == "tasks" and isinstance(obj, TaskTx):
                 await self._tasks.submit_task(obj, from_peer)
+            elif kind == "transfers" and isinstance(obj, TransferTx):
+                await self._transfers.submit(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
+                if not self._judge_results:
+                    return Verdict.IGNORE
                 try:
                     await self._tasks.submit_result(obj, from_peer, verify=False)
                 except MissingDataError:

@@ -1,4 +1,4 @@
-"""The mempool: tasks and results waiting for a block.
+"""The mempool: tasks, transfers and results waiting for a block.
 
 Entry rules are the consensus rules, run against the tip's state with every
 pooled transaction already applied, so two tasks that the publisher can
@@ -11,10 +11,10 @@ any subset of it: a template takes transactions by priority without
 re-applying them (the block is validated in full when our miner submits it).
 
 Priority: results first (their task already paid for them; with no fee of
-their own, they would otherwise starve), then tasks by fee rate (fee per
-byte), earlier first on ties. A full pool evicts its lowest-priority task
-for a newcomer that pays at least ``INCREMENTAL_FEE_RATE`` per byte more;
-results are never evicted for tasks.
+their own, they would otherwise starve), then tasks and transfers together
+by fee rate (fee per byte), earlier first on ties. A full pool evicts its
+lowest-priority fee-paying transaction for a newcomer that pays at least
+``INCREMENTAL_FEE_RATE`` per byte more; results are never evicted for them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx
+from p2pml.chain.types import Block, PoolTx, ResultTx
 from p2pml.errors import MissingDataError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class _Entry:
 
     @property
     def fee_rate(self) -> float:
-        return self.tx.fee / self.size if isinstance(self.tx, TaskTx) else 0.0
+        return 0.0 if isinstance(self.tx, ResultTx) else self.tx.fee / self.size
 
 
 class Mempool:
@@ -162,7 +162,7 @@ class Mempool:
         return trial, size, victims
 
     def _victims(self, new: _Entry) -> list[_Entry]:
-        """Lowest-priority tasks to evict so ``new`` fits, or ``mempool-full``."""
+        """Lowest-priority fee payers to evict so ``new`` fits, or ``mempool-full``."""
         count, size = len(self._entries) + 1, self.bytes + new.size
         if count <= self.max_txs and size <= self.max_bytes:
             return []
@@ -210,7 +210,7 @@ class Mempool:
                 continue
             chosen.append(e.tx)
             size += e.size
-        return chosen, sum(tx.fee for tx in chosen if isinstance(tx, TaskTx))
+        return chosen, sum(tx.fee for tx in chosen if not isinstance(tx, ResultTx))
 
     def reconcile(
         self,

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from p2pml import __version__
 from p2pml.api.ports import AdminContext
@@ -22,7 +23,7 @@ from p2pml.api.server import AdminServer
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams, dev_identity, params_for
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import PoolTx, ResultTx, TaskTx
+from p2pml.chain.types import PoolTx, ResultTx, TaskTx, TransferTx
 from p2pml.config import Settings
 from p2pml.crypto import Identity, load_or_create_identity
 from p2pml.errors import DecodeError, P2PMLError
@@ -31,6 +32,7 @@ from p2pml.ml.dask_pool import DaskPool
 from p2pml.ml.executor import make_pool
 from p2pml.ml.trainer import Trainer
 from p2pml.net import P2PService, TopicSpec
+from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.gossip import GossipHandler
@@ -40,6 +42,7 @@ from p2pml.node.pins import PinService
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.training import TrainingService
+from p2pml.node.transfers import TransferService
 from p2pml.node.verification import VerificationService
 from p2pml.node.verifier import Verifier
 from p2pml.store import BlockStore
@@ -53,7 +56,12 @@ log = logging.getLogger(__name__)
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.params: NetworkParams = params_for(settings.node.network)
+        self.params: NetworkParams = runtime.with_regtest_runtime(
+            params_for(settings.node.network), settings.node.regtest_runtime
+        )
+        # First: a node that may not judge results stops before touching anything.
+        self.validation = runtime.validation_mode(self.params, settings.node.validate_results)
+        follower = self.validation == runtime.FOLLOWER
         self.data_dir = settings.node.data_dir
         assert settings.node.key_file is not None and settings.admin.token_file is not None
         self.identity: Identity = (
@@ -76,7 +84,8 @@ class Node:
             self.params,
             self.store,
             clock=lambda: time.time() + offset,
-            verdicts=self.verifier.verdict,
+            # A follower takes results in blocks on the chain's work.
+            verdicts=_on_the_chains_work if follower else self.verifier.verdict,
             on_fatal=self._fatal,
         )
         self.p2p = P2PService(
@@ -86,7 +95,7 @@ class Node:
             bans=self.data_dir / "bans.sqlite",
             clock=self.chain.clock,
         )
-        for kind in ("tasks", "results"):
+        for kind in _TX_KINDS:
             self.p2p.topics.register(
                 TopicSpec(
                     kind=kind,
@@ -125,7 +134,18 @@ class Node:
         self.pins = PinService(
             self.chain, self.ipfs, self.identity.public_key, settings.ipfs.pin_retention_blocks
         )
-        self.gossip = GossipHandler(self.chain, self.tasks, self.verification, self.relay, self.p2p)
+        self.transfers = TransferService(
+            self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
+        )
+        self.gossip = GossipHandler(
+            self.chain,
+            self.tasks,
+            self.verification,
+            self.relay,
+            self.p2p,
+            self.transfers,
+            judge_results=not follower,
+        )
         self.api = AdminServer(
             AdminContext(
                 settings=settings,
@@ -138,6 +158,7 @@ class Node:
                 peers=self.p2p,
                 mempool=self.mempool,
                 tasks=self.tasks,
+                transfers=self.transfers,
                 training=self.training,
                 verification=self.verifier.stats,
                 mining=self.mining,
@@ -145,6 +166,7 @@ class Node:
                 result_checks=self.verification.counts,
                 executor=self.pool,
                 pins=self.pins.stats,
+                validation=runtime.status(self.params, self.validation),
             )
         )
 
@@ -172,12 +194,17 @@ class Node:
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")
                 log.info(
-                    "node %s up: network %s, height %d, admin API %s",
+                    "node %s up: network %s, height %d, admin API %s, %s",
                     self.identity.public_key.hex()[:16],
                     self.params.name,
                     self.chain.chain.height,
                     self.api.url,
+                    self.validation,
                 )
+                if self.validation == runtime.FOLLOWER:
+                    log.warning(
+                        "follower: results in blocks are taken on the chain's work, not re-run"
+                    )
                 if ready is not None:
                     ready.set()
                 await self._stop.wait()
@@ -234,12 +261,21 @@ class Node:
             log.info("node stopped in %.2fs", time.monotonic() - t0)
 
 
+#: Gossip topic kind -> the pool transaction type it carries.
+_TX_KINDS: dict[str, type] = {"tasks": TaskTx, "results": ResultTx, "transfers": TransferTx}
+
+
+def _on_the_chains_work(_tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str:
+    """A follower's verdict on every result in a block: valid."""
+    return ""
+
+
 def _tx_decoder(kind: str) -> Callable[[bytes], PoolTx]:
-    cls = TaskTx if kind == "tasks" else ResultTx
+    cls = _TX_KINDS[kind]
 
     def decode(data: bytes) -> PoolTx:
         tx = decode_tx(data)
-        if not isinstance(tx, cls):
+        if not isinstance(tx, cls) or not isinstance(tx, PoolTx):
             raise DecodeError(f"expected a {cls.__name__}")
         return tx
 

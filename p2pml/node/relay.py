@@ -15,13 +15,15 @@ import logging
 from collections.abc import Awaitable, Iterator
 
 from p2pml.chain.encoding import encode_tx
-from p2pml.chain.types import Block, PoolTx, TaskTx
+from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx, TransferTx
 from p2pml.errors import NetworkError
 from p2pml.node.ports import ChainAccess, Gossip
 
 log = logging.getLogger(__name__)
 
 ANNOUNCE_INTERVAL = 0.1
+#: The gossip topic kind of each pool transaction type.
+_KIND: dict[type, str] = {TaskTx: "tasks", ResultTx: "results", TransferTx: "transfers"}
 
 
 class Relay:
@@ -53,7 +55,7 @@ class Relay:
         self._announced = block_hash
 
     async def tx(self, tx: PoolTx) -> None:
-        kind = "tasks" if isinstance(tx, TaskTx) else "results"
+        kind = _KIND[type(tx)]
         await self._send(self._gossip.publish(kind, encode_tx(tx)), f"{kind} {tx.id.hex()[:16]}")
 
     async def mined(self, block: Block) -> None:

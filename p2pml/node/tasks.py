@@ -57,7 +57,7 @@ class TaskService:
         gossip it (ValidationError if it may not enter the pool)."""
         tx = dataclasses.replace(
             order, publisher=self._identity.public_key, nonce=secrets.randbits(63), signature=b""
-        ).signed_by(self._identity)
+        ).signed_by(self._identity, self._chain.params.genesis_hash)
         await self.submit_task(tx, "api")
         await self._relay.tx(tx)
         return tx

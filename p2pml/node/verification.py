@@ -77,6 +77,7 @@ HARMLESS = frozenset(
         "result-task-closed",  # a race with the deadline, not a lie
         "duplicate-task",
         "duplicate-result",
+        "duplicate-transfer",  # already in a block the sender has not seen yet
         "insufficient-funds",  # may be funded on a branch we have not seen
         "result-task-unknown",  # may be on a branch we have not seen
         "result-wrong-seed",  # trained for the task as mined on another branch

@@ -248,6 +248,7 @@ def forged_results(
     model_cids: Sequence[str],
     train_rows: int,
     metric: float,
+    network: str = "regtest",
 ) -> list[ResultTx]:
     """One validly signed result per model CID, each under a fresh key (the
     round cycles through the task's rounds): a real artifact re-signed by
@@ -265,12 +266,14 @@ def forged_results(
                 model_cid=cid,
                 train_rows=train_rows,
                 train_ms=1,
-            ).signed_by(key)
+            ).signed_by(key, params_for(network).genesis_hash)
         )
     return out
 
 
-def spam_task(dataset_cid: str, publisher: Identity, fee: int, bounty: int = 0) -> TaskTx:
+def spam_task(
+    dataset_cid: str, publisher: Identity, fee: int, bounty: int = 0, network: str = "regtest"
+) -> TaskTx:
     """A one-round ridge task on ``dataset_cid``, signed by ``publisher``
     (unfunded when the key is fresh; at ``fee`` = the network minimum it is
     the cheapest task a funded key can send)."""
@@ -286,7 +289,7 @@ def spam_task(dataset_cid: str, publisher: Identity, fee: int, bounty: int = 0) 
         max_results=1,
         publisher=publisher.public_key,
         nonce=secrets.randbits(63),
-    ).signed_by(publisher)
+    ).signed_by(publisher, params_for(network).genesis_hash)
 
 
 async def publish_paced(

@@ -26,6 +26,7 @@ from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
+from p2pml.node.transfers import TransferService
 from p2pml.node.verification import VerificationService
 from p2pml.node.verifier import Verifier
 from p2pml.store import BlockStore
@@ -51,9 +52,11 @@ class ProductionBackend(GossipHandler):
         self.mgr = ChainManager(params, self.store, verdicts=verifier.verdict)
         mempool = Mempool(params)
         relay = Relay(self.mgr, p2p)
-        tasks = TaskService(Identity.generate(), self.mgr, mempool, verifier, relay, lambda: None)
+        me = Identity.generate()
+        tasks = TaskService(me, self.mgr, mempool, verifier, relay, lambda: None)
         verification = VerificationService(self.mgr, verifier, tasks, relay, p2p, self._spawn)
-        super().__init__(self.mgr, tasks, verification, relay, p2p)
+        transfers = TransferService(me, self.mgr, mempool, verifier, relay, lambda: None)
+        super().__init__(self.mgr, tasks, verification, relay, p2p, transfers)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         async def run() -> None:

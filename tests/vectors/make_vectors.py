@@ -342,8 +342,10 @@ CID_DATA = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_MODEL = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 
 
-def sign_tx(domain: bytes, seed: bytes, unsigned: list[Any]) -> tuple[bytes, bytes]:
-    msg = b"p2pml:" + domain + b":" + mp(unsigned)
+def sign_tx(domain: bytes, seed: bytes, unsigned: list[Any], network: bytes) -> tuple[bytes, bytes]:
+    """docs/protocol.md "Signatures": the message commits to the network's
+    genesis hash, so a transaction signed for one network is void on others."""
+    msg = b"p2pml:" + domain + b":" + network + mp(unsigned)
     return msg, ed25519_sign(seed, msg)
 
 
@@ -393,7 +395,9 @@ def task_specs() -> list[dict[str, Any]]:
     ]
 
 
-def transaction_vectors() -> dict[str, Any]:
+def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
+    """Signed for ``network`` (regtest); ``cross_network`` holds a task signed
+    for ``other_network`` (devnet) that must fail regtest's signature check."""
     keys = [
         {
             "name": n,
@@ -454,7 +458,7 @@ def transaction_vectors() -> dict[str, Any]:
             pub,
             fields["nonce"],
         ]
-        msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned)
+        msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, network)
         vec = tx_vector("task", [*unsigned, sig])
         tasks.append(bytes.fromhex(vec["txid"]))
         txs.append(
@@ -479,7 +483,7 @@ def transaction_vectors() -> dict[str, Any]:
             "train_ms": ms,
         }
         unsigned = [2, tasks[i], seed, rnd, trainer, metric, CID_MODEL, rows, ms]
-        msg, sig = sign_tx(b"result", TRAINER_SEED, unsigned)
+        msg, sig = sign_tx(b"result", TRAINER_SEED, unsigned, network)
         txs.append(
             {
                 "fields": {**fields, "signature": sig.hex()},
@@ -487,7 +491,58 @@ def transaction_vectors() -> dict[str, Any]:
                 **tx_vector("result", [*unsigned, sig]),
             }
         )
-    return {"keys": keys, "transactions": txs}
+    dev0, dev1 = ed25519_public(dev_seed(0)), ed25519_public(dev_seed(1))
+    for sender_seed, recipient, amount, fee, nonce in (
+        (dev_seed(0), dev1, 1, 1_000, 0),
+        (dev_seed(1), dev0, 10**12 - 1_000, 2**32, 2**64 - 1),
+        (TRAINER_SEED, pub, 123_456_789, 5_000, 7),
+    ):
+        sender = ed25519_public(sender_seed)
+        fields = {
+            "sender": sender.hex(),
+            "recipient": recipient.hex(),
+            "amount": amount,
+            "fee": fee,
+            "nonce": nonce,
+        }
+        unsigned = [4, sender, recipient, amount, fee, nonce]
+        msg, sig = sign_tx(b"transfer", sender_seed, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("transfer", [*unsigned, sig]),
+            }
+        )
+    first_task = next(t for t in txs if t["kind"] == "task")
+    unsigned = mp_unsigned_task(first_task["fields"])
+    msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, other_network)
+    cross = {
+        "network": other_network.hex(),
+        "fields": {**first_task["fields"], "signature": sig.hex()},
+        "signed_message": msg.hex(),
+        **tx_vector("task", [*unsigned, sig]),
+    }
+    return {
+        "network": network.hex(),
+        "keys": keys,
+        "transactions": txs,
+        "cross_network": cross,
+    }
+
+
+def mp_unsigned_task(f: dict[str, Any]) -> list[Any]:
+    return [
+        1,
+        f["spec"],
+        f["bounty"],
+        f["fee"],
+        f["deadline"],
+        f["result_reward"],
+        f["max_results"],
+        bytes.fromhex(f["publisher"]),
+        f["nonce"],
+    ]
 
 
 # -- blocks and Merkle roots --------------------------------------------------------
@@ -539,7 +594,39 @@ def block_vectors(genesis: dict[str, Any], txv: dict[str, Any]) -> dict[str, Any
             }
         )
         prev = sha256d(hb).hex()
-    return {"merkle": roots, "regtest_chain": blocks, "median_time_past": mtp_vectors()}
+    return {
+        "merkle": roots,
+        "regtest_chain": blocks,
+        "median_time_past": mtp_vectors(),
+        "timewarp": timewarp_vectors(),
+    }
+
+
+# docs/consensus.md "Timewarp": ten target spacings per network.
+TIMEWARP_SECONDS = {"main": 600, "devnet": 50, "regtest": 10}
+
+
+def timewarp_vectors() -> list[dict[str, Any]]:
+    """The first block of a retarget window (height % window == 0) may not be
+    older than its parent minus the bound; other heights, and regtest (no
+    retargeting), are not bound by it."""
+    out = []
+    parent_time = GENESIS_TIME + 10**6
+    for name, (_limit, _nonce, _spacing, window) in NETWORKS.items():
+        bound = TIMEWARP_SECONDS[name]
+        for height in [window, 2 * window, window + 1] if window else [144]:
+            for back in (bound, bound + 1):
+                first = window is not None and height % window == 0
+                out.append(
+                    {
+                        "network": name,
+                        "height": height,
+                        "parent_time": parent_time,
+                        "time": parent_time - back,
+                        "valid": not (first and back > bound),
+                    }
+                )
+    return out
 
 
 def mtp_vectors() -> list[dict[str, Any]]:
@@ -777,7 +864,9 @@ def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
     _rfc8032_self_check()
     genesis = genesis_vectors()
-    txv = transaction_vectors()
+    txv = transaction_vectors(
+        bytes.fromhex(genesis["regtest"]["hash"]), bytes.fromhex(genesis["devnet"]["hash"])
+    )
     files = {
         "genesis.json": genesis,
         "transactions.json": txv,

@@ -51,7 +51,7 @@ def signed_tasks(n: int) -> tuple[TaskTx, ...]:
             max_results=10,
             publisher=pub.public_key,
             nonce=i,
-        ).signed_by(pub)
+        ).signed_by(pub, REGTEST.genesis_hash)
         for i in range(n)
     )
 

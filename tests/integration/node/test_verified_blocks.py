@@ -18,7 +18,7 @@ import pytest_asyncio
 from sklearn.datasets import load_diabetes
 
 from p2pml.chain.index import ChainUpdate
-from p2pml.chain.params import dev_identity
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.config import TrainingSettings
@@ -83,7 +83,7 @@ class World:
             train_ms=1,
         )
         fields.update(kw)
-        return ResultTx(**fields).signed_by(who)
+        return ResultTx(**fields).signed_by(who, REGTEST.genesis_hash)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -115,7 +115,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         max_results=10,
         publisher=PUB.public_key,
         nonce=7,
-    ).signed_by(PUB)
+    ).signed_by(PUB, REGTEST.genesis_hash)
     b = Builder()
     b1 = b.make(b.genesis, txs=(task,))
     yield World(b, store, trainer, verifier, csv, spec, task, b1)

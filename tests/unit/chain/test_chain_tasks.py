@@ -14,7 +14,7 @@ from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.tasks import task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import Block, ResultTx, TaskTx
+from p2pml.chain.types import Block, ResultTx, TaskTx, TransferTx
 from p2pml.crypto import Identity
 from p2pml.ipfs.cid import cid_of_bytes
 from tests.framework.chainbuilder import MINER, Builder, Node
@@ -47,7 +47,7 @@ def task(
         nonce=1,
     )
     fields.update(kw)
-    return TaskTx(**fields).signed_by(pub)
+    return TaskTx(**fields).signed_by(pub, REGTEST.genesis_hash)
 
 
 def result(
@@ -62,7 +62,7 @@ def result(
         model_cid=cid_of_bytes(b"model" + trainer.public_key),
         train_rows=100,
         train_ms=5,
-    ).signed_by(trainer)
+    ).signed_by(trainer, REGTEST.genesis_hash)
 
 
 # Task id -> hash of the block that (last) included it: the seed a trainer
@@ -321,6 +321,20 @@ def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
             r = result(t, data.draw(st.sampled_from(trainers)), data.draw(st.floats(0, 1)))
             o.verdicts[r.id] = ""
             txs.append(r)
+        # Transfers among the same keys: they fund (or drain) publishers and
+        # trainers, so undoing them interacts with escrows and payouts.
+        if data.draw(st.booleans()):
+            sender = data.draw(st.sampled_from([PUB, *trainers]))
+            recipient = data.draw(st.sampled_from([k for k in (PUB, *trainers) if k is not sender]))
+            txs.append(
+                TransferTx(
+                    sender.public_key,
+                    recipient.public_key,
+                    data.draw(st.sampled_from([1, 2_500, ALLOC[PUB.public_key]])),
+                    1_000,
+                    i,
+                ).signed_by(sender, REGTEST.genesis_hash)
+            )
         miner = data.draw(st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
         blk = b.make(parent, txs=tuple(txs), miner=miner)
         blocks.append(blk)

@@ -24,13 +24,23 @@ from p2pml.chain.rules import (
     check_block_body,
     check_header,
     check_header_context,
+    check_timewarp,
     check_tx_root,
     median_time,
 )
 from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_audited
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
+from p2pml.chain.types import (
+    DOMAIN_TRANSFER,
+    Allocation,
+    Block,
+    BlockHeader,
+    Coinbase,
+    Transaction,
+    TransferTx,
+    signed_payload,
+)
 from p2pml.cidv0 import is_cidv0
 from p2pml.crypto import Identity, signing_message, verify
 from p2pml.errors import ValidationError
@@ -140,6 +150,15 @@ def _build(v: dict[str, Any]) -> Transaction:
             nonce=f["nonce"],
             signature=h(f["signature"]),
         )
+    if v["kind"] == "transfer":
+        return TransferTx(
+            sender=h(f["sender"]),
+            recipient=h(f["recipient"]),
+            amount=f["amount"],
+            fee=f["fee"],
+            nonce=f["nonce"],
+            signature=h(f["signature"]),
+        )
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -168,23 +187,56 @@ def test_transaction(v: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "v", [t for t in TXS["transactions"] if t["kind"] in ("task", "result")], ids=_tx_ids
+    "v",
+    [t for t in TXS["transactions"] if t["kind"] in ("task", "result", "transfer")],
+    ids=_tx_ids,
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx)
-    domain = DOMAIN_TASK if isinstance(tx, TaskTx) else DOMAIN_RESULT
-    signer = tx.publisher if isinstance(tx, TaskTx) else tx.trainer
-    msg = signing_message(domain, packb(tx.unsigned_wire()))
-    assert msg.hex() == v["signed_message"]
+    assert isinstance(tx, TaskTx | ResultTx | TransferTx)
+    network = h(TXS["network"])
+    assert network == NETWORKS["regtest"].genesis_hash
+    if isinstance(tx, TaskTx):
+        domain, signer = DOMAIN_TASK, tx.publisher
+    elif isinstance(tx, ResultTx):
+        domain, signer = DOMAIN_RESULT, tx.trainer
+    else:
+        domain, signer = DOMAIN_TRANSFER, tx.sender
+    payload = signed_payload(network, tx.unsigned_wire())
+    assert payload == network + packb(tx.unsigned_wire())
+    assert signing_message(domain, payload).hex() == v["signed_message"]
     seed = next(k["seed"] for k in TXS["keys"] if k["public_key"] == signer.hex())
-    assert (
-        Identity.from_seed(h(seed)).sign(domain, packb(tx.unsigned_wire())).hex()
-        == (v["fields"]["signature"])
-    )
-    assert verify(signer, domain, packb(tx.unsigned_wire()), tx.signature)
+    signed = tx.signed_by(Identity.from_seed(h(seed)), network)
+    assert signed.signature.hex() == v["fields"]["signature"]
+    assert verify(signer, domain, payload, tx.signature)
     if isinstance(tx, ResultTx):
         assert is_cidv0(tx.model_cid)
+
+
+def test_a_task_signed_for_devnet_is_void_on_regtest() -> None:
+    v = {**TXS["cross_network"], "kind": "task"}
+    tx = _build(v)
+    assert encode_tx(tx).hex() == v["encoding"]
+    assert h(v["network"]) == NETWORKS["devnet"].genesis_hash
+    devnet = NETWORKS["devnet"]
+    handler_for(tx).check(tx, devnet)
+    with pytest.raises(ValidationError) as err:
+        handler_for(tx).check(tx, NETWORKS["regtest"])
+    assert err.value.reason == "bad-task-sig"
+
+
+@pytest.mark.parametrize(
+    "v", BLOCKS["timewarp"], ids=lambda v: f"{v['network']}-{v['height']}-{v['valid']}"
+)
+def test_timewarp(v: dict[str, Any]) -> None:
+    p = NETWORKS[v["network"]]
+    header = _at(v["time"], v["height"])
+    if v["valid"]:
+        check_timewarp(header, v["parent_time"], p)
+    else:
+        with pytest.raises(ValidationError) as err:
+            check_timewarp(header, v["parent_time"], p)
+        assert err.value.reason == "time-timewarp-attack"
 
 
 # -- blocks -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.pow import check_pow
 from p2pml.chain.tasks import ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction
+from p2pml.chain.types import Allocation, Block, BlockHeader, Coinbase, Transaction, TransferTx
 
 EXAMPLES = int(os.environ.get("P2PML_FUZZ_EXAMPLES", "200"))
 
@@ -94,7 +94,7 @@ def tasks(draw: st.DrawFn) -> TaskTx:
         signature=bytes(64),
     )
     # Mostly signed, so the checks behind the signature are reached too.
-    return tx.signed_by(SIGNER) if draw(st.booleans()) else tx
+    return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx
 
 
 @st.composite
@@ -110,10 +110,25 @@ def results(draw: st.DrawFn) -> ResultTx:
         train_ms=draw(st.integers(0, 2**40)),
         signature=bytes(64),
     )
-    return tx.signed_by(SIGNER) if draw(st.booleans()) else tx
+    return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx
 
 
-transactions: st.SearchStrategy[Transaction] = st.one_of(coinbases, allocations, tasks(), results())
+@st.composite
+def transfers(draw: st.DrawFn) -> TransferTx:
+    tx = TransferTx(
+        sender=SIGNER.public_key,
+        recipient=draw(b32),
+        amount=draw(u64),
+        fee=draw(u64),
+        nonce=draw(u64),
+        signature=bytes(64),
+    )
+    return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx
+
+
+transactions: st.SearchStrategy[Transaction] = st.one_of(
+    coinbases, allocations, tasks(), results(), transfers()
+)
 
 
 @st.composite

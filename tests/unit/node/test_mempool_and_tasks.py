@@ -10,7 +10,7 @@ import pytest
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.params import DEV_ALLOCATION, REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.chain.types import ResultTx, TaskTx, TransferTx
 from p2pml.crypto import Identity
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
@@ -36,7 +36,7 @@ def task(pub: Identity = PUB, bounty: int = 1000, nonce: int = 1, fee: int = 100
         max_results=3,
         publisher=pub.public_key,
         nonce=nonce,
-    ).signed_by(pub)
+    ).signed_by(pub, REGTEST.genesis_hash)
 
 
 def no_verdict(_tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str | None:
@@ -87,6 +87,44 @@ def test_select_respects_the_byte_budget_and_reports_fees() -> None:
     assert chosen == [txs[2]] and fees == txs[2].fee
 
 
+def transfer(
+    sender: Identity = PUB, amount: int = 10, fee: int = 1000, nonce: int = 1
+) -> TransferTx:
+    return TransferTx(sender.public_key, NODE_KEY.public_key, amount, fee, nonce).signed_by(
+        sender, REGTEST.genesis_hash
+    )
+
+
+def test_transfers_and_tasks_share_one_fee_rate_order_and_their_fees_count() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    t = task(fee=2000)  # a task is bigger: a lower fee rate than a transfer paying 2,000
+    cheap, dear = transfer(fee=1000, nonce=1), transfer(fee=2000, nonce=2)
+    for tx in (cheap, t, dear):
+        pool.admit(tx, chain.chain, no_verdict)
+    rates = {tx.id: tx.fee / len(encode_tx(tx)) for tx in (cheap, t, dear)}
+    chosen, fees = pool.select(chain.chain, no_verdict, max_bytes=10**6)
+    assert [tx.id for tx in chosen] == sorted(rates, key=lambda i: -rates[i])
+    assert chosen[0] == dear and fees == 1000 + 2000 + 2000
+
+
+def test_pool_refuses_a_transfer_the_sender_can_only_afford_once() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST)
+    half = DEV_ALLOCATION // 2
+    pool.admit(transfer(amount=half, nonce=1), chain.chain, no_verdict)
+    with pytest.raises(ValidationError) as exc:
+        pool.check(transfer(amount=half, nonce=2), chain.chain, no_verdict)
+    assert reason(exc) == "insufficient-funds"
+
+
+def test_a_full_pool_evicts_a_cheaper_task_for_a_transfer_that_outbids_it() -> None:
+    chain, pool = FakeChain(), Mempool(REGTEST, max_txs=2)
+    cheap, dear = task(nonce=1, fee=1000), task(nonce=2, fee=9000)
+    for t in (cheap, dear):
+        pool.admit(t, chain.chain, no_verdict)
+    rich = transfer(fee=1000 + 2 * len(encode_tx(cheap)))
+    assert pool.admit(rich, chain.chain, no_verdict) == [cheap]
+
+
 async def test_task_service_publishes_signed_by_the_node_and_reconciles_on_tips() -> None:
     chain, relay, pool = FakeChain(), FakeRelay(), Mempool(REGTEST)
     changes: list[int] = []
@@ -131,7 +169,7 @@ async def test_a_result_with_no_verdict_yet_is_missing_data_when_not_verified() 
     await chain.submit_block(blk)
     trainer = dev_identity(3)
     res = ResultTx(t.id, blk.hash, 0, trainer.public_key, 0.5, cid_of_bytes(b"m"), 10, 1)
-    res = res.signed_by(trainer)
+    res = res.signed_by(trainer, REGTEST.genesis_hash)
     with pytest.raises(MissingDataError):
         await svc.submit_result(res, "peer", verify=False)
     assert res.id not in pool

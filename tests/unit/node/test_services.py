@@ -7,10 +7,13 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from p2pml.chain.params import REGTEST, dev_identity
+import pytest
+
+from p2pml.chain.encoding import encode_tx
+from p2pml.chain.params import DEVNET, REGTEST, dev_identity
 from p2pml.chain.tasks import slot_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx, TaskTx
+from p2pml.chain.types import ResultTx, TaskTx, TransferTx
 from p2pml.config import TrainingSettings
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
@@ -20,6 +23,7 @@ from p2pml.node.mempool import Mempool
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.training import TrainingService
+from p2pml.node.transfers import TransferService
 from p2pml.node.verification import (
     MAX_RESULT_CHECKS,
     UNFETCHABLE_ARTIFACT_SECONDS,
@@ -49,7 +53,9 @@ SPEC = TaskSpec(
 
 
 def task(nonce: int = 1) -> TaskTx:
-    return TaskTx(SPEC, 1000, 1000, 5, 0, 9, PUB.public_key, nonce).signed_by(PUB)
+    return TaskTx(SPEC, 1000, 1000, 5, 0, 9, PUB.public_key, nonce).signed_by(
+        PUB, REGTEST.genesis_hash
+    )
 
 
 async def chain_with_task(chain: FakeChain) -> tuple[Builder, TaskTx, bytes]:
@@ -63,7 +69,7 @@ async def chain_with_task(chain: FakeChain) -> tuple[Builder, TaskTx, bytes]:
 def result_for(t: TaskTx, seed: bytes, rnd: int = 0, trainer: Any = OTHER) -> ResultTx:
     return ResultTx(
         t.id, seed, rnd, trainer.public_key, 0.5, cid_of_bytes(b"model%d" % rnd), 10, 1
-    ).signed_by(trainer)
+    ).signed_by(trainer, REGTEST.genesis_hash)
 
 
 # -- training ----------------------------------------------------------------------
@@ -132,7 +138,9 @@ async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
     svc = TrainingService(ME, chain, trainer, FakeResults(), FakeRelay(), jobs, settings)
     b = Builder()
     free_spec = dataclasses.replace(SPEC, rounds=10)
-    free = TaskTx(free_spec, 0, 1000, 50, 0, 9, PUB.public_key, 1).signed_by(PUB)
+    free = TaskTx(free_spec, 0, 1000, 50, 0, 9, PUB.public_key, 1).signed_by(
+        PUB, REGTEST.genesis_hash
+    )
     blk = b.make(b.genesis, txs=(free,))
     await chain.submit_block(blk)
     # One runs, three wait: the publisher's share is 4; six rounds refused.
@@ -142,7 +150,9 @@ async def test_rounds_queue_by_pay_within_node_and_publisher_caps() -> None:
 
     richer = []
     for i, pub in enumerate((dev_identity(1), dev_identity(2))):
-        t = TaskTx(SPEC, 9_000, 1000, 50, 0, 9, pub.public_key, 10 + i).signed_by(pub)
+        t = TaskTx(SPEC, 9_000, 1000, 50, 0, 9, pub.public_key, 10 + i).signed_by(
+            pub, REGTEST.genesis_hash
+        )
         richer.append(t)
     blk2 = b.make(blk.hash, txs=tuple(richer))
     await chain.submit_block(blk2)
@@ -188,7 +198,9 @@ def handler(chain: FakeChain, jobs: Jobs, gossip: FakeGossip) -> tuple[GossipHan
     relay = Relay(chain, gossip)
     tasks = TaskService(ME, chain, pool, _Verdicts(), relay, lambda: None)
     verification = VerificationService(chain, _Verifier(), FakeResults(), FakeRelay(), gossip, jobs)
-    return GossipHandler(chain, tasks, verification, relay, gossip), pool  # type: ignore[arg-type]
+    transfers = TransferService(ME, chain, pool, _Verdicts(), relay, lambda: None)
+    h = GossipHandler(chain, tasks, verification, relay, gossip, transfers)  # type: ignore[arg-type]
+    return h, pool
 
 
 async def test_gossip_verdicts_accept_ignore_and_reject_with_their_reasons() -> None:
@@ -201,6 +213,38 @@ async def test_gossip_verdicts_accept_ignore_and_reject_with_their_reasons() -> 
     forged = TaskTx(**{**task(nonce=2).__dict__, "bounty": 1})
     assert await h.on_gossip("tasks", forged, "peerA") is Verdict.REJECT  # bad-task-sig
     assert await h.on_gossip("blocks", t, "peerA") is Verdict.REJECT  # wrong kind
+
+
+async def test_gossiped_transfers_are_pooled_or_refused_with_their_reasons() -> None:
+    chain, jobs, gossip = FakeChain(), Jobs(), FakeGossip()
+    h, pool = handler(chain, jobs, gossip)
+    pay = TransferTx(PUB.public_key, OTHER.public_key, 10, 1_000, 1)
+    good = pay.signed_by(PUB, REGTEST.genesis_hash)
+    assert await h.on_gossip("transfers", good, "peerA") is Verdict.ACCEPT
+    assert good.id in pool
+    assert await h.on_gossip("transfers", good, "peerA") is Verdict.IGNORE  # duplicate
+    devnet = dataclasses.replace(pay, nonce=2).signed_by(PUB, DEVNET.genesis_hash)
+    assert await h.on_gossip("transfers", devnet, "peerA") is Verdict.REJECT  # bad-transfer-sig
+    assert await h.on_gossip("tasks", good, "peerA") is Verdict.REJECT  # wrong kind
+    poor = type(ME).from_seed(b"\x09" * 32)
+    unfunded = TransferTx(poor.public_key, PUB.public_key, 10, 1_000, 1).signed_by(
+        poor, REGTEST.genesis_hash
+    )
+    assert await h.on_gossip("transfers", unfunded, "peerA") is Verdict.IGNORE  # harmless
+    assert unfunded.id not in pool
+
+
+async def test_a_sent_transfer_is_pooled_and_relayed_on_the_transfers_topic() -> None:
+    chain, gossip = FakeChain(), FakeGossip()
+    pool = Mempool(REGTEST)
+    svc = TransferService(PUB, chain, pool, _Verdicts(), Relay(chain, gossip), lambda: None)
+    tx = await svc.send(OTHER.public_key, 123, 1_000)
+    assert tx.id in pool and tx.sender == PUB.public_key
+    assert gossip.published == [("transfers", encode_tx(tx))]
+    with pytest.raises(ValidationError) as err:
+        await svc.send(PUB.public_key, 1, 1_000)
+    assert err.value.reason == "bad-transfer-self"
+    assert len(gossip.published) == 1
 
 
 async def test_gossiped_result_with_unknown_verdict_is_ignored_and_checked_off_the_worker() -> None:
