@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
-from p2pml.chain.params import dev_identity
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import TaskTx
 from p2pml.cidv0 import b58decode
@@ -58,7 +58,8 @@ async def test_open_tasks_dataset_survives_gc_and_is_collected_after_close_and_r
     spec = TaskSpec(
         dataset_cid=dataset, target="y", model="ridge", kind="regression", metric="r2", rounds=1
     )
-    t = TaskTx(spec, 1000, 1000, DEADLINE, 0, 9, PUB.public_key, 1).signed_by(PUB)
+    t = TaskTx(spec, 1000, 1000, DEADLINE, 0, 9, PUB.public_key, 1)
+    t = t.signed_by(PUB, REGTEST.genesis_hash)
     await chain.submit_block(builder.make(builder.genesis, txs=(t,)))
     pins = PinService(chain, b, ME.public_key, RETENTION)
 

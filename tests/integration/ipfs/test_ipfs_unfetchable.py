@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from p2pml.chain.params import dev_identity
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
 from p2pml.errors import MissingDataError, NoProvider, ValidationError
@@ -91,7 +91,7 @@ class Admission:
 
 def result(rnd: int, model_cid: str) -> ResultTx:
     return ResultTx(TASK_ID, SEED, rnd, TRAINER.public_key, 0.5, model_cid, 10, 1).signed_by(
-        TRAINER
+        TRAINER, REGTEST.genesis_hash
     )
 
 

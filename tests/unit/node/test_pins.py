@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pml.chain.params import dev_identity
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.crypto import Identity
@@ -28,12 +28,14 @@ RETENTION = 3
 
 def task(publisher: Identity = PUB, nonce: int = 1) -> TaskTx:
     tx = TaskTx(SPEC, 1000, 1000, DEADLINE, 0, 9, publisher.public_key, nonce)
-    return tx.signed_by(publisher)
+    return tx.signed_by(publisher, REGTEST.genesis_hash)
 
 
 def result(t: TaskTx, seed: bytes, rnd: int, trainer: Identity, metric: float) -> ResultTx:
     model = cid_of_bytes(b"model %d %f" % (rnd, metric))
-    return ResultTx(t.id, seed, rnd, trainer.public_key, metric, model, 10, 1).signed_by(trainer)
+    return ResultTx(t.id, seed, rnd, trainer.public_key, metric, model, 10, 1).signed_by(
+        trainer, REGTEST.genesis_hash
+    )
 
 
 class FakeStore:
