@@ -14,24 +14,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from p2pml import __version__
 from p2pml.api.ports import AdminContext
 from p2pml.api.server import AdminServer
-from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams, dev_identity, params_for
-from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import PoolTx, ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import ResultTx
 from p2pml.config import Settings
 from p2pml.crypto import Identity, load_or_create_identity
-from p2pml.errors import DecodeError, P2PMLError
+from p2pml.errors import P2PMLError
 from p2pml.ipfs import open_dataset_store
 from p2pml.ml.dask_pool import DaskPool
 from p2pml.ml.executor import make_pool
 from p2pml.ml.trainer import Trainer
-from p2pml.net import P2PService, TopicSpec
+from p2pml.net import P2PService
 from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
 from p2pml.node.chain_manager import ChainManager
@@ -43,6 +41,7 @@ from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
 from p2pml.node.training import TrainingService
 from p2pml.node.transfers import TransferService
+from p2pml.node.tx_topics import register_tx_topics
 from p2pml.node.verification import VerificationService
 from p2pml.node.verifier import Verifier
 from p2pml.store import BlockStore
@@ -95,16 +94,7 @@ class Node:
             bans=self.data_dir / "bans.sqlite",
             clock=self.chain.clock,
         )
-        for kind in _TX_KINDS:
-            self.p2p.topics.register(
-                TopicSpec(
-                    kind=kind,
-                    max_bytes=MAX_TX_BYTES,
-                    decode=_tx_decoder(kind),
-                    check=_check_tx(self.params),
-                    encode=encode_tx,
-                )
-            )
+        register_tx_topics(self.p2p.topics, self.params)
         self.mempool = Mempool(self.params)
         self.relay = Relay(self.chain, self.p2p)
         self.mining = MiningService(
@@ -261,33 +251,9 @@ class Node:
             log.info("node stopped in %.2fs", time.monotonic() - t0)
 
 
-#: Gossip topic kind -> the pool transaction type it carries.
-_TX_KINDS: dict[str, type] = {"tasks": TaskTx, "results": ResultTx, "transfers": TransferTx}
-
-
 def _on_the_chains_work(_tx: ResultTx, _task: dict[str, Any], _audit: bool) -> str:
     """A follower's verdict on every result in a block: valid."""
     return ""
-
-
-def _tx_decoder(kind: str) -> Callable[[bytes], PoolTx]:
-    cls = _TX_KINDS[kind]
-
-    def decode(data: bytes) -> PoolTx:
-        tx = decode_tx(data)
-        if not isinstance(tx, cls) or not isinstance(tx, PoolTx):
-            raise DecodeError(f"expected a {cls.__name__}")
-        return tx
-
-    return decode
-
-
-def _check_tx(params: NetworkParams) -> Callable[[PoolTx], None]:
-    def check(tx: PoolTx) -> None:
-        """Stateless checks before relay (runs in the libp2p thread: pure)."""
-        handler_for(tx).check(tx, params)
-
-    return check
 
 
 class _Shutdown(Exception):

@@ -20,14 +20,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from p2pml.chain import rules
-from p2pml.chain.encoding import MAX_TX_BYTES, decode_block, decode_tx, encode_block, encode_tx
+from p2pml.chain.encoding import decode_block, encode_block, encode_tx
 from p2pml.chain.params import REGTEST
 from p2pml.chain.tasks import ResultTx, TaskTx
-from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import Block
 from p2pml.errors import DecodeError, ValidationError
 from p2pml.net import protocol as P
 from p2pml.net.topics import TopicRegistry, TopicSpec
+from p2pml.node.tx_topics import register_tx_topics
 from tests.unit.fuzz.fuzzing import (
     any_msgpack,
     b32,
@@ -123,20 +123,6 @@ def _check_block(block: Block) -> None:
     rules.check_block_body(block, rules.check_tx_root(block), REGTEST)
 
 
-def _tx_decoder(cls: type) -> Callable[[bytes], Any]:
-    def decode(data: bytes) -> Any:
-        tx = decode_tx(data)
-        if not isinstance(tx, cls):
-            raise DecodeError(f"expected a {cls.__name__}")
-        return tx
-
-    return decode
-
-
-def _check_tx(tx: Any) -> None:
-    handler_for(tx).check(tx, REGTEST)
-
-
 TOPICS = TopicRegistry(REGTEST.name)
 TOPICS.register(
     TopicSpec(
@@ -146,8 +132,7 @@ TOPICS.register(
         _check_block,
     )
 )
-TOPICS.register(TopicSpec("tasks", MAX_TX_BYTES, _tx_decoder(TaskTx), _check_tx))
-TOPICS.register(TopicSpec("results", MAX_TX_BYTES, _tx_decoder(ResultTx), _check_tx))
+register_tx_topics(TOPICS, REGTEST)  # the node's own tx topics: tasks, results, transfers
 
 
 def _validate(topic: str, data: bytes) -> None:
