@@ -58,7 +58,11 @@ def repo_after_collection(node: TestNode) -> tuple[set[str], Flatfs]:
     """Pins of the stopped node's repo, after a collection of everything unpinned."""
 
     async def run() -> set[str]:
-        kubo = EmbeddedBackend(node.data_dir / "ipfs", ("/ip4/127.0.0.1/tcp/0",), ())
+        # On the node's own swarm address: the repo carries the node's peer id,
+        # and a peer that learns an ephemeral address for it here would later
+        # redial that port, which the restarted node's admin API may hold.
+        swarm = tuple(node.sections.get("ipfs", {}).get("swarm", ())) or ("/ip4/127.0.0.1/tcp/0",)
+        kubo = EmbeddedBackend(node.data_dir / "ipfs", swarm, ())
         await kubo.start()
         try:
             pins = set(await kubo._call("pins") or [])
