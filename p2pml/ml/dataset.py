@@ -93,14 +93,7 @@ def parse_csv(
     if _header(path) != columns or len(set(columns)) != len(columns):
         # pandas renames duplicates ("a.1") and blanks ("Unnamed: 0"): refuse both.
         raise TrainingError("bad-csv", "empty or duplicate column names in the header")
-    if target not in columns:
-        raise TrainingError("missing-target", f"no column {target!r}")
-    feats = features or tuple(c for c in columns if c != target)
-    if not feats:
-        raise TrainingError("missing-feature", "the dataset has no feature columns")
-    for f in feats:
-        if f not in columns:
-            raise TrainingError("missing-feature", f"no column {f!r}")
+    feats = resolve_features(columns, target, features)
     for f in feats:
         col = df[f]
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
@@ -112,6 +105,20 @@ def parse_csv(
         raise TrainingError("non-numeric-feature", "features contain inf")
     y, labels = _target(df[target], kind, target)
     return Dataset(X, y, feats, labels)
+
+
+def resolve_features(columns: list[str], target: str, features: tuple[str, ...]) -> tuple[str, ...]:
+    """The task's feature columns (every column but the target when it names
+    none); ``missing-target`` / ``missing-feature`` when the header lacks one."""
+    if target not in columns:
+        raise TrainingError("missing-target", f"no column {target!r}")
+    feats = features or tuple(c for c in columns if c != target)
+    if not feats:
+        raise TrainingError("missing-feature", "the dataset has no feature columns")
+    for f in feats:
+        if f not in columns:
+            raise TrainingError("missing-feature", f"no column {f!r}")
+    return feats
 
 
 def _count_rows(path: Path) -> int:

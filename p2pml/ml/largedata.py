@@ -47,6 +47,7 @@ from p2pml.ml.dataset import (
     _header,
     cache_key,
     evict,
+    resolve_features,
 )
 from p2pml.ml.estimators import CLASSIFICATION
 
@@ -240,14 +241,7 @@ def parse_large(
     columns = _header(path)
     if not columns or len(set(columns)) != len(columns) or "" in columns:
         raise TrainingError("bad-csv", "empty or duplicate column names in the header")
-    if target not in columns:
-        raise TrainingError("missing-target", f"no column {target!r}")
-    feats = features or tuple(c for c in columns if c != target)
-    if not feats:
-        raise TrainingError("missing-feature", "the dataset has no feature columns")
-    for f in feats:
-        if f not in columns:
-            raise TrainingError("missing-feature", f"no column {f!r}")
+    feats = resolve_features(columns, target, features)
     flags = _Flags(feats)
     labels: dict[str, int] = {}  # label -> provisional code (first appearance)
     too_many = too_long = non_integer = False
