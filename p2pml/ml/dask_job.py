@@ -14,8 +14,10 @@ Limits, per job (see docs/dask.md): BLAS/OpenMP pinned to one thread
 (``threadpoolctl``; the nanny also exports the thread variables before the
 worker imports numpy); with one thread per worker, a CPU-time limit on the
 process while the job runs (SIGXCPU ends the worker; its nanny restarts it);
-a sampled resident-memory check: a job during which the worker's RSS went
-over the node's ``worker_memory_mb`` is failed as ``worker-memory-limit``.
+a resident-memory check: a job during which the worker's peak RSS went
+over the node's ``worker_memory_mb`` is failed as ``worker-memory-limit``
+(the kernel's exact high-water mark with one thread per worker; sampled
+otherwise).
 The hard memory cap is the Dask worker's own ``memory_limit``.
 """
 
@@ -33,7 +35,8 @@ STARTED_TOPIC: Final = "p2pml-job-started"
 #: Dataset copies a worker keeps (least recently used removed first); the
 #: node keeps as many scattered.
 DATASETS_KEPT: Final = 4
-#: Seconds between RSS samples of the job-level memory check.
+#: Seconds between RSS samples of the job-level memory check (only where the
+#: kernel's exact peak cannot be used: several threads a worker).
 MEMORY_SAMPLE_SECONDS: Final = 0.05
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -76,7 +79,7 @@ def run_job(
             request, dataset_path=str(path), cache_dir=str(root / "parsed")
         )
     one_thread = worker.state.nthreads == 1
-    watch = _RssWatch(memory_mb)
+    watch = _PeakRss(memory_mb, exclusive=one_thread)
     with threadpool_limits(limits=1), watch:
         if one_thread and cpu_seconds is not None:
             from p2pml.oslimits import limit_cpu_for_job
@@ -141,12 +144,44 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * _PAGE
 
 
-class _RssWatch:
-    """Samples this process's RSS while a job runs (a thread; no effect on the job)."""
+def _hwm_bytes() -> int:
+    """The kernel's peak resident set of this process (VmHWM)."""
+    with open("/proc/self/status", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
 
-    def __init__(self, memory_mb: int | None) -> None:
+
+def _reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        _hwm_bytes()
+    except OSError:
+        return False
+    return True
+
+
+class _PeakRss:
+    """This process's peak RSS while a job runs.
+
+    A job's allocation can come and go between two samples (a 600 MiB
+    buffer filled and freed in 30 ms), so where the job has the process to
+    itself the kernel's high-water mark is reset at the start and read at
+    the end: exact, and no thread. A worker with several threads runs jobs
+    side by side, and one job's reset would hide another's peak: there a
+    sampling thread is the best available (a peak shorter than
+    ``MEMORY_SAMPLE_SECONDS`` can be missed; the hard cap is still Dask's
+    ``memory_limit``).
+    """
+
+    def __init__(self, memory_mb: int | None, *, exclusive: bool) -> None:
         self.limit = None if memory_mb is None else memory_mb * 1024 * 1024
         self.peak = 0
+        self._exclusive = exclusive
+        self._hwm = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -164,14 +199,19 @@ class _RssWatch:
             if self._stop.wait(MEMORY_SAMPLE_SECONDS):
                 return
 
-    def __enter__(self) -> _RssWatch:
-        if self.limit is not None:
+    def __enter__(self) -> _PeakRss:
+        if self.limit is None:
+            return self
+        self._hwm = self._exclusive and _reset_hwm()
+        if not self._hwm:
             self._thread = threading.Thread(target=self._sample, name="p2pml-rss", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
+        if self._hwm:
+            self.peak = _hwm_bytes()
+        elif self._thread is not None:
             self._stop.set()
             self._thread.join()
             self.peak = max(self.peak, _rss_bytes())
