@@ -25,6 +25,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class BadRequestOneLine(logging.Filter):
+    """A request that is not HTTP (a port scan, a libp2p dial to a recycled
+    port) is the client's fault: one line, not aiohttp's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__ == "aiohttp.http_exceptions":
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            record.msg = f"{record.getMessage()}: {type(exc).__name__} {first}".rstrip()
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -45,6 +60,9 @@ def setup_logging(settings: LogSettings, console: bool = True) -> None:
         ch = logging.StreamHandler(sys.stderr)
         ch.setFormatter(fmt)
         root.addHandler(ch)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestOneLine) for f in server_log.filters):
+        server_log.addFilter(BadRequestOneLine())
     # Third-party chatter stays out of the chain log unless asked for.
     for noisy in ("libp2p", "multiaddr", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
