@@ -154,3 +154,17 @@ def test_bad_local_data_is_refused() -> None:
         train_local(
             layout, {"random_state": 3}, g, X, y, classes, round=0, local_epochs=1, random_state=1
         )
+
+
+def test_the_sgd_learning_rate_clock_resumes_with_the_round() -> None:
+    X, y, classes = digits()
+    layout = Layout("sgd_classifier", 64, 10)
+    g = initial_vector(layout, SEED)
+    early, late = (
+        train_local(
+            layout, {}, g, X[:300], y[:300], classes, round=r, local_epochs=1, random_state=5
+        )
+        for r in (0, 10)
+    )
+    # Later rounds take smaller steps ("optimal" schedule: eta = 1 / (alpha (t0 + t))).
+    assert np.linalg.norm(late - g) < np.linalg.norm(early - g)
