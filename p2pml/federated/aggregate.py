@@ -120,16 +120,24 @@ def check_update(layout: Layout, update: Update) -> None:
     check_vector(layout, update.vector)
     if np.signbit(update.vector[update.vector == 0.0]).any():
         raise ValidationError("bad-update-value", "negative zero is not canonical")
-    if isinstance(update.n_samples, bool) or not 1 <= update.n_samples < 2**53:
+    n = update.n_samples
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < 2**53:
         raise ValidationError("bad-update-value", f"sample count {update.n_samples!r}")
     if layout.family not in AVERAGED:
         _check_statistics(layout, update)
 
 
 def _check_statistics(layout: Layout, update: Update) -> None:
-    counts = update.vector[: layout.n_classes] if layout.family == NB else update.vector[:1]
+    v, k, d = update.vector, layout.n_classes, layout.n_features
+    if layout.family == NB:
+        counts, squares = v[:k], v[k + k * d :]
+    else:
+        p = d + 1
+        counts, squares = v[:1], np.diagonal(v[: p * p].reshape(p, p))
     if (counts < 0).any() or (counts != np.floor(counts)).any():
         raise ValidationError("bad-update-value", "row counts must be whole and non-negative")
+    if (squares < 0).any():
+        raise ValidationError("bad-update-value", "a sum of squares is negative")
     if sample_count(layout, update.vector) != update.n_samples:
         raise ValidationError("bad-update-value", "statistics do not match the sample count")
 

@@ -107,6 +107,7 @@ def test_updates_are_checked() -> None:
     cases = [
         ([upd(1, [1, 2]), upd(1, [3, 4])], "bad-update-duplicate"),
         ([Update(key(1), np.array([1.0, 2.0]), 0)], "bad-update-value"),
+        ([Update(key(1), np.array([1.0, 2.0]), 2.5)], "bad-update-value"),  # type: ignore[arg-type]
         ([Update(key(1), np.array([1.0, np.nan]), 1)], "bad-update-value"),
         ([Update(key(1), np.array([1.0, 2.0, 3.0]), 1)], "bad-update-shape"),
         ([Update(b"short", np.array([1.0, 2.0]), 1)], "bad-update-shape"),
@@ -136,6 +137,15 @@ def test_statistics_merge_by_sum_and_are_checked() -> None:
     wrong_count = Update(key(3), np.array([1.0, 0.0, 2.0, 0.0, 4.0, 0.0]), 5)
     with pytest.raises(ValidationError, match="bad-update-value"):
         aggregate(nb, np.zeros(6), [a, wrong_count], Rule("sum"))
+    negative = Update(key(3), np.array([1.0, 0.0, 2.0, 0.0, -4.0, 0.0]), 1)
+    with pytest.raises(ValidationError, match="bad-update-value"):
+        aggregate(nb, np.zeros(6), [a, negative], Rule("sum"))
+    ols = Layout("linear_regression", 1)  # [[n, sx], [sx, sxx]], [sy, sxy]
+    good = Update(key(1), np.array([2.0, 3.0, 3.0, 5.0, 1.0, 2.0]), 2)
+    assert aggregate(ols, np.zeros(6), [good], Rule("sum")).tolist() == good.vector.tolist()
+    for bad in ([2.0, 3.0, 3.0, -5.0, 1.0, 2.0], [2.5, 3.0, 3.0, 5.0, 1.0, 2.0]):
+        with pytest.raises(ValidationError, match="bad-update-value"):
+            aggregate(ols, np.zeros(6), [Update(key(1), np.array(bad), 2)], Rule("sum"))
 
 
 SEED, TASK = bytes(range(32)), bytes(range(32, 64))
