@@ -136,6 +136,9 @@ def main() -> None:
     print(f"digits: {len(ytr)} training rows, {len(yte)} test rows, {PARTICIPANTS} participants")
     print(f"local epochs per round: {args.local_epochs}")
     print(f"{args.estimator} {params}: centralised accuracy {central:.2f} %")
+    if params:  # the same estimator with scikit-learn's defaults, as a second reference
+        plain = score(centralised(args.estimator, {}, Xtr, ytr))
+        print(f"{args.estimator} with default params: centralised accuracy {plain:.2f} %")
     marks = [r for r in (1, 2, 3, 5, 10, 20, 30, 50) if r <= args.rounds]
     targets = {"IID": (5, 1.0), "skewed": (30, 3.0)}
     for name, shards in (("IID", iid(Xtr, ytr)), ("skewed", dirichlet(Xtr, ytr))):
