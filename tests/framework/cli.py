@@ -7,13 +7,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.framework.testnode import ROOT, TestNode
 from tests.framework.waiting import scaled
 
 
-def cli(node: TestNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``p2pml --api <node> ARGS``; ``check``: assert it exited 0 (showing its output)."""
+def cli(
+    node: TestNode,
+    *args: str,
+    check: bool = True,
+    timeout: float | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``p2pml --api <node> ARGS``; ``check``: assert it exited 0 (showing its
+    output). ``timeout``: seconds (default ``scaled(60)``)."""
     r = subprocess.run(
         [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
         capture_output=True,
@@ -23,7 +31,8 @@ def cli(node: TestNode, *args: str, check: bool = True) -> subprocess.CompletedP
             "PYTHONPATH": str(ROOT),
             "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
         },
-        timeout=scaled(60),
+        timeout=scaled(60) if timeout is None else timeout,
+        cwd=cwd,
     )
     if check:
         assert r.returncode == 0, (args, r.stdout, r.stderr)
