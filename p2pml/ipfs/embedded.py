@@ -300,7 +300,11 @@ class EmbeddedBackend:
             await asyncio.wait_for(asyncio.shield(channel.exited), 10)
         except TimeoutError:
             pass
-        await kill_worker(proc, channel)
+        finally:
+            # Also when the caller's own deadline cancels the wait (the node
+            # gives each shutdown step 2 s): an orphaned Kubo would hold the
+            # repo while the node restarts on it.
+            await kill_worker(proc, channel)
 
     # -- Backend ---------------------------------------------------------------
 

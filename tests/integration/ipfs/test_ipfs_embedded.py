@@ -136,3 +136,20 @@ async def test_crashed_node_is_released_and_restarted(make_embedded: EmbeddedFac
     path = await asyncio.wait_for(b.fetch(cid), 30)
     assert path.read_bytes() == b"survives a real crash"
     assert be.pid is not None and be.pid != old_pid
+
+
+async def test_a_close_cut_short_by_its_caller_still_ends_the_kubo_process(
+    make_embedded: EmbeddedFactory,
+) -> None:
+    # The node bounds each shutdown step (2 s); a close cancelled there used
+    # to leave Kubo running on the repo the next start opens.
+    store = await make_embedded("a")
+    be = embedded_backend(store)
+    pid = be.pid
+    assert pid is not None and psutil.pid_exists(pid)
+    os.kill(pid, signal.SIGSTOP)  # a Kubo slow to exit (busy in an add, a loaded machine)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await be.close()
+    proc = psutil.Process(pid) if psutil.pid_exists(pid) else None
+    assert proc is None or proc.status() == psutil.STATUS_ZOMBIE
