@@ -73,7 +73,7 @@ class PartitionFeed:
             return
         keep = self.partition[start : start + m]
         if keep.any():
-            for batch in self.cut.push(X.T[keep], y[keep]):
+            for batch in self.cut.push(X[:, keep].T, y[keep]):  # columns are contiguous
                 self._fit(*batch)
 
     def finish(self, data: LargeDataset) -> Any:

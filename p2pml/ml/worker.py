@@ -217,6 +217,7 @@ def info_job(_: object) -> dict[str, Any]:
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU),
         "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "cpu_user_sys": tuple(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "exec_env": exec_env,
         "env": {k: os.environ.get(k) for k in THREAD_ENV},
         "pools": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()],
