@@ -13,7 +13,9 @@ while parsing); the target goes to ``y.bin``. String labels get provisional code
 appearance and are remapped to their rank among the sorted distinct labels at
 the end (the in-memory parser's codes). Memory: one chunk, whatever the file
 size. Readers never map the files (``RLIMIT_AS`` counts mappings): they read
-blocks of ``CHUNK_ROWS`` rows with ``np.fromfile``.
+blocks of ``CHUNK_ROWS`` rows with ``np.fromfile``. Writers and readers drop
+the pages behind them (:func:`drop_behind`): the cache is streamed, not kept
+in memory.
 
 For the same bytes, X and y equal the in-memory parser's bit for bit (tests
 check several datasets parsed both ways). Where per-chunk type inference
