@@ -19,6 +19,7 @@ as a later round is (:func:`p2pml.ml.largetrain.train_large`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Mapping
@@ -145,6 +146,7 @@ def train_cold(req: Any) -> tuple[bytes, float, int, int] | None:
     feed = _feed_for(spec, req, lines - 1, header)
     data = largedata.load_large(path, cache_dir, *args, req.max_dataset_bytes, limit, feed, lines)
     model = None if feed is None else feed.finish(data)
+    data = dataclasses.replace(data, streamed=True)  # read once more, for the holdout
     if feed is None or model is None:
         return largetrain.train_large(req, data)
     rows = int(feed.partition.sum())

@@ -13,9 +13,9 @@ while parsing); the target goes to ``y.bin``. String labels get provisional code
 appearance and are remapped to their rank among the sorted distinct labels at
 the end (the in-memory parser's codes). Memory: one chunk, whatever the file
 size. Readers never map the files (``RLIMIT_AS`` counts mappings): they read
-blocks of ``CHUNK_ROWS`` rows with ``np.fromfile``. Writers and readers drop
-the pages behind them (:func:`drop_behind`): the cache is streamed, not kept
-in memory.
+blocks of ``CHUNK_ROWS`` rows with ``np.fromfile``. The parse drops the pages
+behind it (:func:`drop_behind`), and so does the parsing round's one read
+(``streamed``); later rounds read through the page cache.
 
 For the same bytes, X and y equal the in-memory parser's bit for bit (tests
 check several datasets parsed both ways). Where per-chunk type inference
@@ -89,6 +89,9 @@ class LargeDataset:
     classes: tuple[int, ...]  # sorted label codes; () for regression
     labels: tuple[str, ...] = ()
     chunk_rows: int = CHUNK_ROWS  # rows of each column-major chunk of X.f64
+    #: Read with drop-behind: the round that parsed it (its pages were just
+    #: dropped) reads it once more for the holdout; later rounds keep it cached.
+    streamed: bool = False
 
     def blocks(self, mask: Mask | None = None) -> Iterator[tuple[Any, Any]]:
         """(X, y) of each stored chunk of rows, restricted to ``mask``."""
@@ -111,7 +114,8 @@ class LargeDataset:
                     keep = mask[a : a + m]
                     X, y = X[keep], y[keep]
                 X = np.ascontiguousarray(X, dtype=np.float64)
-                drop_behind(fx)
+                if self.streamed:
+                    drop_behind(fx)
                 yield X, y.astype(y.dtype.newbyteorder("="))
 
     def batches(self, mask: Mask, size: int = CHUNK_ROWS) -> Iterator[tuple[Any, Any]]:
