@@ -11,6 +11,7 @@ Choices forced by py-libp2p 0.8.x (see docs/protocol.md):
 * no mDNS, UPnP, bootstrap discovery, DHT, relay or AutoNAT (``new_host``
   starts none of them when not asked; its auto-connector is disarmed with
   zero watermarks so it never dials peers on its own, e.g. banned ones);
+* yamux window updates batched (half a window), not one per read;
 * gossipsub heartbeat 1 s (default 120 s), IP-diversity ("eclipse") mesh
   logic off (every test peer is 127.0.0.1), spam limit raised and our own
   publishes paced under it, since its limit also silently drops our own;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -63,6 +65,14 @@ from p2pml.errors import NetworkError
 from p2pml.net import protocol
 
 log = logging.getLogger(__name__)
+
+# py-libp2p's yamux sends a WINDOW_UPDATE frame after every read by default
+# ("release on read"), and pubsub reads each message's varint prefix a byte at
+# a time: ~4 encrypted frames and socket writes per inbound gossip message,
+# the largest share of what a flood of small messages costs us (and the
+# attacker). Off, yamux batches credit as go-yamux does (an update once half
+# the window is consumed). The library reads this at call time.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 # Publishing waits while any peer's outbound queue (32 RPCs) is this full.
 QUEUE_HIGH_WATER = 24
