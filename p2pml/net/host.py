@@ -11,7 +11,8 @@ Choices forced by py-libp2p 0.8.x (see docs/protocol.md):
 * no mDNS, UPnP, bootstrap discovery, DHT, relay or AutoNAT (``new_host``
   starts none of them when not asked; its auto-connector is disarmed with
   zero watermarks so it never dials peers on its own, e.g. banned ones);
-* yamux window updates batched (half a window), not one per read;
+* yamux window updates batched (half a window), not one per read; a
+  peer's signed peer record verified once, not on every RPC;
 * gossipsub heartbeat 1 s (default 120 s), IP-diversity ("eclipse") mesh
   logic off (every test peer is 127.0.0.1), spam limit raised and our own
   publishes paced under it, since its limit also silently drops our own;
@@ -62,7 +63,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pml.errors import NetworkError
-from p2pml.net import protocol
+from p2pml.net import protocol, records
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 # attacker). Off, yamux batches credit as go-yamux does (an update once half
 # the window is consumed). The library reads this at call time.
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+# A peer's signed peer record rides on every RPC: verify it once (records.py).
+records.install()
 
 # Publishing waits while any peer's outbound queue (32 RPCs) is this full.
 QUEUE_HIGH_WATER = 24

@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 import pytest
+from libp2p.pubsub import utils as pubsub_utils
 from libp2p.stream_muxer.yamux import yamux
 
 from p2pml.chain.encoding import encode_block
@@ -106,3 +107,85 @@ async def test_a_flood_of_small_messages_costs_no_frame_per_read(
         assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
     finally:
         await hp.stop()
+
+
+async def test_a_flood_of_small_messages_verifies_the_senders_record_once(
+    net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-libp2p attaches the sender's signed peer record to every RPC; the
+    node checked its Ed25519 signature on every one (twice for RPCs with
+    control messages)."""
+    ours = builder.chain(builder.genesis, 3)
+    small = [
+        builder.make(builder.genesis, miner=CHEAP, extra=i.to_bytes(2, "big")) for i in range(SMALL)
+    ]
+    a = await net.node(blocks=ours)
+    hp = HostilePeer()
+    await hp.start()
+    checked: list[str] = []
+    consume = pubsub_utils.consume_envelope
+
+    def counting(data: bytes, domain: str) -> Any:
+        envelope, record = consume(data, domain)
+        checked.append(str(record.peer_id))
+        return envelope, record
+
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+        sent = await publish_paced(hp, "blocks", [encode_block(b) for b in small], 100.0)
+        assert sent == SMALL
+        await wait_until(
+            lambda: a.metrics().get("gossip_low_work", 0) >= SMALL, what="the small blocks seen"
+        )
+        # Both hosts live in this process: count the node's checks of hp's record.
+        assert checked.count(hp.peer_id) <= 2, checked.count(hp.peer_id)
+        assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
+    finally:
+        await hp.stop()
+
+
+def test_a_changed_or_bad_record_is_still_verified() -> None:
+    """The memo skips only bytes it verified for that host and peer."""
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb.rpc_pb2 import RPC
+
+    from p2pml.net import records
+
+    calls: list[bytes] = []
+    verdict = {b"good": True, b"bad": False, b"new": True}
+
+    def fake_verify(msg: RPC, host: Any, peer: ID) -> bool:
+        calls.append(msg.senderRecord)
+        return verdict[msg.senderRecord]
+
+    class Host:
+        pass
+
+    host, other = Host(), Host()
+    peer = ID(b"\x00\x01peer")
+    t = [0.0]
+    memo = records.RecordMemo(clock=lambda: t[0])
+    orig = records._verify
+    records._verify = fake_verify
+    try:
+
+        def rpc(rec: bytes) -> RPC:
+            m = RPC()
+            m.senderRecord = rec
+            return m
+
+        assert memo.consume(RPC(), host, peer)  # no record: nothing to check
+        assert memo.consume(rpc(b"good"), host, peer) and memo.consume(rpc(b"good"), host, peer)
+        assert calls == [b"good"]
+        assert not memo.consume(rpc(b"bad"), host, peer)
+        assert not memo.consume(rpc(b"bad"), host, peer)
+        assert memo.consume(rpc(b"good"), host, peer)  # forgotten after the bad one
+        assert memo.consume(rpc(b"good"), other, peer)  # another host's peerstore
+        assert memo.consume(rpc(b"new"), host, peer)
+        t[0] = records.REFRESH_SECONDS + 1
+        assert memo.consume(rpc(b"new"), host, peer)
+        assert calls == [b"good", b"bad", b"bad", b"good", b"good", b"new", b"new"]
+    finally:
+        records._verify = orig
