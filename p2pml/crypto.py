@@ -7,8 +7,11 @@ kind of object can never be replayed as another.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,11 @@ from p2pml.errors import ConfigError
 PUBKEY_SIZE = 32
 SIGNATURE_SIZE = 64
 SEED_SIZE = 32
+# Signatures already verified, as in Bitcoin Core's signature cache: a
+# gossiped transaction is checked before relay, again when the mempool admits
+# it and again in the block that mines it. Only successes are kept (keyed by
+# a hash of key, signature and message), so the answer never changes.
+SIG_CACHE_MAX = 50_000  # ~6 MB
 
 
 def signing_message(domain: bytes, payload: bytes) -> bytes:
@@ -62,11 +70,25 @@ def verify(public_key: bytes, domain: bytes, payload: bytes, signature: bytes) -
     """True when ``signature`` is ``public_key``'s over (domain, payload)."""
     if len(public_key) != PUBKEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
+    message = signing_message(domain, payload)
+    key = hashlib.sha256(public_key + signature + message).digest()
+    with _sig_lock:  # the libp2p thread and the event loop both verify
+        if key in _sig_cache:
+            _sig_cache.move_to_end(key)
+            return True
     try:
-        nacl.signing.VerifyKey(public_key).verify(signing_message(domain, payload), signature)
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError):
         return False
+    with _sig_lock:
+        _sig_cache[key] = None
+        while len(_sig_cache) > SIG_CACHE_MAX:
+            _sig_cache.popitem(last=False)
     return True
+
+
+_sig_cache: OrderedDict[bytes, None] = OrderedDict()
+_sig_lock = threading.Lock()
 
 
 def load_or_create_identity(path: Path) -> Identity:

@@ -65,10 +65,11 @@ from tests.framework.attack import (  # noqa: E402
 from tests.framework.testnode import TestNode  # noqa: E402
 from tests.framework.waiting import wait_until_sync  # noqa: E402
 
-# Node counters of gossip it decided on (what reached its handlers).
+# Node counters of gossip it decided on (what reached its handlers, and the
+# blocks its header check dropped as low-work before any decoding).
 RECEIVED = re.compile(
     r"^p2pml_p2p_gossip_(blocks|results|tasks)_(accept|ignore|reject)$|"
-    r"^p2pml_p2p_gossip_(malformed|invalid|oversize|inbound_dropped)$"
+    r"^p2pml_p2p_gossip_(malformed|invalid|oversize|inbound_dropped|low_work)$"
 )
 MINE_EVERY = 0.5  # seconds between blocks the script asks for
 CONFIG: dict[str, dict[str, Any]] = {
@@ -247,6 +248,12 @@ class Pair:
         # driver's cheap regtest blocks over a longer run count as attack cost too).
         return max(0.0, self.hot_cpu - self.calm_cpu) / max(1.0, self.received) * 1000
 
+    @property
+    def cpu_per_sent_ms(self) -> float:
+        # The same CPU over every message the attackers sent (the node never
+        # looks at what its bans and gossipsub's checks refuse first).
+        return max(0.0, self.hot_cpu - self.calm_cpu) / max(1, self.report.messages) * 1000
+
 
 def measure_pair(node: TestNode, cid: str, rounds: int, plan: AttackPlan, timeout: float) -> Pair:
     assert node.proc is not None
@@ -359,7 +366,8 @@ def main() -> None:
         "attack: node CPU per attacker message",
         f"{statistics.median(cpu):.2f} ms",
         "",
-        f"{spread(cpu)} ms; last: {last.received:.0f} handled of {last.report.messages} sent; "
+        f"{spread(cpu)} ms; per message sent {spread([p.cpu_per_sent_ms for p in pairs])} ms; "
+        f"last: {last.received:.0f} handled of {last.report.messages} sent; "
         f"node+children CPU {last.hot_cpu:.1f} s attacked ({last.hot_s:.0f} s) minus "
         f"{last.calm_cpu:.1f} s calm ({last.calm_s:.0f} s)",
     )

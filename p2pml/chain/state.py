@@ -36,6 +36,7 @@ from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
 
 RECENT_REJECTS_MAX = 10_000
+LIGHT_MEMO = 10_000  # light headers whose branch work low_work() remembers
 # Refusals that say nothing about the block's own validity.
 _TRANSIENT = frozenset({"duplicate", "time-too-new", "bad-tx-root", "prev-unknown"})
 
@@ -58,6 +59,8 @@ class ChainState(ChainQueries):
         # Invalid blocks that never entered the index, so orphans building on
         # them are refused at once instead of waiting in the pool.
         self._recent_rejects: OrderedDict[bytes, str] = OrderedDict()
+        # Branch work of recent headers low_work() found light (never stored).
+        self._light: OrderedDict[bytes, int] = OrderedDict()
         self._seq = 0
         # Bodies and undo logs produced by the current call, not yet persisted.
         self._pending_blocks: dict[bytes, Block] = {}
@@ -337,6 +340,41 @@ class ChainState(ChainQueries):
             self._mark_invalid(e, err.reason, update)
             raise
         self._receive_data(e, block, update)
+        return True
+
+    def low_work(self, header: BlockHeader) -> bool:
+        """True for a new header on a known, sound parent whose branch (with
+        the orphans pooled on it) stays below :meth:`work_threshold`.
+
+        A child of an invalid block is refused as such, not ignored as light.
+        Never the header's own PoW (check that first): the network checks
+        this before a gossiped block's signatures. Writes only a bounded memo
+        of the light headers' branch work (for their children), never the
+        chain; it keeps work, not verdicts, so each child is compared with
+        the threshold of its own time.
+        """
+        if not self.active or header.hash in self.index:
+            return False
+        parent = self.index.get(header.prev_hash)
+        own = block_work(bits_to_target(header.bits))
+        if parent is None:
+            # A child of a header this said was light (its parent was dropped,
+            # so it would be an orphan and get every stateless check, then a
+            # sync walk): light too while its branch stays below.
+            light = self._light.get(header.prev_hash)
+            if light is None:
+                return False
+            work = light + own
+        elif parent.status.failed or self._descends_from_failed(parent):
+            return False
+        else:
+            work = parent.chain_work + own
+        if work + self.orphans.extension_work(header.hash) >= self.work_threshold():
+            return False
+        self._light[header.hash] = work
+        self._light.move_to_end(header.hash)
+        while len(self._light) > LIGHT_MEMO:
+            self._light.popitem(last=False)
         return True
 
     def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:

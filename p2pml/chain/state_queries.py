@@ -160,22 +160,6 @@ class ChainQueries:
             return None
         return parent.chain_work + block_work(bits_to_target(header.bits))
 
-    def low_work(self, header: BlockHeader) -> bool:
-        """True for a new header on a known, sound parent whose branch (with
-        the orphans pooled on it) stays below :meth:`work_threshold`.
-
-        A child of an invalid block is refused as such, not ignored as light.
-        Reads only, and never the header's own PoW (check that first): the
-        network checks this before a gossiped block's signatures.
-        """
-        if not self.active or header.hash in self.index:
-            return False
-        parent = self.index.get(header.prev_hash)
-        if parent is None or parent.status.failed or self._descends_from_failed(parent):
-            return False
-        work = parent.chain_work + block_work(bits_to_target(header.bits))
-        return work + self.orphans.extension_work(header.hash) < self.work_threshold()
-
     @staticmethod
     def _better(a: IndexEntry, b: IndexEntry | None) -> bool:
         if b is None:

@@ -11,6 +11,8 @@ Choices forced by py-libp2p 0.8.x (see docs/protocol.md):
 * no mDNS, UPnP, bootstrap discovery, DHT, relay or AutoNAT (``new_host``
   starts none of them when not asked; its auto-connector is disarmed with
   zero watermarks so it never dials peers on its own, e.g. banned ones);
+* yamux window updates not sent on every read; a peer's signed peer
+  record verified once, not on every RPC;
 * gossipsub heartbeat 1 s (default 120 s), IP-diversity ("eclipse") mesh
   logic off (every test peer is 127.0.0.1), spam limit raised and our own
   publishes paced under it, since its limit also silently drops our own;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -60,9 +63,19 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pml.errors import NetworkError
-from p2pml.net import protocol
+from p2pml.net import protocol, records
 
 log = logging.getLogger(__name__)
+
+# py-libp2p's yamux sends a WINDOW_UPDATE frame after every read by default
+# ("release on read"), and pubsub reads each message's varint prefix a byte at
+# a time: 6 encrypted frames and socket writes per small inbound gossip
+# message, a large share of what a flood costs us (and the attacker). Off,
+# only the library's go-yamux-like hysteresis sends credit (measured ~1.2
+# frames per message). The library reads this at call time.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+# A peer's signed peer record rides on every RPC: verify it once (records.py).
+records.install()
 
 # Publishing waits while any peer's outbound queue (32 RPCs) is this full.
 QUEUE_HIGH_WATER = 24

@@ -155,3 +155,23 @@ def test_a_lighter_block_alone_does_not_ask_for_ancestors() -> None:
     n.feed_all(a)
     ups = [gossip(n, x) for x in bb]
     assert [u.needs_ancestors for u in ups] == [False, False, False]  # b3 only ties
+
+
+def test_children_of_a_header_found_light_are_light_until_their_branch_leads() -> None:
+    #   G - a1 - a2 - a3 - a4*
+    #    \
+    #     b1 - b2 - b3 - b4        (b1 dropped as light; its children have no
+    #                               parent in the index, yet b2, b3 stay light
+    #                               and b4, tying a4, is not)
+    # Before: b2 was not light (unknown parent), so gossip decoded it, checked
+    # every signature, pooled it as an orphan and walked a sync session for it.
+    b, n = Builder(), Node()
+    n.feed_all(b.chain(b.genesis, 4))
+    bb = b.chain(b.genesis, 4, miner=OTHER)
+    assert n.chain.low_work(bb[0].header)
+    assert n.chain.entry(bb[0].hash) is None
+    for blk in bb[1:3]:
+        assert n.chain.low_work(blk.header), blk.height
+    assert not n.chain.low_work(bb[3].header)
+    unrelated = b.chain(b.genesis, 2, miner=b"\x33" * 32)[1]  # parent never seen
+    assert not n.chain.low_work(unrelated.header)
