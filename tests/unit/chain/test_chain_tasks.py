@@ -30,7 +30,9 @@ SPEC = TaskSpec(
     metric="r2",
     rounds=2,
 )
-ALLOC = dict(REGTEST.allocations)
+ALLOC = {k: a for k, a, _bond in REGTEST.allocations}
+FEE = REGTEST.min_result_fee
+W = REGTEST.payout_window
 
 
 def task(
@@ -62,6 +64,7 @@ def result(
         model_cid=cid_of_bytes(b"model" + trainer.public_key),
         train_rows=100,
         train_ms=5,
+        fee=FEE,
     ).signed_by(trainer, REGTEST.genesis_hash)
 
 
@@ -165,13 +168,18 @@ def test_results_close_the_task_and_pay_the_best_with_ties_split() -> None:
     b2 = mine(b, n, b1.hash, r1, r2)
     b3 = mine(b, n, b2.hash, r3)
     assert n.chain.state[task_key(t.id)]["open"]
-    mine(b, n, b3.hash)  # height 4 = close_at
+    top = mine(b, n, b3.hash)  # height 4 = close_at
     rec = n.chain.state[task_key(t.id)]
     assert not rec["open"] and rec["best"] == 0.7
     assert {bytes(w[0]) for w in rec["winners"]} == {T2.public_key, T3.public_key}
-    assert bal(n, T2) == ALLOC[T2.public_key] + 500
-    assert bal(n, T3) == ALLOC[T3.public_key] + 500
-    assert bal(n, T1) == ALLOC[T1.public_key]
+    assert rec["payout_at"] == 4 + W and not rec["paid"]
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE  # paid only after the window
+    for _ in range(W):
+        top = mine(b, n, top.hash)
+    assert n.chain.state[task_key(t.id)]["paid"]
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 500
+    assert bal(n, T3) == ALLOC[T3.public_key] - FEE + 500
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE
     # 1 left over from the split goes back to the publisher.
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 1001 + 1
     assert all(audit for _, audit in o.asked)  # regtest audits every result
@@ -183,7 +191,10 @@ def test_task_without_results_refunds_the_publisher_at_its_deadline() -> None:
     blk = mine(b, n, b.genesis, t)
     blk = mine(b, n, blk.hash)
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 720
-    mine(b, n, blk.hash)
+    blk = mine(b, n, blk.hash)  # closes at 3, refunds at 3 + W
+    for _ in range(W):
+        assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 720
+        blk = mine(b, n, blk.hash)
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000
 
 
@@ -193,11 +204,15 @@ def test_max_results_closes_early_and_pays_result_rewards() -> None:
     b1 = mine(b, n, b.genesis, t)
     r1, r2 = result(t, T1, 0.1), result(t, T2, 0.2)
     o.verdicts.update({r1.id: "", r2.id: ""})
-    mine(b, n, b1.hash, r1, r2)
+    top = mine(b, n, b1.hash, r1, r2)
     rec = n.chain.state[task_key(t.id)]
     assert not rec["open"] and rec["closed_at"] == 2
-    assert bal(n, T1) == ALLOC[T1.public_key] + 7
-    assert bal(n, T2) == ALLOC[T2.public_key] + 7 + 100
+    # Result rewards at inclusion; the bounty after the window.
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 7
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7
+    for _ in range(W):
+        top = mine(b, n, top.hash)
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7 + 100
 
 
 @pytest.mark.parametrize(
@@ -276,17 +291,17 @@ def test_reorg_removing_results_refunds_and_repays() -> None:
     r1, r2 = result(t, T1, 0.5), result(t, T2, 0.9)
     o.verdicts.update({r1.id: "", r2.id: ""})
     a = [mine(b, n, b1.hash, r1, r2)]
-    a.append(mine(b, n, a[-1].hash))
-    a.append(mine(b, n, a[-1].hash))
-    assert bal(n, T2) == ALLOC[T2.public_key] + 900
+    for _ in range(2 + W):
+        a.append(mine(b, n, a[-1].hash))
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 900
     c = [b.make(b1.hash, txs=(r1,), miner=b"\x55" * 32)]
-    for _ in range(3):
+    for _ in range(3 + W):
         c.append(b.make(c[-1].hash, miner=b"\x55" * 32))
     for blk in c:
         n.feed(blk).raise_error()
     assert n.tip == c[-1].hash
     assert bal(n, T2) == ALLOC[T2.public_key]
-    assert bal(n, T1) == ALLOC[T1.public_key] + 900
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 900
     replay = Node()
     replay.chain.verdicts = o
     replay.feed_all([b1, *c])
