@@ -18,7 +18,7 @@ from p2pml.chain.types import Block, BondTx, ResultTx, TaskTx, TransferTx, Unbon
 from p2pml.crypto import Identity
 from p2pml.errors import ValidationError
 from tests.framework.chainbuilder import MINER, Builder, Node
-from tests.unit.chain.test_chain_tasks import ALLOC, FEE, PUB, T1, T2, W, Oracle, bal, result, task
+from tests.unit.chain.test_chain_tasks import ALLOC, FEE, PUB, T1, T2, Oracle, W, bal, result, task
 
 FRESH = Identity.from_seed(b"\x31" * 32)  # not in genesis: no coins, no bond
 MIN = REGTEST.min_bond

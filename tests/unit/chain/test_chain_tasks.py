@@ -33,6 +33,8 @@ SPEC = TaskSpec(
 ALLOC = {k: a for k, a, _bond in REGTEST.allocations}
 FEE = REGTEST.min_result_fee
 W = REGTEST.payout_window
+# Transfer amounts: dust, a fee's worth, enough to bond, a whole allocation.
+AMOUNTS = [1, 2_500, 2 * REGTEST.min_bond, ALLOC[PUB.public_key]]
 
 
 def task(
@@ -355,7 +357,7 @@ def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
                 TransferTx(
                     sender.public_key,
                     recipient.public_key,
-                    data.draw(st.sampled_from([1, 2_500, 2 * REGTEST.min_bond, ALLOC[PUB.public_key]])),
+                    data.draw(st.sampled_from(AMOUNTS)),
                     1_000,
                     i,
                 ).signed_by(sender, REGTEST.genesis_hash)
@@ -372,9 +374,7 @@ def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
                     )
                 )
             else:
-                txs.append(
-                    UnbondTx(who.public_key, 1_000, i).signed_by(who, REGTEST.genesis_hash)
-                )
+                txs.append(UnbondTx(who.public_key, 1_000, i).signed_by(who, REGTEST.genesis_hash))
         miner = data.draw(st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
         blk = b.make(parent, txs=tuple(txs), miner=miner)
         blocks.append(blk)
