@@ -186,6 +186,22 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bond(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"amount": args.amount}
+    if args.fee is not None:
+        body["fee"] = args.fee
+    data = client(args).post("/bonds", body)
+    show(args, data, f"bonded {args.amount}: bond {data['id']}")
+    return 0
+
+
+def cmd_unbond(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {} if args.fee is None else {"fee": args.fee}
+    data = client(args).post("/unbond", body)
+    show(args, data, f"unbond {data['id']} (the bond is released after the unbond delay)")
+    return 0
+
+
 class ProgressBar:
     """A one-line progress bar on stderr (only when stderr is a terminal)."""
 
@@ -278,8 +294,12 @@ def task_text(data: dict[str, Any]) -> str:
             f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
             f" model {best['model_cid']}"
         )
+    if data.get("payout_height") is not None:
+        when = "paid" if data.get("paid") else "pays"
+        lines.append(f"  {when} at height {data['payout_height']}")
     for p in data.get("payout", []):
-        lines.append(f"  paid {p['amount']} to {p['to'][:16]}")
+        verb = "paid" if data.get("paid") else "to pay"
+        lines.append(f"  {verb} {p['amount']} to {p['to'][:16]}")
     for f in data.get("failures", []):
         lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
     rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
@@ -610,6 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount", type=int)
     p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
     p.set_defaults(fn=cmd_send)
+    p = sub.add_parser("bond", help="lock AMOUNT of the node's coins as its trainer bond")
+    p.add_argument("amount", type=int)
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_bond)
+    p = sub.add_parser("unbond", help="release the node's trainer bond (after a delay)")
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_unbond)
     return ap
 
 
