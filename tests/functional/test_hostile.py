@@ -98,6 +98,7 @@ def test_hostile_peers_are_banned_and_work_goes_on(nodes: NodeSet, tmp_path: Pat
             model_cid=honest["model_cid"],
             train_rows=honest["train_rows"],
             train_ms=1,
+            fee=1_000,
         ).signed_by(mallory, REGTEST.genesis_hash)
         await liar.publish_raw("results", encode_tx(lie))
 

@@ -81,6 +81,7 @@ class World:
             model_cid="",
             train_rows=0,
             train_ms=1,
+            fee=1_000,
         )
         fields.update(kw)
         return ResultTx(**fields).signed_by(who, REGTEST.genesis_hash)
