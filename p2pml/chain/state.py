@@ -13,7 +13,7 @@ and candidate tips are a small set.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from p2pml.chain import rules
@@ -28,19 +28,21 @@ from p2pml.chain.index import (
 from p2pml.chain.ledger import BlockContext, StateView, UndoLog, VerdictOracle, no_verdicts
 from p2pml.chain.orphans import OrphanPool
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
+from p2pml.chain.pow import bits_to_target, block_work
 from p2pml.chain.presync import HeaderPresync
+from p2pml.chain.state_queries import ChainQueries
 from p2pml.chain.txrules import BLOCK_HOOKS, handler_for
 from p2pml.chain.types import Block, BlockHeader
 from p2pml.errors import MissingDataError, StoreError, ValidationError
 
-MAX_HEADERS_PER_MESSAGE = 2_000
 RECENT_REJECTS_MAX = 10_000
 # Refusals that say nothing about the block's own validity.
 _TRANSIENT = frozenset({"duplicate", "time-too-new", "bad-tx-root", "prev-unknown"})
 
 
-class ChainState:
+class ChainState(ChainQueries):
+    """Changes the block tree; its read-only lookups are in ChainQueries."""
+
     def __init__(self, params: NetworkParams, source: BlockSource) -> None:
         self.params = params
         self.source = source
@@ -144,121 +146,6 @@ class ChainState:
         cs._candidates.add(tip)
         return cs
 
-    # -- queries -------------------------------------------------------------
-
-    @property
-    def tip(self) -> IndexEntry:
-        return self.active[-1]
-
-    @property
-    def height(self) -> int:
-        return len(self.active) - 1
-
-    def entry(self, block_hash: bytes) -> IndexEntry | None:
-        return self.index.get(block_hash)
-
-    def at_height(self, height: int) -> IndexEntry | None:
-        if 0 <= height < len(self.active):
-            return self.active[height]
-        return None
-
-    def in_active_chain(self, e: IndexEntry) -> bool:
-        return e.height < len(self.active) and self.active[e.height] is e
-
-    def tips(self) -> list[IndexEntry]:
-        return list(self._tips)
-
-    def get_block(self, block_hash: bytes) -> Block | None:
-        b = self._pending_blocks.get(block_hash)
-        return b if b is not None else self.source.get_block(block_hash)
-
-    def median_time_past(self, e: IndexEntry) -> int:
-        times = []
-        cur: IndexEntry | None = e
-        for _ in range(self.params.median_time_span):
-            if cur is None:
-                break
-            times.append(cur.header.time)
-            cur = cur.parent
-        return rules.median_time(times)
-
-    def next_bits(self, parent: IndexEntry) -> int:
-        p = self.params
-        if p.no_retarget:
-            return p.pow_limit_bits
-        height = parent.height + 1
-        if height % p.retarget_window != 0:
-            return parent.header.bits
-        first = parent.ancestor(height - p.retarget_window)
-        actual = parent.header.time - first.header.time
-        new = retarget(bits_to_target(parent.header.bits), actual, p.intended_timespan, p.pow_limit)
-        return target_to_bits(new)
-
-    def locator(self, e: IndexEntry | None = None) -> list[bytes]:
-        """Block locator: dense near the tip, exponentially sparse, then genesis."""
-        e = e or self.tip
-        out: list[bytes] = []
-        step = 1
-        height = e.height
-        while True:
-            out.append(e.ancestor(height).hash)
-            if height == 0:
-                break
-            height = max(height - step, 0)
-            if len(out) >= 10:
-                step *= 2
-        return out
-
-    def find_fork(self, locator: Iterable[bytes]) -> IndexEntry:
-        """The highest locator entry on our active chain (genesis at worst)."""
-        for h in locator:
-            e = self.index.get(h)
-            if e is not None and self.in_active_chain(e):
-                return e
-        return self.active[0]
-
-    def bodiless_ancestors(self, block_hash: bytes, skip: Container[bytes]) -> list[BlockHeader]:
-        """``block_hash`` and its ancestors that lack a body, oldest first.
-
-        Walks down while some body is missing below (``chain_has_data`` is
-        false), and stops at a failed entry or one in ``skip`` (already asked
-        for), so a caller that skips what it asked before pays only for what
-        is new. Walks the index only: what a header session asks bodies for is
-        the branch it actually reached, not the headers it was sent.
-        """
-        out: list[BlockHeader] = []
-        e = self.index.get(block_hash)
-        while e is not None and not e.chain_has_data and not e.status.failed:
-            if e.hash in skip:
-                break
-            if not e.has_data:
-                out.append(e.header)
-            e = e.parent
-        out.reverse()
-        return out
-
-    def headers_after(
-        self, locator: Iterable[bytes], stop: bytes | None = None, limit: int = 2000
-    ) -> list[BlockHeader]:
-        fork = self.find_fork(locator)
-        limit = min(limit, MAX_HEADERS_PER_MESSAGE)
-        out = []
-        for h in range(fork.height + 1, min(fork.height + 1 + limit, len(self.active))):
-            e = self.active[h]
-            out.append(e.header)
-            if stop is not None and e.hash == stop:
-                break
-        return out
-
-    def branch_status(self, e: IndexEntry) -> str:
-        if self.in_active_chain(e):
-            return "active"
-        if e.status.failed:
-            return "invalid"
-        if not e.chain_has_data:
-            return "headers-only"
-        return "valid-fork"
-
     # -- headers -------------------------------------------------------------
 
     def accept_header(self, header: BlockHeader, now: int, update: ChainUpdate) -> IndexEntry:
@@ -301,21 +188,6 @@ class ChainState:
         )
         e.skip = parent.ancestor(skip_height(e.height))
         return e
-
-    def work_threshold(self) -> int:
-        """Least work a branch needs before any of it is stored."""
-        return rules.work_threshold(self.tip.chain_work, self.params)
-
-    def branch_work(self, header: BlockHeader) -> int | None:
-        """Chain work with ``header`` on top, or None if its parent is unknown.
-
-        Reads only: the network thread calls it (through the node) to drop
-        low-work blocks before their signatures are checked.
-        """
-        parent = self.index.get(header.prev_hash)
-        if parent is None:
-            return None
-        return parent.chain_work + block_work(bits_to_target(header.bits))
 
     def accept_headers(
         self, headers: list[BlockHeader], now: int, session: str | None = None
@@ -467,22 +339,6 @@ class ChainState:
         self._receive_data(e, block, update)
         return True
 
-    def low_work(self, header: BlockHeader) -> bool:
-        """True for a new header on a known, sound parent whose branch (with
-        the orphans pooled on it) stays below :meth:`work_threshold`.
-
-        A child of an invalid block is refused as such, not ignored as light.
-        Reads only, and never the header's own PoW (check that first): the
-        network checks this before a gossiped block's signatures.
-        """
-        if not self.active or header.hash in self.index:
-            return False
-        parent = self.index.get(header.prev_hash)
-        if parent is None or parent.status.failed or self._descends_from_failed(parent):
-            return False
-        work = parent.chain_work + block_work(bits_to_target(header.bits))
-        return work + self.orphans.extension_work(header.hash) < self.work_threshold()
-
     def _adopt_orphans(self, parent_hash: bytes, now: int, update: ChainUpdate) -> None:
         stack = [parent_hash]
         while stack:
@@ -523,12 +379,6 @@ class ChainState:
             self._unlinked.setdefault(e.parent.hash, []).append(e)
 
     # -- activation ------------------------------------------------------------
-
-    @staticmethod
-    def _better(a: IndexEntry, b: IndexEntry | None) -> bool:
-        if b is None:
-            return True
-        return (a.chain_work, -a.seq) > (b.chain_work, -b.seq)
 
     def _best_candidate(self) -> IndexEntry | None:
         best: IndexEntry | None = None
@@ -586,16 +436,6 @@ class ChainState:
                 break
         tip = self.tip
         self._candidates = {c for c in self._candidates if c is tip or self._better(c, tip)}
-
-    def _fork_point(self, e: IndexEntry) -> IndexEntry | None:
-        if not self.active:
-            return None
-        if e.height > self.height:
-            e = e.ancestor(self.height)
-        while not self.in_active_chain(e):
-            assert e.parent is not None
-            e = e.parent
-        return e
 
     def _connect(self, e: IndexEntry, update: ChainUpdate) -> None:
         if e.status.failed:
@@ -672,12 +512,6 @@ class ChainState:
             self._tips.discard(e.parent)
         self.index[e.hash] = e
         self._tips.add(e)
-
-    def _descends_from_failed(self, e: IndexEntry) -> bool:
-        for f in self._failed:
-            if f.height <= e.height and e.ancestor(f.height) is f:
-                return True
-        return False
 
     def _mark_invalid(self, e: IndexEntry, reason: str, update: ChainUpdate) -> None:
         e.status = Status.INVALID

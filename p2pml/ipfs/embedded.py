@@ -40,7 +40,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -49,8 +48,8 @@ from typing import Any
 import p2pml
 from p2pml.cidv0 import b58decode
 from p2pml.errors import DaemonUnavailable, DatasetError, DatasetTooLarge, NoProvider
-from p2pml.ipfs.cid import ThreadedCidBuilder, cid_of_file
-from p2pml.ipfs.fdio import open_for_overwrite, write_all
+from p2pml.ipfs.cid import cid_of_file
+from p2pml.ipfs.pipe_receiver import PipeReceiver
 from p2pml.ipfs.repogc import (
     Flatfs,
     GcReport,
@@ -61,12 +60,12 @@ from p2pml.ipfs.repogc import (
     finish,
     plan,
 )
+from p2pml.ipfs.worker_channel import WorkerChannel, kill_worker
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 SIZE_POLL_SECONDS = 0.05
-RECEIVE_SIZE = 1024 * 1024
 # The usage estimate between measurements over-counts on purpose: content
 # plus 1/32 (a 256 KiB leaf rounds up to whole fs blocks) plus 16 KiB per root
 # (its root block, Kubo's datastore and log lines). Past the cap, it is
@@ -140,7 +139,7 @@ class EmbeddedBackend:
         self.peer_id = ""
         self._addrs: list[str] = []
         self._proc: asyncio.SubprocessTransport | None = None
-        self._channel: _WorkerChannel | None = None
+        self._channel: WorkerChannel | None = None
         self._ids = itertools.count(1)
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -209,7 +208,7 @@ class EmbeddedBackend:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src_root, env.get("PYTHONPATH")]))
         # Each process gets its own channel (and table of pending requests),
         # so the EOF of a dead child can never fail requests sent to its successor.
-        channel = _WorkerChannel(self.unreachable_state)
+        channel = WorkerChannel(self.unreachable_state)
         with (self.repo_dir / "worker-stderr.log").open("ab") as err:
             proc, _ = await asyncio.get_running_loop().subprocess_exec(
                 lambda: channel,
@@ -234,13 +233,13 @@ class EmbeddedBackend:
             proc.close()
             raise
         if not hello.get("ok"):
-            await _kill(proc, channel)
+            await kill_worker(proc, channel)
             raise DatasetError(
                 f"embedded IPFS node failed to start: {hello.get('error')} "
                 f"(see {self.repo_dir / 'kubo.log'} and worker-stderr.log)"
             )
         if self._closed:  # close() ran while we waited for the hello
-            await _kill(proc, channel)
+            await kill_worker(proc, channel)
             raise DaemonUnavailable(f"{self.unreachable_state}: closed")
         self.peer_id = hello["result"]["peer_id"]
         self._addrs = list(hello["result"]["addrs"])
@@ -282,7 +281,7 @@ class EmbeddedBackend:
         channel, self._channel = self._channel, None
         if proc is not None and channel is not None:
             self.kills += 1
-            await _kill(proc, channel)
+            await kill_worker(proc, channel)
 
     async def close(self) -> None:
         self._closed = True
@@ -301,7 +300,11 @@ class EmbeddedBackend:
             await asyncio.wait_for(asyncio.shield(channel.exited), 10)
         except TimeoutError:
             pass
-        await _kill(proc, channel)
+        finally:
+            # Also when the caller's own deadline cancels the wait (the node
+            # gives each shutdown step 2 s): an orphaned Kubo would hold the
+            # repo while the node restarts on it.
+            await kill_worker(proc, channel)
 
     # -- Backend ---------------------------------------------------------------
 
@@ -524,211 +527,3 @@ class EmbeddedBackend:
         """The node's config as written to its repo (for tests of the network rule)."""
         text = await asyncio.to_thread((self.repo_dir / "config").read_text)
         return dict(json.loads(text))
-
-
-class PipeReceiver:
-    """Receives a download through a FIFO at ``pipe``: a thread hashes
-    (CIDv0) and writes to ``dest`` what the writer sends. Past ``max_bytes``
-    it stops reading (having taken at most one read, ``RECEIVE_SIZE``, more)
-    and closes the pipe: the writer gets EPIPE.
-
-    Both ends are opened here, non-blocking so neither open waits for the
-    other; our own write end (``_hold``) keeps reads blocking rather than at
-    EOF until the downloader has opened the pipe, written and closed it. It
-    is closed by :meth:`close` once the download call is over, so the thread
-    always ends, even if the downloader never opened the pipe.
-    """
-
-    def __init__(self, pipe: Path, dest: Path, max_bytes: int) -> None:
-        self.pipe = pipe
-        self.received = 0
-        self._max = max_bytes
-        self._cid: str | None = None
-        self._error: BaseException | None = None
-        self._done = threading.Event()
-        self._hold: int | None = None
-        self._blocked = False
-        fds: list[int] = []
-        try:
-            pipe.unlink(missing_ok=True)
-            os.mkfifo(pipe, 0o600)
-            fds.append(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            fds.append(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            os.set_blocking(fds[0], True)
-            fds.append(open_for_overwrite(dest))
-            self._rfd, self._hold, self._wfd = fds
-            self._builder = ThreadedCidBuilder()
-            thread = threading.Thread(target=self._run, name="ipfs-pipe-receiver", daemon=True)
-            thread.start()
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            self._hold = None
-            pipe.unlink(missing_ok=True)
-            raise
-        self._thread = thread
-
-    def _run(self) -> None:
-        builder = self._builder
-        try:
-            while chunk := os.read(self._rfd, RECEIVE_SIZE):
-                self.received += len(chunk)
-                write_all(self._wfd, chunk)
-                if self.received > self._max:
-                    break  # oversize: the caller sees ``received`` and refuses
-                builder.update(chunk)
-            else:
-                self._cid = builder.finish()
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            builder.close()
-            os.close(self._rfd)
-            os.close(self._wfd)
-            self._done.set()
-
-    def keep_path_blocked(self) -> None:
-        """Put a directory where the FIFO was, so whoever opens the path later
-        to write fails instead of creating a file there (or blocking)."""
-        self._blocked = True
-        self.pipe.unlink(missing_ok=True)
-        with contextlib.suppress(FileExistsError):  # Kubo wrote just now: removed at respawn
-            self.pipe.mkdir()
-
-    def _release(self) -> None:
-        if self._hold is not None:
-            os.close(self._hold)
-            self._hold = None
-
-    def cid(self) -> str:
-        """The CID of everything received (after :meth:`close`)."""
-        if self._error is not None or self._cid is None:
-            raise DatasetError(f"receiving download failed: {self._error}")
-        return self._cid
-
-    async def close(self) -> None:
-        self._release()
-        if not self._done.is_set():
-            await asyncio.to_thread(self._thread.join)
-        if not self._blocked:
-            self.pipe.unlink(missing_ok=True)
-
-
-class _WorkerChannel(asyncio.SubprocessProtocol):
-    """The worker's replies, one JSON line each, dispatched as they arrive.
-
-    The loop hands us the child's stdout in :meth:`pipe_data_received`, so no
-    reader task exists to be owned or leaked. The first reply (id 0) is the
-    hello. At stdout EOF every request still waiting fails: the child is gone.
-    A reply we cannot parse means the channel is broken: the child is killed
-    (the next call starts a new one).
-    """
-
-    MAX_LINE = 64 * 1024 * 1024
-
-    def __init__(self, unreachable_state: str) -> None:
-        loop = asyncio.get_running_loop()
-        self.hello: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf known to hold no newline
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._gone = unreachable_state
-        self._eof = False
-
-    def expect(self, req_id: int) -> asyncio.Future[Any]:
-        """A future for the reply to ``req_id`` (already failed if the child is gone)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self._eof:
-            fut.set_exception(DaemonUnavailable(f"{self._gone}: it exited"))
-        else:
-            self._pending[req_id] = fut
-        return fut
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != 1 or self._eof:
-            return
-        self._buf += data
-        start = 0
-        while (end := self._buf.find(b"\n", max(start, self._scanned))) >= 0:
-            line, start = bytes(self._buf[start:end]), end + 1
-            if not self._dispatch(line):
-                return
-        del self._buf[:start]
-        self._scanned = len(self._buf)  # a long line is not searched again from its start
-        if len(self._buf) > self.MAX_LINE:
-            self._broken(f"it sent a reply longer than {self.MAX_LINE} bytes")
-
-    def _dispatch(self, line: bytes) -> bool:
-        try:
-            msg = json.loads(line)
-            req_id, ok = msg["id"], bool(msg["ok"])
-            if not isinstance(req_id, int):
-                raise TypeError(req_id)
-        except Exception:  # bad JSON, wrong shape, nesting too deep for json
-            self._broken(f"it sent a malformed reply {line[:80]!r}")
-            return False
-        if req_id == 0:
-            if not self.hello.done():
-                self.hello.set_result(msg)
-            return True
-        fut = self._pending.pop(req_id, None)
-        if fut is None or fut.done():
-            return True
-        if ok:
-            fut.set_result(msg.get("result"))
-        else:
-            fut.set_exception(DatasetError(f"embedded IPFS node: {msg.get('error')}"))
-        return True
-
-    def _broken(self, why: str) -> None:
-        log.error("embedded IPFS node: %s; killing it", why)
-        self._fail_all(DaemonUnavailable(f"{self._gone}: {why}"))  # and ignore what else it sends
-        if self._transport is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._transport.kill()
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        # At stdout EOF, not at exit: replies written just before the exit
-        # may still be in the pipe, and they are delivered first.
-        if fd == 1:
-            self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
-        elif fd == 0 and exc is not None:  # requests can no longer reach it
-            self._broken(f"its stdin broke ({exc})")
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # The child exited and all its pipes closed, however it died: release
-        # the transport even if nobody calls _kill (a crash, then a restart).
-        self._fail_all(DaemonUnavailable(f"{self._gone}: it exited"))
-        if self._transport is not None:
-            self._transport.close()
-
-    def _fail_all(self, error: DaemonUnavailable) -> None:
-        self._eof = True
-        self._buf.clear()
-        self._scanned = 0
-        if not self.hello.done():
-            self.hello.set_result({"ok": False, "error": "exited during start"})
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(error)
-
-
-async def _kill(proc: asyncio.SubprocessTransport, channel: _WorkerChannel) -> None:
-    try:
-        if proc.get_returncode() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await asyncio.shield(channel.exited)
-    finally:
-        proc.close()  # also when cancelled: never an unclosed transport

@@ -38,7 +38,8 @@ from p2pml.chain.taskspec import TaskSpec
 from p2pml.errors import ModelArtifactError, TrainingError, ValidationError
 from p2pml.ml.dataset import MAX_CELLS, PARSED_CACHE_MAX_BYTES, cache_key
 from p2pml.ml.estimators import CLASSIFICATION
-from p2pml.ml.largedata import CHUNK_ROWS, LargeDataset, Mask, is_large, load_large
+from p2pml.ml.largedata import CHUNK_ROWS as CHUNK_ROWS  # re-exported: partial_fit batches
+from p2pml.ml.largedata import LargeDataset, Mask, is_large, load_large
 
 #: Estimators with ``partial_fit`` (MLPs unless their solver is lbfgs).
 INCREMENTAL: Final = frozenset(
@@ -195,21 +196,28 @@ def metric_large(spec: TaskSpec, model: Any, y: Any, outputs: list[Any]) -> floa
 def train_large(req: Any, data: LargeDataset) -> tuple[bytes, float, int, int]:
     """``worker.train_job`` on a large dataset (``req`` is a ``TrainRequest``):
     (artifact, metric, train rows, train ms)."""
-    from p2pml.ml.artifact import dump_model
-
     spec = req.spec
     prep = prepare_large(spec, req.task_id, req.seed, req.trainer_pubkey, req.round, data)
     t0 = time.perf_counter()
     model = fit_large(spec, prep)
     train_ms = round((time.perf_counter() - t0) * 1000)
+    return evaluate_large(spec, model, data, prep.holdout, int(prep.partition.sum()), train_ms)
+
+
+def evaluate_large(
+    spec: TaskSpec, model: Any, data: LargeDataset, holdout: Mask, rows: int, train_ms: int
+) -> tuple[bytes, float, int, int]:
+    """The holdout metric of a fitted model and its artifact: ``train_large``'s result."""
+    from p2pml.ml.artifact import dump_model
+
     try:
-        y, outputs = holdout_outputs(spec, model, data, prep.holdout)
+        y, outputs = holdout_outputs(spec, model, data, holdout)
         value = metric_large(spec, model, y, outputs)
     except (ValueError, ArithmeticError) as e:
         raise TrainingError("metric-undefined", f"{type(e).__name__}: {e}") from None
     if not math.isfinite(value):
         raise TrainingError("metric-undefined", f"{spec.metric} is {value} on the holdout")
-    return dump_model(model), value, int(prep.partition.sum()), train_ms
+    return dump_model(model), value, rows, train_ms
 
 
 def verify_large(claim: Any, data: LargeDataset, same: Callable[[Any, Any, Any], bool]) -> None:

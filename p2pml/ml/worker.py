@@ -167,8 +167,12 @@ def evaluate(spec: TaskSpec, model: Any, prep: Prepared) -> float:
 def train_job(req: TrainRequest) -> TrainResult:
     """One training round: parse/partition, fit, evaluate, serialise."""
     from p2pml.ml.artifact import dump_model
+    from p2pml.ml.coldtrain import train_cold
     from p2pml.ml.largetrain import large_dataset_of, train_large
 
+    cold = train_cold(req)  # a large dataset's first round: trained while parsed
+    if cold is not None:
+        return TrainResult(*cold)
     large = large_dataset_of(
         req.spec,
         Path(req.dataset_path),
@@ -213,6 +217,7 @@ def info_job(_: object) -> dict[str, Any]:
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS),
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU),
         "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "cpu_user_sys": tuple(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "exec_env": exec_env,
         "env": {k: os.environ.get(k) for k in THREAD_ENV},
         "pools": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()],

@@ -26,22 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pml.chain import rules
-from p2pml.chain.encoding import decode_block, encode_block, peek_block_header
+from p2pml.chain.encoding import encode_block
 from p2pml.chain.params import NetworkParams
-from p2pml.chain.types import Block, BlockHeader
+from p2pml.chain.types import Block
 from p2pml.config import P2PSettings
 from p2pml.crypto import Identity
-from p2pml.errors import DecodeError, NetworkError, ValidationError
+from p2pml.errors import NetworkError
 from p2pml.net import protocol as P
-from p2pml.net.backend import BlockStatus, ChainBackend, Verdict
+from p2pml.net.backend import ChainBackend, Verdict
 from p2pml.net.bans import Ban, BanStore, MemoryBanStore, SqliteBanStore
+from p2pml.net.block_topic import BlockTopic
 from p2pml.net.bridge import TrioBridge
 from p2pml.net.host import HostConfig, TrioHost, peer_id_of
+from p2pml.net.host_callbacks import GossipItem, HostCallbacks
 from p2pml.net.lowwork import LowWorkBudget
 from p2pml.net.metrics import Metrics
 from p2pml.net.sync import SyncManager, SyncPeer
-from p2pml.net.topics import TopicRegistry, TopicSpec
+from p2pml.net.topics import TopicRegistry
 from p2pml.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,6 @@ class _Bootstrap:
     backoff: float = BACKOFF_MIN
 
 
-@dataclass
-class _GossipItem:
-    spec: TopicSpec
-    obj: Any
-    peer_id: str
-    reply: Callable[[Verdict], None]
-
-
 class P2PService:
     def __init__(
         self,
@@ -119,31 +112,26 @@ class P2PService:
         self.chain_lock = asyncio.Lock()
         self.peer_id = peer_id_of(identity.seed)
         self.topics = TopicRegistry(params.name)
-        self.topics.register(
-            TopicSpec(
-                kind="blocks",
-                max_bytes=params.max_block_bytes,
-                decode=self._decode_block,
-                check=self._check_block,
-                handle=self._handle_block,
-                encode=encode_block,
-                peek=peek_block_header,
-                precheck=self._check_block_header,
-                context=self._block_context,
-            )
-        )
         self.bridge = TrioBridge(f"p2pml-trio-{self.peer_id[-6:]}")
         self._host: TrioHost | None = None
         self._peers: dict[str, _Peer] = {}
         self.sync = SyncManager(self, self._peer_tip)
         self.low_work = LowWorkBudget()
-        self._queues: dict[str, asyncio.Queue[_GossipItem]] = {}
+        self._block_topic = BlockTopic(
+            params,
+            self.counters,
+            self.chain_lock,
+            lambda: self.backend,
+            self.sync,
+            self.charge_low_work,
+        )
+        self.topics.register(self._block_topic.spec())
+        self._queues: dict[str, asyncio.Queue[GossipItem]] = {}
         self._bootstrap = [_Bootstrap(a, _peer_of(a)) for a in settings.bootstrap]
         self._jobs = Supervisor(log, lambda: self.counters.inc("task_failures"))
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
-        self._inflight_msgs: set[bytes] = set()  # trio thread only
         self._started = False
         self._stopped = False
         self._ban_listeners: list[Callable[[str], None]] = []
@@ -175,7 +163,17 @@ class P2PService:
         )
 
         async def serve(task_status: Any) -> None:
-            host = TrioHost(cfg, _Callbacks(self))
+            callbacks = HostCallbacks(
+                self.bridge,
+                self.counters,
+                self.topics,
+                connected=self._peer_connected,
+                disconnected=self._peer_disconnected,
+                penalise=self.penalise,
+                enqueue=self._enqueue_gossip,
+                answer=self._answer,
+            )
+            host = TrioHost(cfg, callbacks)
             host.banned.update(banned)
             self._host = host
             await host.serve(task_status=task_status)
@@ -317,7 +315,7 @@ class P2PService:
     async def publish_block(self, block: Block) -> None:
         """Gossip a block the node has accepted (checked here statelessly)."""
         data = encode_block(block)
-        self._check_block(self._decode_block(data))
+        self._block_topic.check(self._block_topic.decode(data))
         await self._publish(self.topics.topic("blocks"), data)
 
     async def publish(self, kind: str, payload: bytes) -> None:
@@ -455,7 +453,7 @@ class P2PService:
 
     # -- gossip ----------------------------------------------------------------------
 
-    def _enqueue_gossip(self, item: _GossipItem, topic: str) -> None:
+    def _enqueue_gossip(self, item: GossipItem, topic: str) -> None:
         q = self._queues.get(topic)
         if q is None or self._stopping.is_set():
             item.reply(Verdict.IGNORE)
@@ -466,7 +464,7 @@ class P2PService:
             self.counters.inc("gossip_inbound_dropped")
             item.reply(Verdict.IGNORE)
 
-    async def _gossip_worker(self, q: asyncio.Queue[_GossipItem]) -> None:
+    async def _gossip_worker(self, q: asyncio.Queue[GossipItem]) -> None:
         while True:
             item = await q.get()
             verdict = Verdict.IGNORE
@@ -486,50 +484,6 @@ class P2PService:
             self.counters.inc(f"gossip_{item.spec.kind}_{verdict.value}")
             if verdict is Verdict.REJECT:
                 self.penalise(item.peer_id, f"invalid-{item.spec.kind}", P.PENALTY_INVALID)
-
-    def _decode_block(self, data: bytes) -> Block:
-        return decode_block(data, self.params.max_block_bytes)
-
-    def _check_block_header(self, header: BlockHeader) -> None:
-        """PoW and target: cheap, first (trio thread)."""
-        rules.check_header(header, self.params)
-
-    def _block_context(self, header: BlockHeader, peer_id: str) -> None:
-        """On the asyncio loop, after PoW and before the body is decoded and
-        its signatures checked: a block whose branch stays lighter than ours
-        is dropped here, so a 0.9 MB block of signed transactions on a cheap
-        fork costs ~nothing."""
-        if self.backend.low_work(header):
-            self.counters.inc("gossip_low_work")
-            self.charge_low_work(peer_id, 1)
-            raise ValidationError("low-work", "branch lighter than ours")
-
-    def _check_block(self, block: Block) -> None:
-        """Every stateless block rule (runs in the trio thread before relay)."""
-        rules.check_header(block.header, self.params)
-        ids = rules.check_tx_root(block)
-        rules.check_block_body(block, ids, self.params)
-
-    async def _handle_block(self, block: Block, peer_id: str) -> Verdict:
-        async with self.chain_lock:
-            out = await self.backend.submit_block(block, peer_id, requested=False)
-        if out.status is BlockStatus.ACCEPTED:
-            self.sync.saw_block(peer_id, block)
-            return Verdict.ACCEPT
-        if out.status is BlockStatus.ORPHAN:
-            self.counters.inc("gossip_orphans")
-            self.sync.on_orphan(peer_id, block)
-            # Not relayed: we cannot vouch for a block we could not connect
-            # (an honest relayer of an invalid orphan would be penalised).
-            return Verdict.IGNORE
-        if out.status is BlockStatus.LOW_WORK:
-            self.charge_low_work(peer_id, 1)
-            return Verdict.IGNORE  # not relayed: a lighter branch is nobody's business
-        if out.status is BlockStatus.DUPLICATE:
-            return Verdict.IGNORE
-        if out.reason in P.BENIGN_REASONS:
-            return Verdict.IGNORE
-        return Verdict.REJECT
 
     # -- sync responder (asyncio side of serve_request) --------------------------
 
@@ -551,81 +505,6 @@ class P2PService:
             total += len(raw)
         self.counters.inc("sync_blocks_served", len(out))
         return P.encode_blocks(out)
-
-
-class _Callbacks:
-    """HostCallbacks: runs in the trio thread, crosses over via the bridge."""
-
-    def __init__(self, svc: P2PService) -> None:
-        self.svc = svc
-        self.bridge = svc.bridge
-
-    def on_connected(self, peer_id: str, direction: str, addr: str) -> None:
-        self.bridge.post_to_asyncio(self.svc._peer_connected, peer_id, direction, addr)
-
-    def on_disconnected(self, peer_id: str) -> None:
-        self.bridge.post_to_asyncio(self.svc._peer_disconnected, peer_id)
-
-    def on_refused(self, peer_id: str, reason: str) -> None:
-        self.svc.counters.inc(f"refused_{reason}")
-
-    def on_dropped(self, what: str, count: int) -> None:
-        self.svc.counters.inc(what, count)
-
-    def on_oversize(self, peer_id: str) -> None:
-        self.svc.counters.inc("gossip_oversize_rpc")
-        self._penalise(peer_id, "oversize-rpc", P.PENALTY_MALFORMED)
-
-    def _penalise(self, peer_id: str, reason: str, penalty: int) -> None:
-        self.bridge.post_to_asyncio(self.svc.penalise, peer_id, reason, penalty)
-
-    async def validate(self, topic: str, forwarder: str, data: bytes, msg_id: bytes) -> bool:
-        svc = self.svc
-        spec = svc.topics.by_topic(topic)
-        if spec is None:
-            return False
-        if len(data) > spec.max_bytes:
-            svc.counters.inc("gossip_oversize")
-            self._penalise(forwarder, f"oversize-{spec.kind}", P.PENALTY_MALFORMED)
-            return False
-        try:
-            obj = None if spec.peek is not None else spec.decode(data)
-            view = spec.peek(data) if spec.peek is not None else obj
-            if spec.precheck is not None:
-                spec.precheck(view)
-            if spec.context is not None:
-                await self.bridge.call_asyncio_sync(spec.context, view, forwarder)
-            if obj is None:
-                obj = spec.decode(data)
-            spec.check(obj)
-        except DecodeError:
-            svc.counters.inc("gossip_malformed")
-            self._penalise(forwarder, f"malformed-{spec.kind}", P.PENALTY_MALFORMED)
-            return False
-        except ValidationError as err:
-            if err.reason in P.BENIGN_REASONS:
-                return False  # context said: not worth it (its own charge, if any)
-            svc.counters.inc("gossip_invalid")
-            self._penalise(forwarder, f"invalid-{spec.kind}:{err.reason}", P.PENALTY_INVALID)
-            return False
-        if msg_id in svc._inflight_msgs:
-            return False  # the same message from another peer is being handled
-        svc._inflight_msgs.add(msg_id)
-        try:
-            verdict: Verdict = await self.bridge.wait_asyncio(
-                lambda reply: svc._enqueue_gossip(_GossipItem(spec, obj, forwarder, reply), topic)
-            )
-        finally:
-            svc._inflight_msgs.discard(msg_id)
-        return verdict is Verdict.ACCEPT
-
-    async def serve_request(self, peer_id: str, data: bytes) -> bytes:
-        try:
-            req = P.decode_request(data)
-        except DecodeError:
-            self._penalise(peer_id, "malformed-request", P.PENALTY_MALFORMED)
-            raise
-        return await self.bridge.call_asyncio_sync(self.svc._answer, req)
 
 
 def _peer_of(addr: str) -> str:

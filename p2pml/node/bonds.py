@@ -10,7 +10,6 @@ the first block it mined). Dev keys are bonded in the dev networks' genesis.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 
 from p2pml.chain.bonds import bond_key
@@ -20,6 +19,7 @@ from p2pml.chain.types import BondTx, UnbondTx
 from p2pml.crypto import Identity
 from p2pml.errors import ValidationError
 from p2pml.node.mempool import Mempool
+from p2pml.node.pool_entry import PoolEntry
 from p2pml.node.ports import ChainAccess, ResultVerifier, Spawn, TxRelay
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,7 @@ class BondService:
         self._identity = identity
         self._chain = chain
         self._mempool = mempool
-        self._verifier = verifier
-        self._relay = relay
-        self._on_pool_change = on_pool_change
+        self._entry = PoolEntry(identity, chain, mempool, verifier, relay, on_pool_change)
         self._spawn = spawn
         self.auto_bond = auto_bond
         self._bonding = False  # an automatic bond is being sent
@@ -52,27 +50,25 @@ class BondService:
     async def bond(self, amount: int, fee: int) -> BondTx:
         """Sign a bond of this node's key (fresh nonce), pool and gossip it;
         ValidationError with the rule's reason if it may not enter."""
-        tx = BondTx(
-            trainer=self._identity.public_key, amount=amount, fee=fee, nonce=secrets.randbits(63)
-        ).signed_by(self._identity, self._chain.params.genesis_hash)
-        await self.submit(tx, "api")
-        await self._relay.tx(tx)
-        return tx
+
+        def unsigned(trainer: bytes, nonce: int) -> BondTx:
+            return BondTx(trainer=trainer, amount=amount, fee=fee, nonce=nonce)
+
+        return await self._entry.publish_own(unsigned, self.submit)
 
     async def unbond(self, fee: int) -> UnbondTx:
-        tx = UnbondTx(
-            trainer=self._identity.public_key, fee=fee, nonce=secrets.randbits(63)
-        ).signed_by(self._identity, self._chain.params.genesis_hash)
-        await self.submit(tx, "api")
-        await self._relay.tx(tx)
-        return tx
+        """Sign an unbond of this node's key, pool and gossip it."""
+
+        def unsigned(trainer: bytes, nonce: int) -> UnbondTx:
+            return UnbondTx(trainer=trainer, fee=fee, nonce=nonce)
+
+        return await self._entry.publish_own(unsigned, self.submit)
 
     async def submit(self, tx: BondTx | UnbondTx, source: str) -> None:
         """Pool a bond or unbond (ValidationError with the reason if it may not enter)."""
-        self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
+        self._entry.admit(tx)
         kind = "bond" if isinstance(tx, BondTx) else "unbond"
-        log.info("%s %s of %s entered the mempool", kind, tx.id.hex()[:16], source)
-        self._on_pool_change()
+        self._entry.entered(f"{kind} {tx.id.hex()[:16]} of {tx.trainer.hex()[:16]}", source)
 
     # -- automatic bond ----------------------------------------------------------------
 

@@ -9,8 +9,6 @@ re-run, with audit, before it may enter.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import secrets
 from collections.abc import Callable
 
 from p2pml.chain.index import ChainUpdate
@@ -19,10 +17,9 @@ from p2pml.chain.types import ResultTx, TaskTx
 from p2pml.crypto import Identity
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.node.mempool import Mempool
+from p2pml.node.pool_entry import PoolEntry
 from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
 from p2pml.node.verifier import Request
-
-log = logging.getLogger(__name__)
 
 
 class TaskService:
@@ -35,12 +32,11 @@ class TaskService:
         relay: TxRelay,
         on_pool_change: Callable[[], None],
     ) -> None:
-        self._identity = identity
         self._chain = chain
         self._mempool = mempool
         self._verifier = verifier
-        self._relay = relay
         self._on_pool_change = on_pool_change
+        self._entry = PoolEntry(identity, chain, mempool, verifier, relay, on_pool_change)
         chain.on_tip_changed(self._reconcile)
 
     def _reconcile(self, update: ChainUpdate) -> None:
@@ -55,18 +51,16 @@ class TaskService:
     async def publish(self, order: TaskTx) -> TaskTx:
         """Sign ``order`` as its publisher (with a fresh nonce), pool it and
         gossip it (ValidationError if it may not enter the pool)."""
-        tx = dataclasses.replace(
-            order, publisher=self._identity.public_key, nonce=secrets.randbits(63), signature=b""
-        ).signed_by(self._identity, self._chain.params.genesis_hash)
-        await self.submit_task(tx, "api")
-        await self._relay.tx(tx)
-        return tx
+
+        def unsigned(publisher: bytes, nonce: int) -> TaskTx:
+            return dataclasses.replace(order, publisher=publisher, nonce=nonce, signature=b"")
+
+        return await self._entry.publish_own(unsigned, self.submit_task)
 
     async def submit_task(self, tx: TaskTx, source: str) -> None:
         """Pool a task (ValidationError with the reason if it may not enter)."""
-        self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
-        log.info("task %s from %s entered the mempool", tx.id.hex()[:16], source)
-        self._on_pool_change()
+        self._entry.admit(tx)
+        self._entry.entered(f"task {tx.id.hex()[:16]}", source)
 
     async def submit_result(
         self, tx: ResultTx, source: str, verify: bool = True, background: bool = False
@@ -77,13 +71,12 @@ class TaskService:
         or (``verify=False``) that the result still needs re-running.
         ``background``: a gossiped result, checked behind block verification.
         """
-        chain = self._chain.chain
         try:
-            self._mempool.admit(tx, chain, self._verifier.peek)
+            self._entry.admit(tx)
         except MissingDataError:
             if not verify:
                 raise
-            task = chain.state.get(task_key(tx.task_id))
+            task = self._chain.chain.state.get(task_key(tx.task_id))
             assert task is not None  # the handler checks the task before asking
             req = Request(tx, task["spec"], task["seed"], True)
             verdict = await self._verifier.check(req, background)
@@ -91,11 +84,5 @@ class TaskService:
                 raise
             if verdict:
                 raise ValidationError(verdict, "result failed verification") from None
-            self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
-        log.info(
-            "result %s for task %s from %s entered the mempool",
-            tx.id.hex()[:16],
-            tx.task_id.hex()[:16],
-            source,
-        )
-        self._on_pool_change()
+            self._entry.admit(tx)
+        self._entry.entered(f"result {tx.id.hex()[:16]} for task {tx.task_id.hex()[:16]}", source)

@@ -8,16 +8,13 @@ unlike a result, a transfer is judged by its signature and the balances.
 
 from __future__ import annotations
 
-import logging
-import secrets
 from collections.abc import Callable
 
 from p2pml.chain.types import TransferTx
 from p2pml.crypto import Identity
 from p2pml.node.mempool import Mempool
+from p2pml.node.pool_entry import PoolEntry
 from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
-
-log = logging.getLogger(__name__)
 
 
 class TransferService:
@@ -30,31 +27,20 @@ class TransferService:
         relay: TxRelay,
         on_pool_change: Callable[[], None],
     ) -> None:
-        self._identity = identity
-        self._chain = chain
-        self._mempool = mempool
-        self._verifier = verifier
-        self._relay = relay
-        self._on_pool_change = on_pool_change
+        self._entry = PoolEntry(identity, chain, mempool, verifier, relay, on_pool_change)
 
     async def send(self, recipient: bytes, amount: int, fee: int) -> TransferTx:
         """Sign a transfer from this node's key (fresh nonce), pool and gossip
         it; ValidationError with the rule's reason if it may not enter."""
-        tx = TransferTx(
-            sender=self._identity.public_key,
-            recipient=recipient,
-            amount=amount,
-            fee=fee,
-            nonce=secrets.randbits(63),
-        ).signed_by(self._identity, self._chain.params.genesis_hash)
-        await self.submit(tx, "api")
-        await self._relay.tx(tx)
-        return tx
+
+        def unsigned(sender: bytes, nonce: int) -> TransferTx:
+            return TransferTx(
+                sender=sender, recipient=recipient, amount=amount, fee=fee, nonce=nonce
+            )
+
+        return await self._entry.publish_own(unsigned, self.submit)
 
     async def submit(self, tx: TransferTx, source: str) -> None:
         """Pool a transfer (ValidationError with the reason if it may not enter)."""
-        self._mempool.admit(tx, self._chain.chain, self._verifier.peek)
-        log.info(
-            "transfer %s of %d from %s entered the mempool", tx.id.hex()[:16], tx.amount, source
-        )
-        self._on_pool_change()
+        self._entry.admit(tx)
+        self._entry.entered(f"transfer {tx.id.hex()[:16]} of {tx.amount}", source)

@@ -7,46 +7,26 @@ the network's delay; ``p2pml bond`` below the minimum is refused."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from sklearn.datasets import load_diabetes
 
 from p2pml.chain.params import REGTEST
+from tests.framework.cli import cli
 from tests.framework.testnode import (
-    ROOT,
     NodeSet,
     TestNode,
     connect_nodes,
     sync_blocks,
     sync_mempools,
 )
-from tests.framework.waiting import scaled, wait_until_sync
+from tests.framework.waiting import wait_until_sync
 
 MIN = REGTEST.min_bond
 BOND_FEE = REGTEST.min_bond_fee
 RESULT_FEE = REGTEST.min_result_fee
 BOUNTY = 7_777
-
-
-def cli(node: TestNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
-        },
-        timeout=scaled(60),
-    )
-    if check:
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def balance(node: TestNode, key: str) -> int:

@@ -17,25 +17,9 @@ from typing import Any
 from sklearn.datasets import load_diabetes
 
 from tests.framework.calls import expected_calls
+from tests.framework.cli import cli
 from tests.framework.testnode import ROOT, NodeSet, TestNode
 from tests.framework.waiting import scaled, wait_until_sync
-
-
-def cli(node: TestNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
-        },
-        timeout=scaled(60),
-    )
-    if check:
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def cli_json(node: TestNode, *args: str) -> Any:

@@ -28,6 +28,7 @@ from p2pml.errors import ApiError
 from p2pml.ipfs.cid import cid_of_file
 from p2pml.ml.artifact import load_model
 from p2pml.ml.partition import derive_random_state
+from tests.framework.cli import cli as run_cli
 from tests.framework.testnode import (
     ROOT,
     NodeSet,
@@ -41,18 +42,8 @@ FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 
 def cli(node: TestNode, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
-        },
-        timeout=timeout,
-        cwd=node.dir,
-    )
+    """The exit status is the caller's to check (some commands must fail)."""
+    return run_cli(node, *args, check=False, timeout=timeout, cwd=node.dir)
 
 
 def one_line(r: subprocess.CompletedProcess[str]) -> str:

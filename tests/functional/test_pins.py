@@ -13,9 +13,6 @@ have passed it unpins both: the next collection takes them.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from sklearn.datasets import load_diabetes
@@ -24,8 +21,8 @@ from p2pml.cidv0 import b58decode
 from p2pml.ipfs.embedded import EmbeddedBackend
 from p2pml.ipfs.repogc import Flatfs
 from tests.framework.attack import node_metrics
+from tests.framework.cli import cli as run_cli
 from tests.framework.testnode import (
-    ROOT,
     NodeSet,
     TestNode,
     connect_nodes,
@@ -38,20 +35,7 @@ RETENTION = 2
 
 
 def cli(node: TestNode, *args: str) -> str:
-    r = subprocess.run(
-        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
-        },
-        timeout=120,
-        cwd=node.dir,
-    )
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+    return run_cli(node, *args, timeout=120, cwd=node.dir).stdout.strip()
 
 
 def repo_after_collection(node: TestNode) -> tuple[set[str], Flatfs]:

@@ -19,6 +19,7 @@ from p2pml.chain.params import DEV_ALLOCATION, REGTEST, dev_identity
 from p2pml.client import Client
 from p2pml.crypto import Identity
 from p2pml.errors import ApiError
+from tests.framework.cli import cli
 from tests.framework.testnode import (
     ROOT,
     NodeSet,
@@ -30,23 +31,6 @@ from tests.framework.testnode import (
 from tests.framework.waiting import scaled, wait_until_sync
 
 CAROL = Identity.from_seed(b"\x0c" * 32).public_key.hex()
-
-
-def cli(node: TestNode, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "p2pml.cli", "--api", node.api.base, *args],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "P2PML_TOKEN_FILE": str(node.data_dir / "admin.token"),
-        },
-        timeout=scaled(60),
-    )
-    if check:
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def balance(node: TestNode, key: str) -> int:

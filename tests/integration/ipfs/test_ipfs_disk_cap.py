@@ -12,44 +12,31 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
 from p2pml.cidv0 import b58decode
 from p2pml.errors import DatasetError
-from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs
-from p2pml.ipfs.embedded import EmbeddedBackend
 from p2pml.ipfs.repogc import Flatfs, disk_usage
+from tests.integration.ipfs.conftest import (
+    BLOCKS_PER_MIB,
+    CAP_MB,
+    MIB,
+    CappedPair,
+    EmbeddedFactory,
+    embedded_backend,
+)
 
-EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
-
-CAP_MB = 8
 CAP = CAP_MB * 10**6
-MIB = 1024**2
 # Stated slack over the cap: the last fetch (1 MiB here) lands before the
 # collection it triggers, plus rounding of its blocks to file system blocks.
 SLACK = 2 * MIB
-BLOCKS_PER_MIB = 5  # 4 leaves of 256 KiB and their root
-
-
-def backend(store: CachingDatasetStore) -> EmbeddedBackend:
-    assert isinstance(store.backend, EmbeddedBackend)
-    return store.backend
 
 
 async def test_fetching_past_the_cap_keeps_repo_bounded_and_pins(
-    make_embedded: EmbeddedFactory,
+    capped_pair: CappedPair,
 ) -> None:
-    a = await make_embedded("a", timeout=30.0)
-    b = await make_embedded(
-        "b",
-        timeout=30.0,
-        peers=tuple(embedded_swarm_addrs(a)),
-        storage_max_mb=CAP_MB,
-        cache_max_bytes=1,  # the project's own cache keeps (almost) nothing
-    )
-    kb = backend(b)
+    a, b, kb = capped_pair.provider, capped_pair.store, capped_pair.backend
     cids = [await a.add_bytes(os.urandom(MIB)) for _ in range(40)]
 
     pinned, dropped = cids[0], cids[1]
@@ -82,7 +69,7 @@ async def test_fetching_past_the_cap_keeps_repo_bounded_and_pins(
 
 async def test_added_then_unpinned_content_is_collected(make_embedded: EmbeddedFactory) -> None:
     store = await make_embedded("solo", storage_max_mb=CAP_MB, timeout=30.0)
-    kb = backend(store)
+    kb = embedded_backend(store)
     added = [await store.add_bytes(os.urandom(MIB)) for _ in range(6)]  # pinned by add
     assert kb.gc_reports == []
     for cid in added:
@@ -103,6 +90,6 @@ async def test_repo_over_cap_at_start_is_collected(make_embedded: EmbeddedFactor
     for cid in cids:
         await first.unpin(cid)
     await first.close()
-    assert disk_usage(backend(first).repo_dir) > CAP
+    assert disk_usage(embedded_backend(first).repo_dir) > CAP
     again = await make_embedded("same", storage_max_mb=CAP_MB, timeout=30.0)
-    assert await backend(again).disk_usage() <= CAP
+    assert await embedded_backend(again).disk_usage() <= CAP

@@ -11,45 +11,31 @@ dataset, so the first collection after its fetch could drop it.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import TaskTx
 from p2pml.cidv0 import b58decode
-from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs
-from p2pml.ipfs.embedded import EmbeddedBackend
 from p2pml.ipfs.repogc import Flatfs
 from p2pml.node.pins import PinService
 from tests.framework.chainbuilder import Builder
+from tests.integration.ipfs.conftest import (
+    BLOCKS_PER_MIB,
+    MIB,
+    CappedPair,
+    EmbeddedFactory,
+    embedded_backend,
+)
 from tests.unit.node.fakes import FakeChain
 
-EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
-
-CAP_MB = 8
-MIB = 1024**2
-BLOCKS_PER_MIB = 5  # 4 leaves of 256 KiB and their root
 DEADLINE, RETENTION = 5, 3
 PUB, ME = dev_identity(0), dev_identity(5)
 
 
-def backend(store: CachingDatasetStore) -> EmbeddedBackend:
-    assert isinstance(store.backend, EmbeddedBackend)
-    return store.backend
-
-
 async def test_open_tasks_dataset_survives_gc_and_is_collected_after_close_and_retention(
-    make_embedded: EmbeddedFactory,
+    capped_pair: CappedPair,
 ) -> None:
-    a = await make_embedded("a", timeout=30.0)
-    b = await make_embedded(
-        "b",
-        timeout=30.0,
-        peers=tuple(embedded_swarm_addrs(a)),
-        storage_max_mb=CAP_MB,
-        cache_max_bytes=1,  # the project's own cache keeps (almost) nothing
-    )
-    kb = backend(b)
+    a, b, kb = capped_pair.provider, capped_pair.store, capped_pair.backend
     blocks = Flatfs(kb.repo_dir / "blocks")
     dataset = await a.add_bytes(os.urandom(MIB))
     fillers = [await a.add_bytes(os.urandom(MIB)) for _ in range(40)]
@@ -94,7 +80,7 @@ async def test_only_a_complete_dag_counts_as_here(make_embedded: EmbeddedFactory
     # What the pin policy asks before pinning: pinning a partial DAG (a
     # download abandoned midway) would make Kubo fetch the rest.
     store = await make_embedded("n", timeout=30.0)
-    kb = backend(store)
+    kb = embedded_backend(store)
     cid = await store.add_bytes(os.urandom(MIB))
     assert await kb.has_local(cid)
     blocks = Flatfs(kb.repo_dir / "blocks")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -25,10 +24,10 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import ResultTx
 from p2pml.errors import MissingDataError, NoProvider, ValidationError
-from p2pml.ipfs import CachingDatasetStore, embedded_swarm_addrs
 from p2pml.ipfs import embedded as embedded_mod
+from p2pml.ipfs import embedded_swarm_addrs
 from p2pml.ipfs.cid import cid_of_bytes
-from p2pml.ipfs.embedded import DOWNLOADS_DIR, EmbeddedBackend
+from p2pml.ipfs.embedded import DOWNLOADS_DIR
 from p2pml.ml.verify import ResultClaim
 from p2pml.node.verification import (
     PEER_CHECK_BURST_SECONDS,
@@ -39,10 +38,8 @@ from p2pml.node.verifier import Request, Verifier
 from tests.framework.hostile_peer import unfetchable_cid
 from tests.framework.ipfs_daemon import JsIpfsDaemon
 from tests.framework.waiting import scaled
-from tests.integration.ipfs.conftest import SidecarFactory
+from tests.integration.ipfs.conftest import EmbeddedFactory, SidecarFactory, embedded_backend
 from tests.unit.node.fakes import FakeChain, FakeGossip, FakeRelay, Jobs
-
-EmbeddedFactory = Callable[..., Awaitable[CachingDatasetStore]]
 
 START_TIMEOUT = 1.0
 TOTAL_TIMEOUT = 30.0  # what each bogus CID used to cost
@@ -56,11 +53,6 @@ SPEC = TaskSpec(
     rounds=64,
 )
 TASK_ID, SEED = b"t" * 32, b"s" * 32
-
-
-def backend(store: CachingDatasetStore) -> EmbeddedBackend:
-    assert isinstance(store.backend, EmbeddedBackend)
-    return store.backend
 
 
 class RecordingChecker:
@@ -106,7 +98,7 @@ async def test_results_naming_unfetchable_artifacts_are_cheap_and_cost_their_sen
         fetch_start_timeout=START_TIMEOUT,
         unfetchable_ttl=600.0,
     )
-    kb = backend(b)
+    kb = embedded_backend(b)
     pid = kb.pid
     honest_models = [await a.add_bytes(os.urandom(64 * 1024)) for _ in range(2)]
     honest_data = os.urandom(1024**2)
@@ -166,7 +158,7 @@ async def test_a_missing_cid_is_abandoned_not_restarted_and_the_node_still_serve
     make_embedded: EmbeddedFactory,
 ) -> None:
     store = await make_embedded("n", timeout=30.0, fetch_start_timeout=0.5)
-    kb = backend(store)
+    kb = embedded_backend(store)
     pid = kb.pid
     t0 = time.monotonic()
     with pytest.raises(NoProvider, match="fetch_start_timeout"):
@@ -185,7 +177,7 @@ async def test_abandoned_downloads_are_bounded_per_node_process(
 ) -> None:
     monkeypatch.setattr(embedded_mod, "MAX_ABANDONED", 2)
     store = await make_embedded("n", timeout=30.0, fetch_start_timeout=0.3)
-    kb = backend(store)
+    kb = embedded_backend(store)
     first = kb.pid
     for i in range(2):
         with pytest.raises(NoProvider):

@@ -10,7 +10,7 @@ import pytest
 
 from p2pml.errors import DatasetError
 from p2pml.ipfs.cid import cid_of_bytes
-from p2pml.ipfs.embedded import PipeReceiver
+from p2pml.ipfs.pipe_receiver import PipeReceiver
 
 
 def _send(pipe: Path, data: bytes) -> None:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from p2pml.errors import DaemonUnavailable, DatasetError
-from p2pml.ipfs.embedded import _kill, _WorkerChannel
+from p2pml.ipfs.worker_channel import WorkerChannel, kill_worker
 
 HELLO = 'print(\'{"id": 0, "ok": true, "result": {}}\', flush=True)\n'
 
@@ -29,8 +29,8 @@ for line in sys.stdin:
 )
 
 
-async def spawn(script: str) -> tuple[asyncio.SubprocessTransport, _WorkerChannel]:
-    channel = _WorkerChannel("test worker")
+async def spawn(script: str) -> tuple[asyncio.SubprocessTransport, WorkerChannel]:
+    channel = WorkerChannel("test worker")
     proc, _ = await asyncio.get_running_loop().subprocess_exec(
         lambda: channel,
         sys.executable,
@@ -61,7 +61,7 @@ async def test_replies_reach_their_requests_even_split_across_reads() -> None:
         with pytest.raises(DatasetError, match="embedded IPFS node: nope"):
             await asyncio.wait_for(failing, 30)
     finally:
-        await _kill(proc, channel)
+        await kill_worker(proc, channel)
     assert proc.get_returncode() is not None
 
 
@@ -76,14 +76,14 @@ async def test_child_exit_fails_waiting_and_later_requests() -> None:
         with pytest.raises(DaemonUnavailable, match="it exited"):
             await channel.expect(2)
     finally:
-        await _kill(proc, channel)
+        await kill_worker(proc, channel)
 
 
 async def test_child_dying_during_start_gives_a_failed_hello() -> None:
     proc, channel = await spawn("import sys; sys.exit(3)")
     hello = await asyncio.wait_for(channel.hello, 30)
     assert hello == {"ok": False, "error": "exited during start"}
-    await _kill(proc, channel)
+    await kill_worker(proc, channel)
     # Not "== 3": killing a child that has just exited can reap it before
     # asyncio's watcher does, which then reports 255.
     assert proc.get_returncode() is not None
@@ -115,7 +115,7 @@ async def test_requests_fail_at_stdout_eof_not_at_exit() -> None:
     stdin = proc.get_pipe_transport(0)
     assert stdin is not None
     stdin.close()
-    await _kill(proc, channel)
+    await kill_worker(proc, channel)
 
 
 @pytest.mark.parametrize(
@@ -136,12 +136,12 @@ async def test_malformed_reply_kills_the_child(reply: bytes) -> None:
         await asyncio.wait_for(asyncio.shield(channel.exited), 30)  # killed, not left sleeping
         assert proc.get_returncode() is not None
     finally:
-        await _kill(proc, channel)
+        await kill_worker(proc, channel)
 
 
 async def test_lines_are_joined_whatever_the_read_boundaries() -> None:
     """Fed one byte at a time (no process: the boundaries are ours to choose)."""
-    channel = _WorkerChannel("test worker")
+    channel = WorkerChannel("test worker")
     first, second = channel.expect(1), channel.expect(2)
     data = (
         b'{"id": 0, "ok": true}\n'
@@ -155,7 +155,7 @@ async def test_lines_are_joined_whatever_the_read_boundaries() -> None:
 
 
 async def test_a_reply_over_the_line_cap_breaks_the_channel() -> None:
-    channel = _WorkerChannel("test worker")
+    channel = WorkerChannel("test worker")
     channel.MAX_LINE = 1000
     waiting = channel.expect(1)
     for _ in range(3):

@@ -211,3 +211,26 @@ def test_a_corrupt_cache_entry_is_parsed_again(tmp_path: Path) -> None:
     again = largedata.load_large(path, cache, "cid", "regression", "t", (), 1 << 30, 1 << 30)
     X_again, _ = again.gather(np.ones(again.n_rows, dtype=bool))
     assert X_again.tobytes() == X_first.tobytes()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"a",
+        b"a\n",
+        b"a\nb",
+        b"\n\n",
+        b"x" * (1 << 22) + b"\ny",
+        b"x" * ((1 << 22) - 1) + b"\n",
+    ],
+)
+def test_counted_lines_are_newlines_plus_an_unterminated_last_line(
+    tmp_path: Path, data: bytes
+) -> None:
+    """The count of docs/tasks.md §2.1, across the counter's 4 MiB read blocks."""
+    from p2pml.ml.dataset import _count_rows
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    assert _count_rows(path) == data.count(b"\n") + (not data.endswith(b"\n") and data != b"")

@@ -1,0 +1,174 @@
+"""Commands on datasets, tasks and results: dataset add, datasets, tasks,
+task show/follow/publish, results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from p2pml.api.client import ApiClient
+from p2pml.cli.common import EXIT_USAGE, ProgressBar, client, fail, show, table
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"{path}: no such file")
+    data = client(args).upload("/datasets", path, ProgressBar(f"adding {path.name}"))
+    show(args, data, data["cid"])
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import time
+
+    data = client(args).get("/datasets")
+    rows = [
+        {
+            **d,
+            "rows": "?" if d.get("rows") is None else d["rows"],
+            "columns": "?" if d.get("columns") is None else d["columns"],
+            "added": time.strftime("%Y-%m-%d %H:%M", time.localtime(d["added"])),
+        }
+        for d in data
+    ]
+    show(args, data, table(rows, ["cid", "name", "size", "rows", "columns", "added"]))
+    return 0
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--param {text!r}: expected NAME=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare string such as solver=lbfgs
+    return name, value
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.task_cmd == "show":
+        data = c.get(f"/tasks/{args.id}")
+        if args.json:
+            show(args, data)
+            return 0
+        print(task_text(data))
+        return 0
+    if args.task_cmd == "follow":
+        return follow_task(args, c, args.id)
+    if args.task_cmd == "publish":
+        return publish_task(args, c)
+    data = c.get("/tasks")
+    show(args, data, table(data, ["id", "status", "model", "metric", "rounds", "results", "best"]))
+    return 0
+
+
+def task_text(data: dict[str, Any]) -> str:
+    """The task in words and its results table (task show, and after follow)."""
+    spec = data["spec"]
+    lines = [
+        f"task {data['id']} ({data['status']})",
+        f"  {spec['model']} on {spec['dataset_cid']} -> {spec['target']}, "
+        f"metric {spec['metric']}, rounds {spec['rounds']}",
+        f"  bounty {data['bounty']}, results {data['rounds_done']}",
+    ]
+    best = data.get("best")
+    if best:
+        lines.append(
+            f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
+            f" model {best['model_cid']}"
+        )
+    if data.get("payout_height") is not None:
+        when = "paid" if data.get("paid") else "pays"
+        lines.append(f"  {when} at height {data['payout_height']}")
+    for p in data.get("payout", []):
+        verb = "paid" if data.get("paid") else "to pay"
+        lines.append(f"  {verb} {p['amount']} to {p['to'][:16]}")
+    for f in data.get("failures", []):
+        lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
+    rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
+    lines.append(table(rows, ["id", "trainer", "round", "metric", "model_cid", "height"]))
+    return "\n".join(lines)
+
+
+def follow_task(args: argparse.Namespace, c: ApiClient, task_id: str) -> int:
+    """Live progress until the task closes, then the final table. Ctrl-C stops
+    following (exit 130), never the task."""
+    from p2pml.follow import follow
+
+    def on_change(p: Any) -> None:
+        if not args.json:
+            print(p.line(), flush=True)
+
+    try:
+        view = follow(c, task_id, on_change, poll=args.poll)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; task {task_id} goes on (p2pml task follow {task_id})",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        show(args, view)
+    else:
+        print(task_text(view))
+    return 0
+
+
+def _kind_of(model: str) -> str:
+    from p2pml.ml.estimators import ESTIMATORS
+
+    est = ESTIMATORS.get(model)
+    return est.kind if est is not None else "regression"  # the node names a bad model
+
+
+def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
+    if args.file:
+        try:
+            body = json.loads(Path(args.file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return fail(f"{args.file}: {exc}")
+    else:
+        missing = [f for f in ("dataset", "target", "model") if not getattr(args, f)]
+        if missing:
+            return fail(f"task publish needs --{missing[0]} (or --file spec.json)", EXIT_USAGE)
+        kind = args.kind or _kind_of(args.model)
+        body = {
+            "dataset_cid": args.dataset,
+            "target": args.target,
+            "model": args.model,
+            "kind": kind,
+            "metric": args.metric or ("accuracy" if kind == "classification" else "r2"),
+            "params": dict(args.param or []),
+            "rounds": args.rounds,
+            "partition_fraction": args.partition,
+            "holdout_fraction": args.holdout,
+            "deadline": args.deadline,
+        }
+        if args.features:
+            body["features"] = args.features.split(",")
+        for key in ("bounty", "fee", "max_results", "result_reward"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+    data = c.post("/tasks", body)
+    if args.follow:
+        if not args.json:
+            print(f"task {data['id']} published; following (Ctrl-C stops following)")
+        return follow_task(args, c, data["id"])
+    show(args, data, data["id"])
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    c = client(args)
+    if args.id:
+        show(args, c.get(f"/results/{args.id}"))
+        return 0
+    data = c.get("/results" + (f"?task={args.task}" if args.task else ""))
+    show(args, data, table(data, ["id", "task", "trainer", "round", "metric", "status"]))
+    return 0

@@ -1,0 +1,96 @@
+"""Which estimators federate, and the shape of their parameter vector.
+
+Every federated model, global or update, is one flat float64 vector whose
+layout depends only on the estimator name, the number of features ``d`` and
+the task's class list (``K`` classes); docs/federated.md specifies it:
+
+* ``linear`` (sgd_classifier, logistic_regression, sgd_regressor): ``coef_``
+  row-major then ``intercept_``; ``m`` rows, ``m = 1`` for a regressor or a
+  binary classifier, else ``K``.
+* ``nb`` (gaussian_nb): sufficient statistics per class, merged by summing:
+  counts (K), then the per-class feature sums (K x d), then the per-class sums
+  of squares (K x d).
+* ``ols`` (linear_regression, ridge): ``A^T A`` ((d+1) x (d+1)) then ``A^T y``
+  (d+1), where ``A`` is the data with a leading column of ones.
+
+Tree models and k-NN cannot be averaged (``federated-estimator``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from p2pml.errors import ValidationError
+
+LINEAR: Final = "linear"
+NB: Final = "nb"
+OLS: Final = "ols"
+
+#: estimator name -> family. Everything else is refused.
+FAMILIES: Final = {
+    "sgd_classifier": LINEAR,
+    "sgd_regressor": LINEAR,
+    "logistic_regression": LINEAR,
+    "gaussian_nb": NB,
+    "linear_regression": OLS,
+    "ridge": OLS,
+}
+CLASSIFIERS: Final = frozenset({"sgd_classifier", "logistic_regression", "gaussian_nb"})
+#: Families whose rounds average parameters (the others merge statistics exactly).
+AVERAGED: Final = frozenset({LINEAR})
+
+#: Bounds that keep a vector small enough to check and hash cheaply.
+MAX_FEATURES: Final = 100_000
+MAX_CLASSES: Final = 1_000
+MAX_SIZE: Final = 10_000_000
+
+
+def family_of(estimator: str) -> str:
+    """The family of ``estimator`` or ``ValidationError("federated-estimator")``."""
+    family = FAMILIES.get(estimator)
+    if family is None:
+        raise ValidationError(
+            "federated-estimator",
+            f"{estimator!r} cannot be federated (supported: {', '.join(sorted(FAMILIES))})",
+        )
+    return family
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The parameter vector of one federated task."""
+
+    estimator: str
+    n_features: int
+    n_classes: int = 0  # K; 0 for a regressor
+
+    def __post_init__(self) -> None:
+        family_of(self.estimator)
+        if not 1 <= self.n_features <= MAX_FEATURES:
+            raise ValidationError("bad-update-shape", f"{self.n_features} features")
+        if self.estimator in CLASSIFIERS:
+            if not 2 <= self.n_classes <= MAX_CLASSES:
+                raise ValidationError("bad-update-shape", f"{self.n_classes} classes")
+        elif self.n_classes != 0:
+            raise ValidationError("bad-update-shape", f"a regressor with {self.n_classes} classes")
+        if self.size > MAX_SIZE:
+            raise ValidationError("bad-update-shape", f"{self.size} parameters")
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.estimator]
+
+    @property
+    def rows(self) -> int:
+        """``m``: rows of ``coef_`` (linear family only)."""
+        return self.n_classes if self.n_classes > 2 else 1
+
+    @property
+    def size(self) -> int:
+        d, k = self.n_features, self.n_classes
+        if self.family == LINEAR:
+            return self.rows * (d + 1)
+        if self.family == NB:
+            return k * (1 + 2 * d)
+        return (d + 1) * (d + 1) + (d + 1)

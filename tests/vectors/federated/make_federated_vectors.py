@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Build the federated aggregation vectors from docs/federated.md, not the code.
+
+Standard library only (struct, hashlib, math), never importing p2pml or numpy:
+a second reading of docs/federated.md sections 3, 4 and 6 that
+p2pml.federated must agree with bit for bit
+(tests/unit/federated/test_federated_vectors.py checks it). Python floats are
+binary64 with round-to-nearest and no fused multiply-add, as the page demands.
+DP noise is not covered: it needs numpy's generator (section 7).
+
+    python tests/vectors/federated/make_federated_vectors.py [OUT_DIR]
+
+Floats are JSON numbers (shortest round-trip text of the binary64 value);
+bytes are lowercase hex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+SIZES = {  # docs/federated.md section 3
+    "sgd_classifier": lambda d, k: (k if k > 2 else 1) * (d + 1),
+    "logistic_regression": lambda d, k: (k if k > 2 else 1) * (d + 1),
+    "sgd_regressor": lambda d, k: d + 1,
+    "gaussian_nb": lambda d, k: k * (1 + 2 * d),
+    "linear_regression": lambda d, k: (d + 1) * (d + 1) + (d + 1),
+    "ridge": lambda d, k: (d + 1) * (d + 1) + (d + 1),
+}
+
+
+def encoding(name: str, d: int, k: int, v: list[float]) -> bytes:
+    """Section 4: header, then float64 little-endian with -0.0 made +0.0."""
+    assert len(v) == SIZES[name](d, k)
+    head = b"P2FL" + bytes([1, len(name)]) + name.encode("ascii") + struct.pack(">II", d, k)
+    return head + struct.pack(f"<{len(v)}d", *[x + 0.0 for x in v])
+
+
+def numbers(label: str, n: int, scale: float) -> list[float]:
+    """Deterministic awkward floats: SHA-256 counter bytes as uniform [-1, 1) times scale."""
+    out = []
+    for i in range(n):
+        h = hashlib.sha256(f"{label}/{i}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2.0**64
+        out.append((2.0 * u - 1.0) * scale * (1.0 + i % 7) / 3.0)
+    return out
+
+
+def clip(delta: list[float], bound: float) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in delta))
+    if norm <= bound:
+        return delta
+    factor = bound / norm
+    return [x * factor for x in delta]
+
+
+def aggregate(case: dict[str, Any]) -> list[float]:
+    """Section 6, steps 1-7 (no noise)."""
+    g = case["global"]
+    ups = sorted(case["updates"], key=lambda u: bytes.fromhex(u["participant"]))
+    rule, m = case["rule"], len(ups)
+    if rule == "sum":
+        acc = [0.0] * len(g)
+        for u in ups:
+            acc = [a + x for a, x in zip(acc, u["vector"], strict=True)]
+        return [a + 0.0 for a in acc]
+    deltas = [[w - gi for w, gi in zip(u["vector"], g, strict=True)] for u in ups]
+    if case["clip"] is not None:
+        deltas = [clip(dl, case["clip"]) for dl in deltas]
+    if rule == "fedavg":
+        total = sum(u["n_samples"] for u in ups)
+        weights = [u["n_samples"] / total for u in ups]
+        combined = [0.0] * len(g)
+        for w, dl in zip(weights, deltas, strict=True):
+            combined = [c + w * x for c, x in zip(combined, dl, strict=True)]
+    else:
+        combined = []
+        for i in range(len(g)):
+            col = sorted(dl[i] for dl in deltas)
+            if rule == "median":
+                combined.append(col[m // 2] if m % 2 else (col[m // 2 - 1] + col[m // 2]) / 2.0)
+            else:
+                t = case["trim"]
+                acc = 0.0
+                for x in col[t : m - t]:
+                    acc = acc + x
+                combined.append(acc / float(m - 2 * t))
+    return [gi + c + 0.0 for gi, c in zip(g, combined, strict=True)]
+
+
+def case(
+    label: str, name: str, d: int, k: int, rule: str, m: int, clip_c: float | None, trim: int = 0
+) -> dict[str, Any]:
+    size = SIZES[name](d, k)
+    if name == "gaussian_nb":  # whole counts summing to n, non-negative squares
+        g = [0.0] * size
+        updates = []
+        for j in range(m):
+            counts = [float(3 + j + c) for c in range(k)]
+            sums = numbers(f"{label}/s/{j}", k * d, 40.0)
+            squares = [abs(x) * 9.0 for x in numbers(f"{label}/q/{j}", k * d, 40.0)]
+            updates.append((counts + sums + squares, int(sum(counts))))
+    else:
+        g = numbers(f"{label}/g", size, 1.0)
+        updates = [
+            (
+                [gi + x for gi, x in zip(g, numbers(f"{label}/u/{j}", size, 0.5), strict=True)],
+                10 + 7 * j,
+            )
+            for j in range(m)
+        ]
+        if m >= 5:  # one attacker: -10x its delta
+            v, n = updates[0]
+            updates[0] = ([gi - 10.0 * (x - gi) for gi, x in zip(g, v, strict=True)], n)
+    keys = [hashlib.sha256(f"{label}/key/{j}".encode()).hexdigest() for j in range(m)]
+    c: dict[str, Any] = {
+        "label": label,
+        "estimator": name,
+        "n_features": d,
+        "n_classes": k,
+        "rule": rule,
+        "trim": trim,
+        "clip": clip_c,
+        "global": g,
+        "updates": [
+            {
+                "participant": key,
+                "vector": [x + 0.0 for x in v],
+                "n_samples": n,
+                "encoding": encoding(name, d, k, v).hex(),
+            }
+            for key, (v, n) in zip(keys, updates, strict=True)
+        ],
+    }
+    result = aggregate(c)
+    c["result"] = result
+    c["result_encoding"] = encoding(name, d, k, result).hex()
+    c["result_hash"] = hashlib.sha256(encoding(name, d, k, result)).hexdigest()
+    return c
+
+
+def vectors() -> dict[str, Any]:
+    return {
+        "cases": [
+            case("fedavg", "sgd_classifier", 3, 3, "fedavg", 4, None),
+            case("fedavg-clipped", "sgd_classifier", 4, 2, "fedavg", 5, 0.75),
+            case("median-odd", "sgd_regressor", 6, 0, "median", 5, 2.0),
+            case("median-even", "logistic_regression", 2, 4, "median", 4, 10.0),
+            case("trimmed-mean", "sgd_classifier", 3, 5, "trimmed_mean", 5, 1.5, trim=1),
+            case("nb-sum", "gaussian_nb", 2, 3, "sum", 3, None),
+        ],
+        "decode_layout": {"estimator": "sgd_regressor", "n_features": 1, "n_classes": 0},
+        "decode_refusals": [
+            {
+                "what": "short",
+                "reason": "bad-update-shape",
+                "bytes": encoding("sgd_regressor", 1, 0, [1.0, 2.0])[:-1].hex(),
+            },
+            {
+                "what": "other estimator",
+                "reason": "bad-update-shape",
+                "bytes": encoding("ridge", 1, 0, [1.0] * 6).hex(),
+            },
+            {
+                "what": "NaN",
+                "reason": "bad-update-value",
+                "bytes": (
+                    encoding("sgd_regressor", 1, 0, [1.0, 2.0])[:-8] + struct.pack("<d", math.nan)
+                ).hex(),
+            },
+            {
+                "what": "negative zero",
+                "reason": "bad-update-value",
+                "bytes": (
+                    encoding("sgd_regressor", 1, 0, [1.0, 2.0])[:-8] + struct.pack("<d", -0.0)
+                ).hex(),
+            },
+        ],
+    }
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    (out / "federated.json").write_text(json.dumps(vectors(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
