@@ -104,6 +104,10 @@ class TrainingSettings:
     dask_tls_ca_file: str = ""
     dask_tls_client_cert: str = ""
     dask_tls_client_key: str = ""
+    # Bond this node's key (the network's minimum bond) as soon as training
+    # is enabled and the key has the coins: results count only from bonded
+    # keys (docs/consensus.md "Bonds").
+    auto_bond: bool = True
 
 
 @dataclass(frozen=True)

@@ -248,10 +248,13 @@ class Devnet:
                 else f"height {st['height']:>4}  peers {st['peers']}  task {view['status']:<8} "
                 f"results {view['rounds_done']}/{view.get('max_results', '?')}"
             )
+            if view["status"] == "closed" and not view.get("paid"):
+                # The bounty is credited a window of blocks after close.
+                line += f"  payout at height {view.get('payout_height')}"
             if line != last:
                 self.say(line)
                 last = line
-            if view["status"] == "closed":
+            if view["status"] == "closed" and view.get("paid"):
                 return dict(view)
             for node in self.nodes:
                 if node.proc is not None and node.proc.poll() is not None:

@@ -222,7 +222,7 @@ async def run(quick: bool) -> None:
             await asyncio.gather(*(pool.run("info", None, 120) for _ in range(WORKERS)))
             reqs = [
                 Request(
-                    ResultTx(j.task_id, SEED, 0, j.key, tr.metric, c, tr.rows, 1),
+                    ResultTx(j.task_id, SEED, 0, j.key, tr.metric, c, tr.rows, 1, 1_000),
                     j.spec.to_wire(),
                     SEED,
                     audit=False,

@@ -136,6 +136,8 @@ SCHEMAS: dict[str, Any] = {
             "rounds_done": {"type": "integer"},
             "best": {"type": "object", "nullable": True},
             "payout": {"type": "array", "items": {"type": "object"}},
+            "payout_height": {"type": "integer", "nullable": True},
+            "paid": {"type": "boolean"},
             "failures": {"type": "array", "items": {"type": "object"}},
         },
     },
@@ -191,6 +193,29 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["public_key", "balance"],
         "properties": {"public_key": {"type": "string"}, "balance": {"type": "integer"}},
+    },
+    "NewBond": {
+        "type": "object",
+        "required": ["amount"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 1},
+            "fee": {"type": "integer", "minimum": 0},
+        },
+    },
+    "NewUnbond": {
+        "type": "object",
+        "properties": {"fee": {"type": "integer", "minimum": 0}},
+    },
+    "Bond": {
+        "type": "object",
+        "required": ["public_key", "amount", "height", "unbond_at", "locked_by"],
+        "properties": {
+            "public_key": {"type": "string"},
+            "amount": {"type": "integer", "nullable": True},
+            "height": {"type": "integer", "nullable": True},
+            "unbond_at": {"type": "integer", "nullable": True},
+            "locked_by": {"type": "array", "items": HEX64},
+        },
     },
 }
 
@@ -459,6 +484,50 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ),
                     "400": _err("bad transfer (reason says which rule, e.g. insufficient-funds)"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                },
+            },
+        },
+        "/bonds": {
+            "post": {
+                "summary": "Bond the node's key as a trainer (signed, pooled, gossiped)",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewBond")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {"type": "object", "required": ["id"], "properties": {"id": HEX64}}
+                    ),
+                    "400": _err("bad bond (reason says which rule, e.g. bad-bond-amount)"),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                },
+            },
+        },
+        "/bonds/{pubkey}": {
+            "get": {
+                "summary": "A key's trainer bond and the tasks that lock it",
+                "parameters": [
+                    {"name": "pubkey", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Bond")), "400": _err("not a public key")},
+            }
+        },
+        "/unbond": {
+            "post": {
+                "summary": "Release the node's bond (after the network's unbond delay)",
+                "security": AUTH,
+                "requestBody": {
+                    "content": {"application/json": {"schema": _ref("NewUnbond")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {"type": "object", "required": ["id"], "properties": {"id": HEX64}}
+                    ),
+                    "400": _err("refused (reason says which rule, e.g. bond-locked)"),
                     "401": _err("no or wrong token"),
                     "413": _err("body too large"),
                 },

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import PoolTx, TaskTx, TransferTx
+from p2pml.chain.types import BondTx, PoolTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import Settings
 from p2pml.ipfs.store import DatasetStore
 from p2pml.net.bans import Ban
@@ -66,6 +66,16 @@ class TaskPublisher(Protocol):
 class TransferSender(Protocol):
     async def send(self, recipient: bytes, amount: int, fee: int) -> TransferTx:
         """Sign a transfer from the node's key, pool and gossip it."""
+        ...
+
+
+class BondControl(Protocol):
+    async def bond(self, amount: int, fee: int) -> BondTx:
+        """Sign a bond of the node's key, pool and gossip it."""
+        ...
+
+    async def unbond(self, fee: int) -> UnbondTx:
+        """Sign an unbond of the node's key, pool and gossip it."""
         ...
 
 
@@ -135,6 +145,8 @@ class AdminContext:
     result_checks: Mapping[str, int]
     #: the training/verification executor (None: not shown)
     executor: ExecutorView | None = None
+    #: bonds and unbonds of the node's key (None: POST /bonds, /unbond answer 503)
+    bonds: BondControl | None = None
     #: pins the node holds by its policy: held, released, passes (p2pml.node.pins)
     pins: Mapping[str, int] = field(default_factory=dict)
     #: validator or follower, installed and network runtime (p2pml/node/runtime.py)

@@ -7,7 +7,16 @@ from typing import Any
 from p2pml.chain.encoding import encode_block, tx_id
 from p2pml.chain.index import IndexEntry
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import Block, BlockHeader, Coinbase, Transaction, TransferTx
+from p2pml.chain.types import (
+    Block,
+    BlockHeader,
+    BondTx,
+    Coinbase,
+    ResultTx,
+    Transaction,
+    TransferTx,
+    UnbondTx,
+)
 
 
 def header_json(h: BlockHeader) -> dict[str, Any]:
@@ -48,6 +57,12 @@ def tx_json(tx: Transaction) -> dict[str, Any]:
             amount=tx.amount,
             fee=tx.fee,
         )
+    elif isinstance(tx, BondTx):
+        out.update(type="bondtx", trainer=tx.trainer.hex(), amount=tx.amount, fee=tx.fee)
+    elif isinstance(tx, UnbondTx):
+        out.update(type="unbondtx", trainer=tx.trainer.hex(), fee=tx.fee)
+    elif isinstance(tx, ResultTx):
+        out.update(type="resulttx", trainer=tx.trainer.hex(), task=tx.task_id.hex(), fee=tx.fee)
     else:  # pragma: no cover - every type renders itself once it exists
         out["type"] = type(tx).__name__.lower()
     return out

@@ -209,6 +209,25 @@ def make_app(ctx: AdminContext) -> web.Application:
         tx = await ctx.transfers.send(recipient, amount, fee)
         return ok({"id": tx.id.hex(), "sender": tx.sender.hex()}, status=201)
 
+    async def post_bond(req: web.Request) -> web.Response:
+        body = await json_body(req)
+        amount, fee = views.bond_order(body, ctx.params.min_bond_fee, {"amount", "fee"})
+        if ctx.bonds is None:
+            raise HTTPError(503, "this node does not bond", "unavailable")
+        tx = await ctx.bonds.bond(amount, fee)
+        return ok({"id": tx.id.hex()}, status=201)
+
+    async def post_unbond(req: web.Request) -> web.Response:
+        body = await json_body(req)
+        _, fee = views.bond_order(body, ctx.params.min_bond_fee, {"fee"})
+        if ctx.bonds is None:
+            raise HTTPError(503, "this node does not bond", "unavailable")
+        tx = await ctx.bonds.unbond(fee)
+        return ok({"id": tx.id.hex()}, status=201)
+
+    async def get_bond(req: web.Request) -> web.Response:
+        return ok(views.bond(ctx, req.match_info["pubkey"]))
+
     async def results(req: web.Request) -> web.Response:
         task_hex = req.query.get("task")
         task_id = None
@@ -280,6 +299,9 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/tasks", publish_task)
     r.add_get("/tasks/{id}", task)
     r.add_post("/transfers", send_transfer)
+    r.add_post("/bonds", post_bond)
+    r.add_get("/bonds/{pubkey}", get_bond)
+    r.add_post("/unbond", post_unbond)
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)

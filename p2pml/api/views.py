@@ -13,11 +13,12 @@ from typing import Any
 
 from p2pml.api.ports import AdminContext
 from p2pml.api.render import block_json, entry_json
+from p2pml.chain.bonds import bond_key, lock_key
 from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.tasks import is_audited, result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -137,13 +138,18 @@ def block(ctx: AdminContext, ident: str) -> dict[str, Any]:
     return block_json(chain, blk)
 
 
-def balance(ctx: AdminContext, pubkey_hex: str) -> dict[str, Any]:
+def _pubkey(pubkey_hex: str) -> bytes:
     try:
         key = bytes.fromhex(pubkey_hex)
     except ValueError:
         raise DecodeError("public key must be hex") from None
     if len(key) != 32:
         raise DecodeError("public key must be 32 bytes")
+    return key
+
+
+def balance(ctx: AdminContext, pubkey_hex: str) -> dict[str, Any]:
+    key = _pubkey(pubkey_hex)
     return {
         "public_key": pubkey_hex,
         "balance": int(ctx.chain.chain.state.get(balance_key(key), 0)),
@@ -166,9 +172,55 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
                     "amount": tx.amount,
                 }
             )
+        elif isinstance(tx, BondTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "bond",
+                    "fee": tx.fee,
+                    "trainer": tx.trainer.hex(),
+                    "amount": tx.amount,
+                }
+            )
+        elif isinstance(tx, UnbondTx):
+            out.append(
+                {"id": tx.id.hex(), "type": "unbond", "fee": tx.fee, "trainer": tx.trainer.hex()}
+            )
         else:
-            out.append({"id": tx.id.hex(), "type": "result", "fee": 0, "task": tx.task_id.hex()})
+            out.append(
+                {"id": tx.id.hex(), "type": "result", "fee": tx.fee, "task": tx.task_id.hex()}
+            )
     return out
+
+
+# -- bonds ----------------------------------------------------------------------------
+
+
+def bond(ctx: AdminContext, pubkey_hex: str) -> dict[str, Any]:
+    """A key's trainer bond (``null`` fields: none) and its locks."""
+    key = _pubkey(pubkey_hex)
+    state = ctx.chain.chain.state
+    rec = state.get(bond_key(key))
+    return {
+        "public_key": pubkey_hex,
+        "amount": rec["amount"] if rec else None,
+        "height": rec["height"] if rec else None,
+        "unbond_at": rec["unbond_at"] if rec else None,
+        "locked_by": [bytes(t).hex() for t in state.get(lock_key(key), [])],
+    }
+
+
+def bond_order(body: dict[str, Any], min_fee: int, allowed: set[str]) -> tuple[int, int]:
+    """(amount, fee) from a POST /bonds or /unbond body (amount 0 if not allowed)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise DecodeError(f"unknown field {unknown[0]!r}")
+    amount, fee = body.get("amount", 0), body.get("fee", min_fee)
+    for name, v in (("amount", amount), ("fee", fee)):
+        if type(v) is not int or not 0 <= v <= 2**63 - 1:
+            raise DecodeError(f"{name} must be an integer in [0, {2**63 - 1}]")
+    assert isinstance(amount, int) and isinstance(fee, int)
+    return amount, fee
 
 
 # -- transfers ------------------------------------------------------------------------
@@ -322,6 +374,9 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             rounds_done=len(results),
             best=best,
             payout=[{"to": bytes(k).hex(), "amount": a} for k, a in rec["payout"]],
+            # The payout is credited at this height, W blocks after close.
+            payout_height=rec.get("payout_at"),
+            paid=bool(rec.get("paid")),
             pending_results=[
                 tx.id.hex()
                 for tx in ctx.mempool.txs.values()

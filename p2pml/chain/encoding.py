@@ -30,18 +30,22 @@ from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import (
     HEADER_SIZE,
     TAG_ALLOCATION,
+    TAG_BOND,
     TAG_COINBASE,
     TAG_RESULT,
     TAG_TASK,
     TAG_TRANSFER,
+    TAG_UNBOND,
     Allocation,
     Block,
     BlockHeader,
+    BondTx,
     Coinbase,
     ResultTx,
     TaskTx,
     Transaction,
     TransferTx,
+    UnbondTx,
     packb,
 )
 from p2pml.crypto import SIGNATURE_SIZE
@@ -121,10 +125,11 @@ def _coinbase_from_wire(f: list[Any]) -> Coinbase:
 
 
 def _alloc_from_wire(f: list[Any]) -> Allocation:
-    expect_list(f, "allocation", 3)
+    expect_list(f, "allocation", 4)
     return Allocation(
         pubkey=expect_bytes(f[1], "allocation.pubkey", PUBKEY_SIZE),
         amount=expect_int(f[2], "allocation.amount"),
+        bond=expect_int(f[3], "allocation.bond"),
     )
 
 
@@ -144,7 +149,7 @@ def _task_from_wire(f: list[Any]) -> TaskTx:
 
 
 def _result_from_wire(f: list[Any]) -> ResultTx:
-    expect_list(f, "result", 10)
+    expect_list(f, "result", 11)
     if type(f[5]) is not float:
         raise DecodeError("result.metric: expected a float")
     if type(f[6]) is not str or len(f[6]) > MAX_CID:
@@ -158,7 +163,8 @@ def _result_from_wire(f: list[Any]) -> ResultTx:
         model_cid=f[6],
         train_rows=expect_int(f[7], "result.train_rows", hi=U32),
         train_ms=expect_int(f[8], "result.train_ms", hi=2**40),
-        signature=expect_bytes(f[9], "result.signature", SIGNATURE_SIZE),
+        fee=expect_int(f[9], "result.fee"),
+        signature=expect_bytes(f[10], "result.signature", SIGNATURE_SIZE),
     )
 
 
@@ -174,12 +180,35 @@ def _transfer_from_wire(f: list[Any]) -> TransferTx:
     )
 
 
+def _bond_from_wire(f: list[Any]) -> BondTx:
+    expect_list(f, "bond", 6)
+    return BondTx(
+        trainer=expect_bytes(f[1], "bond.trainer", PUBKEY_SIZE),
+        amount=expect_int(f[2], "bond.amount"),
+        fee=expect_int(f[3], "bond.fee"),
+        nonce=expect_int(f[4], "bond.nonce"),
+        signature=expect_bytes(f[5], "bond.signature", SIGNATURE_SIZE),
+    )
+
+
+def _unbond_from_wire(f: list[Any]) -> UnbondTx:
+    expect_list(f, "unbond", 5)
+    return UnbondTx(
+        trainer=expect_bytes(f[1], "unbond.trainer", PUBKEY_SIZE),
+        fee=expect_int(f[2], "unbond.fee"),
+        nonce=expect_int(f[3], "unbond.nonce"),
+        signature=expect_bytes(f[4], "unbond.signature", SIGNATURE_SIZE),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
     TAG_TASK: _task_from_wire,
     TAG_RESULT: _result_from_wire,
     TAG_ALLOCATION: _alloc_from_wire,
     TAG_TRANSFER: _transfer_from_wire,
+    TAG_BOND: _bond_from_wire,
+    TAG_UNBOND: _unbond_from_wire,
 }
 
 

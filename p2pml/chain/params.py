@@ -24,8 +24,10 @@ def dev_identity(i: int) -> Identity:
     return Identity.from_seed(hashlib.sha256(b"p2pml dev key %d" % i).digest())
 
 
-def dev_allocations() -> tuple[tuple[bytes, int], ...]:
-    return tuple((dev_identity(i).public_key, DEV_ALLOCATION) for i in range(DEV_KEYS))
+def dev_allocations(bond: int = 0) -> tuple[tuple[bytes, int, int], ...]:
+    """Each dev key's (pubkey, balance, bond): bonded in genesis, a dev key
+    may report results from the first task on (and unbond like any key)."""
+    return tuple((dev_identity(i).public_key, DEV_ALLOCATION, bond) for i in range(DEV_KEYS))
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,20 @@ class NetworkParams:
     # demanding the network's compute is never free (0: no minimum).
     min_round_bounty: int = 0
     audit_fraction: float = 1.0  # share of results re-trained in every block
-    allocations: tuple[tuple[bytes, int], ...] = ()
+    # Trainer bonds (docs/consensus.md "Bonds"): a result counts only from a
+    # key whose bond of at least ``min_bond`` was registered ``bond_maturity``
+    # blocks or more before the task's seed block; an unbond releases the
+    # bond ``unbond_delay`` blocks after the block that includes it.
+    min_bond: int = 1_000_000
+    bond_maturity: int = 100
+    unbond_delay: int = 100
+    min_bond_fee: int = 1_000  # bond and unbond transactions, each
+    # A result pays at least this to the miner that includes it.
+    min_result_fee: int = 1_000
+    # A task's payout (bounty, refund) is credited this many blocks after it
+    # closes: the window in which its results can still be disputed.
+    payout_window: int = 100
+    allocations: tuple[tuple[bytes, int, int], ...] = ()
     # Headers of a branch enter the index only once its cumulative work reaches
     # max(min_chain_work, our tip's work): see docs/consensus.md "Headers pre-sync".
     min_chain_work: int = 0
@@ -66,6 +81,8 @@ class NetworkParams:
     genesis: Block = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.payout_window < 1 or self.unbond_delay < 1 or self.bond_maturity < 0:
+            raise ValueError("payout_window and unbond_delay must be >= 1, bond_maturity >= 0")
         object.__setattr__(self, "genesis", _build_genesis(self))
 
     @property
@@ -89,7 +106,7 @@ def _genesis_coinbase(p: NetworkParams) -> Coinbase:
 def _build_genesis(p: NetworkParams) -> Block:
     txs: tuple[Transaction, ...] = (
         _genesis_coinbase(p),
-        *(Allocation(pubkey=k, amount=a) for k, a in p.allocations),
+        *(Allocation(pubkey=k, amount=a, bond=b) for k, a, b in p.allocations),
     )
     header = BlockHeader(
         version=BLOCK_VERSION,
@@ -115,6 +132,7 @@ def mine_genesis_nonce(p: NetworkParams) -> int:
         nonce += 1
 
 
+DEV_MIN_BOND = 1_000_000
 GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 # The runtime every network's verdicts are defined by (pinned in
@@ -145,12 +163,18 @@ MAIN = NetworkParams(
     min_chain_work=MAIN_MIN_CHAIN_BLOCKS * block_work(bits_to_target(_MAIN_POW_LIMIT_BITS)),
     timewarp_seconds=10 * 60,
     runtime=RUNTIME,
+    # A bond of 1/5 of a block reward, mature after ~100 minutes; payouts
+    # after the same, and an unbond waits a day of blocks.
+    min_bond=10_000_000,
+    bond_maturity=100,
+    payout_window=100,
+    unbond_delay=1_440,
 )
 
 DEVNET = NetworkParams(
     name="devnet",
     genesis_time=GENESIS_TIME,
-    genesis_nonce=94_860,
+    genesis_nonce=1_587_323,
     pow_limit_bits=target_to_bits((1 << 236) - 1),
     target_spacing=5,
     retarget_window=24,
@@ -159,16 +183,21 @@ DEVNET = NetworkParams(
     max_block_txs=5_000,
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
-    allocations=dev_allocations(),
+    allocations=dev_allocations(bond=DEV_MIN_BOND),
     min_round_bounty=1_000,
     timewarp_seconds=10 * 5,
     runtime=RUNTIME,
+    # Seconds, not hours: a dev network's tasks pay out within a minute.
+    min_bond=DEV_MIN_BOND,
+    bond_maturity=2,
+    payout_window=6,
+    unbond_delay=12,
 )
 
 REGTEST = NetworkParams(
     name="regtest",
     genesis_time=GENESIS_TIME,
-    genesis_nonce=0,
+    genesis_nonce=1,
     pow_limit_bits=0x207FFFFF,
     target_spacing=1,
     retarget_window=144,
@@ -177,9 +206,15 @@ REGTEST = NetworkParams(
     max_block_txs=5_000,
     max_future_seconds=2 * 60 * 60,
     coinbase_reward=50_000_000,
-    allocations=dev_allocations(),
+    allocations=dev_allocations(bond=DEV_MIN_BOND),
     timewarp_seconds=10 * 1,
     runtime=RUNTIME,
+    # Small so functional tests stay fast: a bond counts from the next
+    # block, a payout two blocks after close.
+    min_bond=DEV_MIN_BOND,
+    bond_maturity=1,
+    payout_window=2,
+    unbond_delay=3,
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

@@ -9,11 +9,14 @@ that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
   asks a *verdict oracle* (the node, which re-runs the model in worker
   processes) and treats "not known yet" as missing data, never as invalid.
 
-A task closes at its deadline height, or as soon as ``max_results`` results
-are in. Then the bounty goes to the trainer(s) of the best result (ties split
-evenly, the indivisible remainder back to the publisher); a task with no
-result, and any unused per-result reward, refunds the publisher. Everything
-here writes through the undo-logged ``StateView``, so reorgs undo it exactly.
+A result counts only from a bonded key (:mod:`p2pml.chain.bonds`) and pays
+its ``fee`` to the miner. A task closes at its deadline height, or as soon
+as ``max_results`` results are in. Then the bounty is assigned to the
+trainer(s) of the best result (ties split evenly, the indivisible remainder
+back to the publisher); a task with no result, and any unused per-result
+reward, refunds the publisher. The assignment is credited ``payout_window``
+blocks after close (:mod:`p2pml.chain.payouts`). Everything here writes
+through the undo-logged ``StateView``, so reorgs undo it exactly.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ import hashlib
 import math
 from typing import Any
 
+from p2pml.chain.bonds import lock_bond, require_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.metrics import better
 from p2pml.chain.params import NetworkParams
+from p2pml.chain.payouts import schedule_payout
+from p2pml.chain.taskkeys import deadline_key as deadline_key
+from p2pml.chain.taskkeys import result_key as result_key
+from p2pml.chain.taskkeys import slot_key as slot_key
+from p2pml.chain.taskkeys import task_key as task_key
 from p2pml.chain.types import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, signed_payload
 from p2pml.cidv0 import is_cidv0
 from p2pml.crypto import verify
@@ -33,25 +42,6 @@ from p2pml.errors import MissingDataError, ValidationError
 MAX_DEADLINE = 100_000
 MAX_RESULTS = 10_000
 MAX_TRAIN_MS = 7 * 24 * 3600 * 1000
-
-
-# -- state keys -------------------------------------------------------------------
-
-
-def task_key(task_id: bytes) -> bytes:
-    return b"task:" + task_id
-
-
-def result_key(result_id: bytes) -> bytes:
-    return b"rid:" + result_id
-
-
-def slot_key(task_id: bytes, trainer: bytes, rnd: int) -> bytes:
-    return b"slot:" + task_id + trainer + rnd.to_bytes(4, "big")
-
-
-def deadline_key(height: int) -> bytes:
-    return b"dl:" + height.to_bytes(8, "big")
 
 
 def is_audited(params: NetworkParams, block_hash: bytes, result_id: bytes) -> bool:
@@ -108,6 +98,8 @@ class TaskHandler:
                 "open": True,
                 "closed_at": None,
                 "payout": [],
+                "payout_at": None,
+                "paid": False,
             },
         )
         dl = list(view.get(deadline_key(close_at), []))
@@ -125,6 +117,8 @@ class ResultHandler:
             raise ValidationError("bad-result-model", "model CID is not a CIDv0")
         if tx.train_ms > MAX_TRAIN_MS:
             raise ValidationError("bad-result-time", "training time out of range")
+        if tx.fee < params.min_result_fee:
+            raise ValidationError("bad-result-fee", f"fee {tx.fee} < {params.min_result_fee}")
 
     def apply(self, tx: ResultTx, view: StateView, ctx: BlockContext) -> None:
         rid = tx.id
@@ -143,12 +137,18 @@ class ResultHandler:
             raise ValidationError("result-wrong-seed", "trained for the task in another block")
         if view.get(slot_key(tx.task_id, tx.trainer, tx.round)) is not None:
             raise ValidationError("duplicate-result", "this trainer already reported this round")
+        require_bond(view, ctx.params, tx.trainer, task["height"])
+        # The fee before the (costly) verdict: a key that cannot pay is
+        # refused without re-running its model.
+        view.debit(tx.trainer, tx.fee)  # insufficient-funds
         verdict = ctx.verdict(tx, task, is_audited(ctx.params, ctx.block_hash, rid))
         if verdict is None:
             raise MissingDataError(tx.model_cid, f"result {rid.hex()[:16]} not verified yet")
         if verdict:
             raise ValidationError(verdict, f"result {rid.hex()[:16]} failed verification")
 
+        ctx.fees += tx.fee
+        lock_bond(view, tx.trainer, tx.task_id)
         view.put(slot_key(tx.task_id, tx.trainer, tx.round), rid)
         view.put(
             result_key(rid),
@@ -176,10 +176,11 @@ class ResultHandler:
             task["winners"] = [*task["winners"], [tx.trainer, rid]]
         view.put(task_key(tx.task_id), task)
         if len(results) >= task["max_results"]:
-            close_task(view, tx.task_id, ctx.height)
+            close_task(view, tx.task_id, ctx)
 
 
-def close_task(view: StateView, task_id: bytes, height: int) -> None:
+def close_task(view: StateView, task_id: bytes, ctx: BlockContext) -> None:
+    """Fix the payout now; it is credited ``payout_window`` blocks later."""
     task = dict(view.get(task_key(task_id)))
     if not task["open"]:
         return
@@ -190,19 +191,19 @@ def close_task(view: StateView, task_id: bytes, height: int) -> None:
     if winners:
         share, rest = divmod(task["bounty"], len(winners))
         for trainer, _rid in winners:
-            view.credit(trainer, share)
             payout.append([trainer, share])
         refund += rest
     else:
         refund += task["bounty"]
     if refund:
-        view.credit(task["publisher"], refund)
         payout.append([task["publisher"], refund])
-    task.update(open=False, closed_at=height, payout=payout)
+    pay_at = ctx.height + ctx.params.payout_window
+    task.update(open=False, closed_at=ctx.height, payout=payout, payout_at=pay_at, paid=False)
     view.put(task_key(task_id), task)
+    schedule_payout(view, task_id, pay_at)
 
 
 def close_due_tasks(view: StateView, ctx: BlockContext) -> None:
     """Block hook: tasks whose deadline is this height close after its txs."""
     for tid in view.get(deadline_key(ctx.height), []):
-        close_task(view, tid, ctx.height)
+        close_task(view, tid, ctx)

@@ -11,11 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
+from p2pml.chain.payouts import pay_due_tasks
 from p2pml.chain.tasks import ResultHandler, TaskHandler, close_due_tasks
 from p2pml.chain.transfers import TransferHandler
-from p2pml.chain.types import Allocation, Coinbase, ResultTx, TaskTx, Transaction, TransferTx
+from p2pml.chain.types import (
+    Allocation,
+    BondTx,
+    Coinbase,
+    ResultTx,
+    TaskTx,
+    Transaction,
+    TransferTx,
+    UnbondTx,
+)
 from p2pml.errors import ValidationError
 
 
@@ -48,6 +59,8 @@ class AllocationHandler:
         if ctx.height != 0:
             raise ValidationError("bad-allocation", "allocations exist only in genesis")
         view.credit(tx.pubkey, tx.amount)
+        if tx.bond:
+            register_bond(view, tx.pubkey, tx.bond, 0)
 
 
 HANDLERS: dict[type, TxHandler] = {
@@ -56,11 +69,14 @@ HANDLERS: dict[type, TxHandler] = {
     TaskTx: TaskHandler(),
     ResultTx: ResultHandler(),
     TransferTx: TransferHandler(),
+    BondTx: BondHandler(),
+    UnbondTx: UnbondHandler(),
 }
 
-# Run after a block's transactions, before its coinbase (e.g. closing tasks).
+# Run after a block's transactions, before its coinbase, in this order:
+# close the tasks due, pay those whose window ends, release bonds.
 BlockHook = Callable[[StateView, BlockContext], None]
-BLOCK_HOOKS: tuple[BlockHook, ...] = (close_due_tasks,)
+BLOCK_HOOKS: tuple[BlockHook, ...] = (close_due_tasks, pay_due_tasks, release_due_bonds)
 
 
 def handler_for(tx: Transaction) -> TxHandler:

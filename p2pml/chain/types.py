@@ -26,11 +26,15 @@ TAG_TASK = 1
 TAG_RESULT = 2
 TAG_ALLOCATION = 3
 TAG_TRANSFER = 4
+TAG_BOND = 5
+TAG_UNBOND = 6
 
 # Signature domains: a signature for one type never verifies as another's.
 DOMAIN_TASK = b"task"
 DOMAIN_RESULT = b"result"
 DOMAIN_TRANSFER = b"transfer"
+DOMAIN_BOND = b"bond"
+DOMAIN_UNBOND = b"unbond"
 
 
 def packb(obj: Any) -> bytes:
@@ -103,13 +107,16 @@ class Coinbase:
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
-    """Genesis only (devnet, regtest): credit ``amount`` to ``pubkey``."""
+    """Genesis only (devnet, regtest): credit ``amount`` to ``pubkey`` and
+    lock ``bond`` more as its trainer bond (registered at height 0), so dev
+    keys can report results from the first task on."""
 
     pubkey: bytes
     amount: int
+    bond: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [TAG_ALLOCATION, self.pubkey, self.amount]
+        return [TAG_ALLOCATION, self.pubkey, self.amount, self.bond]
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,9 @@ class ResultTx:
     model_cid: str
     train_rows: int
     train_ms: int
+    # Paid by the trainer to the miner that includes the result (at least
+    # the network's ``min_result_fee``): flooding results costs money.
+    fee: int = 0
     signature: bytes = b""
 
     def unsigned_wire(self) -> list[Any]:
@@ -185,6 +195,7 @@ class ResultTx:
             self.model_cid,
             self.train_rows,
             self.train_ms,
+            self.fee,
         ]
 
     def to_wire(self) -> list[Any]:
@@ -230,10 +241,64 @@ class TransferTx:
         return sha256d(packb(self.to_wire()))
 
 
-Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx
+@dataclass(frozen=True)
+class BondTx:
+    """Locks ``amount`` of ``trainer``'s balance as its trainer bond; ``fee``
+    goes to the miner. ``nonce`` makes two bonds of one key distinct (the
+    chain refuses an id it has seen: ``duplicate-bond``)."""
+
+    trainer: bytes
+    amount: int
+    fee: int
+    nonce: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_BOND, self.trainer, self.amount, self.fee, self.nonce]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> BondTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_BOND, signed_payload(network, self.unsigned_wire()))
+        return BondTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+@dataclass(frozen=True)
+class UnbondTx:
+    """Asks the release of ``trainer``'s bond (after the network's
+    ``unbond_delay``); ``fee`` goes to the miner."""
+
+    trainer: bytes
+    fee: int
+    nonce: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_UNBOND, self.trainer, self.fee, self.nonce]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> UnbondTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_UNBOND, signed_payload(network, self.unsigned_wire()))
+        return UnbondTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
 #: What users send and the mempool holds (coinbases and allocations are made
-#: by miners and genesis only).
-PoolTx = TaskTx | ResultTx | TransferTx
+#: by miners and genesis only). Every one pays a fee.
+PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
 
 
 @dataclass(frozen=True)

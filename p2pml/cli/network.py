@@ -1,5 +1,5 @@
 """Commands on the node, its peers, the chain and coins: status, peers,
-chain, block, mempool, mine, balance, send."""
+chain, block, mempool, mine, balance, send, bond, unbond."""
 
 from __future__ import annotations
 
@@ -89,4 +89,20 @@ def cmd_send(args: argparse.Namespace) -> int:
         body["fee"] = args.fee
     data = client(args).post("/transfers", body)
     show(args, data, f"sent {args.amount} to {args.pubkey}: transfer {data['id']}")
+    return 0
+
+
+def cmd_bond(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"amount": args.amount}
+    if args.fee is not None:
+        body["fee"] = args.fee
+    data = client(args).post("/bonds", body)
+    show(args, data, f"bonded {args.amount}: bond {data['id']}")
+    return 0
+
+
+def cmd_unbond(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {} if args.fee is None else {"fee": args.fee}
+    data = client(args).post("/unbond", body)
+    show(args, data, f"unbond {data['id']} (the bond is released after the unbond delay)")
     return 0

@@ -10,12 +10,14 @@ from p2pml.cli.models import cmd_model, cmd_predict
 from p2pml.cli.network import (
     cmd_balance,
     cmd_block,
+    cmd_bond,
     cmd_chain,
     cmd_mempool,
     cmd_mine,
     cmd_peers,
     cmd_send,
     cmd_status,
+    cmd_unbond,
 )
 from p2pml.cli.tasks import cmd_dataset, cmd_datasets, cmd_results, cmd_task, parse_param
 
@@ -170,4 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount", type=int)
     p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
     p.set_defaults(fn=cmd_send)
+
+    p = sub.add_parser("bond", help="lock AMOUNT of the node's coins as its trainer bond")
+    p.add_argument("amount", type=int)
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_bond)
+
+    p = sub.add_parser("unbond", help="release the node's trainer bond (after a delay)")
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_unbond)
     return ap

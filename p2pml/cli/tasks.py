@@ -83,8 +83,12 @@ def task_text(data: dict[str, Any]) -> str:
             f"  best {spec['metric']} {best['metric']:.6g} by {best['trainer'][:16]}"
             f" model {best['model_cid']}"
         )
+    if data.get("payout_height") is not None:
+        when = "paid" if data.get("paid") else "pays"
+        lines.append(f"  {when} at height {data['payout_height']}")
     for p in data.get("payout", []):
-        lines.append(f"  paid {p['amount']} to {p['to'][:16]}")
+        verb = "paid" if data.get("paid") else "to pay"
+        lines.append(f"  {verb} {p['amount']} to {p['to'][:16]}")
     for f in data.get("failures", []):
         lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
     rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]

@@ -1,7 +1,8 @@
 """GossipHandler: the node's side of the network boundary (``ChainBackend``).
 
 Blocks and headers go to the chain manager (one lock, persisted before the
-next); tasks go to the task service, transfers to the transfer service;
+next); tasks go to the task service, transfers to the transfer service,
+bonds and unbonds to the bond service;
 results are checked cheaply and, when their verdict is unknown, re-run in
 the background before they are relayed (a follower ignores them).
 Reject reasons become gossip verdicts: only a peer at fault is penalised;
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from p2pml.chain.index import Status
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import Block, BlockHeader, ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import Block, BlockHeader, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import (
     BlockOutcome,
@@ -25,6 +26,7 @@ from p2pml.net.backend import (
     HeadersOutcome,
     Verdict,
 )
+from p2pml.node.bonds import BondService
 from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.ports import Gossip
@@ -53,10 +55,12 @@ class GossipHandler(ChainStateReads):
         gossip: Gossip,
         transfers: TransferService,
         judge_results: bool = True,
+        bonds: BondService | None = None,
     ) -> None:
         self._mgr = chain
         self._tasks = tasks
         self._transfers = transfers
+        self._bonds = bonds  # None: bonds and unbonds from gossip are ignored
         # False on a follower: it neither re-runs nor relays gossiped results.
         self._judge_results = judge_results
         self._verification = verification
@@ -133,6 +137,10 @@ class GossipHandler(ChainStateReads):
                 await self._tasks.submit_task(obj, from_peer)
             elif kind == "transfers" and isinstance(obj, TransferTx):
                 await self._transfers.submit(obj, from_peer)
+            elif kind == "bonds" and isinstance(obj, BondTx | UnbondTx):
+                if self._bonds is None:
+                    return Verdict.IGNORE
+                await self._bonds.submit(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
                 if not self._judge_results:
                     return Verdict.IGNORE

@@ -10,9 +10,9 @@ evicted. Every pooled set is therefore jointly valid at the tip, and so is
 any subset of it: a template takes transactions by priority without
 re-applying them (the block is validated in full when our miner submits it).
 
-Priority: results first (their task already paid for them; with no fee of
-their own, they would otherwise starve), then tasks and transfers together
-by fee rate (fee per byte), earlier first on ties. A full pool evicts its
+Priority: results first (their task is waiting for them), then tasks,
+transfers, bonds and unbonds together by fee rate (fee per byte), earlier
+first on ties. A full pool evicts its
 lowest-priority fee-paying transaction for a newcomer that pays at least
 ``INCREMENTAL_FEE_RATE`` per byte more; results are never evicted for them.
 """
@@ -210,7 +210,7 @@ class Mempool:
                 continue
             chosen.append(e.tx)
             size += e.size
-        return chosen, sum(tx.fee for tx in chosen if not isinstance(tx, ResultTx))
+        return chosen, sum(tx.fee for tx in chosen)  # results pay fees too (protocol 4)
 
     def reconcile(
         self,

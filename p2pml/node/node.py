@@ -32,6 +32,7 @@ from p2pml.ml.trainer import Trainer
 from p2pml.net import P2PService
 from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
+from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
@@ -127,6 +128,16 @@ class Node:
         self.transfers = TransferService(
             self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
         )
+        self.bonds = BondService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.verifier,
+            self.relay,
+            self.mining.notify,
+            self._jobs.spawn,
+            auto_bond=settings.training.enabled and settings.training.auto_bond,
+        )
         self.gossip = GossipHandler(
             self.chain,
             self.tasks,
@@ -135,6 +146,7 @@ class Node:
             self.p2p,
             self.transfers,
             judge_results=not follower,
+            bonds=self.bonds,
         )
         self.api = AdminServer(
             AdminContext(
@@ -157,6 +169,7 @@ class Node:
                 executor=self.pool,
                 pins=self.pins.stats,
                 validation=runtime.status(self.params, self.validation),
+                bonds=self.bonds,
             )
         )
 
@@ -181,6 +194,7 @@ class Node:
                     tg.create_task(self.pool.keep_connected(), name="dask")
                 tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
+                self.bonds.start()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")
                 log.info(

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Iterator
 
 from p2pml.chain.encoding import encode_tx
-from p2pml.chain.types import Block, PoolTx, ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import Block, BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.errors import NetworkError
 from p2pml.node.ports import ChainAccess, Gossip
 
@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 
 ANNOUNCE_INTERVAL = 0.1
 #: The gossip topic kind of each pool transaction type.
-_KIND: dict[type, str] = {TaskTx: "tasks", ResultTx: "results", TransferTx: "transfers"}
+_KIND: dict[type, str] = {
+    TaskTx: "tasks",
+    ResultTx: "results",
+    TransferTx: "transfers",
+    BondTx: "bonds",
+    UnbondTx: "bonds",
+}
 
 
 class Relay:

@@ -230,6 +230,7 @@ class TrainingService:
             model_cid=out.model_cid,
             train_rows=out.train_rows,
             train_ms=out.train_ms,
+            fee=self._chain.params.min_result_fee,
         ).signed_by(me, self._chain.params.genesis_hash)
         rec = self._chain.chain.state.get(task_key(task_id))
         if rec is None or not rec["open"] or bytes(rec["seed"]) != seed:

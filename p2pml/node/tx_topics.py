@@ -1,4 +1,4 @@
-"""The gossip topics of pool transactions: tasks, results and transfers.
+"""The gossip topics of pool transactions: tasks, results, transfers, bonds.
 
 Each topic decodes only its own transaction type and runs the stateless
 rules before relay (in the libp2p thread, so only pure checks).
@@ -11,12 +11,17 @@ from collections.abc import Callable
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import PoolTx, ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.errors import DecodeError
 from p2pml.net import TopicRegistry, TopicSpec
 
-#: Gossip topic kind -> the pool transaction type it carries.
-TX_KINDS: dict[str, type] = {"tasks": TaskTx, "results": ResultTx, "transfers": TransferTx}
+#: Gossip topic kind -> the pool transaction types it carries.
+TX_KINDS: dict[str, tuple[type, ...]] = {
+    "tasks": (TaskTx,),
+    "results": (ResultTx,),
+    "transfers": (TransferTx,),
+    "bonds": (BondTx, UnbondTx),
+}
 
 
 def register_tx_topics(topics: TopicRegistry, params: NetworkParams) -> None:
@@ -33,12 +38,12 @@ def register_tx_topics(topics: TopicRegistry, params: NetworkParams) -> None:
 
 
 def _tx_decoder(kind: str) -> Callable[[bytes], PoolTx]:
-    cls = TX_KINDS[kind]
+    types = TX_KINDS[kind]
 
     def decode(data: bytes) -> PoolTx:
         tx = decode_tx(data)
-        if not isinstance(tx, cls) or not isinstance(tx, PoolTx):
-            raise DecodeError(f"expected a {cls.__name__}")
+        if not isinstance(tx, types) or not isinstance(tx, PoolTx):
+            raise DecodeError(f"expected a {' or '.join(t.__name__ for t in types)}")
         return tx
 
     return decode

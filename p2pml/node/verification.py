@@ -81,6 +81,12 @@ HARMLESS = frozenset(
         "insufficient-funds",  # may be funded on a branch we have not seen
         "result-task-unknown",  # may be on a branch we have not seen
         "result-wrong-seed",  # trained for the task as mined on another branch
+        # Bond races: a bond or unbond in a block the sender has not seen.
+        "duplicate-bond",
+        "bond-exists",
+        "bond-unbonding",
+        "bond-too-young",  # bonded on a branch where it is old enough
+        "no-bond",  # bonded on a branch we have not seen
     }
 )
 

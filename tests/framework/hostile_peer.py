@@ -266,6 +266,7 @@ def forged_results(
                 model_cid=cid,
                 train_rows=train_rows,
                 train_ms=1,
+                fee=1_000,
             ).signed_by(key, params_for(network).genesis_hash)
         )
     return out

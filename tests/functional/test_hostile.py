@@ -10,10 +10,9 @@ from pathlib import Path
 from sklearn.datasets import load_diabetes
 
 from p2pml.chain.encoding import encode_block, encode_tx
-from p2pml.chain.params import REGTEST
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.template import build_block, solve
 from p2pml.chain.types import ResultTx
-from p2pml.crypto import Identity
 from tests.framework.hostile_peer import HostilePeer
 from tests.framework.testnode import (
     NodeSet,
@@ -88,7 +87,9 @@ def test_hostile_peers_are_banned_and_work_goes_on(nodes: NodeSet, tmp_path: Pat
             await garbage.publish_raw("results", b"\x00" * 100)
         await oversize.publish_raw("tasks", b"\x91" + b"x" * (900 * 1024))
         await invalid.publish_raw("blocks", await call(bad_block, a))  # type: ignore[arg-type]
-        mallory = Identity.generate()
+        # Bonded (a dev key): an unbonded key's result is refused before any
+        # re-run (no-bond), so only a bonded liar gets as far as the verdict.
+        mallory = dev_identity(6)
         lie = ResultTx(
             task_id=bytes.fromhex(task),
             seed=bytes.fromhex(a.api.get(f"/tasks/{task}")["seed"]),
@@ -98,6 +99,7 @@ def test_hostile_peers_are_banned_and_work_goes_on(nodes: NodeSet, tmp_path: Pat
             model_cid=honest["model_cid"],
             train_rows=honest["train_rows"],
             train_ms=1,
+            fee=1_000,
         ).signed_by(mallory, REGTEST.genesis_hash)
         await liar.publish_raw("results", encode_tx(lie))
 

@@ -79,14 +79,26 @@ def test_mission_end_to_end(nodes: NodeSet, tmp_path: Path) -> None:
         assert other["best"] == best and other["payout"] == view["payout"]
     assert best["metric"] == max(r["metric"] for r in view["results"])
 
-    # The bounty went to the best trainer; node 1 also paid the fee.
+    # The bounty is credited a window of blocks after close (protocol 4).
+    window = view["payout_height"] - view["closed_at"]
+    assert window == 2 and not view["paid"]  # regtest's payout_window
+    a.mine(window)
+    sync_blocks(trio)
+    view = a.api.get(f"/tasks/{task_id}")
+    assert view["paid"]
+
+    # The bounty went to the best trainer; node 1 also paid the task fee,
+    # every trainer a result fee per round, all to node 0, the miner.
     winner = next(n for n in trio if n.status()["public_key"] == best["trainer"])
     after = {n.index: n.api.get(f"/balances/{n.status()['public_key']}")["balance"] for n in trio}
-    reward = 50_000_000 * 2 + 5_000  # two blocks mined by node 0, plus the task fee
+    result_fee = 1_000  # regtest's min_result_fee
+    reward = 50_000_000 * (2 + window) + 5_000 + 6 * result_fee
     expected = dict(before)
     expected[0] += reward
     expected[1] -= BOUNTY + 5_000
     expected[winner.index] += BOUNTY
+    for n in trio:
+        expected[n.index] -= 2 * result_fee
     assert after == expected
 
     # Fetch the best model by CID from the network and evaluate it here.

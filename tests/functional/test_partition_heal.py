@@ -104,7 +104,12 @@ def test_partition_and_heal(nodes: NodeSet, tmp_path: Path) -> None:
         view = n.api.get(f"/tasks/{lost}")
         assert view["status"] == "closed" and len(view["results"]) == 2
 
-    # Every node agrees on every balance, and no coin was made or lost.
+    # Every node agrees on every balance, and no coin was made or lost (once
+    # the bounties are paid, a window of blocks after close).
+    a.mine(REGTEST.payout_window)
+    sync_blocks(four)
+    assert all(n.api.get(f"/tasks/{t}")["paid"] for n in four for t in (won, lost))
+
     def balances(n: TestNode) -> dict[str, Any]:
         return {m.index: n.api.get(f"/balances/{m.status()['public_key']}") for m in four}
 

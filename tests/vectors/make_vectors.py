@@ -257,10 +257,13 @@ GENESIS_TIME = 1_767_225_600
 NETWORKS = {
     # name: (pow limit as a target, documented genesis nonce, spacing, window)
     "main": (bits_to_target(target_to_bits(2**240 - 1)), 8_661, 60, 720),
-    "devnet": (bits_to_target(target_to_bits(2**236 - 1)), 94_860, 5, 24),
-    "regtest": (bits_to_target(0x207FFFFF), 0, 1, None),
+    "devnet": (bits_to_target(target_to_bits(2**236 - 1)), 1_587_323, 5, 24),
+    "regtest": (bits_to_target(0x207FFFFF), 1, 1, None),
 }
 DEV_ALLOCATION = 10**12
+# docs/consensus.md "Bonds": dev keys are bonded in genesis with the dev
+# networks' minimum bond.
+DEV_BOND = 1_000_000
 
 
 def dev_seed(i: int) -> bytes:
@@ -288,8 +291,8 @@ def coinbase(height: int, miner: bytes, amount: int, extra: bytes) -> list[Any]:
     return [0, height, miner, amount, extra]
 
 
-def allocation(pubkey: bytes, amount: int) -> list[Any]:
-    return [3, pubkey, amount]
+def allocation(pubkey: bytes, amount: int, bond: int) -> list[Any]:
+    return [3, pubkey, amount, bond]
 
 
 def tx_vector(kind: str, wire: list[Any]) -> dict[str, Any]:
@@ -314,7 +317,9 @@ def genesis_vectors() -> dict[str, Any]:
         assert limit is not None
         txs = [coinbase(0, bytes(32), 0, b"p2pml genesis")]
         if name != "main":
-            txs += [allocation(ed25519_public(dev_seed(i)), DEV_ALLOCATION) for i in range(8)]
+            txs += [
+                allocation(ed25519_public(dev_seed(i)), DEV_ALLOCATION, DEV_BOND) for i in range(8)
+            ]
         bits = 0x207FFFFF if name == "regtest" else target_to_bits(limit)
         header = {
             "version": 1,
@@ -431,10 +436,9 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
         wire = coinbase(height, miner, amount, extra)
         fields = {"height": height, "miner": miner.hex(), "amount": amount, "extra": extra.hex()}
         txs.append({"fields": fields, **tx_vector("coinbase", wire)})
-    wire = allocation(pub, DEV_ALLOCATION)
-    txs.append(
-        {"fields": {"pubkey": pub.hex(), "amount": DEV_ALLOCATION}, **tx_vector("allocation", wire)}
-    )
+    wire = allocation(pub, DEV_ALLOCATION, DEV_BOND)
+    fields = {"pubkey": pub.hex(), "amount": DEV_ALLOCATION, "bond": DEV_BOND}
+    txs.append({"fields": fields, **tx_vector("allocation", wire)})
     tasks: list[bytes] = []
     for i, spec in enumerate(task_specs()):
         fields = {
@@ -465,11 +469,11 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
             {"fields": {**fields, "signature": sig.hex()}, "signed_message": msg.hex(), **vec}
         )
     seed = sha256(b"p2pml vector including block")
-    for i, (rnd, metric, rows, ms) in enumerate(
+    for i, (rnd, metric, rows, ms, fee) in enumerate(
         (
-            (0, 0.8125, 50, 1234),
-            (0, 1.7976931348623157e308, 2**32 - 1, 0),
-            (63, -0.0, 2, 7 * 24 * 3600 * 1000),
+            (0, 0.8125, 50, 1234, 1_000),
+            (0, 1.7976931348623157e308, 2**32 - 1, 0, 2**32),
+            (63, -0.0, 2, 7 * 24 * 3600 * 1000, 5_000),
         )
     ):
         fields = {
@@ -481,8 +485,9 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
             "model_cid": CID_MODEL,
             "train_rows": rows,
             "train_ms": ms,
+            "fee": fee,
         }
-        unsigned = [2, tasks[i], seed, rnd, trainer, metric, CID_MODEL, rows, ms]
+        unsigned = [2, tasks[i], seed, rnd, trainer, metric, CID_MODEL, rows, ms, fee]
         msg, sig = sign_tx(b"result", TRAINER_SEED, unsigned, network)
         txs.append(
             {
@@ -512,6 +517,33 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 "fields": {**fields, "signature": sig.hex()},
                 "signed_message": msg.hex(),
                 **tx_vector("transfer", [*unsigned, sig]),
+            }
+        )
+    for seed_, amount, fee, nonce in (
+        (TRAINER_SEED, 1_000_000, 1_000, 0),
+        (dev_seed(2), 2**40, 7_000, 2**64 - 1),
+    ):
+        trainer_ = ed25519_public(seed_)
+        fields = {"trainer": trainer_.hex(), "amount": amount, "fee": fee, "nonce": nonce}
+        unsigned = [5, trainer_, amount, fee, nonce]
+        msg, sig = sign_tx(b"bond", seed_, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("bond", [*unsigned, sig]),
+            }
+        )
+    for seed_, fee, nonce in ((TRAINER_SEED, 1_000, 1), (dev_seed(3), 2**32, 2**63)):
+        trainer_ = ed25519_public(seed_)
+        fields = {"trainer": trainer_.hex(), "fee": fee, "nonce": nonce}
+        unsigned = [6, trainer_, fee, nonce]
+        msg, sig = sign_tx(b"unbond", seed_, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("unbond", [*unsigned, sig]),
             }
         )
     first_task = next(t for t in txs if t["kind"] == "task")
@@ -562,10 +594,11 @@ def block_vectors(genesis: dict[str, Any], txv: dict[str, Any]) -> dict[str, Any
         by_kind.setdefault(t["kind"], []).append(bytes.fromhex(t["encoding"]))
     blocks = []
     prev, time = regtest["hash"], GENESIS_TIME
-    # Height 1: coinbase + a task (fee 1,000); height 2: coinbase + that task's result.
+    # Height 1: coinbase + a task (fee 1,000); height 2: coinbase + that
+    # task's result (fee 1,000).
     bodies: list[list[bytes]] = [by_kind["task"][:1], by_kind["result"][:1]]
     for height, body in enumerate(bodies, start=1):
-        fees = 1_000 if height == 1 else 0
+        fees = 1_000
         cb = mp(coinbase(height, miner, 50_000_000 + fees, b""))
         raw_txs = [cb, *body]
         time += 1

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from p2pml.chain.bonds import bond_key
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import DEVNET, REGTEST
 from p2pml.errors import StoreError
@@ -26,7 +28,12 @@ def assert_consistent(path: Path) -> int:
     store = BlockStore.open(path, REGTEST)
     try:
         chain = store.load_chain()
-        expected = {balance_key(k): a for k, a in REGTEST.allocations}
+        expected: dict[bytes, Any] = {balance_key(k): a for k, a, _ in REGTEST.allocations}
+        expected.update(  # dev keys are bonded in genesis
+            (bond_key(k), {"amount": bond, "height": 0, "unbond_at": None})
+            for k, _, bond in REGTEST.allocations
+            if bond
+        )
         for h in range(1, chain.height + 1):
             e = chain.at_height(h)
             assert e is not None and e.parent is chain.at_height(h - 1)

@@ -82,7 +82,7 @@ class Admission:
 
 
 def result(rnd: int, model_cid: str) -> ResultTx:
-    return ResultTx(TASK_ID, SEED, rnd, TRAINER.public_key, 0.5, model_cid, 10, 1).signed_by(
+    return ResultTx(TASK_ID, SEED, rnd, TRAINER.public_key, 0.5, model_cid, 10, 1, 1_000).signed_by(
         TRAINER, REGTEST.genesis_hash
     )
 

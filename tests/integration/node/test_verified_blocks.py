@@ -8,7 +8,6 @@ are re-run in the process pool against a content-addressed store.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PUB = dev_identity(0)
 ALICE = dev_identity(1)
-MALLORY = Identity.from_seed(hashlib.sha256(b"mallory").digest())
+# Bonded (a dev key): what must catch its lies is the verification, not the bond.
+MALLORY = dev_identity(5)
 
 
 @dataclasses.dataclass
@@ -81,6 +81,7 @@ class World:
             model_cid="",
             train_rows=0,
             train_ms=1,
+            fee=1_000,
         )
         fields.update(kw)
         return ResultTx(**fields).signed_by(who, REGTEST.genesis_hash)

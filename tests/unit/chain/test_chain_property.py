@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pml.chain.bonds import bond_key
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.types import Block
 from tests.framework.chainbuilder import RETARGET_PARAMS, Builder, Node
@@ -67,7 +70,12 @@ def test_random_trees_end_on_max_work_valid_tip(
         assert tip.hash == winners[0]
 
     # The chain state equals a replay of the winning chain from genesis.
-    expected = {balance_key(k): a for k, a in b.params.allocations}
+    expected: dict[bytes, Any] = {balance_key(k): a for k, a, _ in b.params.allocations}
+    expected.update(  # dev keys are bonded in genesis
+        (bond_key(k), {"amount": bond, "height": 0, "unbond_at": None})
+        for k, _, bond in b.params.allocations
+        if bond
+    )
     h = tip.hash
     while h != b.genesis:
         cb = by_hash[h].txs[0]

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from p2pml.chain.index import Status
@@ -14,7 +14,7 @@ from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.tasks import task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import Block, ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import Block, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.crypto import Identity
 from p2pml.ipfs.cid import cid_of_bytes
 from tests.framework.chainbuilder import MINER, Builder, Node
@@ -30,7 +30,11 @@ SPEC = TaskSpec(
     metric="r2",
     rounds=2,
 )
-ALLOC = dict(REGTEST.allocations)
+ALLOC = {k: a for k, a, _bond in REGTEST.allocations}
+FEE = REGTEST.min_result_fee
+W = REGTEST.payout_window
+# Transfer amounts: dust, a fee's worth, enough to bond, a whole allocation.
+AMOUNTS = [1, 2_500, 2 * REGTEST.min_bond, ALLOC[PUB.public_key]]
 
 
 def task(
@@ -62,6 +66,7 @@ def result(
         model_cid=cid_of_bytes(b"model" + trainer.public_key),
         train_rows=100,
         train_ms=5,
+        fee=FEE,
     ).signed_by(trainer, REGTEST.genesis_hash)
 
 
@@ -165,13 +170,18 @@ def test_results_close_the_task_and_pay_the_best_with_ties_split() -> None:
     b2 = mine(b, n, b1.hash, r1, r2)
     b3 = mine(b, n, b2.hash, r3)
     assert n.chain.state[task_key(t.id)]["open"]
-    mine(b, n, b3.hash)  # height 4 = close_at
+    top = mine(b, n, b3.hash)  # height 4 = close_at
     rec = n.chain.state[task_key(t.id)]
     assert not rec["open"] and rec["best"] == 0.7
     assert {bytes(w[0]) for w in rec["winners"]} == {T2.public_key, T3.public_key}
-    assert bal(n, T2) == ALLOC[T2.public_key] + 500
-    assert bal(n, T3) == ALLOC[T3.public_key] + 500
-    assert bal(n, T1) == ALLOC[T1.public_key]
+    assert rec["payout_at"] == 4 + W and not rec["paid"]
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE  # paid only after the window
+    for _ in range(W):
+        top = mine(b, n, top.hash)
+    assert n.chain.state[task_key(t.id)]["paid"]
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 500
+    assert bal(n, T3) == ALLOC[T3.public_key] - FEE + 500
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE
     # 1 left over from the split goes back to the publisher.
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 1001 + 1
     assert all(audit for _, audit in o.asked)  # regtest audits every result
@@ -183,7 +193,10 @@ def test_task_without_results_refunds_the_publisher_at_its_deadline() -> None:
     blk = mine(b, n, b.genesis, t)
     blk = mine(b, n, blk.hash)
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 720
-    mine(b, n, blk.hash)
+    blk = mine(b, n, blk.hash)  # closes at 3, refunds at 3 + W
+    for _ in range(W):
+        assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 720
+        blk = mine(b, n, blk.hash)
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000
 
 
@@ -193,11 +206,15 @@ def test_max_results_closes_early_and_pays_result_rewards() -> None:
     b1 = mine(b, n, b.genesis, t)
     r1, r2 = result(t, T1, 0.1), result(t, T2, 0.2)
     o.verdicts.update({r1.id: "", r2.id: ""})
-    mine(b, n, b1.hash, r1, r2)
+    top = mine(b, n, b1.hash, r1, r2)
     rec = n.chain.state[task_key(t.id)]
     assert not rec["open"] and rec["closed_at"] == 2
-    assert bal(n, T1) == ALLOC[T1.public_key] + 7
-    assert bal(n, T2) == ALLOC[T2.public_key] + 7 + 100
+    # Result rewards at inclusion; the bounty after the window.
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 7
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7
+    for _ in range(W):
+        top = mine(b, n, top.hash)
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7 + 100
 
 
 @pytest.mark.parametrize(
@@ -276,32 +293,37 @@ def test_reorg_removing_results_refunds_and_repays() -> None:
     r1, r2 = result(t, T1, 0.5), result(t, T2, 0.9)
     o.verdicts.update({r1.id: "", r2.id: ""})
     a = [mine(b, n, b1.hash, r1, r2)]
-    a.append(mine(b, n, a[-1].hash))
-    a.append(mine(b, n, a[-1].hash))
-    assert bal(n, T2) == ALLOC[T2.public_key] + 900
+    for _ in range(2 + W):
+        a.append(mine(b, n, a[-1].hash))
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 900
     c = [b.make(b1.hash, txs=(r1,), miner=b"\x55" * 32)]
-    for _ in range(3):
+    for _ in range(3 + W):
         c.append(b.make(c[-1].hash, miner=b"\x55" * 32))
     for blk in c:
         n.feed(blk).raise_error()
     assert n.tip == c[-1].hash
     assert bal(n, T2) == ALLOC[T2.public_key]
-    assert bal(n, T1) == ALLOC[T1.public_key] + 900
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 900
     replay = Node()
     replay.chain.verdicts = o
     replay.feed_all([b1, *c])
     assert replay.chain.state == n.chain.state
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
     b, n, o = setup()
     trainers = [T1, T2, T3]
+    seen: dict[bytes, dict[bytes, Any]] = {}
     blocks: list[Block] = []
     tasks: list[TaskTx] = []
-    for i in range(data.draw(st.integers(3, 14))):
-        parents = [b.genesis] + [x.hash for x in blocks]
+    for i in range(data.draw(st.integers(3, 20))):
+        # Build on blocks that connected (or may): an invalid parent only
+        # makes more invalid blocks, and the chain would never grow old
+        # enough to pay out or release a bond.
+        ok = [x.hash for x in blocks if (e := n.chain.entry(x.hash)) and not e.status.failed]
+        parents = [b.genesis, *ok]
         parent = parents[data.draw(st.integers(max(0, len(parents) - 4), len(parents) - 1))]
         txs: list[Any] = []
         if data.draw(st.booleans()):
@@ -317,28 +339,59 @@ def test_balances_after_any_reorgs_equal_a_replay(data: st.DataObject) -> None:
         # Results for tasks that may or may not be on this branch: invalid ones
         # just make the block invalid, which is part of what is tested.
         if tasks and data.draw(st.booleans()):
-            t = data.draw(st.sampled_from(tasks))
-            r = result(t, data.draw(st.sampled_from(trainers)), data.draw(st.floats(0, 1)))
+            # Mostly a task open on the tip, so chains grow old enough to
+            # close, pay out and unlock; sometimes any task at all.
+            live = [x for x in tasks if (rec := n.chain.state.get(task_key(x.id))) and rec["open"]]
+            t = data.draw(st.sampled_from(live if live and data.draw(st.booleans()) else tasks))
+            who = data.draw(st.sampled_from([*trainers, POOR]))
+            r = result(t, who, data.draw(st.floats(0, 1)))
             o.verdicts[r.id] = ""
             txs.append(r)
         # Transfers among the same keys: they fund (or drain) publishers and
         # trainers, so undoing them interacts with escrows and payouts.
         if data.draw(st.booleans()):
             sender = data.draw(st.sampled_from([PUB, *trainers]))
-            recipient = data.draw(st.sampled_from([k for k in (PUB, *trainers) if k is not sender]))
+            keys = (PUB, POOR, *trainers)
+            recipient = data.draw(st.sampled_from([k for k in keys if k is not sender]))
             txs.append(
                 TransferTx(
                     sender.public_key,
                     recipient.public_key,
-                    data.draw(st.sampled_from([1, 2_500, ALLOC[PUB.public_key]])),
+                    data.draw(st.sampled_from(AMOUNTS)),
                     1_000,
                     i,
                 ).signed_by(sender, REGTEST.genesis_hash)
             )
+        # Bonds and unbonds: a fresh key bonds (if funded on this branch),
+        # trainers unbond (refused while a result of theirs is unpaid); the
+        # releases, fees and delayed payouts all have to come undone.
+        if data.draw(st.booleans()):
+            who = data.draw(st.sampled_from([POOR, *trainers]))
+            if who is POOR and data.draw(st.booleans()):
+                txs.append(
+                    BondTx(POOR.public_key, REGTEST.min_bond, 1_000, i).signed_by(
+                        POOR, REGTEST.genesis_hash
+                    )
+                )
+            else:
+                txs.append(UnbondTx(who.public_key, 1_000, i).signed_by(who, REGTEST.genesis_hash))
         miner = data.draw(st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
         blk = b.make(parent, txs=tuple(txs), miner=miner)
         blocks.append(blk)
         n.feed(blk)
+        # Apply then undo restores the exact earlier state: whenever a tip
+        # comes back (after reorgs away from it), its state is as it was.
+        tip = n.chain.tip.hash
+        if tip in seen:
+            assert n.chain.state == seen[tip]
+        seen[tip] = dict(n.chain.state)
+        for key, v in n.chain.state.items():
+            if key.startswith(b"task:") and v["paid"]:
+                event("a payout on the tip")
+            if key.startswith(b"bond:") and v["unbond_at"] is not None:
+                event("an unbond on the tip")
+            if key == b"bond:" + POOR.public_key:
+                event("a bond on the tip")
     replay = Node()
     replay.chain.verdicts = o
     chain = []

@@ -19,7 +19,7 @@ from tests.framework.chainbuilder import MINER, RETARGET_PARAMS, Builder, Node
 
 ALICE, BOB, CAROL = dev_identity(0), dev_identity(1), dev_identity(2)
 POOR = Identity.from_seed(b"\x77" * 32)
-ALLOC = dict(REGTEST.allocations)
+ALLOC = {k: a for k, a, _bond in REGTEST.allocations}
 NET = REGTEST.genesis_hash
 
 

@@ -32,13 +32,17 @@ from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_a
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import (
+    DOMAIN_BOND,
     DOMAIN_TRANSFER,
+    DOMAIN_UNBOND,
     Allocation,
     Block,
     BlockHeader,
+    BondTx,
     Coinbase,
     Transaction,
     TransferTx,
+    UnbondTx,
     signed_payload,
 )
 from p2pml.cidv0 import is_cidv0
@@ -137,7 +141,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     if v["kind"] == "coinbase":
         return Coinbase(f["height"], h(f["miner"]), f["amount"], h(f["extra"]))
     if v["kind"] == "allocation":
-        return Allocation(h(f["pubkey"]), f["amount"])
+        return Allocation(h(f["pubkey"]), f["amount"], f["bond"])
     if v["kind"] == "task":
         return TaskTx(
             spec=_spec(f["spec"]),
@@ -159,6 +163,10 @@ def _build(v: dict[str, Any]) -> Transaction:
             nonce=f["nonce"],
             signature=h(f["signature"]),
         )
+    if v["kind"] == "bond":
+        return BondTx(h(f["trainer"]), f["amount"], f["fee"], f["nonce"], h(f["signature"]))
+    if v["kind"] == "unbond":
+        return UnbondTx(h(f["trainer"]), f["fee"], f["nonce"], h(f["signature"]))
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -168,8 +176,12 @@ def _build(v: dict[str, Any]) -> Transaction:
         model_cid=f["model_cid"],
         train_rows=f["train_rows"],
         train_ms=f["train_ms"],
+        fee=f["fee"],
         signature=h(f["signature"]),
     )
+
+
+SIGNED = ("task", "result", "transfer", "bond", "unbond")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -188,20 +200,24 @@ def test_transaction(v: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "v",
-    [t for t in TXS["transactions"] if t["kind"] in ("task", "result", "transfer")],
+    [t for t in TXS["transactions"] if t["kind"] in SIGNED],
     ids=_tx_ids,
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx | TransferTx)
+    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx)
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
     if isinstance(tx, TaskTx):
         domain, signer = DOMAIN_TASK, tx.publisher
     elif isinstance(tx, ResultTx):
         domain, signer = DOMAIN_RESULT, tx.trainer
-    else:
+    elif isinstance(tx, TransferTx):
         domain, signer = DOMAIN_TRANSFER, tx.sender
+    elif isinstance(tx, BondTx):
+        domain, signer = DOMAIN_BOND, tx.trainer
+    else:
+        domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())
     assert payload == network + packb(tx.unsigned_wire())
     assert signing_message(domain, payload).hex() == v["signed_message"]

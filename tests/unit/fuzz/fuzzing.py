@@ -108,6 +108,7 @@ def results(draw: st.DrawFn) -> ResultTx:
         model_cid=draw(st.just(CID) | st.text(max_size=50)),
         train_rows=draw(u32),
         train_ms=draw(st.integers(0, 2**40)),
+        fee=1_000,
         signature=bytes(64),
     )
     return tx.signed_by(SIGNER, REGTEST.genesis_hash) if draw(st.booleans()) else tx

@@ -168,7 +168,7 @@ async def test_a_result_with_no_verdict_yet_is_missing_data_when_not_verified() 
     blk = b.make(b.genesis, txs=(t,))
     await chain.submit_block(blk)
     trainer = dev_identity(3)
-    res = ResultTx(t.id, blk.hash, 0, trainer.public_key, 0.5, cid_of_bytes(b"m"), 10, 1)
+    res = ResultTx(t.id, blk.hash, 0, trainer.public_key, 0.5, cid_of_bytes(b"m"), 10, 1, 1_000)
     res = res.signed_by(trainer, REGTEST.genesis_hash)
     with pytest.raises(MissingDataError):
         await svc.submit_result(res, "peer", verify=False)

@@ -33,7 +33,7 @@ def task(publisher: Identity = PUB, nonce: int = 1) -> TaskTx:
 
 def result(t: TaskTx, seed: bytes, rnd: int, trainer: Identity, metric: float) -> ResultTx:
     model = cid_of_bytes(b"model %d %f" % (rnd, metric))
-    return ResultTx(t.id, seed, rnd, trainer.public_key, metric, model, 10, 1).signed_by(
+    return ResultTx(t.id, seed, rnd, trainer.public_key, metric, model, 10, 1, 1_000).signed_by(
         trainer, REGTEST.genesis_hash
     )
 

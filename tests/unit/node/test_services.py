@@ -68,7 +68,7 @@ async def chain_with_task(chain: FakeChain) -> tuple[Builder, TaskTx, bytes]:
 
 def result_for(t: TaskTx, seed: bytes, rnd: int = 0, trainer: Any = OTHER) -> ResultTx:
     return ResultTx(
-        t.id, seed, rnd, trainer.public_key, 0.5, cid_of_bytes(b"model%d" % rnd), 10, 1
+        t.id, seed, rnd, trainer.public_key, 0.5, cid_of_bytes(b"model%d" % rnd), 10, 1, 1_000
     ).signed_by(trainer, REGTEST.genesis_hash)
 
 

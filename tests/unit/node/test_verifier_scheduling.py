@@ -73,7 +73,7 @@ class GatedChecker:
 
 def request(i: int) -> Request:
     trainer = hashlib.sha256(b"trainer-%d" % i).digest()
-    tx = ResultTx(TASK, SEED, 0, trainer, 0.5, f"cid-{i:03d}", 10, 1)
+    tx = ResultTx(TASK, SEED, 0, trainer, 0.5, f"cid-{i:03d}", 10, 1, 1_000)
     return Request(tx, SPEC.to_wire(), SEED, audit=False)
 
 
