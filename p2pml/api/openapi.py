@@ -7,17 +7,7 @@ from typing import Any
 
 from p2pml import __version__
 from p2pml.api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
-
-HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-ERROR = {
-    "type": "object",
-    "required": ["error", "reason"],
-    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
-}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+from p2pml.api.openapi_schemas import HEX64, SCHEMAS, ref
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -25,255 +15,10 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
 
 AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
-
-SCHEMAS: dict[str, Any] = {
-    "Error": ERROR,
-    "Header": {
-        "type": "object",
-        "required": ["hash", "height", "prev_hash", "tx_root", "time", "bits", "nonce"],
-        "properties": {
-            "hash": HEX64,
-            "version": {"type": "integer"},
-            "height": {"type": "integer", "minimum": 0},
-            "prev_hash": HEX64,
-            "tx_root": HEX64,
-            "time": {"type": "integer"},
-            "bits": {"type": "string"},
-            "nonce": {"type": "integer"},
-            "chain_work": {"type": "string"},
-            "status": {
-                "type": "string",
-                "enum": ["active", "valid-fork", "invalid", "headers-only"],
-            },
-        },
-    },
-    "Block": {
-        "type": "object",
-        "required": ["header", "size", "txs"],
-        "properties": {
-            "header": _ref("Header"),
-            "size": {"type": "integer"},
-            "txs": {"type": "array", "items": {"type": "object"}},
-            "status": {"type": "string"},
-            "chain_work": {"type": "string"},
-            "confirmations": {"type": "integer"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["network", "height", "tip", "chain_work", "peers", "version", "uptime"],
-        "properties": {
-            "version": {"type": "string"},
-            "network": {"type": "string"},
-            "peer_id": {"type": "string"},
-            "public_key": {"type": "string"},
-            "height": {"type": "integer"},
-            "tip": HEX64,
-            "chain_work": {"type": "string"},
-            "peers": {"type": "integer"},
-            "banned": {"type": "array", "items": {"type": "string"}},
-            "listen": {"type": "array", "items": {"type": "string"}},
-            "mempool": {"type": "integer"},
-            "mining": {"type": "object"},
-            "training": {"type": "object"},
-            "ipfs": {"type": "object"},
-            "validation": {
-                "type": "object",
-                "description": "mode (validator or follower), runtime, network_runtime",
-            },
-            "uptime": {"type": "number"},
-        },
-    },
-    "Peer": {
-        "type": "object",
-        "required": ["peer_id", "direction", "addrs"],
-        "properties": {
-            "peer_id": {"type": "string"},
-            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
-            "addrs": {"type": "array", "items": {"type": "string"}},
-            "connected_since": {"type": "number"},
-            "score": {"type": "integer"},
-            "tip": {"type": "string", "nullable": True},
-            "height": {"type": "integer"},
-            "chain_work": {"type": "integer"},
-        },
-    },
-    "TaskSummary": {
-        "type": "object",
-        "required": ["id", "status", "model", "metric", "rounds", "results"],
-        "properties": {
-            "id": HEX64,
-            "status": {"type": "string", "enum": ["pending", "open", "closed"]},
-            "model": {"type": "string"},
-            "metric": {"type": "string"},
-            "dataset_cid": {"type": "string"},
-            "rounds": {"type": "integer"},
-            "results": {"type": "integer"},
-            "best": {"type": "number", "nullable": True},
-            "height": {"type": "integer", "nullable": True},
-            "bounty": {"type": "integer"},
-        },
-    },
-    "Task": {
-        "type": "object",
-        "required": ["id", "status", "spec", "publisher", "results", "failures"],
-        "properties": {
-            "id": HEX64,
-            "status": {"type": "string", "enum": ["pending", "open", "closed"]},
-            "spec": {"type": "object"},
-            "publisher": {"type": "string"},
-            "height": {"type": "integer"},
-            "seed": HEX64,
-            "close_at": {"type": "integer"},
-            "closed_at": {"type": "integer", "nullable": True},
-            "bounty": {"type": "integer"},
-            "fee": {"type": "integer"},
-            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
-            "rounds_done": {"type": "integer"},
-            "best": {"type": "object", "nullable": True},
-            "payout": {"type": "array", "items": {"type": "object"}},
-            "payout_height": {"type": "integer", "nullable": True},
-            "paid": {"type": "boolean"},
-            "failures": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "Result": {
-        "type": "object",
-        "required": ["id", "status", "task", "trainer", "round", "metric", "model_cid"],
-        "properties": {
-            "id": HEX64,
-            "status": {"type": "string", "enum": ["pending", "confirmed"]},
-            "task": HEX64,
-            "trainer": {"type": "string"},
-            "round": {"type": "integer"},
-            "metric": {"type": "number"},
-            "model_cid": {"type": "string"},
-            "train_rows": {"type": "integer"},
-            "train_ms": {"type": "integer"},
-            "height": {"type": "integer"},
-            "block": HEX64,
-            "audited": {"type": "boolean"},
-        },
-    },
-    "NewTask": {
-        "type": "object",
-        "required": ["dataset_cid", "target", "model", "kind", "metric"],
-        "properties": {
-            "dataset_cid": {"type": "string"},
-            "target": {"type": "string"},
-            "features": {"type": "array", "items": {"type": "string"}},
-            "model": {"type": "string"},
-            "kind": {"type": "string", "enum": ["regression", "classification"]},
-            "metric": {"type": "string"},
-            "params": {"type": "object"},
-            "rounds": {"type": "integer"},
-            "holdout_fraction": {"type": "number"},
-            "partition_fraction": {"type": "number"},
-            "bounty": {"type": "integer", "minimum": 0},
-            "fee": {"type": "integer", "minimum": 0},
-            "deadline": {"type": "integer", "minimum": 0},
-            "result_reward": {"type": "integer", "minimum": 0},
-            "max_results": {"type": "integer", "minimum": 0},
-        },
-    },
-    "NewTransfer": {
-        "type": "object",
-        "required": ["recipient", "amount"],
-        "properties": {
-            "recipient": HEX64,
-            "amount": {"type": "integer", "minimum": 1},
-            "fee": {"type": "integer", "minimum": 0},
-        },
-    },
-    "Balance": {
-        "type": "object",
-        "required": ["public_key", "balance"],
-        "properties": {"public_key": {"type": "string"}, "balance": {"type": "integer"}},
-    },
-    "NewBond": {
-        "type": "object",
-        "required": ["amount"],
-        "properties": {
-            "amount": {"type": "integer", "minimum": 1},
-            "fee": {"type": "integer", "minimum": 0},
-        },
-    },
-    "NewUnbond": {
-        "type": "object",
-        "properties": {"fee": {"type": "integer", "minimum": 0}},
-    },
-    "Bond": {
-        "type": "object",
-        "required": ["public_key", "amount", "height", "unbond_at", "locked_by"],
-        "properties": {
-            "public_key": {"type": "string"},
-            "amount": {"type": "integer", "nullable": True},
-            "height": {"type": "integer", "nullable": True},
-            "unbond_at": {"type": "integer", "nullable": True},
-            "locked_by": {"type": "array", "items": HEX64},
-        },
-    },
-}
-
-
-SCHEMAS["ModelCard"] = {
-    "type": "object",
-    "required": [
-        "v",
-        "task",
-        "result",
-        "model_cid",
-        "model",
-        "kind",
-        "params",
-        "target",
-        "features",
-        "random_state",
-        "metric",
-        "metric_value",
-    ],
-    "properties": {
-        "v": {"type": "integer"},
-        "task": HEX64,
-        "result": HEX64,
-        "model_cid": {"type": "string"},
-        "model": {"type": "string"},
-        "kind": {"type": "string"},
-        "params": {"type": "object"},
-        "random_state": {"type": "integer"},
-        "target": {"type": "string"},
-        "features": {"type": "array", "items": {"type": "string"}},
-        "metric": {"type": "string"},
-        "metric_value": {"type": "number"},
-    },
-}
-SCHEMAS["DatasetEntry"] = {
-    "type": "object",
-    "required": ["cid", "name", "size", "rows", "columns", "added"],
-    "properties": {
-        "cid": {"type": "string"},
-        "name": {"type": "string"},
-        "size": {"type": "integer"},
-        "rows": {"type": "integer", "nullable": True},
-        "columns": {"type": "integer", "nullable": True},
-        "added": {"type": "integer"},
-    },
-}
-SCHEMAS["Ban"] = {
-    "type": "object",
-    "required": ["peer_id", "reason", "until", "expires_in"],
-    "properties": {
-        "peer_id": {"type": "string"},
-        "reason": {"type": "string"},
-        "until": {"type": "number"},
-        "expires_in": {"type": "integer"},
-    },
-}
-
 _ID_PARAM = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _BINARY = {
     "description": "the model artifact (skops), verified against X-Model-CID",
@@ -301,7 +46,7 @@ def _model_paths() -> dict[str, Any]:
                 "summary": f"The {what} model card: estimator, params, feature columns",
                 "parameters": _ID_PARAM,
                 "responses": {
-                    "200": _json(_ref("ModelCard")),
+                    "200": _json(ref("ModelCard")),
                     "404": _err(missing),
                     "503": _err("the dataset cannot be fetched from IPFS now"),
                 },
@@ -312,11 +57,11 @@ def _model_paths() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/status": {"get": {"summary": "Node status", "responses": {"200": _json(_ref("Status"))}}},
+        "/status": {"get": {"summary": "Node status", "responses": {"200": _json(ref("Status"))}}},
         "/peers": {
             "get": {
                 "summary": "Connected peers",
-                "responses": {"200": _json({"type": "array", "items": _ref("Peer")})},
+                "responses": {"200": _json({"type": "array", "items": ref("Peer")})},
             },
             "post": {
                 "summary": "Connect to a peer",
@@ -371,7 +116,7 @@ def openapi_document() -> dict[str, Any]:
         "/peers/bans": {
             "get": {
                 "summary": "Active peer bans with their expiry",
-                "responses": {"200": _json({"type": "array", "items": _ref("Ban")})},
+                "responses": {"200": _json({"type": "array", "items": ref("Ban")})},
             }
         },
         "/peers/{peer_id}/ban": {
@@ -410,7 +155,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Header")}),
+                    "200": _json({"type": "array", "items": ref("Header")}),
                     "400": _err("bad parameter"),
                 },
             }
@@ -418,7 +163,7 @@ def openapi_document() -> dict[str, Any]:
         "/chain/tips": {
             "get": {
                 "summary": "Every known tip with its status",
-                "responses": {"200": _json({"type": "array", "items": _ref("Header")})},
+                "responses": {"200": _json({"type": "array", "items": ref("Header")})},
             }
         },
         "/blocks/{id}": {
@@ -427,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json(_ref("Block")), "404": _err("unknown block")},
+                "responses": {"200": _json(ref("Block")), "404": _err("unknown block")},
             }
         },
         "/mempool": {
@@ -439,14 +184,14 @@ def openapi_document() -> dict[str, Any]:
         "/tasks": {
             "get": {
                 "summary": "Every task (pooled and in the chain)",
-                "responses": {"200": _json({"type": "array", "items": _ref("TaskSummary")})},
+                "responses": {"200": _json({"type": "array", "items": ref("TaskSummary")})},
             },
             "post": {
                 "summary": "Publish a task signed with the node's key",
                 "security": AUTH,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("NewTask")}},
+                    "content": {"application/json": {"schema": ref("NewTask")}},
                 },
                 "responses": {
                     "201": _json(
@@ -464,7 +209,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json(_ref("Task")), "404": _err("unknown task")},
+                "responses": {"200": _json(ref("Task")), "404": _err("unknown task")},
             }
         },
         "/transfers": {
@@ -473,7 +218,7 @@ def openapi_document() -> dict[str, Any]:
                 "security": AUTH,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("NewTransfer")}},
+                    "content": {"application/json": {"schema": ref("NewTransfer")}},
                 },
                 "responses": {
                     "201": _json(
@@ -495,7 +240,7 @@ def openapi_document() -> dict[str, Any]:
                 "security": AUTH,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("NewBond")}},
+                    "content": {"application/json": {"schema": ref("NewBond")}},
                 },
                 "responses": {
                     "201": _json(
@@ -513,7 +258,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "pubkey", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json(_ref("Bond")), "400": _err("not a public key")},
+                "responses": {"200": _json(ref("Bond")), "400": _err("not a public key")},
             }
         },
         "/unbond": {
@@ -521,7 +266,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Release the node's bond (after the network's unbond delay)",
                 "security": AUTH,
                 "requestBody": {
-                    "content": {"application/json": {"schema": _ref("NewUnbond")}},
+                    "content": {"application/json": {"schema": ref("NewUnbond")}},
                 },
                 "responses": {
                     "201": _json(
@@ -538,7 +283,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Results, optionally of one task",
                 "parameters": [{"name": "task", "in": "query", "schema": {"type": "string"}}],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Result")}),
+                    "200": _json({"type": "array", "items": ref("Result")}),
                     "400": _err("bad task id"),
                 },
             }
@@ -549,13 +294,13 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json(_ref("Result")), "404": _err("unknown result")},
+                "responses": {"200": _json(ref("Result")), "404": _err("unknown result")},
             }
         },
         "/datasets": {
             "get": {
                 "summary": "Datasets this node added, newest first",
-                "responses": {"200": _json({"type": "array", "items": _ref("DatasetEntry")})},
+                "responses": {"200": _json({"type": "array", "items": ref("DatasetEntry")})},
             },
             "post": {
                 "summary": "Add a dataset to IPFS (streamed body); returns its CID",
@@ -588,7 +333,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "pubkey", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json(_ref("Balance")), "400": _err("not a public key")},
+                "responses": {"200": _json(ref("Balance")), "400": _err("not a public key")},
             }
         },
         "/mine": {
