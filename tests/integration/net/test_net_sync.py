@@ -30,7 +30,10 @@ async def test_fresh_node_syncs_2000_blocks_from_one_peer(net: Net, chain2000: l
     assert height(b) == 2000
     m = b.metrics()
     assert m["sync_headers"] == 2000  # headers first, each exactly once
-    assert m["sync_blocks"] == 2000
+    # Every block by sync but perhaps a's tip: a announces it on gossip once
+    # it is up, and when b has subscribed by then it takes the tip from there
+    # (as an orphan, adopted at the end of the sync, or connected directly).
+    assert 1999 <= m["sync_blocks"] <= 2000
     assert [e.hash for e in backend(b).chain.active] == [e.hash for e in backend(a).chain.active]
 
 
