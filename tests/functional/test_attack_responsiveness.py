@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sklearn.datasets import load_diabetes
 
 from p2pml.chain.params import dev_identity, params_for
 from tests.framework.attack import (
@@ -31,6 +30,7 @@ from tests.framework.attack import (
     StatusProbe,
     node_metrics,
 )
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import NodeSet, TestNode
 from tests.framework.waiting import TIMEOUT_FACTOR, wait_until, wait_until_sync
 
@@ -59,9 +59,7 @@ PLANS: dict[str, tuple[tuple[str, ...], AttackPlan]] = {
 
 def publish_honest_task(node: TestNode, tmp_path: Path) -> tuple[str, str]:
     """A ridge task on diabetes the node trains itself: (task id, dataset CID)."""
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = str(node.api.upload("/datasets", csv)["cid"])
+    cid = upload_diabetes(node, tmp_path)
     task = node.api.post(
         "/tasks",
         {

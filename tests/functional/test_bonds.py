@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.params import REGTEST
 from tests.framework.cli import cli
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import (
     NodeSet,
     TestNode,
@@ -70,23 +69,8 @@ def test_bonded_trainers_fees_and_delayed_payouts(nodes: NodeSet, tmp_path: Path
     assert r.returncode != 0 and "bad-bond-amount" in r.stderr + r.stdout
 
     # A task: the bonded key's result counts, the unbonded one's is refused.
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task_id = a.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "rounds": 1,
-            "bounty": BOUNTY,
-            "deadline": 6,
-            "max_results": 2,
-        },
-    )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    task_id = publish_ridge_task(a, cid, bounty=BOUNTY, deadline=6, max_results=2)
     mine_synced(a, trio)
 
     def refused_no_bond() -> bool:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.errors import ApiError
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks
 from tests.framework.waiting import wait_until_sync
 
@@ -32,9 +31,7 @@ def test_kill_9_while_mining_training_and_syncing(nodes: NodeSet, tmp_path: Path
     nodes.start_mesh()
     connect_nodes(a, b)
     connect_nodes(b, c)
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(a, tmp_path)
     c.api.post(
         "/tasks",
         {

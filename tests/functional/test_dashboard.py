@@ -16,9 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sklearn.datasets import load_diabetes
-
 from tests.framework.browser import Browser
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import (
     NodeSet,
     TestNode,
@@ -43,27 +42,17 @@ def page_height_is(n: int) -> str:
 def publish_and_finish_task(nodes: list[TestNode], tmp_path: Path) -> tuple[str, dict[str, Any]]:
     """A ridge task trained by all three nodes for two rounds, mined to the end."""
     a, b, _ = nodes
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task_id = str(
-        b.api.post(
-            "/tasks",
-            {
-                "dataset_cid": cid,
-                "target": "target",
-                "model": "ridge",
-                "kind": "regression",
-                "metric": "r2",
-                "params": {"alpha": 0.3},
-                "rounds": 2,
-                "partition_fraction": 0.6,
-                "bounty": 300_000,
-                "fee": 5_000,
-                "deadline": 4,
-                "max_results": 6,
-            },
-        )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    task_id = publish_ridge_task(
+        b,
+        cid,
+        params={"alpha": 0.3},
+        rounds=2,
+        partition_fraction=0.6,
+        bounty=300_000,
+        fee=5_000,
+        deadline=4,
+        max_results=6,
     )
     wait_until_sync(lambda: len(a.api.get("/mempool")) == 1, 30, what="task gossiped to node0")
     a.mine(1)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.devnet import free_port
 from p2pml.ipfs.devidentity import dev_ipfs_identity
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import NodeSet, connect_nodes, wait_until_sync
 
 
@@ -38,9 +37,7 @@ def test_hand_configured_nodes_share_datasets(nodes: NodeSet, tmp_path: Path) ->
         assert node.status()["ipfs"]["swarm"] == [f"{swarm[node.index]}/p2p/{ident}"]
     connect_nodes(trainer, holder)
 
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = holder.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(holder, tmp_path)
     task = trainer.api.post(
         "/tasks",
         {"dataset_cid": cid, "target": "target", "model": "ridge", "kind": "regression",

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.encoding import encode_block, encode_tx
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.template import build_block, solve
 from p2pml.chain.types import ResultTx
 from tests.framework.hostile_peer import HostilePeer
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import (
     NodeSet,
     TestNode,
@@ -49,23 +48,8 @@ def test_hostile_peers_are_banned_and_work_goes_on(nodes: NodeSet, tmp_path: Pat
     b = nodes.add(node={"dev_key": 1}, training={"enabled": True, "workers": 1})
     nodes.start_mesh()
     connect_nodes(a, b)
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task = a.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "rounds": 1,
-            "bounty": 1000,
-            "deadline": 6,
-            "max_results": 5,
-        },
-    )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    task = publish_ridge_task(a, cid, bounty=1000, deadline=6, max_results=5)
     a.mine(1)
     sync_blocks([a, b])
     # An honest result exists: its model CID is real, so a forged claim on it

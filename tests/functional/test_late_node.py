@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
 from tests.framework.waiting import wait_until_sync
 
@@ -24,9 +23,7 @@ def state(n: TestNode, keys: list[str]) -> dict[str, object]:
 def test_late_node_syncs_a_long_chain_with_tasks(nodes: NodeSet, tmp_path: Path) -> None:
     a = nodes.add(node={"dev_key": 0}, training={"enabled": True, "workers": 1})
     nodes.start_mesh([a])
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(a, tmp_path)
     a.mine(300)
     for model in ("ridge", "lasso"):
         a.api.post(

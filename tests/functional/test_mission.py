@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.config import IpfsSettings
 from p2pml.ipfs import open_dataset_store
@@ -19,6 +17,7 @@ from p2pml.ml.artifact import load_model
 from p2pml.ml.dataset import parse_csv
 from p2pml.ml.metrics import compute_metric
 from p2pml.ml.partition import derive_random_state, holdout_indices
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks, wait_until_sync
 
 BOUNTY = 700_001
@@ -34,28 +33,20 @@ def test_mission_end_to_end(nodes: NodeSet, tmp_path: Path) -> None:
     connect_nodes(b, c)
     connect_nodes(a, c)
 
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(a, tmp_path)
     before = {n.index: n.api.get(f"/balances/{n.status()['public_key']}")["balance"] for n in trio}
 
-    task_id = b.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "params": {"alpha": 0.3},
-            "rounds": 2,
-            "partition_fraction": 0.6,
-            "bounty": BOUNTY,
-            "fee": 5_000,
-            "deadline": 4,
-            "max_results": 6,
-        },
-    )["id"]
+    task_id = publish_ridge_task(
+        b,
+        cid,
+        params={"alpha": 0.3},
+        rounds=2,
+        partition_fraction=0.6,
+        bounty=BOUNTY,
+        fee=5_000,
+        deadline=4,
+        max_results=6,
+    )
     wait_until_sync(lambda: len(a.api.get("/mempool")) == 1, 30, what="task gossiped to node0")
     a.mine(1)
     sync_blocks(trio)
@@ -122,6 +113,6 @@ def test_mission_end_to_end(nodes: NodeSet, tmp_path: Path) -> None:
     model = load_model(
         artifact, spec.model, spec.param_dict, derive_random_state(seed, tid, trainer, rnd)
     )
-    data = parse_csv(csv, spec.kind, spec.target, spec.features, 10**9)
+    data = parse_csv(tmp_path / "diabetes.csv", spec.kind, spec.target, spec.features, 10**9)
     hold = holdout_indices(seed, tid, data.n_rows, spec.holdout_fraction)
     assert compute_metric(spec.metric, model, data.X[hold], data.y[hold]) == best["metric"]

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.params import DEV_ALLOCATION, REGTEST
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import (
     NodeSet,
     TestNode,
@@ -61,9 +60,7 @@ def test_partition_and_heal(nodes: NodeSet, tmp_path: Path) -> None:
     connect_nodes(a, b)
     connect_nodes(b, c)
     connect_nodes(c, d)
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(a, tmp_path)
     a.mine(1)
     sync_blocks(four)
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes
-
+from tests.framework.tasks import upload_diabetes
 from tests.framework.testnode import NodeSet
 from tests.framework.waiting import scaled, wait_until_sync
 
@@ -19,9 +18,7 @@ def test_sigterm_under_load(nodes: NodeSet, tmp_path: Path) -> None:
         training={"enabled": True, "workers": 1},
     )
     node.start()
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = node.api.upload("/datasets", csv)["cid"]
+    cid = upload_diabetes(node, tmp_path)
     node.api.post(
         "/tasks",
         {

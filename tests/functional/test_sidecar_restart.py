@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sklearn.datasets import load_diabetes
 
 from tests.framework.ipfs_daemon import DaemonNotInstalled, JsIpfsDaemon
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks
 from tests.framework.waiting import wait_until_sync
 
@@ -34,23 +34,8 @@ def test_task_completes_across_a_sidecar_restart(
     b = nodes.add(node={"dev_key": 1}, ipfs=ipfs, training={"enabled": True, "workers": 1})
     nodes.start_all()
     connect_nodes(a, b)
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task = b.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "rounds": 1,
-            "bounty": 5,
-            "deadline": 20,
-            "max_results": 2,
-        },
-    )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    task = publish_ridge_task(b, cid, bounty=5, deadline=20, max_results=2)
     wait_until_sync(lambda: len(a.api.get("/mempool")) == 1, 30, what="task at node0")
 
     daemon.stop()
