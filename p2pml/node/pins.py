@@ -36,6 +36,7 @@ from typing import Any
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.tasks import task_key
 from p2pml.errors import DaemonUnavailable, DatasetError
+from p2pml.node.pin_records import PinRecords
 from p2pml.node.ports import ChainAccess, PinStore
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,11 @@ class PinService:
         self._wake.set()  # reconcile at start
         #: for /metrics: pinned and released by this process, passes done
         self.stats = {"held": 0, "released": 0, "passes": 0}
+        self.live = PinRecords(me, retention_blocks)
         chain.on_tip_changed(self._on_tip)
 
-    def _on_tip(self, _update: ChainUpdate) -> None:
+    def _on_tip(self, update: ChainUpdate) -> None:
+        self.live.note(update)
         self._wake.set()
 
     async def run(self) -> None:
@@ -120,7 +123,8 @@ class PinService:
 
     async def reconcile(self) -> PinPlan:
         chain = self._chain.chain
-        plan = plan_pins(chain.state, chain.height, self._me, self.retention)
+        height = chain.height
+        plan = plan_pins(self.live.view(chain.state), height, self._me, self.retention)
         for cid in sorted(plan.keep - self.pinned):
             if await self._do("pin", cid):
                 self.pinned.add(cid)
@@ -130,6 +134,7 @@ class PinService:
             if await self._do("unpin", cid):
                 self.released.add(cid)
                 self.pinned.discard(cid)
+        self.live.prune(height, self.released, plan.keep)
         self.stats.update(held=len(self.pinned), released=len(self.released))
         self.stats["passes"] += 1
         return plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from p2pml.chain.params import REGTEST, dev_identity
+from p2pml.chain.tasks import task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import Block, ResultTx, TaskTx
 from p2pml.crypto import Identity
@@ -214,3 +215,51 @@ async def test_tip_changes_wake_the_service() -> None:
         await wait_until(lambda: DATASET not in store.pins, timeout=5)
     finally:
         runner.cancel()
+
+
+async def test_a_pass_reads_only_live_tasks_and_plans_as_the_whole_state_would() -> None:
+    """Tasks close and expire block after block (some ours, one reorged):
+    at every tip the service's view plans exactly what the whole state plans,
+    and expired tasks leave the view, so a pass does not grow with the chain."""
+    chain = FakeChain()
+    chain.chain.verdicts = lambda *_: ""
+    b = Builder()
+    b.ref.verdicts = lambda *_: ""
+    store = FakeStore({DATASET})
+    pins = PinService(chain, store, ME.public_key, RETENTION)
+    tip = b.genesis
+    for i in range(12):
+        t = task(publisher=ME if i == 5 else PUB, nonce=100 + i)
+        blk = b.make(tip, txs=(t,))
+        await chain.submit_block(blk)
+        ours = result(t, blk.hash, 0, ME, 0.5 + i / 100)
+        store.local.add(ours.model_cid)
+        nxt = b.make(blk.hash, txs=(ours,))
+        await chain.submit_block(nxt)
+        tip = nxt.hash
+        plan = await pins.reconcile()
+        state = chain.chain.state
+        full = plan_pins(state, chain.chain.height, ME.public_key, RETENTION)
+        assert plan.keep == full.keep
+        assert store.pins == full.keep
+    await extend(chain, b, DEADLINE + RETENTION + 1)
+    plan = await pins.reconcile()
+    full = plan_pins(chain.chain.state, chain.chain.height, ME.public_key, RETENTION)
+    assert plan.keep == full.keep == {DATASET}  # only our own task's dataset stays
+    assert store.pins == {DATASET}
+    live_tasks = [k for k in pins.live.records if k.startswith(b"task:")]
+    all_tasks = [k for k in chain.chain.state if k.startswith(b"task:")]
+    assert len(all_tasks) == 12 and len(live_tasks) == 1  # ours, kept for ever
+
+    # A reorg (a longer branch from the last result, with a new task near its
+    # tip) rebuilds the view from the whole state: the new task is planned.
+    late = task(nonce=999)
+    side = b.chain(tip, DEADLINE + RETENTION - 1)
+    side.append(b.make(side[-1].hash, txs=(late,)))
+    side += b.chain(side[-1].hash, 2)
+    for blk in side:
+        await chain.submit_block(blk)
+    assert chain.chain.tip.hash == side[-1].hash
+    plan = await pins.reconcile()
+    full = plan_pins(chain.chain.state, chain.chain.height, ME.public_key, RETENTION)
+    assert plan.keep == full.keep and task_key(late.id) in pins.live.records
