@@ -34,7 +34,6 @@ from p2pml.federated.aggregate import Rule, Update, aggregate
 from p2pml.federated.encoding import model_hash
 from p2pml.federated.layout import Layout
 from p2pml.federated.local import train_local
-from p2pml.federated.noise import noise_seed
 from p2pml.federated.params import build, initial_vector
 from p2pml.ml.estimators import estimator_class
 
@@ -103,11 +102,12 @@ def run(
                 round=r,
                 local_epochs=local_epochs,
                 random_state=rs & 0x7FFF_FFFF,
+                participants=len(shards),
             )
             if attack is not None and i == 0:
                 w = attack(g, w)
             updates.append(Update(KEYS[i], w, len(y)))
-        g = aggregate(layout, g, updates, rule, noise_seed(SEED, TASK, r))
+        g = aggregate(layout, g, updates, rule)
         curve.append(score(build(layout, g, params, classes)))
     return curve, model_hash(layout, g)
 

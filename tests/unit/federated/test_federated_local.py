@@ -16,7 +16,6 @@ from p2pml.federated.aggregate import Rule, Update, aggregate
 from p2pml.federated.encoding import model_hash
 from p2pml.federated.layout import Layout
 from p2pml.federated.local import train_local
-from p2pml.federated.noise import noise_seed
 from p2pml.federated.params import build, initial_vector
 
 SEED = hashlib.sha256(b"seed").digest()
@@ -28,7 +27,7 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-
     return X / 16.0, y.astype(np.int64), np.arange(10, dtype=np.int64)
 
 
-def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
+def rounds_hash(estimator: str, rounds: int, clipped: bool) -> str:
     """Runs ``rounds`` rounds over 5 label-skewed shards; the last G's hash."""
     X, y, classes = digits()
     layout = Layout(estimator, 64, 10)
@@ -36,7 +35,7 @@ def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
     order = np.argsort(y, kind="stable")
     shards = np.array_split(order, 5)
     g = initial_vector(layout, SEED)
-    rule = Rule("fedavg", clip=5.0, noise_multiplier=0.5) if dp else Rule("fedavg")
+    rule = Rule("median", clip=5.0) if clipped else Rule("fedavg")
     for r in range(rounds):
         ups = [
             Update(
@@ -51,23 +50,24 @@ def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
                     round=r,
                     local_epochs=2,
                     random_state=1000 + i,
+                    participants=5,
                 ),
                 len(s),
             )
             for i, s in enumerate(shards)
         ]
-        g = aggregate(layout, g, ups, rule, noise_seed(SEED, TASK, r))
+        g = aggregate(layout, g, ups, rule)
     return model_hash(layout, g).hex()
 
 
 @pytest.mark.parametrize(
-    ("estimator", "dp"), [("sgd_classifier", True), ("logistic_regression", False)]
+    ("estimator", "clipped"), [("sgd_classifier", True), ("logistic_regression", False)]
 )
-def test_same_hash_in_two_processes(estimator: str, dp: bool) -> None:
-    here = rounds_hash(estimator, 3, dp)
+def test_same_hash_in_two_processes(estimator: str, clipped: bool) -> None:
+    here = rounds_hash(estimator, 3, clipped)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        there = pool.submit(rounds_hash, estimator, 3, dp).result(timeout=120)
+        there = pool.submit(rounds_hash, estimator, 3, clipped).result(timeout=120)
     assert there == here
 
 
@@ -168,3 +168,18 @@ def test_the_sgd_learning_rate_clock_resumes_with_the_round() -> None:
     )
     # Later rounds take smaller steps ("optimal" schedule: eta = 1 / (alpha (t0 + t))).
     assert np.linalg.norm(late - g) < np.linalg.norm(early - g)
+
+
+def test_the_sgd_clock_counts_the_rows_of_all_participants() -> None:
+    """t_ resumes at 1 + r E m n: with m = 5 round 2 steps like round 10 with m = 1."""
+    X, y, classes = digits()
+    layout = Layout("sgd_classifier", 64, 10)
+    g = initial_vector(layout, SEED)
+    kw = {"local_epochs": 1, "random_state": 5}
+    five = train_local(layout, {}, g, X[:300], y[:300], classes, round=2, participants=5, **kw)  # type: ignore[arg-type]
+    ten = train_local(layout, {}, g, X[:300], y[:300], classes, round=10, participants=1, **kw)  # type: ignore[arg-type]
+    one = train_local(layout, {}, g, X[:300], y[:300], classes, round=2, participants=1, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(five, ten)
+    assert not np.array_equal(five, one)
+    with pytest.raises(ValidationError, match="bad-task-param"):
+        train_local(layout, {}, g, X, y, classes, round=0, participants=0, **kw)  # type: ignore[arg-type]
