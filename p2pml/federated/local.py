@@ -113,7 +113,9 @@ def train_dp(
     """What a participant of a local-DP task publishes: train on a secret Poisson
     sample of its rows (rate ``local_sampling``), then clip the delta to ``C``
     and add its own secret N(0, (z C)^2) noise (:mod:`p2pml.federated.noise`).
-    An empty sample publishes noise around G_r. Not re-executable, by design."""
+    An empty sample publishes noise around G_r. Not re-executable, by design.
+    The update's sample count is ``len(y)``, the whole shard: the secret
+    sample's size would reveal whether a row was drawn."""
     mask = secret_sample(len(y), local_sampling)
     trained = global_vector
     if mask.any():
