@@ -59,7 +59,7 @@ def train_local(
     round: int,
     local_epochs: int,
     random_state: int,
-    participants: int = 1,
+    participants: int,
 ) -> Vector:
     """The participant's update vector (its sample count is ``len(y)``);
     ``participants`` is the task's ``m``, which drives the SGD clock."""

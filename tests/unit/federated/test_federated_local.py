@@ -75,7 +75,7 @@ def test_training_starts_from_the_global_model() -> None:
     X, y, classes = digits()
     layout = Layout("sgd_classifier", 64, 10)
     g0 = initial_vector(layout, SEED)
-    kw = {"round": 0, "local_epochs": 1, "random_state": 5}
+    kw = {"round": 0, "local_epochs": 1, "random_state": 5, "participants": 5}
     w0 = train_local(layout, {}, g0, X[:300], y[:300], classes, **kw)  # type: ignore[arg-type]
     assert np.array_equal(w0, train_local(layout, {}, g0, X[:300], y[:300], classes, **kw))  # type: ignore[arg-type]
     w1 = train_local(layout, {}, w0, X[:300], y[:300], classes, **kw)  # type: ignore[arg-type]
@@ -99,6 +99,7 @@ def test_a_shard_without_some_classes_keeps_the_task_shape(estimator: str) -> No
         round=0,
         local_epochs=1,
         random_state=1,
+        participants=1,
     )
     assert w.shape == (layout.size,)
     model = build(layout, w, {}, classes)
@@ -119,6 +120,7 @@ def test_binary_and_regression_layouts() -> None:
         round=0,
         local_epochs=1,
         random_state=1,
+        participants=1,
     )
     assert build(binary, w, {}, np.array([0, 1])).score(X, yb) > 0.8
     reg = Layout("sgd_regressor", 64)
@@ -132,6 +134,7 @@ def test_binary_and_regression_layouts() -> None:
         round=0,
         local_epochs=2,
         random_state=1,
+        participants=1,
     )
     assert build(reg, w, {}, np.array([])).score(X, y) > 0.3
 
@@ -148,11 +151,22 @@ def test_bad_local_data_is_refused() -> None:
     ]
     for Xc, yc, cc, reason in cases:
         with pytest.raises(ValidationError) as err:
-            train_local(layout, {}, g, Xc, yc, cc, round=0, local_epochs=1, random_state=1)
+            train_local(
+                layout, {}, g, Xc, yc, cc, round=0, local_epochs=1, random_state=1, participants=1
+            )
         assert err.value.reason == reason
     with pytest.raises(ValidationError, match="bad-task-param"):
         train_local(
-            layout, {"random_state": 3}, g, X, y, classes, round=0, local_epochs=1, random_state=1
+            layout,
+            {"random_state": 3},
+            g,
+            X,
+            y,
+            classes,
+            round=0,
+            local_epochs=1,
+            random_state=1,
+            participants=1,
         )
 
 
@@ -162,7 +176,16 @@ def test_the_sgd_learning_rate_clock_resumes_with_the_round() -> None:
     g = initial_vector(layout, SEED)
     early, late = (
         train_local(
-            layout, {}, g, X[:300], y[:300], classes, round=r, local_epochs=1, random_state=5
+            layout,
+            {},
+            g,
+            X[:300],
+            y[:300],
+            classes,
+            round=r,
+            local_epochs=1,
+            random_state=5,
+            participants=5,
         )
         for r in (0, 10)
     )
