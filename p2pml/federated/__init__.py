@@ -1,6 +1,7 @@
-"""Federated learning's pure core (issue 16): parameter vectors, local training
-from the global model, deterministic aggregation, clipping, chain-seeded DP
-noise, the canonical model hash and the privacy accountant.
+"""Federated learning's pure core (issue 16): parameter vectors (linear models,
+MLPs, exact-merge statistics), local training from the global model,
+deterministic aggregation, clipping, each participant's own secret DP noise,
+the canonical model hash and the privacy accountant.
 
 Pure like consensus: numpy and scikit-learn, no asyncio, sockets or files, and
 nothing of the node, network, API, CLI or IPFS (an import-linter contract).

@@ -1,12 +1,22 @@
-"""The privacy loss of a DP-FedAvg plan: epsilon at delta, by Renyi DP.
+"""The privacy loss of a local-DP federated plan: epsilon at delta, by Renyi DP.
 
-DP-FedAvg (McMahan et al. 2018) releases per round the mean of clipped
-updates plus N(0, (z C / m)^2): a Gaussian mechanism of noise multiplier ``z``
-on one participant's contribution, Poisson-subsampled at rate ``q`` (the
-fraction of the population a round samples; 1 when every participant takes
-part in every round), composed over the rounds. PyPI ``dp-accounting``'s RDP
-accountant (add-or-remove-one neighbours) converts that to epsilon at delta
-over the fixed orders below, so every node records the same figure.
+Every round each participant publishes ``G_r + clip(delta, C) + N(0, (z C)^2 I)``
+with noise only it knows (:mod:`p2pml.federated.noise`). Against anyone who
+reads the published updates, that is a Gaussian mechanism on the participant's
+clipped contribution. The clipped delta lies in a ball of radius ``C``, so any
+change of the participant's data (one row, or all of them) moves it by at most
+``2 C``: the mechanism's noise multiplier is ``z / 2``. If the participant trains
+each round on a secret Poisson sample of its rows at rate ``q`` (the task's
+local sampling), one row takes part in a round with probability ``q`` and the
+subsampled-Gaussian analysis applies (by joint convexity it holds for any
+shift of norm at most ``2 C``, not only for sums of clipped rows). Rounds
+compose: ``R`` of them. Participant sampling gives no amplification here: an
+observer sees who published.
+
+PyPI ``dp-accounting``'s RDP accountant (add-or-remove-one neighbours) converts
+that to epsilon at delta over the fixed orders below, so every node records the
+same figure. With ``q = 1`` the figure also bounds what the updates reveal about
+the participant's whole dataset (participant-level DP).
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from p2pml.errors import ValidationError
 ORDERS: Final = tuple(
     [1.0 + x / 10.0 for x in range(1, 100)] + [float(x) for x in range(11, 64)] + [128.0, 256.0]
 )
+#: The clipped delta moves by at most this many ``C`` when the participant's data change.
+SENSITIVITY: Final = 2.0
 #: Recorded epsilons are rounded up to this many decimals (a conservative, exact figure).
 DECIMALS: Final = 6
 
@@ -27,7 +39,7 @@ DECIMALS: Final = 6
 def _event(noise_multiplier: float, sampling_rate: float) -> Any:
     from dp_accounting import dp_event
 
-    gaussian = dp_event.GaussianDpEvent(noise_multiplier)
+    gaussian = dp_event.GaussianDpEvent(noise_multiplier / SENSITIVITY)
     if sampling_rate >= 1.0:
         return gaussian
     return dp_event.PoissonSampledDpEvent(sampling_rate, gaussian)
@@ -45,7 +57,8 @@ def _check(noise_multiplier: float, sampling_rate: float, rounds: int, delta: fl
 def epsilon_spent(
     noise_multiplier: float, sampling_rate: float, rounds: int, delta: float
 ) -> float:
-    """Epsilon at ``delta`` after ``rounds`` rounds, rounded up to DECIMALS."""
+    """Epsilon at ``delta`` after ``rounds`` rounds of noise ``z C`` on a delta
+    clipped to ``C`` (local sampling rate ``sampling_rate``), rounded up to DECIMALS."""
     from dp_accounting import rdp
 
     _check(noise_multiplier, sampling_rate, rounds, delta)

@@ -6,12 +6,17 @@ node recomputes the same bits and the same hash:
 1. updates sorted by participant public key (bytes, ascending);
 2. linear family: deltas ``D_k = w_k - G_r``; clipped to L2 norm ``C`` if the
    task sets one (norm = sqrt of the exactly rounded sum of squares);
+   under local DP (noise multiplier ``z > 0``) the published deltas carry the
+   participants' own noise, so they are clipped to :func:`published_bound`
+   instead of ``C``;
 3. the rule: ``fedavg`` (weights ``n_k / N``, or ``1 / m`` under DP, summed
    left to right), ``median`` or ``trimmed_mean`` (per coordinate, over the
    sorted values), or ``sum`` (exact-merge families: the statistics add up);
-4. DP: plus Gaussian noise of standard deviation ``z * C / m`` from the
-   chain-seeded generator (:mod:`p2pml.federated.noise`);
-5. ``G_{r+1} = G_r + aggregate``, negative zeros made positive.
+4. ``G_{r+1} = G_r + aggregate``, negative zeros made positive.
+
+No noise is added here: under DP each participant adds its own secret noise
+before publishing (:mod:`p2pml.federated.noise`), and aggregation is a
+deterministic function of the published bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import numpy as np
 from p2pml.errors import ValidationError
 from p2pml.federated.encoding import Vector, canonical, check_vector
 from p2pml.federated.layout import AVERAGED, NB, Layout
-from p2pml.federated.noise import gaussian_noise
 from p2pml.federated.params import sample_count
 
 FEDAVG: Final = "fedavg"
@@ -49,7 +53,8 @@ class Update:
 @dataclass(frozen=True)
 class Rule:
     """How a task combines updates: the rule, its trim count, the clipping
-    bound ``C`` and the DP noise multiplier ``z`` (0: no noise)."""
+    bound ``C`` and the local DP noise multiplier ``z`` (0: no DP; each
+    participant adds N(0, (z C)^2) to its own clipped delta)."""
 
     name: str = FEDAVG
     trim: int = 0
@@ -76,6 +81,21 @@ def clip(vector: Vector, bound: float) -> Vector:
     if norm <= bound:
         return vector
     return vector * (bound / norm)
+
+
+#: Standard deviations of slack in :func:`published_bound`: a Gaussian vector's norm
+#: exceeds ``sigma (sqrt(size) + t)`` with probability below ``exp(-t^2 / 2)`` (1.5e-8).
+NOISE_SLACK: Final = 6.0
+
+
+def published_bound(clip_bound: float, noise_multiplier: float, size: int) -> float:
+    """The norm a DP delta is clipped to at aggregation: ``C (1 + z (sqrt(size) + 6))``.
+
+    An honest published delta is a vector of norm at most ``C`` plus
+    N(0, (z C)^2 I), so it stays below this bound except with probability
+    under 1.5e-8 and passes unchanged; a participant who skips the noise, or
+    sends something larger, weighs no more than an honest noisy update."""
+    return clip_bound * (1.0 + noise_multiplier * (math.sqrt(float(size)) + NOISE_SLACK))
 
 
 def fedavg(deltas: Sequence[Vector], weights: Sequence[float]) -> Vector:
@@ -147,10 +167,8 @@ def aggregate(
     global_vector: Vector,
     updates: Sequence[Update],
     rule: Rule,
-    noise_seed: bytes | None = None,
 ) -> Vector:
-    """G_{r+1}. ``noise_seed`` (32 bytes, :func:`p2pml.federated.noise.noise_seed`)
-    is required when ``rule.noise_multiplier > 0``."""
+    """G_{r+1}, from the published bytes alone."""
     check_vector(layout, global_vector)
     if not updates:
         raise ValidationError("federated-too-few-updates", "no update to aggregate")
@@ -164,10 +182,15 @@ def aggregate(
             raise ValidationError("federated-aggregation", f"{layout.estimator} merges by sum")
         return canonical(fedavg([u.vector for u in ordered], [1.0] * len(ordered)))
     deltas = [u.vector - global_vector for u in ordered]
-    if rule.clip is not None:
+    dp = rule.noise_multiplier > 0
+    if dp:
+        if rule.clip is None:
+            raise ValidationError("federated-aggregation", "local DP needs a clip bound C")
+        bound = published_bound(rule.clip, rule.noise_multiplier, layout.size)
+        deltas = [clip(d, bound) for d in deltas]
+    elif rule.clip is not None:
         deltas = [clip(d, rule.clip) for d in deltas]
     m = len(deltas)
-    dp = rule.noise_multiplier > 0
     if rule.name == FEDAVG:
         total = sum(u.n_samples for u in ordered)
         weights = [1.0 / m] * m if dp else [u.n_samples / total for u in ordered]
@@ -178,9 +201,4 @@ def aggregate(
         combined = trimmed_mean(deltas, rule.trim)
     else:
         raise ValidationError("federated-aggregation", f"{rule.name!r} for {layout.estimator}")
-    if dp:
-        if rule.clip is None or noise_seed is None:
-            raise ValidationError("federated-aggregation", "DP noise needs a clip bound and seed")
-        sigma = rule.noise_multiplier * rule.clip / m
-        combined = combined + gaussian_noise(noise_seed, layout.size, sigma)
     return canonical(global_vector + combined)

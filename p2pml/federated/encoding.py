@@ -4,6 +4,7 @@ Layout (docs/federated.md, "Canonical encoding")::
 
     b"P2FL"  u8 version (1)  u8 len(name)  name (ASCII)
     u32 BE n_features  u32 BE n_classes
+    MLPs only: u8 number of hidden layers, u32 BE each hidden layer size
     size x float64 little-endian
 
 No NaN, no infinity, no negative zero: each value has exactly one encoding,
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from p2pml.errors import ValidationError
-from p2pml.federated.layout import Layout
+from p2pml.federated.layout import MLP, Layout
 
 Vector = npt.NDArray[np.float64]
 
@@ -49,9 +50,12 @@ def check_vector(layout: Layout, vector: Vector) -> None:
 
 def _header(layout: Layout) -> bytes:
     name = layout.estimator.encode("ascii")
-    return (
+    head = (
         MAGIC + bytes([VERSION, len(name)]) + name + _DIMS.pack(layout.n_features, layout.n_classes)
     )
+    if layout.family == MLP:
+        head += bytes([len(layout.hidden)]) + b"".join(struct.pack(">I", h) for h in layout.hidden)
+    return head
 
 
 def encode(layout: Layout, vector: Vector) -> bytes:

@@ -12,12 +12,18 @@ the task's class list (``K`` classes); docs/federated.md specifies it:
   of squares (K x d).
 * ``ols`` (linear_regression, ridge): ``A^T A`` ((d+1) x (d+1)) then ``A^T y``
   (d+1), where ``A`` is the data with a leading column of ones.
+* ``mlp`` (mlp_classifier, mlp_regressor): with layer units
+  ``u = [d, *hidden_layer_sizes, out]`` (``out`` = K for K > 2 classes, else 1):
+  every ``coefs_[i]`` (``u[i] x u[i+1]``, row-major) in layer order, then every
+  ``intercepts_[i]`` (``u[i+1]``): scikit-learn's own packing order.
 
 Tree models and k-NN cannot be averaged (``federated-estimator``).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +32,7 @@ from p2pml.errors import ValidationError
 LINEAR: Final = "linear"
 NB: Final = "nb"
 OLS: Final = "ols"
+MLP: Final = "mlp"
 
 #: estimator name -> family. Everything else is refused.
 FAMILIES: Final = {
@@ -35,10 +42,17 @@ FAMILIES: Final = {
     "gaussian_nb": NB,
     "linear_regression": OLS,
     "ridge": OLS,
+    "mlp_classifier": MLP,
+    "mlp_regressor": MLP,
 }
-CLASSIFIERS: Final = frozenset({"sgd_classifier", "logistic_regression", "gaussian_nb"})
+CLASSIFIERS: Final = frozenset(
+    {"sgd_classifier", "logistic_regression", "gaussian_nb", "mlp_classifier"}
+)
 #: Families whose rounds average parameters (the others merge statistics exactly).
-AVERAGED: Final = frozenset({LINEAR})
+AVERAGED: Final = frozenset({LINEAR, MLP})
+#: scikit-learn's default hidden_layer_sizes, used when a task leaves it unset.
+DEFAULT_HIDDEN: Final = (100,)
+MAX_HIDDEN_LAYERS: Final = 8
 
 #: Bounds that keep a vector small enough to check and hash cheaply.
 MAX_FEATURES: Final = 100_000
@@ -64,9 +78,14 @@ class Layout:
     estimator: str
     n_features: int
     n_classes: int = 0  # K; 0 for a regressor
+    hidden: tuple[int, ...] = ()  # MLP hidden layer sizes; () for every other family
 
     def __post_init__(self) -> None:
-        family_of(self.estimator)
+        family = family_of(self.estimator)
+        if (family == MLP) != bool(self.hidden) or len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ValidationError("bad-update-shape", f"hidden layers {self.hidden!r}")
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ValidationError("bad-update-shape", f"hidden layers {self.hidden!r}")
         if not 1 <= self.n_features <= MAX_FEATURES:
             raise ValidationError("bad-update-shape", f"{self.n_features} features")
         if self.estimator in CLASSIFIERS:
@@ -87,10 +106,32 @@ class Layout:
         return self.n_classes if self.n_classes > 2 else 1
 
     @property
+    def units(self) -> tuple[int, ...]:
+        """MLP layer widths: inputs, hidden layers, outputs."""
+        return (self.n_features, *self.hidden, self.n_classes if self.n_classes > 2 else 1)
+
+    @property
     def size(self) -> int:
         d, k = self.n_features, self.n_classes
+        if self.family == MLP:
+            u = self.units
+            return sum(a * b for a, b in itertools.pairwise(u)) + sum(u[1:])
         if self.family == LINEAR:
             return self.rows * (d + 1)
         if self.family == NB:
             return k * (1 + 2 * d)
         return (d + 1) * (d + 1) + (d + 1)
+
+
+def task_layout(
+    estimator: str, n_features: int, n_classes: int, params: Mapping[str, object]
+) -> Layout:
+    """The layout of a task: for an MLP its ``hidden_layer_sizes`` (default (100,))."""
+    hidden: tuple[int, ...] = ()
+    if family_of(estimator) == MLP:
+        raw = params.get("hidden_layer_sizes", DEFAULT_HIDDEN)
+        values = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+        if not all(isinstance(h, int) for h in values):
+            raise ValidationError("bad-task-param", f"hidden_layer_sizes {raw!r}")
+        hidden = tuple(int(h) for h in values)
+    return Layout(estimator, n_features, n_classes, hidden)

@@ -3,11 +3,15 @@
 * sgd_classifier / sgd_regressor: ``coef_``/``intercept_`` set from G_r, then
   one ``partial_fit`` per local epoch (with the task's class list), epoch ``e``
   shuffling with ``random_state + e``; the learning-rate clock ``t_`` resumes
-  at ``1 + r * local_epochs * n`` so that ``learning_rate="optimal"`` decays
-  over rounds as it would over epochs of one fit.
+  at ``1 + r * local_epochs * m * n`` (``m`` participants per round) so that
+  ``learning_rate="optimal"`` decays with the rows the global model has seen,
+  as it would over the epochs of one centralised fit.
 * logistic_regression: warm start from G_r for ``local_epochs * max_iter``
   solver iterations. A class the shard lacks gets one all-zero row of weight 0,
   so ``coef_`` keeps the task's shape without changing the objective.
+* mlp_classifier / mlp_regressor (solvers sgd and adam): the network's
+  weights set from G_r, then one ``partial_fit`` epoch per local epoch as for
+  SGD; the optimiser's state (Adam moments, momentum) is local to the round.
 * gaussian_nb, linear_regression, ridge: the shard's exact statistics
   (they do not depend on G_r).
 
@@ -27,8 +31,16 @@ import numpy.typing as npt
 from p2pml.chain.allowlist import ParamValue, check_params, protocol_params
 from p2pml.errors import ValidationError
 from p2pml.federated.encoding import Vector, check_vector
-from p2pml.federated.layout import LINEAR, Layout
-from p2pml.federated.params import Labels, check_data, split_linear, statistics, vector_of
+from p2pml.federated.layout import LINEAR, MLP, Layout, task_layout
+from p2pml.federated.noise import privatise, secret_sample
+from p2pml.federated.params import (
+    Labels,
+    check_data,
+    set_mlp_state,
+    split_linear,
+    statistics,
+    vector_of,
+)
 from p2pml.ml.estimators import estimator_class
 
 _RANDOM_STATE_MASK = 0x7FFF_FFFF
@@ -47,23 +59,101 @@ def train_local(
     round: int,
     local_epochs: int,
     random_state: int,
+    participants: int,
 ) -> Vector:
-    """The participant's update vector (its sample count is ``len(y)``)."""
+    """The participant's update vector (its sample count is ``len(y)``);
+    ``participants`` is the task's ``m``, which drives the SGD clock."""
     check_params(layout.estimator, params)
     check_vector(layout, global_vector)
     check_data(layout, X, y, classes)
-    if local_epochs < 1 or round < 0:
-        raise ValidationError("bad-task-param", f"local_epochs {local_epochs}, round {round}")
+    if local_epochs < 1 or round < 0 or participants < 1:
+        raise ValidationError(
+            "bad-task-param",
+            f"local_epochs {local_epochs}, round {round}, participants {participants}",
+        )
     X = np.ascontiguousarray(X, dtype=np.float64)
-    if layout.family != LINEAR:
+    if layout.family not in (LINEAR, MLP):
         return statistics(layout, X, y, classes)
     kwargs = protocol_params(layout.estimator, params, random_state)
+    if layout.family == MLP:
+        return _mlp(layout, params, kwargs, global_vector, X, y, classes, local_epochs)
     coef, intercept = split_linear(layout, global_vector)
     if layout.estimator == "logistic_regression":
         return _logistic(layout, kwargs, coef, intercept, X, y, classes, local_epochs)
     estimator = estimator_class(layout.estimator)(**kwargs)
     estimator.coef_, estimator.intercept_ = coef, intercept
-    estimator.t_ = 1.0 + float(round) * local_epochs * len(y)
+    # One round consumes about m * n rows across the participants: the averaged
+    # model's step size should decay with those, not with this shard's n alone.
+    estimator.t_ = 1.0 + float(round) * local_epochs * participants * len(y)
+    for epoch in range(local_epochs):
+        estimator.random_state = (random_state + epoch) & _RANDOM_STATE_MASK
+        if layout.n_classes:
+            estimator.partial_fit(X, y, classes=classes)
+        else:
+            estimator.partial_fit(X, np.asarray(y, dtype=np.float64))
+    return vector_of(layout, estimator)
+
+
+def train_dp(
+    layout: Layout,
+    params: Mapping[str, ParamValue],
+    global_vector: Vector,
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[Any],
+    classes: Labels,
+    *,
+    round: int,
+    local_epochs: int,
+    random_state: int,
+    participants: int,
+    clip_bound: float,
+    noise_multiplier: float,
+    local_sampling: float = 1.0,
+) -> Vector:
+    """What a participant of a local-DP task publishes: train on a secret Poisson
+    sample of its rows (rate ``local_sampling``), then clip the delta to ``C``
+    and add its own secret N(0, (z C)^2) noise (:mod:`p2pml.federated.noise`).
+    An empty sample publishes noise around G_r. Not re-executable, by design.
+    The update's sample count is ``len(y)``, the whole shard: the secret
+    sample's size would reveal whether a row was drawn."""
+    mask = secret_sample(len(y), local_sampling)
+    trained = global_vector
+    if mask.any():
+        trained = train_local(
+            layout,
+            params,
+            global_vector,
+            X[mask],
+            y[mask],
+            classes,
+            round=round,
+            local_epochs=local_epochs,
+            random_state=random_state,
+            participants=participants,
+        )
+    return privatise(layout, global_vector, trained, clip_bound, noise_multiplier)
+
+
+def _mlp(
+    layout: Layout,
+    params: Mapping[str, ParamValue],
+    kwargs: dict[str, Any],
+    global_vector: Vector,
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[Any],
+    classes: Labels,
+    local_epochs: int,
+) -> Vector:
+    if kwargs.get("solver", "adam") == "lbfgs":
+        raise ValidationError("federated-estimator", "federated MLPs train by epochs: sgd or adam")
+    if task_layout(layout.estimator, layout.n_features, layout.n_classes, params) != layout:
+        raise ValidationError("bad-update-shape", "hidden_layer_sizes do not match the layout")
+    random_state = int(kwargs["random_state"])
+    estimator = estimator_class(layout.estimator)(**kwargs)
+    estimator.n_features_in_ = layout.n_features
+    if layout.n_classes:
+        estimator.classes_ = np.asarray(classes).copy()
+    set_mlp_state(layout, global_vector, estimator, classes)
     for epoch in range(local_epochs):
         estimator.random_state = (random_state + epoch) & _RANDOM_STATE_MASK
         if layout.n_classes:

@@ -8,8 +8,10 @@ fitted attributes from the numbers alone.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -17,20 +19,60 @@ import numpy.typing as npt
 from p2pml.chain.allowlist import ParamValue, check_params
 from p2pml.errors import ValidationError
 from p2pml.federated.encoding import Vector, canonical, check_vector
-from p2pml.federated.layout import LINEAR, NB, Layout
+from p2pml.federated.layout import LINEAR, MLP, NB, Layout
 from p2pml.ml.estimators import estimator_class
 
 Labels = npt.NDArray[np.int64]
 
+MLP_INIT_DOMAIN: Final = b"p2pml/fed-mlp-init/v1"
 
-def initial_vector(layout: Layout, task_seed: bytes) -> Vector:
-    """G_0. All zeros for every supported family: the linear models are convex,
-    so a seeded start buys nothing, and empty statistics are the merge identity.
-    ``task_seed`` is taken so that families that need a seeded start (an MLP)
-    can be added without changing the signature."""
+
+def initial_vector(
+    layout: Layout, task_seed: bytes, params: Mapping[str, ParamValue] | None = None
+) -> Vector:
+    """G_0. All zeros for the linear family (convex: a seeded start buys nothing)
+    and the statistics families (the merge identity). An MLP needs a shared
+    non-zero start (all-zero hidden units stay identical forever): Glorot-uniform
+    as scikit-learn draws it, but from the task seed (:func:`mlp_initial_vector`)."""
     if len(task_seed) != 32:
         raise ValueError("task_seed must be 32 bytes")
+    if layout.family == MLP:
+        activation = (params or {}).get("activation", "relu")
+        return mlp_initial_vector(layout, task_seed, activation == "logistic")
     return np.zeros(layout.size, dtype=np.float64)
+
+
+def mlp_initial_vector(layout: Layout, task_seed: bytes, logistic: bool) -> Vector:
+    """Value ``j`` of the vector (section 3's order) is ``(2 u_j - 1) * bound``:
+    ``u_j = (x_j >> 11) * 2^-53`` with ``x_j`` the ``j``-th 8 bytes (big-endian)
+    of SHAKE-256(domain || task seed), and ``bound = sqrt(f / (fan_in + fan_out))``
+    of the layer the value belongs to (``f`` = 2 for the logistic activation,
+    else 6), for its weights and its intercepts alike, as scikit-learn's
+    ``_init_coef``."""
+    stream = hashlib.shake_256(MLP_INIT_DOMAIN + task_seed).digest(8 * layout.size)
+    words = np.frombuffer(stream, dtype=">u8").astype(np.uint64)
+    uniforms = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    factor = 2.0 if logistic else 6.0
+    units = layout.units
+    bounds = [float(np.sqrt(factor / (a + b))) for a, b in itertools.pairwise(units)]
+    scale = np.concatenate(
+        [np.full(a * b, bd) for (a, b), bd in zip(itertools.pairwise(units), bounds, strict=True)]
+        + [np.full(b, bound) for b, bound in zip(units[1:], bounds, strict=True)]
+    )
+    return canonical((2.0 * uniforms - 1.0) * scale)
+
+
+def split_mlp(layout: Layout, vector: Vector) -> tuple[list[Vector], list[Vector]]:
+    """``(coefs_, intercepts_)`` of an MLP vector, as scikit-learn holds them."""
+    units = layout.units
+    coefs, intercepts, at = [], [], 0
+    for a, b in itertools.pairwise(units):
+        coefs.append(vector[at : at + a * b].reshape(a, b).copy())
+        at += a * b
+    for b in units[1:]:
+        intercepts.append(vector[at : at + b].copy())
+        at += b
+    return coefs, intercepts
 
 
 def split_linear(layout: Layout, vector: Vector) -> tuple[Vector, Vector]:
@@ -45,10 +87,13 @@ def split_linear(layout: Layout, vector: Vector) -> tuple[Vector, Vector]:
 
 
 def vector_of(layout: Layout, estimator: Any) -> Vector:
-    """The vector of a fitted linear-family estimator."""
-    coef = np.asarray(estimator.coef_, dtype=np.float64).reshape(-1)
-    intercept = np.asarray(estimator.intercept_, dtype=np.float64).reshape(-1)
-    vector = canonical(np.concatenate([coef, intercept]))
+    """The vector of a fitted linear-family or MLP estimator."""
+    if layout.family == MLP:
+        parts = [*estimator.coefs_, *estimator.intercepts_]
+    else:
+        parts = [estimator.coef_, estimator.intercept_]
+    flat = [np.asarray(p, dtype=np.float64).reshape(-1) for p in parts]
+    vector = canonical(np.concatenate(flat))
     check_vector(layout, vector)
     return vector
 
@@ -82,8 +127,8 @@ def statistics(
         sums = np.stack([r.sum(axis=0) for r in rows])
         squares = np.stack([(r * r).sum(axis=0) for r in rows])
         return canonical(np.concatenate([counts, sums.reshape(-1), squares.reshape(-1)]))
-    if layout.family == LINEAR:
-        raise ValueError("linear models federate by parameters, not statistics")
+    if layout.family in (LINEAR, MLP):
+        raise ValueError("linear models and MLPs federate by parameters, not statistics")
     A = np.hstack([np.ones((X.shape[0], 1)), X])
     target = np.asarray(y, dtype=np.float64)
     return canonical(np.concatenate([(A.T @ A).reshape(-1), A.T @ target]))
@@ -93,7 +138,7 @@ def sample_count(layout: Layout, vector: Vector) -> int:
     """Rows behind a statistics vector (``-1`` for the linear family, which carries none)."""
     if layout.family == NB:
         return int(vector[: layout.n_classes].sum())
-    if layout.family == LINEAR:
+    if layout.family in (LINEAR, MLP):
         return -1
     return int(vector[0])
 
@@ -109,6 +154,8 @@ def build(layout: Layout, vector: Vector, params: Mapping[str, ParamValue], clas
     if layout.family == LINEAR:
         estimator.coef_, estimator.intercept_ = split_linear(layout, vector)
         estimator.t_ = 1.0
+    elif layout.family == MLP:
+        set_mlp_state(layout, vector, estimator, classes)
     elif layout.family == NB:
         _set_nb(layout, vector, estimator, _number(params, "var_smoothing", 1e-9))
     else:
@@ -119,6 +166,27 @@ def build(layout: Layout, vector: Vector, params: Mapping[str, ParamValue], clas
 def _number(params: Mapping[str, ParamValue], name: str, default: float) -> float:
     value = params.get(name, default)
     return float(value) if isinstance(value, int | float) else default
+
+
+def set_mlp_state(layout: Layout, vector: Vector, estimator: Any, classes: Labels) -> None:
+    """The fitted state scikit-learn's MLP predicts from and resumes training on
+    (what its own first ``partial_fit`` would have set before its first epoch)."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    estimator.coefs_, estimator.intercepts_ = split_mlp(layout, vector)
+    estimator.n_layers_ = len(layout.units)
+    estimator.n_outputs_ = layout.units[-1]
+    if layout.n_classes:
+        estimator._label_binarizer = LabelBinarizer().fit(np.asarray(classes))
+        estimator.out_activation_ = "softmax" if layout.n_classes > 2 else "logistic"
+    else:
+        estimator.out_activation_ = "identity"
+    estimator.n_iter_, estimator.t_ = 0, 0
+    estimator.loss_curve_, estimator._no_improvement_count = [], 0
+    estimator.best_loss_, estimator.validation_scores_ = np.inf, None
+    estimator.best_validation_score_ = None
+    estimator._best_coefs = [c.copy() for c in estimator.coefs_]
+    estimator._best_intercepts = [i.copy() for i in estimator.intercepts_]
 
 
 def _set_nb(layout: Layout, vector: Vector, estimator: Any, var_smoothing: float) -> None:

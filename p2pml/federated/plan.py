@@ -6,7 +6,7 @@
   (``positive=True``) cannot be federated;
 * ``federated-aggregation``: the rule does not fit the estimator or the mode
   (exact merges sum; robust rules need a clip bound; private shards need a
-  robust rule or DP; DP needs fedavg and a clip bound; trim too large);
+  robust rule or DP; DP needs private shards and a clip bound; trim too large);
 * ``federated-epsilon``: the DP plan lacks a budget or would exceed it;
 * ``bad-task-param``: counts out of range (and the allowlist's own checks).
 """
@@ -21,7 +21,7 @@ from p2pml.chain.allowlist import ParamValue, check_params
 from p2pml.errors import ValidationError
 from p2pml.federated.accountant import check_budget
 from p2pml.federated.aggregate import FEDAVG, MEDIAN, RULES, SUM, TRIMMED_MEAN, Rule
-from p2pml.federated.layout import AVERAGED, family_of
+from p2pml.federated.layout import AVERAGED, MLP, family_of
 
 MAX_ROUNDS = 10_000
 MAX_PARTICIPANTS = 10_000
@@ -42,10 +42,9 @@ class Plan:
     population: int = 0  # participants eligible per round; 0: the same m every round
     epsilon: float | None = None  # DP budget
     delta: float | None = None
-
-    @property
-    def sampling_rate(self) -> float:
-        return 1.0 if self.population <= 0 else self.participants / self.population
+    # DP: each participant trains each round on a secret Poisson sample of its
+    # rows at this rate (amplification counts only for a sample observers cannot see).
+    local_sampling: float = 1.0
 
 
 def _bad(reason: str, detail: str) -> ValidationError:
@@ -58,6 +57,8 @@ def check_plan(plan: Plan) -> float | None:
     check_params(plan.estimator, plan.params)
     if plan.params.get("positive"):
         raise _bad("federated-estimator", "positive=True cannot be merged exactly")
+    if family == MLP and plan.params.get("solver") == "lbfgs":
+        raise _bad("federated-estimator", "federated MLPs train by epochs: solver sgd or adam")
     for name, value, hi in (
         ("rounds", plan.rounds, MAX_ROUNDS),
         ("participants", plan.participants, MAX_PARTICIPANTS),
@@ -67,6 +68,8 @@ def check_plan(plan: Plan) -> float | None:
             raise _bad("bad-task-param", f"{name} must be 1..{hi}, got {value!r}")
     if plan.population and plan.population < plan.participants:
         raise _bad("bad-task-param", "population smaller than the participants per round")
+    if not 0 < plan.local_sampling <= 1:
+        raise _bad("bad-task-param", f"local sampling rate {plan.local_sampling!r}")
     rule = plan.rule
     if rule.name not in RULES:
         raise _bad("federated-aggregation", f"unknown rule {rule.name!r} ({', '.join(RULES)})")
@@ -93,10 +96,14 @@ def check_plan(plan: Plan) -> float | None:
         if rule.noise_multiplier < 0 or not math.isfinite(rule.noise_multiplier):
             raise _bad("federated-epsilon", f"noise multiplier {rule.noise_multiplier!r}")
         return None
-    if rule.name != FEDAVG or rule.clip is None:
-        raise _bad("federated-aggregation", "DP-FedAvg needs rule 'fedavg' and a clip bound C")
+    if rule.clip is None:
+        raise _bad("federated-aggregation", "local DP needs a clip bound C")
+    if not plan.private:
+        # Public shards are public already, and their audits re-execute updates,
+        # which the participants' secret noise makes impossible.
+        raise _bad("federated-aggregation", "local DP is for private shards")
     if plan.epsilon is None or plan.delta is None:
         raise _bad("federated-epsilon", "a DP plan needs an epsilon budget and a delta")
     return check_budget(
-        rule.noise_multiplier, plan.sampling_rate, plan.rounds, plan.delta, plan.epsilon
+        rule.noise_multiplier, plan.local_sampling, plan.rounds, plan.delta, plan.epsilon
     )

@@ -16,7 +16,6 @@ from p2pml.federated.aggregate import Rule, Update, aggregate
 from p2pml.federated.encoding import model_hash
 from p2pml.federated.layout import Layout
 from p2pml.federated.local import train_local
-from p2pml.federated.noise import noise_seed
 from p2pml.federated.params import build, initial_vector
 
 SEED = hashlib.sha256(b"seed").digest()
@@ -28,7 +27,7 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-
     return X / 16.0, y.astype(np.int64), np.arange(10, dtype=np.int64)
 
 
-def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
+def rounds_hash(estimator: str, rounds: int, clipped: bool) -> str:
     """Runs ``rounds`` rounds over 5 label-skewed shards; the last G's hash."""
     X, y, classes = digits()
     layout = Layout(estimator, 64, 10)
@@ -36,7 +35,7 @@ def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
     order = np.argsort(y, kind="stable")
     shards = np.array_split(order, 5)
     g = initial_vector(layout, SEED)
-    rule = Rule("fedavg", clip=5.0, noise_multiplier=0.5) if dp else Rule("fedavg")
+    rule = Rule("median", clip=5.0) if clipped else Rule("fedavg")
     for r in range(rounds):
         ups = [
             Update(
@@ -51,23 +50,24 @@ def rounds_hash(estimator: str, rounds: int, dp: bool) -> str:
                     round=r,
                     local_epochs=2,
                     random_state=1000 + i,
+                    participants=5,
                 ),
                 len(s),
             )
             for i, s in enumerate(shards)
         ]
-        g = aggregate(layout, g, ups, rule, noise_seed(SEED, TASK, r))
+        g = aggregate(layout, g, ups, rule)
     return model_hash(layout, g).hex()
 
 
 @pytest.mark.parametrize(
-    ("estimator", "dp"), [("sgd_classifier", True), ("logistic_regression", False)]
+    ("estimator", "clipped"), [("sgd_classifier", True), ("logistic_regression", False)]
 )
-def test_same_hash_in_two_processes(estimator: str, dp: bool) -> None:
-    here = rounds_hash(estimator, 3, dp)
+def test_same_hash_in_two_processes(estimator: str, clipped: bool) -> None:
+    here = rounds_hash(estimator, 3, clipped)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        there = pool.submit(rounds_hash, estimator, 3, dp).result(timeout=120)
+        there = pool.submit(rounds_hash, estimator, 3, clipped).result(timeout=120)
     assert there == here
 
 
@@ -75,7 +75,7 @@ def test_training_starts_from_the_global_model() -> None:
     X, y, classes = digits()
     layout = Layout("sgd_classifier", 64, 10)
     g0 = initial_vector(layout, SEED)
-    kw = {"round": 0, "local_epochs": 1, "random_state": 5}
+    kw = {"round": 0, "local_epochs": 1, "random_state": 5, "participants": 5}
     w0 = train_local(layout, {}, g0, X[:300], y[:300], classes, **kw)  # type: ignore[arg-type]
     assert np.array_equal(w0, train_local(layout, {}, g0, X[:300], y[:300], classes, **kw))  # type: ignore[arg-type]
     w1 = train_local(layout, {}, w0, X[:300], y[:300], classes, **kw)  # type: ignore[arg-type]
@@ -99,6 +99,7 @@ def test_a_shard_without_some_classes_keeps_the_task_shape(estimator: str) -> No
         round=0,
         local_epochs=1,
         random_state=1,
+        participants=1,
     )
     assert w.shape == (layout.size,)
     model = build(layout, w, {}, classes)
@@ -119,6 +120,7 @@ def test_binary_and_regression_layouts() -> None:
         round=0,
         local_epochs=1,
         random_state=1,
+        participants=1,
     )
     assert build(binary, w, {}, np.array([0, 1])).score(X, yb) > 0.8
     reg = Layout("sgd_regressor", 64)
@@ -132,6 +134,7 @@ def test_binary_and_regression_layouts() -> None:
         round=0,
         local_epochs=2,
         random_state=1,
+        participants=1,
     )
     assert build(reg, w, {}, np.array([])).score(X, y) > 0.3
 
@@ -148,11 +151,22 @@ def test_bad_local_data_is_refused() -> None:
     ]
     for Xc, yc, cc, reason in cases:
         with pytest.raises(ValidationError) as err:
-            train_local(layout, {}, g, Xc, yc, cc, round=0, local_epochs=1, random_state=1)
+            train_local(
+                layout, {}, g, Xc, yc, cc, round=0, local_epochs=1, random_state=1, participants=1
+            )
         assert err.value.reason == reason
     with pytest.raises(ValidationError, match="bad-task-param"):
         train_local(
-            layout, {"random_state": 3}, g, X, y, classes, round=0, local_epochs=1, random_state=1
+            layout,
+            {"random_state": 3},
+            g,
+            X,
+            y,
+            classes,
+            round=0,
+            local_epochs=1,
+            random_state=1,
+            participants=1,
         )
 
 
@@ -162,9 +176,33 @@ def test_the_sgd_learning_rate_clock_resumes_with_the_round() -> None:
     g = initial_vector(layout, SEED)
     early, late = (
         train_local(
-            layout, {}, g, X[:300], y[:300], classes, round=r, local_epochs=1, random_state=5
+            layout,
+            {},
+            g,
+            X[:300],
+            y[:300],
+            classes,
+            round=r,
+            local_epochs=1,
+            random_state=5,
+            participants=5,
         )
         for r in (0, 10)
     )
     # Later rounds take smaller steps ("optimal" schedule: eta = 1 / (alpha (t0 + t))).
     assert np.linalg.norm(late - g) < np.linalg.norm(early - g)
+
+
+def test_the_sgd_clock_counts_the_rows_of_all_participants() -> None:
+    """t_ resumes at 1 + r E m n: with m = 5 round 2 steps like round 10 with m = 1."""
+    X, y, classes = digits()
+    layout = Layout("sgd_classifier", 64, 10)
+    g = initial_vector(layout, SEED)
+    kw = {"local_epochs": 1, "random_state": 5}
+    five = train_local(layout, {}, g, X[:300], y[:300], classes, round=2, participants=5, **kw)  # type: ignore[arg-type]
+    ten = train_local(layout, {}, g, X[:300], y[:300], classes, round=10, participants=1, **kw)  # type: ignore[arg-type]
+    one = train_local(layout, {}, g, X[:300], y[:300], classes, round=2, participants=1, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(five, ten)
+    assert not np.array_equal(five, one)
+    with pytest.raises(ValidationError, match="bad-task-param"):
+        train_local(layout, {}, g, X, y, classes, round=0, participants=0, **kw)  # type: ignore[arg-type]

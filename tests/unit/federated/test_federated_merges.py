@@ -25,7 +25,16 @@ def merged(
         Update(
             bytes([i + 1]) * 32,
             train_local(
-                layout, params, g, X[p], y[p], classes, round=0, local_epochs=1, random_state=1
+                layout,
+                params,
+                g,
+                X[p],
+                y[p],
+                classes,
+                round=0,
+                local_epochs=1,
+                random_state=1,
+                participants=5,
             ),
             len(p),
         )

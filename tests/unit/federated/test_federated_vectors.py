@@ -16,6 +16,7 @@ from p2pml.errors import ValidationError
 from p2pml.federated.aggregate import Rule, Update, aggregate
 from p2pml.federated.encoding import decode, encode, model_hash
 from p2pml.federated.layout import Layout
+from p2pml.federated.params import initial_vector
 
 HERE = Path(__file__).resolve().parents[2] / "vectors" / "federated"
 VECTORS = json.loads((HERE / "federated.json").read_text())
@@ -23,7 +24,7 @@ VECTORS = json.loads((HERE / "federated.json").read_text())
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["label"])
 def test_aggregation_vector(case: dict[str, Any]) -> None:
-    layout = Layout(case["estimator"], case["n_features"], case["n_classes"])
+    layout = Layout(case["estimator"], case["n_features"], case["n_classes"], tuple(case["hidden"]))
     g = np.array(case["global"], dtype=np.float64)
     updates = []
     for u in case["updates"]:
@@ -31,11 +32,19 @@ def test_aggregation_vector(case: dict[str, Any]) -> None:
         assert vector.tolist() == u["vector"]
         assert encode(layout, vector).hex() == u["encoding"]
         updates.append(Update(bytes.fromhex(u["participant"]), vector, u["n_samples"]))
-    rule = Rule(case["rule"], case["trim"], case["clip"])
+    rule = Rule(case["rule"], case["trim"], case["clip"], case["noise_multiplier"])
     result = aggregate(layout, g, updates, rule)
     assert result.tolist() == case["result"]  # bit for bit (no -0.0 on either side)
     assert encode(layout, result).hex() == case["result_encoding"]
     assert model_hash(layout, result).hex() == case["result_hash"]
+
+
+@pytest.mark.parametrize("v", VECTORS["mlp_initial"], ids=lambda v: v["activation"])
+def test_mlp_initial_vector(v: dict[str, Any]) -> None:
+    layout = Layout(v["estimator"], v["n_features"], v["n_classes"], tuple(v["hidden"]))
+    params = {"hidden_layer_sizes": tuple(v["hidden"]), "activation": v["activation"]}
+    g0 = initial_vector(layout, bytes.fromhex(v["task_seed"]), params)  # type: ignore[arg-type]
+    assert g0.tolist() == v["vector"]
 
 
 @pytest.mark.parametrize("v", VECTORS["decode_refusals"], ids=lambda v: v["what"])

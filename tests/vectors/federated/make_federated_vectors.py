@@ -2,11 +2,12 @@
 """Build the federated aggregation vectors from docs/federated.md, not the code.
 
 Standard library only (struct, hashlib, math), never importing p2pml or numpy:
-a second reading of docs/federated.md sections 3, 4 and 6 that
+a second reading of docs/federated.md sections 3, 4, 5.1 and 6 that
 p2pml.federated must agree with bit for bit
 (tests/unit/federated/test_federated_vectors.py checks it). Python floats are
 binary64 with round-to-nearest and no fused multiply-add, as the page demands.
-DP noise is not covered: it needs numpy's generator (section 7).
+DP noise is each participant's secret (section 7), so the DP cases start from
+published (already noisy) updates.
 
     python tests/vectors/federated/make_federated_vectors.py [OUT_DIR]
 
@@ -17,6 +18,7 @@ bytes are lowercase hex.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import struct
@@ -32,12 +34,45 @@ SIZES = {  # docs/federated.md section 3
     "linear_regression": lambda d, k: (d + 1) * (d + 1) + (d + 1),
     "ridge": lambda d, k: (d + 1) * (d + 1) + (d + 1),
 }
+MLPS = ("mlp_classifier", "mlp_regressor")
 
 
-def encoding(name: str, d: int, k: int, v: list[float]) -> bytes:
+def units(d: int, k: int, hidden: list[int]) -> list[int]:
+    """Section 3: inputs, hidden layers, outputs (K for K > 2 classes, else 1)."""
+    return [d, *hidden, k if k > 2 else 1]
+
+
+def size(name: str, d: int, k: int, hidden: list[int]) -> int:
+    if name in MLPS:
+        u = units(d, k, hidden)
+        return sum(a * b for a, b in itertools.pairwise(u)) + sum(u[1:])
+    return SIZES[name](d, k)
+
+
+def mlp_initial(d: int, k: int, hidden: list[int], seed: bytes, logistic: bool) -> list[float]:
+    """Section 5.1: Glorot-uniform from SHAKE-256(domain || task seed)."""
+    n = size("mlp_classifier", d, k, hidden)
+    stream = hashlib.shake_256(b"p2pml/fed-mlp-init/v1" + seed).digest(8 * n)
+    u = units(d, k, hidden)
+    factor = 2.0 if logistic else 6.0
+    bounds = [math.sqrt(factor / (a + b)) for a, b in itertools.pairwise(u)]
+    pairs = list(itertools.pairwise(u))
+    scale = [bd for (a, b), bd in zip(pairs, bounds, strict=True) for _ in range(a * b)]
+    scale += [bd for (_, b), bd in zip(pairs, bounds, strict=True) for _ in range(b)]
+    out = []
+    for j in range(n):
+        x = int.from_bytes(stream[8 * j : 8 * j + 8], "big")
+        out.append((2.0 * ((x >> 11) * 2.0**-53) - 1.0) * scale[j])
+    return out
+
+
+def encoding(name: str, d: int, k: int, v: list[float], hidden: list[int] | None = None) -> bytes:
     """Section 4: header, then float64 little-endian with -0.0 made +0.0."""
-    assert len(v) == SIZES[name](d, k)
+    hidden = hidden or []
+    assert len(v) == size(name, d, k, hidden)
     head = b"P2FL" + bytes([1, len(name)]) + name.encode("ascii") + struct.pack(">II", d, k)
+    if name in MLPS:
+        head += bytes([len(hidden)]) + b"".join(struct.pack(">I", h) for h in hidden)
     return head + struct.pack(f"<{len(v)}d", *[x + 0.0 for x in v])
 
 
@@ -60,7 +95,7 @@ def clip(delta: list[float], bound: float) -> list[float]:
 
 
 def aggregate(case: dict[str, Any]) -> list[float]:
-    """Section 6, steps 1-7 (no noise)."""
+    """Section 6, steps 1-6."""
     g = case["global"]
     ups = sorted(case["updates"], key=lambda u: bytes.fromhex(u["participant"]))
     rule, m = case["rule"], len(ups)
@@ -70,11 +105,15 @@ def aggregate(case: dict[str, Any]) -> list[float]:
             acc = [a + x for a, x in zip(acc, u["vector"], strict=True)]
         return [a + 0.0 for a in acc]
     deltas = [[w - gi for w, gi in zip(u["vector"], g, strict=True)] for u in ups]
-    if case["clip"] is not None:
+    z = case["noise_multiplier"]
+    if z > 0:  # local DP: the published bound C (1 + z (sqrt(size) + 6))
+        bound = case["clip"] * (1.0 + z * (math.sqrt(float(len(g))) + 6.0))
+        deltas = [clip(dl, bound) for dl in deltas]
+    elif case["clip"] is not None:
         deltas = [clip(dl, case["clip"]) for dl in deltas]
     if rule == "fedavg":
         total = sum(u["n_samples"] for u in ups)
-        weights = [u["n_samples"] / total for u in ups]
+        weights = [1.0 / m] * m if z > 0 else [u["n_samples"] / total for u in ups]
         combined = [0.0] * len(g)
         for w, dl in zip(weights, deltas, strict=True):
             combined = [c + w * x for c, x in zip(combined, dl, strict=True)]
@@ -94,11 +133,21 @@ def aggregate(case: dict[str, Any]) -> list[float]:
 
 
 def case(
-    label: str, name: str, d: int, k: int, rule: str, m: int, clip_c: float | None, trim: int = 0
+    label: str,
+    name: str,
+    d: int,
+    k: int,
+    rule: str,
+    m: int,
+    clip_c: float | None,
+    trim: int = 0,
+    z: float = 0.0,
+    hidden: list[int] | None = None,
 ) -> dict[str, Any]:
-    size = SIZES[name](d, k)
+    hidden = hidden or []
+    n_values = size(name, d, k, hidden)
     if name == "gaussian_nb":  # whole counts summing to n, non-negative squares
-        g = [0.0] * size
+        g = [0.0] * n_values
         updates = []
         for j in range(m):
             counts = [float(3 + j + c) for c in range(k)]
@@ -106,17 +155,18 @@ def case(
             squares = [abs(x) * 9.0 for x in numbers(f"{label}/q/{j}", k * d, 40.0)]
             updates.append((counts + sums + squares, int(sum(counts))))
     else:
-        g = numbers(f"{label}/g", size, 1.0)
+        g = numbers(f"{label}/g", n_values, 1.0)
         updates = [
             (
-                [gi + x for gi, x in zip(g, numbers(f"{label}/u/{j}", size, 0.5), strict=True)],
+                [gi + x for gi, x in zip(g, numbers(f"{label}/u/{j}", n_values, 0.5), strict=True)],
                 10 + 7 * j,
             )
             for j in range(m)
         ]
-        if m >= 5:  # one attacker: -10x its delta
+        if m >= 5:  # one attacker: -10x its delta (under DP: 1000x, beyond the published bound)
             v, n = updates[0]
-            updates[0] = ([gi - 10.0 * (x - gi) for gi, x in zip(g, v, strict=True)], n)
+            factor = 1000.0 if z > 0 else 10.0
+            updates[0] = ([gi - factor * (x - gi) for gi, x in zip(g, v, strict=True)], n)
     keys = [hashlib.sha256(f"{label}/key/{j}".encode()).hexdigest() for j in range(m)]
     c: dict[str, Any] = {
         "label": label,
@@ -126,21 +176,23 @@ def case(
         "rule": rule,
         "trim": trim,
         "clip": clip_c,
+        "noise_multiplier": z,
+        "hidden": hidden,
         "global": g,
         "updates": [
             {
                 "participant": key,
                 "vector": [x + 0.0 for x in v],
                 "n_samples": n,
-                "encoding": encoding(name, d, k, v).hex(),
+                "encoding": encoding(name, d, k, v, hidden).hex(),
             }
             for key, (v, n) in zip(keys, updates, strict=True)
         ],
     }
     result = aggregate(c)
     c["result"] = result
-    c["result_encoding"] = encoding(name, d, k, result).hex()
-    c["result_hash"] = hashlib.sha256(encoding(name, d, k, result)).hexdigest()
+    c["result_encoding"] = encoding(name, d, k, result, hidden).hex()
+    c["result_hash"] = hashlib.sha256(encoding(name, d, k, result, hidden)).hexdigest()
     return c
 
 
@@ -153,6 +205,26 @@ def vectors() -> dict[str, Any]:
             case("median-even", "logistic_regression", 2, 4, "median", 4, 10.0),
             case("trimmed-mean", "sgd_classifier", 3, 5, "trimmed_mean", 5, 1.5, trim=1),
             case("nb-sum", "gaussian_nb", 2, 3, "sum", 3, None),
+            case("dp-fedavg", "sgd_classifier", 4, 3, "fedavg", 5, 0.75, z=2.0),
+            case("dp-median", "sgd_regressor", 5, 0, "median", 5, 0.5, z=1.5),
+            case("mlp-fedavg", "mlp_classifier", 3, 3, "fedavg", 3, None, hidden=[4, 2]),
+            case("mlp-binary", "mlp_classifier", 2, 2, "trimmed_mean", 5, 3.0, 1, hidden=[3]),
+            case("mlp-regressor", "mlp_regressor", 3, 0, "fedavg", 2, 1.0, hidden=[2]),
+        ],
+        "mlp_initial": [
+            {
+                "estimator": "mlp_classifier",
+                "n_features": d,
+                "n_classes": k,
+                "hidden": hidden,
+                "activation": activation,
+                "task_seed": seed.hex(),
+                "vector": mlp_initial(d, k, hidden, seed, activation == "logistic"),
+            }
+            for d, k, hidden, activation, seed in (
+                (3, 4, [5], "relu", hashlib.sha256(b"mlp seed 1").digest()),
+                (2, 2, [3, 2], "logistic", hashlib.sha256(b"mlp seed 2").digest()),
+            )
         ],
         "decode_layout": {"estimator": "sgd_regressor", "n_features": 1, "n_classes": 0},
         "decode_refusals": [
