@@ -184,7 +184,8 @@ def test_results_close_the_task_and_pay_the_best_with_ties_split() -> None:
     assert bal(n, T1) == ALLOC[T1.public_key] - FEE
     # 1 left over from the split goes back to the publisher.
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 1001 + 1
-    assert all(audit for _, audit in o.asked)  # regtest audits every result
+    # Optimistic inclusion: only the cheap checks, never a re-training.
+    assert o.asked and not any(audit for _, audit in o.asked)
 
 
 def test_task_without_results_refunds_the_publisher_at_its_deadline() -> None:
@@ -209,11 +210,12 @@ def test_max_results_closes_early_and_pays_result_rewards() -> None:
     top = mine(b, n, b1.hash, r1, r2)
     rec = n.chain.state[task_key(t.id)]
     assert not rec["open"] and rec["closed_at"] == 2
-    # Result rewards at inclusion; the bounty after the window.
-    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 7
-    assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7
+    # Result rewards and the bounty both after the window.
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE
+    assert bal(n, T2) == ALLOC[T2.public_key] - FEE
     for _ in range(W):
         top = mine(b, n, top.hash)
+    assert bal(n, T1) == ALLOC[T1.public_key] - FEE + 7
     assert bal(n, T2) == ALLOC[T2.public_key] - FEE + 7 + 100
 
 
