@@ -111,6 +111,15 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class VerificationSettings:
+    # Watchtower: fully audit the current winners of every open task (and of
+    # closed ones still in their payout window) and challenge any that fails
+    # (docs/consensus.md "Disputes"). A wrong challenge cannot happen on the
+    # same runtime (audits are deterministic), but each audit is a re-training.
+    challenge_bad: bool = False
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None  # default: <data_dir>/admin.token
@@ -133,6 +142,7 @@ class Settings:
     ipfs: IpfsSettings = field(default_factory=IpfsSettings)
     mining: MiningSettings = field(default_factory=MiningSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
 

@@ -30,7 +30,7 @@ from p2pml.errors import DecodeError
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
 PROTOCOL_VERSION = 5
-KINDS = ("blocks", "tasks", "results", "transfers", "bonds")
+KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "challenges")
 
 MAX_HEADERS = 2_000
 MAX_LOCATOR = 101

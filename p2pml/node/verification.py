@@ -87,6 +87,13 @@ HARMLESS = frozenset(
         "bond-unbonding",
         "bond-too-young",  # bonded on a branch where it is old enough
         "no-bond",  # bonded on a branch we have not seen
+        # Challenge races: the result, the bond or another challenge is on a
+        # branch (or in a block) the sender has not seen; the pool is full.
+        "challenge-unknown-result",
+        "challenge-no-bond",
+        "challenge-too-late",
+        "duplicate-challenge",
+        "too-many-challenges",
     }
 )
 
