@@ -61,6 +61,11 @@ def status(ctx: AdminContext) -> dict[str, Any]:
             "failed": ctx.verification.failed,
             "blocks_waiting_for_data": len(chain.waiting),
         },
+        # Full audits for disputes and the watchtower, by outcome; challenges sent.
+        "challenges": {
+            "watchtower": ctx.challenges.watchtower if ctx.challenges is not None else False,
+            **(dict(ctx.challenges.counts) if ctx.challenges is not None else {}),
+        },
         "validation": dict(ctx.validation),
         "ipfs": {
             "mode": ctx.settings.ipfs.mode,

@@ -59,7 +59,9 @@ class ChallengeService:
         self._spawn = spawn
         self.watchtower = watchtower
         self._watched: dict[bytes, None] = {}  # task ids, insertion ordered
-        self._audited: set[bytes] = set()  # result ids audited (or being audited)
+        # (result id, why) audited or being audited: a dispute's audit runs
+        # even if the watchtower's ran (it then answers from the cache).
+        self._audited: set[tuple[bytes, str]] = set()
         #: audits by why and outcome, for the admin API
         self.counts: Counter[str] = Counter()
         chain.on_tip_changed(self._tip_changed)
@@ -113,18 +115,18 @@ class ChallengeService:
                 self._start_audit(bytes(rid), "watch")
 
     def _start_audit(self, rid: bytes, why: str) -> None:
-        if rid in self._audited:
+        if (rid, why) in self._audited:
             return
-        self._audited.add(rid)
+        self._audited.add((rid, why))
         if self._spawn(self._audit(rid, why), f"audit-{why}") is None:
-            self._audited.discard(rid)  # the node is stopping
+            self._audited.discard((rid, why))  # the node is stopping
 
     async def _audit(self, rid: bytes, why: str) -> None:
         state = self._chain.chain.state
         rec = state.get(result_key(rid))
         task = state.get(task_key(rec["task"])) if rec is not None else None
         if rec is None or task is None:
-            self._audited.discard(rid)  # reorged away meanwhile: may come back
+            self._audited.discard((rid, why))  # reorged away meanwhile: may come back
             return
         tx = result_tx(rec, task["seed"])
         req = Request(tx, task["spec"], bytes(task["seed"]), True)
@@ -132,7 +134,7 @@ class ChallengeService:
         verdict = await self._verifier.check(req, background=why == "watch")
         if verdict is None:
             self.counts[f"{why}-pending"] += 1
-            self._audited.discard(rid)  # data missing: try again at a later tip
+            self._audited.discard((rid, why))  # data missing: try again at a later tip
             return
         self.counts[f"{why}-{'false' if verdict else 'valid'}"] += 1
         if not verdict or why != "watch":
@@ -144,7 +146,7 @@ class ChallengeService:
             log.warning("challenge of %s refused: %s", rid.hex()[:16], exc)
             self.counts["challenge-refused"] += 1
             if exc.reason in RETRY_LATER:
-                self._audited.discard(rid)  # the verdict is cached: a cheap retry
+                self._audited.discard((rid, why))  # the verdict is cached: a cheap retry
             return
         self.counts["challenged"] += 1
         log.info("challenged result %s (challenge %s)", rid.hex()[:16], tx_c.id.hex()[:16])
