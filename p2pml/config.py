@@ -349,6 +349,13 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
 DASK_SCHEMES = ("tcp", "tls")
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # a name too long for the file system (Python 3.11 raises)
+        return False
+
+
 def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
     if t.executor not in ("local", "dask"):
         return [("training", "executor", f"{t.executor!r}: must be 'local' or 'dask'")]
@@ -379,7 +386,7 @@ def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
         missing = next(k for k in tls if k not in given)
         bad.append(("training", missing, "the Dask TLS options go together: set all three"))
     for key, value in tls.items():
-        if value and not Path(value).is_file():
+        if value and not _is_file(value):
             bad.append(("training", key, f"{value!r}: no such file"))
     if scheme == "tls" and not given:
         bad.append(("training", "dask_tls_ca_file", "a tls:// scheduler needs the TLS options"))
