@@ -36,8 +36,9 @@ from p2pml.node.verifier import Request
 log = logging.getLogger(__name__)
 
 MAX_WATCHED_TASKS = 10_000
-# Refusals of our own challenge that a later tip may lift.
-RETRY_LATER = frozenset({"too-many-challenges", "mempool-full"})
+# Refusals of our own challenge that a later tip may lift: a full block or
+# pool, or our bond's stakes all held by open challenges until they resolve.
+RETRY_LATER = frozenset({"too-many-challenges", "mempool-full", "challenge-no-bond"})
 
 
 class ChallengeService:
@@ -143,10 +144,12 @@ class ChallengeService:
         try:
             tx_c = await self.challenge(rid, self._chain.params.min_challenge_fee)
         except ValidationError as exc:
-            log.warning("challenge of %s refused: %s", rid.hex()[:16], exc)
             self.counts["challenge-refused"] += 1
             if exc.reason in RETRY_LATER:
+                log.info("challenge of %s waits: %s", rid.hex()[:16], exc)
                 self._audited.discard((rid, why))  # the verdict is cached: a cheap retry
+            else:
+                log.warning("challenge of %s refused: %s", rid.hex()[:16], exc)
             return
         self.counts["challenged"] += 1
         log.info("challenged result %s (challenge %s)", rid.hex()[:16], tx_c.id.hex()[:16])
