@@ -111,6 +111,15 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class VerificationSettings:
+    # Watchtower: fully audit the current winners of every open task (and of
+    # closed ones still in their payout window) and challenge any that fails
+    # (docs/consensus.md "Disputes"). A wrong challenge cannot happen on the
+    # same runtime (audits are deterministic), but each audit is a re-training.
+    challenge_bad: bool = False
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     listen: str = "127.0.0.1:8080"
     token_file: Path | None = None  # default: <data_dir>/admin.token
@@ -133,6 +142,7 @@ class Settings:
     ipfs: IpfsSettings = field(default_factory=IpfsSettings)
     mining: MiningSettings = field(default_factory=MiningSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -339,6 +349,13 @@ def _validate(s: Settings) -> list[tuple[str, str, str]]:
 DASK_SCHEMES = ("tcp", "tls")
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # a name too long for the file system (Python 3.11 raises)
+        return False
+
+
 def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
     if t.executor not in ("local", "dask"):
         return [("training", "executor", f"{t.executor!r}: must be 'local' or 'dask'")]
@@ -369,7 +386,7 @@ def _validate_executor(t: TrainingSettings) -> list[tuple[str, str, str]]:
         missing = next(k for k in tls if k not in given)
         bad.append(("training", missing, "the Dask TLS options go together: set all three"))
     for key, value in tls.items():
-        if value and not Path(value).is_file():
+        if value and not _is_file(value):
             bad.append(("training", key, f"{value!r}: no such file"))
     if scheme == "tls" and not given:
         bad.append(("training", "dask_tls_ca_file", "a tls:// scheduler needs the TLS options"))

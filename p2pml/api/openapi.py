@@ -261,6 +261,34 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json(ref("Bond")), "400": _err("not a public key")},
             }
         },
+        "/challenges": {
+            "post": {
+                "summary": "Challenge a result with the node's bonded key (signed, pooled, "
+                "gossiped); every node re-runs its full audit dispute_delay blocks after the "
+                "challenge's block, and the loser's bond is slashed",
+                "security": AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref("NewChallenge")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "challenger"],
+                            "properties": {"id": HEX64, "challenger": HEX64},
+                        }
+                    ),
+                    "400": _err(
+                        "refused (reason says which rule, e.g. challenge-too-late, "
+                        "duplicate-challenge, challenge-no-bond)"
+                    ),
+                    "401": _err("no or wrong token"),
+                    "413": _err("body too large"),
+                    "503": _err("this node does not challenge"),
+                },
+            },
+        },
         "/unbond": {
             "post": {
                 "summary": "Release the node's bond (after the network's unbond delay)",

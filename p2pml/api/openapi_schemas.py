@@ -125,6 +125,7 @@ SCHEMAS: dict[str, Any] = {
             "payout": {"type": "array", "items": {"type": "object"}},
             "payout_height": {"type": "integer", "nullable": True},
             "paid": {"type": "boolean"},
+            "disputes": {"type": "array", "items": {"type": "object"}},
             "failures": {"type": "array", "items": {"type": "object"}},
         },
     },
@@ -143,8 +144,32 @@ SCHEMAS: dict[str, Any] = {
             "train_ms": {"type": "integer"},
             "height": {"type": "integer"},
             "block": HEX64,
-            "audited": {"type": "boolean"},
+            "verdict": {
+                "type": "string",
+                "nullable": True,
+                "enum": ["ok", "disputed", "void"],
+                "description": "included on the cheap checks (ok), under dispute, or void "
+                "(its dispute's full audit failed: it earns nothing); null while pooled",
+            },
+            "dispute": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Dispute"}]},
+            "challenge_pending": {"type": "boolean"},
         },
+    },
+    "Dispute": {
+        "type": "object",
+        "required": ["challenger", "height", "resolve_at", "outcome", "reason"],
+        "properties": {
+            "challenger": HEX64,
+            "height": {"type": "integer"},
+            "resolve_at": {"type": "integer"},
+            "outcome": {"type": "string", "enum": ["pending", "result-void", "result-valid"]},
+            "reason": {"type": "string"},
+        },
+    },
+    "NewChallenge": {
+        "type": "object",
+        "required": ["result"],
+        "properties": {"result": HEX64, "fee": {"type": "integer", "minimum": 0}},
     },
     "NewTask": {
         "type": "object",

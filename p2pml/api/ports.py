@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import BondTx, PoolTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import BondTx, ChallengeTx, PoolTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import Settings
 from p2pml.ipfs.store import DatasetStore
 from p2pml.net.bans import Ban
@@ -76,6 +76,20 @@ class BondControl(Protocol):
 
     async def unbond(self, fee: int) -> UnbondTx:
         """Sign an unbond of the node's key, pool and gossip it."""
+        ...
+
+
+class ChallengeControl(Protocol):
+    async def challenge(self, result_id: bytes, fee: int) -> ChallengeTx:
+        """Sign a challenge of ``result_id`` with the node's key, pool and gossip it."""
+        ...
+
+    @property
+    def watchtower(self) -> bool: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Full audits by why (dispute, watch) and outcome; challenges sent."""
         ...
 
 
@@ -147,6 +161,8 @@ class AdminContext:
     executor: ExecutorView | None = None
     #: bonds and unbonds of the node's key (None: POST /bonds, /unbond answer 503)
     bonds: BondControl | None = None
+    #: challenges of the node's key (None: POST /challenges answers 503)
+    challenges: ChallengeControl | None = None
     #: pins the node holds by its policy: held, released, passes (p2pml.node.pins)
     pins: Mapping[str, int] = field(default_factory=dict)
     #: validator or follower, installed and network runtime (p2pml/node/runtime.py)

@@ -225,6 +225,14 @@ def make_app(ctx: AdminContext) -> web.Application:
         tx = await ctx.bonds.unbond(fee)
         return ok({"id": tx.id.hex()}, status=201)
 
+    async def post_challenge(req: web.Request) -> web.Response:
+        body = await json_body(req)
+        result_id, fee = views.challenge_order(body, ctx.params.min_challenge_fee)
+        if ctx.challenges is None:
+            raise HTTPError(503, "this node does not challenge", "unavailable")
+        tx = await ctx.challenges.challenge(result_id, fee)
+        return ok({"id": tx.id.hex(), "challenger": tx.challenger.hex()}, status=201)
+
     async def get_bond(req: web.Request) -> web.Response:
         return ok(views.bond(ctx, req.match_info["pubkey"]))
 
@@ -302,6 +310,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/bonds", post_bond)
     r.add_get("/bonds/{pubkey}", get_bond)
     r.add_post("/unbond", post_unbond)
+    r.add_post("/challenges", post_challenge)
     r.add_get("/results", results)
     r.add_get("/results/{id}", result)
     r.add_post("/datasets", add_dataset)

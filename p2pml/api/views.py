@@ -16,9 +16,9 @@ from p2pml.api.render import block_json, entry_json
 from p2pml.chain.bonds import bond_key, lock_key
 from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
-from p2pml.chain.tasks import is_audited, result_key, task_key
+from p2pml.chain.tasks import result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import BondTx, ChallengeTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -60,6 +60,11 @@ def status(ctx: AdminContext) -> dict[str, Any]:
             "verified": ctx.verification.verified,
             "failed": ctx.verification.failed,
             "blocks_waiting_for_data": len(chain.waiting),
+        },
+        # Full audits for disputes and the watchtower, by outcome; challenges sent.
+        "challenges": {
+            "watchtower": ctx.challenges.watchtower if ctx.challenges is not None else False,
+            **(dict(ctx.challenges.counts) if ctx.challenges is not None else {}),
         },
         "validation": dict(ctx.validation),
         "ipfs": {
@@ -185,6 +190,16 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
         elif isinstance(tx, UnbondTx):
             out.append(
                 {"id": tx.id.hex(), "type": "unbond", "fee": tx.fee, "trainer": tx.trainer.hex()}
+            )
+        elif isinstance(tx, ChallengeTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "challenge",
+                    "fee": tx.fee,
+                    "challenger": tx.challenger.hex(),
+                    "result": tx.result_id.hex(),
+                }
             )
         else:
             out.append(
@@ -372,6 +387,12 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             max_results=rec["max_results"],
             results=results,
             rounds_done=len(results),
+            # Results under or after a dispute: the payout counts non-void ones.
+            disputes=[
+                {"result": r["id"], "verdict": r["verdict"], **r["dispute"]}
+                for r in results
+                if r.get("dispute")
+            ],
             best=best,
             payout=[{"to": bytes(k).hex(), "amount": a} for k, a in rec["payout"]],
             # The payout is credited at this height, W blocks after close.
@@ -422,6 +443,8 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
             "model_cid": tx.model_cid,
             "train_rows": tx.train_rows,
             "train_ms": tx.train_ms,
+            "verdict": None,
+            "dispute": None,
         }
     return {
         "id": result_id.hex(),
@@ -435,8 +458,46 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
         "model_cid": rec["model_cid"],
         "train_rows": rec["train_rows"],
         "train_ms": rec["train_ms"],
-        "audited": is_audited(ctx.params, bytes(rec["block"]), result_id),
+        # "ok" (included on the cheap checks), "disputed", "void" (a dispute's
+        # full audit failed: it earns nothing): docs/consensus.md "Disputes".
+        "verdict": rec["status"],
+        "dispute": _dispute_view(rec["dispute"]),
+        "challenge_pending": any(
+            isinstance(tx, ChallengeTx) and tx.result_id == result_id
+            for tx in ctx.mempool.txs.values()
+        ),
     }
+
+
+def _dispute_view(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {
+        "challenger": bytes(d["by"]).hex(),
+        "height": d["at"],
+        "resolve_at": d["resolve_at"],
+        "outcome": d["outcome"],  # pending, result-void, result-valid
+        "reason": d["reason"],  # the failed audit's reason, for result-void
+    }
+
+
+def challenge_order(body: dict[str, Any], min_fee: int) -> tuple[bytes, int]:
+    """(result id, fee) from a POST /challenges body (DecodeError if malformed;
+    the consensus rules judge the rest when it is pooled)."""
+    unknown = sorted(set(body) - {"result", "fee"})
+    if unknown:
+        raise DecodeError(f"unknown field {unknown[0]!r}")
+    rid = body.get("result")
+    try:
+        result_id = bytes.fromhex(rid) if isinstance(rid, str) else b""
+    except ValueError:
+        result_id = b""
+    if len(result_id) != 32:
+        raise DecodeError("result must be a result id (64 hex digits)")
+    fee = body.get("fee", min_fee)
+    if type(fee) is not int or not 0 <= fee <= 2**63 - 1:
+        raise DecodeError(f"fee must be an integer in [0, {2**63 - 1}]")
+    return result_id, fee
 
 
 def results(ctx: AdminContext, task_id: bytes | None) -> list[dict[str, Any]]:

@@ -11,14 +11,18 @@
 * A result counts only from a key whose bond was registered at least
   ``bond_maturity`` blocks before the task's seed block, so no key can be
   chosen once the seed (the task's block hash) is known.
+* Disputes (:mod:`p2pml.chain.disputes`) may slash a bond: a voided
+  result's trainer loses all of it, a wrong challenger ``challenge_stake``.
+  An open challenge locks its challenger's bond like an unpaid result.
 * Replay: every bond and unbond id the chain connects is recorded
   (``bondtx:<id>``) and refused again (``duplicate-bond``): a replayed bond
   would lock a key's coins against its will, a replayed unbond release them.
 
 State (all undo-logged through ``StateView``): ``bond:<pubkey>`` ->
-``{"amount", "height", "unbond_at"}``; ``bondlock:<pubkey>`` -> task ids
-holding an unpaid result of the key; ``unb:<height u64>`` -> keys whose
-bond is released at that height.
+``{"amount", "height", "unbond_at"}`` (plus ``"challenges"``, the open
+challenges of the key, while there are any); ``bondlock:<pubkey>`` -> task
+ids holding an unpaid result of the key, and result ids it disputes;
+``unb:<height u64>`` -> keys whose bond is released at that height.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ def release_due_bonds(view: StateView, ctx: BlockContext) -> None:
         return
     for pubkey in keys:
         bond = view.get(bond_key(pubkey))
+        if bond is None:  # slashed meanwhile (a dispute): nothing to release
+            continue
         view.credit(pubkey, bond["amount"])
         view.delete(bond_key(pubkey))
     view.delete(release_key(ctx.height))

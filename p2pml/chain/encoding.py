@@ -9,7 +9,9 @@ Wire layout (msgpack arrays, never maps, smallest integer encodings):
   task_id, seed, round, trainer, metric(float64), model_cid, train_rows,
   train_ms, signature]``; allocation (genesis only) ``[3, pubkey, amount]``;
   transfer ``[4, sender(bin32), recipient(bin32), amount, fee, nonce,
-  signature(bin64)]``.
+  signature(bin64)]``; bond ``[5, trainer, amount, fee, nonce, signature]``;
+  unbond ``[6, trainer, fee, nonce, signature]``; challenge ``[8,
+  challenger(bin32), result_id(bin32), fee, nonce, signature(bin64)]``.
 * block: ``[header(bin 92), [transaction...]]``.
 
 A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
@@ -31,6 +33,7 @@ from p2pml.chain.types import (
     HEADER_SIZE,
     TAG_ALLOCATION,
     TAG_BOND,
+    TAG_CHALLENGE,
     TAG_COINBASE,
     TAG_RESULT,
     TAG_TASK,
@@ -40,6 +43,7 @@ from p2pml.chain.types import (
     Block,
     BlockHeader,
     BondTx,
+    ChallengeTx,
     Coinbase,
     ResultTx,
     TaskTx,
@@ -201,6 +205,17 @@ def _unbond_from_wire(f: list[Any]) -> UnbondTx:
     )
 
 
+def _challenge_from_wire(f: list[Any]) -> ChallengeTx:
+    expect_list(f, "challenge", 6)
+    return ChallengeTx(
+        challenger=expect_bytes(f[1], "challenge.challenger", PUBKEY_SIZE),
+        result_id=expect_bytes(f[2], "challenge.result_id", HASH_SIZE),
+        fee=expect_int(f[3], "challenge.fee"),
+        nonce=expect_int(f[4], "challenge.nonce"),
+        signature=expect_bytes(f[5], "challenge.signature", SIGNATURE_SIZE),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
     TAG_TASK: _task_from_wire,
@@ -209,6 +224,7 @@ _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_TRANSFER: _transfer_from_wire,
     TAG_BOND: _bond_from_wire,
     TAG_UNBOND: _unbond_from_wire,
+    TAG_CHALLENGE: _challenge_from_wire,
 }
 
 

@@ -93,3 +93,8 @@ class BlockContext:
     time: int
     fees: int = 0
     verdict: VerdictOracle = no_verdicts
+    # Disputes resolving in this block ask this oracle (always the node's own:
+    # unlike an inclusion verdict, either answer is valid, so a block connected
+    # before cannot answer for it).
+    dispute_verdict: VerdictOracle = no_verdicts
+    challenges: int = 0  # challenges applied so far in this block

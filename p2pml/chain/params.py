@@ -73,6 +73,19 @@ class NetworkParams:
     # A task's payout (bounty, refund) is credited this many blocks after it
     # closes: the window in which its results can still be disputed.
     payout_window: int = 100
+    # Disputes (docs/consensus.md "Disputes"): a challenge is resolved
+    # ``dispute_delay`` blocks after the block that includes it (every node
+    # re-runs the result's full audit by then); at most
+    # ``max_challenges_per_block`` challenges per block bound that work.
+    # A voided result's trainer loses its whole bond, ``challenge_slash_share``
+    # of it (floor, IEEE-754 double product) to the challenger, the rest
+    # burned; a wrong challenge burns ``challenge_stake`` of the challenger's
+    # bond (each open challenge reserves that much of it).
+    dispute_delay: int = 10
+    max_challenges_per_block: int = 4
+    challenge_slash_share: float = 0.5
+    challenge_stake: int = 1_000_000
+    min_challenge_fee: int = 1_000
     allocations: tuple[tuple[bytes, int, int], ...] = ()
     # Headers of a branch enter the index only once its cumulative work reaches
     # max(min_chain_work, our tip's work): see docs/consensus.md "Headers pre-sync".
@@ -83,6 +96,14 @@ class NetworkParams:
     def __post_init__(self) -> None:
         if self.payout_window < 1 or self.unbond_delay < 1 or self.bond_maturity < 0:
             raise ValueError("payout_window and unbond_delay must be >= 1, bond_maturity >= 0")
+        # A challenge accepted while its task is open must resolve no later
+        # than the payout (the earliest payout is payout_window after it).
+        if not 1 <= self.dispute_delay <= self.payout_window:
+            raise ValueError("dispute_delay must be in 1..payout_window")
+        if not 0.0 <= self.challenge_slash_share <= 1.0 or self.max_challenges_per_block < 1:
+            raise ValueError("challenge_slash_share in [0, 1], max_challenges_per_block >= 1")
+        if not 1 <= self.challenge_stake <= self.min_bond:
+            raise ValueError("challenge_stake must be in 1..min_bond")
         object.__setattr__(self, "genesis", _build_genesis(self))
 
     @property
@@ -169,6 +190,12 @@ MAIN = NetworkParams(
     bond_maturity=100,
     payout_window=100,
     unbond_delay=1_440,
+    # Ten minutes to re-run one result everywhere; a wrong challenge costs
+    # the minimum bond.
+    dispute_delay=10,
+    max_challenges_per_block=4,
+    challenge_slash_share=0.5,
+    challenge_stake=10_000_000,
 )
 
 DEVNET = NetworkParams(
@@ -192,6 +219,10 @@ DEVNET = NetworkParams(
     bond_maturity=2,
     payout_window=6,
     unbond_delay=12,
+    dispute_delay=3,
+    max_challenges_per_block=4,
+    challenge_slash_share=0.5,
+    challenge_stake=DEV_MIN_BOND,
 )
 
 REGTEST = NetworkParams(
@@ -215,6 +246,10 @@ REGTEST = NetworkParams(
     bond_maturity=1,
     payout_window=2,
     unbond_delay=3,
+    dispute_delay=2,
+    max_challenges_per_block=4,
+    challenge_slash_share=0.5,
+    challenge_stake=DEV_MIN_BOND,
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

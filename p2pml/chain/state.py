@@ -482,10 +482,18 @@ class ChainState(ChainQueries):
         if block is None:
             raise StoreError(f"body of {e.hash.hex()} missing from the store")
         # A block connected before was valid on these same ancestors, and
-        # validity is deterministic: its results need no second verdict
-        # (which may be unavailable after a restart).
+        # validity is deterministic: its results need no second inclusion
+        # verdict (which may be unavailable after a restart). Disputes
+        # resolving in it still ask: both of their outcomes are valid.
         oracle = _known_valid if e.status is Status.VALID else self.verdicts
-        ctx = BlockContext(self.params, e.height, e.hash, e.header.time, verdict=oracle)
+        ctx = BlockContext(
+            self.params,
+            e.height,
+            e.hash,
+            e.header.time,
+            verdict=oracle,
+            dispute_verdict=self.verdicts,
+        )
         view = StateView(self.state)
         for tx in block.txs[1:]:
             handler_for(tx).apply(tx, view, ctx)

@@ -4,24 +4,27 @@ that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
 * ``TaskTx`` (tag 1): a signed training task. Including it costs ``fee`` (to
   the miner) and escrows ``bounty + result_reward * max_results`` from the
   publisher. The hash of the block that includes it seeds every partition.
-* ``ResultTx`` (tag 2): a trainer's signed claim for one (task, round). A
-  block is valid only if every result in it passes verification; the chain
-  asks a *verdict oracle* (the node, which re-runs the model in worker
-  processes) and treats "not known yet" as missing data, never as invalid.
+* ``ResultTx`` (tag 2): a trainer's signed claim for one (task, round).
+  Inclusion is optimistic: a block is valid only if every result in it
+  passes the cheap checks (the verdict oracle with ``audit=False``: artifact
+  structure and budgets, the metric recomputed on the holdout); the chain
+  treats "not known yet" as missing data, never as invalid. Re-training
+  happens only when a result is disputed (:mod:`p2pml.chain.disputes`).
 
 A result counts only from a bonded key (:mod:`p2pml.chain.bonds`) and pays
 its ``fee`` to the miner. A task closes at its deadline height, or as soon
 as ``max_results`` results are in. Then the bounty is assigned to the
-trainer(s) of the best result (ties split evenly, the indivisible remainder
-back to the publisher); a task with no result, and any unused per-result
-reward, refunds the publisher. The assignment is credited ``payout_window``
-blocks after close (:mod:`p2pml.chain.payouts`). Everything here writes
-through the undo-logged ``StateView``, so reorgs undo it exactly.
+trainer(s) of the best non-void result (ties split evenly, the indivisible
+remainder back to the publisher), and each non-void result earns
+``result_reward``; a task with no result, and any unearned reward, refunds
+the publisher. All of it is credited ``payout_window`` blocks after close
+(:mod:`p2pml.chain.payouts`); a dispute resolved meanwhile recomputes it.
+Everything here writes through the undo-logged ``StateView``, so reorgs
+undo it exactly.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -42,14 +45,6 @@ from p2pml.errors import MissingDataError, ValidationError
 MAX_DEADLINE = 100_000
 MAX_RESULTS = 10_000
 MAX_TRAIN_MS = 7 * 24 * 3600 * 1000
-
-
-def is_audited(params: NetworkParams, block_hash: bytes, result_id: bytes) -> bool:
-    """Whether a result in this block must be re-trained: the same on every node."""
-    if params.audit_fraction >= 1.0:
-        return True
-    draw = int.from_bytes(hashlib.sha256(block_hash + result_id).digest()[:8], "big")
-    return draw < int(params.audit_fraction * 2**64)
 
 
 # -- rules -------------------------------------------------------------------------
@@ -141,7 +136,7 @@ class ResultHandler:
         # The fee before the (costly) verdict: a key that cannot pay is
         # refused without re-running its model.
         view.debit(tx.trainer, tx.fee)  # insufficient-funds
-        verdict = ctx.verdict(tx, task, is_audited(ctx.params, ctx.block_hash, rid))
+        verdict = ctx.verdict(tx, task, False)  # the cheap checks only: optimistic
         if verdict is None:
             raise MissingDataError(tx.model_cid, f"result {rid.hex()[:16]} not verified yet")
         if verdict:
@@ -162,21 +157,78 @@ class ResultHandler:
                 "model_cid": tx.model_cid,
                 "train_rows": tx.train_rows,
                 "train_ms": tx.train_ms,
+                # With the task's seed, enough to rebuild the signed ResultTx
+                # when a dispute re-runs it (disputes.result_tx).
+                "fee": tx.fee,
+                "signature": tx.signature,
+                "status": "ok",  # "disputed" while challenged, "void" once proven false
+                "dispute": None,
             },
         )
         task = dict(task)
         results = [*task["results"], rid]
         task["results"] = results
-        if len(results) <= task["max_results"] and task["result_reward"]:
-            view.credit(tx.trainer, task["result_reward"])
-        metric_name = task["spec"]["metric"]
-        if task["best"] is None or better(metric_name, tx.metric, task["best"]):
-            task["best"], task["winners"] = tx.metric, [[tx.trainer, rid]]
-        elif tx.metric == task["best"] and all(w[0] != tx.trainer for w in task["winners"]):
-            task["winners"] = [*task["winners"], [tx.trainer, rid]]
+        task["best"], task["winners"] = _rank(
+            task["spec"]["metric"], task["best"], task["winners"], tx.metric, tx.trainer, rid
+        )
         view.put(task_key(tx.task_id), task)
         if len(results) >= task["max_results"]:
             close_task(view, tx.task_id, ctx)
+
+
+def _rank(
+    metric_name: str,
+    best: float | None,
+    winners: list[list[Any]],
+    metric: float,
+    trainer: bytes,
+    rid: bytes,
+) -> tuple[float, list[list[Any]]]:
+    """Best metric and winners after one more result (in inclusion order):
+    a better metric takes over; an equal one joins unless its trainer is in."""
+    if best is None or better(metric_name, metric, best):
+        return metric, [[trainer, rid]]
+    if metric == best and all(w[0] != trainer for w in winners):
+        return best, [*winners, [trainer, rid]]
+    return best, winners
+
+
+def rerank(view: StateView, task: dict[str, Any]) -> dict[str, Any]:
+    """``task`` with best and winners recomputed from its non-void results."""
+    best: float | None = None
+    winners: list[list[Any]] = []
+    for rid in task["results"]:
+        rec = view.get(result_key(rid))
+        if rec["status"] != "void":
+            best, winners = _rank(
+                task["spec"]["metric"], best, winners, rec["metric"], rec["trainer"], rid
+            )
+    return {**task, "best": best, "winners": winners}
+
+
+def payout_of(view: StateView, task: dict[str, Any]) -> list[list[Any]]:
+    """Who gets what of a closed task: ``result_reward`` per non-void result
+    (the first ``max_results``), the bounty split among the winners, and the
+    rest back to the publisher; one entry per key, in first-mention order."""
+    owed: dict[bytes, int] = {}
+    counted = 0
+    for rid in task["results"][: task["max_results"]]:
+        rec = view.get(result_key(rid))
+        if rec["status"] != "void" and task["result_reward"]:
+            owed[rec["trainer"]] = owed.get(rec["trainer"], 0) + task["result_reward"]
+        counted += rec["status"] != "void"
+    refund = task["result_reward"] * (task["max_results"] - counted)
+    winners = task["winners"]
+    if winners:
+        share, rest = divmod(task["bounty"], len(winners))
+        for trainer, _rid in winners:
+            owed[trainer] = owed.get(trainer, 0) + share
+        refund += rest
+    else:
+        refund += task["bounty"]
+    if refund:
+        owed[task["publisher"]] = owed.get(task["publisher"], 0) + refund
+    return [[k, v] for k, v in owed.items() if v]
 
 
 def close_task(view: StateView, task_id: bytes, ctx: BlockContext) -> None:
@@ -184,21 +236,14 @@ def close_task(view: StateView, task_id: bytes, ctx: BlockContext) -> None:
     task = dict(view.get(task_key(task_id)))
     if not task["open"]:
         return
-    payout: list[list[Any]] = []
-    paid_results = min(len(task["results"]), task["max_results"])
-    refund = task["result_reward"] * (task["max_results"] - paid_results)
-    winners = task["winners"]
-    if winners:
-        share, rest = divmod(task["bounty"], len(winners))
-        for trainer, _rid in winners:
-            payout.append([trainer, share])
-        refund += rest
-    else:
-        refund += task["bounty"]
-    if refund:
-        payout.append([task["publisher"], refund])
     pay_at = ctx.height + ctx.params.payout_window
-    task.update(open=False, closed_at=ctx.height, payout=payout, payout_at=pay_at, paid=False)
+    task.update(
+        open=False,
+        closed_at=ctx.height,
+        payout=payout_of(view, task),
+        payout_at=pay_at,
+        paid=False,
+    )
     view.put(task_key(task_id), task)
     schedule_payout(view, task_id, pay_at)
 

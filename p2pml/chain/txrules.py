@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
+from p2pml.chain.disputes import ChallengeHandler, resolve_due_disputes
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import pay_due_tasks
@@ -20,6 +21,7 @@ from p2pml.chain.transfers import TransferHandler
 from p2pml.chain.types import (
     Allocation,
     BondTx,
+    ChallengeTx,
     Coinbase,
     ResultTx,
     TaskTx,
@@ -71,12 +73,19 @@ HANDLERS: dict[type, TxHandler] = {
     TransferTx: TransferHandler(),
     BondTx: BondHandler(),
     UnbondTx: UnbondHandler(),
+    ChallengeTx: ChallengeHandler(),
 }
 
 # Run after a block's transactions, before its coinbase, in this order:
-# close the tasks due, pay those whose window ends, release bonds.
+# resolve the disputes due (so a close or payout at this height sees their
+# outcome), close the tasks due, pay those whose window ends, release bonds.
 BlockHook = Callable[[StateView, BlockContext], None]
-BLOCK_HOOKS: tuple[BlockHook, ...] = (close_due_tasks, pay_due_tasks, release_due_bonds)
+BLOCK_HOOKS: tuple[BlockHook, ...] = (
+    resolve_due_disputes,
+    close_due_tasks,
+    pay_due_tasks,
+    release_due_bonds,
+)
 
 
 def handler_for(tx: Transaction) -> TxHandler:

@@ -28,6 +28,8 @@ TAG_ALLOCATION = 3
 TAG_TRANSFER = 4
 TAG_BOND = 5
 TAG_UNBOND = 6
+# 7 is TAG_ATTEST (audit committees).
+TAG_CHALLENGE = 8
 
 # Signature domains: a signature for one type never verifies as another's.
 DOMAIN_TASK = b"task"
@@ -35,6 +37,7 @@ DOMAIN_RESULT = b"result"
 DOMAIN_TRANSFER = b"transfer"
 DOMAIN_BOND = b"bond"
 DOMAIN_UNBOND = b"unbond"
+DOMAIN_CHALLENGE = b"challenge"
 
 
 def packb(obj: Any) -> bytes:
@@ -295,10 +298,41 @@ class UnbondTx:
         return sha256d(packb(self.to_wire()))
 
 
-Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
+@dataclass(frozen=True)
+class ChallengeTx:
+    """A fraud proof's opening: ``challenger`` (a bonded key) disputes the
+    result ``result_id``, staking part of its bond on the result's audit
+    failing; ``fee`` goes to the miner. Every node re-runs the result's full
+    audit at the dispute's resolution height (docs/consensus.md "Disputes")."""
+
+    challenger: bytes
+    result_id: bytes
+    fee: int
+    nonce: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_CHALLENGE, self.challenger, self.result_id, self.fee, self.nonce]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> ChallengeTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_CHALLENGE, signed_payload(network, self.unsigned_wire()))
+        return ChallengeTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+Transaction = (
+    Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx
+)
 #: What users send and the mempool holds (coinbases and allocations are made
 #: by miners and genesis only). Every one pays a fee.
-PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
+PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx
 
 
 @dataclass(frozen=True)

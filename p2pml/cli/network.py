@@ -1,5 +1,5 @@
 """Commands on the node, its peers, the chain and coins: status, peers,
-chain, block, mempool, mine, balance, send, bond, unbond."""
+chain, block, mempool, mine, balance, send, bond, unbond, challenge."""
 
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ def cmd_bond(args: argparse.Namespace) -> int:
         body["fee"] = args.fee
     data = client(args).post("/bonds", body)
     show(args, data, f"bonded {args.amount}: bond {data['id']}")
+    return 0
+
+
+def cmd_challenge(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"result": args.result_id}
+    if args.fee is not None:
+        body["fee"] = args.fee
+    data = client(args).post("/challenges", body)
+    show(
+        args,
+        data,
+        f"challenged {args.result_id}: challenge {data['id']} "
+        "(resolved by every node's audit after the dispute delay)",
+    )
     return 0
 
 

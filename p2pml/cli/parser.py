@@ -12,6 +12,7 @@ from p2pml.cli.network import (
     cmd_block,
     cmd_bond,
     cmd_chain,
+    cmd_challenge,
     cmd_mempool,
     cmd_mine,
     cmd_peers,
@@ -181,4 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unbond", help="release the node's trainer bond (after a delay)")
     p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
     p.set_defaults(fn=cmd_unbond)
+
+    p = sub.add_parser(
+        "challenge", help="dispute a result with the node's bonded key (a wrong one costs a stake)"
+    )
+    p.add_argument("result_id", help="the result's id (hex)")
+    p.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
+    p.set_defaults(fn=cmd_challenge)
     return ap

@@ -170,5 +170,6 @@ def cmd_results(args: argparse.Namespace) -> int:
         show(args, c.get(f"/results/{args.id}"))
         return 0
     data = c.get("/results" + (f"?task={args.task}" if args.task else ""))
-    show(args, data, table(data, ["id", "task", "trainer", "round", "metric", "status"]))
+    cols = ["id", "task", "trainer", "round", "metric", "status", "verdict"]
+    show(args, data, table(data, cols))
     return 0

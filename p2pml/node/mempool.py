@@ -10,6 +10,9 @@ evicted. Every pooled set is therefore jointly valid at the tip, and so is
 any subset of it: a template takes transactions by priority without
 re-applying them (the block is validated in full when our miner submits it).
 
+The pool holds at most ``max_challenges_per_block`` challenges (its state
+counts them as one block's), so any template may take all of them.
+
 Priority: results first (their task is waiting for them), then tasks,
 transfers, bonds and unbonds together by fee rate (fee per byte), earlier
 first on ties. A full pool evicts its
@@ -93,14 +96,14 @@ class Mempool:
 
     def _context(self, chain: ChainState, verdict: Verdict) -> BlockContext:
         tip = chain.tip
-        # A template's hash is unknown while it is built; results are only
-        # pooled after an audited verification, so ask for that verdict.
+        # A template's hash is unknown while it is built. Inclusion is
+        # optimistic: results need the cheap checks' verdict only.
         return BlockContext(
             self.params,
             tip.height + 1,
             ZERO_HASH,
             tip.header.time + 1,
-            verdict=lambda tx, task, _audit: verdict(tx, task, True),
+            verdict=lambda tx, task, _audit: verdict(tx, task, False),
         )
 
     def _pooled(self, chain: ChainState, verdict: Verdict) -> tuple[StateView, BlockContext]:
@@ -130,7 +133,12 @@ class Mempool:
 
     def check(self, tx: PoolTx, chain: ChainState, verdict: Verdict) -> None:
         """Raise ValidationError (or MissingDataError) if ``tx`` may not enter."""
-        self._trial(tx, chain, verdict)
+        _view, ctx = self._pooled(chain, verdict)
+        counted = ctx.challenges
+        try:
+            self._trial(tx, chain, verdict)
+        finally:
+            ctx.challenges = counted  # a dry run takes no challenge slot
 
     def admit(self, tx: PoolTx, chain: ChainState, verdict: Verdict) -> list[PoolTx]:
         """Check and pool ``tx``; returns what was evicted to make room."""

@@ -34,6 +34,7 @@ from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
+from p2pml.node.challenges import ChallengeService
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.mining import MiningService
@@ -138,6 +139,17 @@ class Node:
             self._jobs.spawn,
             auto_bond=settings.training.enabled and settings.training.auto_bond,
         )
+        self.challenges = ChallengeService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.verifier,
+            self.relay,
+            self.mining.notify,
+            self._jobs.spawn,
+            # A follower judges no result: it cannot watch them either.
+            watchtower=settings.verification.challenge_bad and not follower,
+        )
         self.gossip = GossipHandler(
             self.chain,
             self.tasks,
@@ -147,6 +159,7 @@ class Node:
             self.transfers,
             judge_results=not follower,
             bonds=self.bonds,
+            challenges=self.challenges,
         )
         self.api = AdminServer(
             AdminContext(
@@ -170,6 +183,7 @@ class Node:
                 pins=self.pins.stats,
                 validation=runtime.status(self.params, self.validation),
                 bonds=self.bonds,
+                challenges=self.challenges,
             )
         )
 

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from p2pml.chain.types import BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import BondTx, ChallengeTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.crypto import Identity
 from p2pml.node.mempool import Mempool
 from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 # Each kind signs to its own type and is relayed as such.
-T = TypeVar("T", TaskTx, ResultTx, TransferTx, BondTx, UnbondTx)
+T = TypeVar("T", TaskTx, ResultTx, TransferTx, BondTx, UnbondTx, ChallengeTx)
 
 
 class PoolEntry:

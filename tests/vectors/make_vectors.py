@@ -546,6 +546,27 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 **tx_vector("unbond", [*unsigned, sig]),
             }
         )
+    # docs/consensus.md "Disputes": a challenge names a result by its id.
+    for seed_, rid, fee, nonce in (
+        (TRAINER_SEED, sha256(b"disputed result"), 1_000, 0),
+        (dev_seed(4), sha256(b"another result"), 2**33, 2**64 - 1),
+    ):
+        challenger = ed25519_public(seed_)
+        fields = {
+            "challenger": challenger.hex(),
+            "result_id": rid.hex(),
+            "fee": fee,
+            "nonce": nonce,
+        }
+        unsigned = [8, challenger, rid, fee, nonce]
+        msg, sig = sign_tx(b"challenge", seed_, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("challenge", [*unsigned, sig]),
+            }
+        )
     first_task = next(t for t in txs if t["kind"] == "task")
     unsigned = mp_unsigned_task(first_task["fields"])
     msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, other_network)
@@ -831,25 +852,6 @@ def partition_vectors() -> dict[str, Any]:
     return {"row_keys": keys, "cases": cases, "random_state": states}
 
 
-def audit_vectors() -> dict[str, Any]:
-    fraction = 0.1  # main
-    threshold = math.floor(fraction * 2**64)  # binary64 product, then floor
-    draws = []
-    for i in range(4000):
-        block, rid = sha256(b"block %d" % i), sha256(b"result %d" % i)
-        draws.append((int.from_bytes(sha256(block + rid)[:8], "big"), block, rid))
-    # The first few, and the ones closest to the threshold on either side:
-    # they tell a wrong threshold (say 0.1 * 2^63) from the right one.
-    below = sorted((d for d in draws if d[0] < threshold), key=lambda d: -d[0])[:4]
-    above = sorted((d for d in draws if d[0] >= threshold), key=lambda d: d[0])[:4]
-    chosen = draws[:8] + below + above
-    cases = [
-        {"block_hash": b.hex(), "result_id": r.hex(), "draw": d, "audited": d < threshold}
-        for d, b, r in chosen
-    ]
-    return {"network": "main", "audit_fraction": fraction, "threshold": threshold, "cases": cases}
-
-
 # -- sync messages (docs/protocol.md section 4) -------------------------------------
 
 
@@ -906,7 +908,6 @@ def main() -> None:
         "blocks.json": block_vectors(genesis, txv),
         "pow.json": pow_vectors(),
         "partition.json": partition_vectors(),
-        "audit.json": audit_vectors(),
         "sync.json": sync_vectors(genesis),
     }
     out.mkdir(parents=True, exist_ok=True)

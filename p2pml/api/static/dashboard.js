@@ -244,13 +244,14 @@ function renderTask(task) {
     ranked.map((r, i) => {
       const claimed = el("td", fmtMetric(r.metric), "metric");
       claimed.dataset.value = String(r.metric);
-      // Every result's metric is recomputed on the holdout. A pooled result was
-      // also re-trained (audited) before it entered the mempool; in a block, the
-      // block hash draws which results every node re-trains.
+      // Every result's metric is recomputed on the holdout (the cheap checks);
+      // a result is re-trained (audited) only when disputed, and void if that
+      // audit failed (docs/consensus.md "Disputes").
+      const verdicts = { ok: "metric checked", disputed: "disputed", void: "void" };
       const audit =
         r.status !== "confirmed"
-          ? "audited, pending"
-          : `${r.audited ? "audited" : "metric checked"}, block ${r.height}`;
+          ? "metric checked, pending"
+          : `${verdicts[r.verdict] || r.verdict}, block ${r.height}`;
       // The payout is per trainer key: show it once, on the trainer's best row.
       const pay = el("td", "–", "reward");
       if (reward.has(r.trainer) && !rewarded.has(r.trainer)) {

@@ -16,10 +16,12 @@ import pytest
 import pytest_asyncio
 from sklearn.datasets import load_diabetes
 
+from p2pml.chain.bonds import bond_key
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.params import REGTEST, dev_identity
+from p2pml.chain.taskkeys import result_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import Block, ResultTx, TaskTx
+from p2pml.chain.types import Block, ChallengeTx, ResultTx, TaskTx
 from p2pml.config import TrainingSettings
 from p2pml.crypto import Identity
 from p2pml.ml.artifact import dump_model
@@ -157,7 +159,9 @@ async def test_artifact_that_is_not_a_model(world: World) -> None:
 
 async def test_model_trained_on_a_hand_picked_partition(world: World) -> None:
     """Right class, params and random_state, honest holdout metric, but fitted
-    on rows of Mallory's choosing: only the seeded re-training audit sees it."""
+    on rows of Mallory's choosing: it passes the cheap checks, so the block
+    including it connects (optimistic); a challenge makes every node re-run
+    the seeded re-training audit, which voids it."""
     seed, tid = world.b1.hash, world.task.id
     data = parse_csv(world.csv, "regression", "target", (), 10**9)
     hold = holdout_indices(seed, tid, data.n_rows, world.spec.holdout_fraction)
@@ -179,7 +183,22 @@ async def test_model_trained_on_a_hand_picked_partition(world: World) -> None:
     metric = compute_metric("r2", model, data.X[hold], data.y[hold])
     cid = await world.store.add_bytes(dump_model(model))
     lie = world.result(MALLORY, metric=metric, model_cid=cid, train_rows=len(mine))
-    await expect_rejected(world, lie, "bad-result-audit")
+    n = world.node()
+    top = world.builder.make(world.b1.hash, txs=(lie,))
+    up = await world.feed(n, top)
+    assert up.rejected == [] and n.tip == top.hash  # included on the cheap checks
+    watcher = dev_identity(3)
+    challenge = ChallengeTx(watcher.public_key, lie.id, 1_000, 1).signed_by(
+        watcher, REGTEST.genesis_hash
+    )
+    top = world.builder.make(top.hash, txs=(challenge,))
+    for _ in range(REGTEST.dispute_delay + 1):
+        up = await world.feed(n, top)
+        assert up.rejected == [] and n.tip == top.hash
+        top = world.builder.make(top.hash)
+    rec = n.chain.state[result_key(lie.id)]
+    assert rec["status"] == "void" and rec["dispute"]["reason"] == "bad-result-audit"
+    assert n.chain.state.get(bond_key(MALLORY.public_key)) is None
 
 
 async def test_block_waits_for_a_missing_artifact_then_connects(world: World) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from p2pml.chain.encoding import decode_block, decode_tx, encode_block, encode_tx, packb, tx_id
 from p2pml.chain.hashing import merkle_root
-from p2pml.chain.params import MAIN, NETWORKS, dev_identity
+from p2pml.chain.params import NETWORKS, dev_identity
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
 from p2pml.chain.rules import (
     check_block_body,
@@ -28,17 +28,19 @@ from p2pml.chain.rules import (
     check_tx_root,
     median_time,
 )
-from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_audited
+from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import (
     DOMAIN_BOND,
+    DOMAIN_CHALLENGE,
     DOMAIN_TRANSFER,
     DOMAIN_UNBOND,
     Allocation,
     Block,
     BlockHeader,
     BondTx,
+    ChallengeTx,
     Coinbase,
     Transaction,
     TransferTx,
@@ -71,7 +73,6 @@ TXS = _load("transactions.json")
 BLOCKS = _load("blocks.json")
 POW = _load("pow.json")
 PARTITION = _load("partition.json")
-AUDIT = _load("audit.json")
 SYNC = _load("sync.json")
 
 h = bytes.fromhex
@@ -167,6 +168,10 @@ def _build(v: dict[str, Any]) -> Transaction:
         return BondTx(h(f["trainer"]), f["amount"], f["fee"], f["nonce"], h(f["signature"]))
     if v["kind"] == "unbond":
         return UnbondTx(h(f["trainer"]), f["fee"], f["nonce"], h(f["signature"]))
+    if v["kind"] == "challenge":
+        return ChallengeTx(
+            h(f["challenger"]), h(f["result_id"]), f["fee"], f["nonce"], h(f["signature"])
+        )
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -181,7 +186,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     )
 
 
-SIGNED = ("task", "result", "transfer", "bond", "unbond")
+SIGNED = ("task", "result", "transfer", "bond", "unbond", "challenge")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -205,7 +210,7 @@ def test_transaction(v: dict[str, Any]) -> None:
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx)
+    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx)
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
     if isinstance(tx, TaskTx):
@@ -216,6 +221,8 @@ def test_signature(v: dict[str, Any]) -> None:
         domain, signer = DOMAIN_TRANSFER, tx.sender
     elif isinstance(tx, BondTx):
         domain, signer = DOMAIN_BOND, tx.trainer
+    elif isinstance(tx, ChallengeTx):
+        domain, signer = DOMAIN_CHALLENGE, tx.challenger
     else:
         domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())
@@ -367,15 +374,6 @@ def test_partition(v: dict[str, Any]) -> None:
 def test_random_state(v: dict[str, Any]) -> None:
     got = derive_random_state(h(v["seed"]), h(v["task_id"]), h(v["pubkey"]), v["round"])
     assert got == v["random_state"]
-
-
-def test_audit_selection() -> None:
-    assert AUDIT["audit_fraction"] == MAIN.audit_fraction
-    cases = AUDIT["cases"]
-    # Both outcomes occur, so the vector distinguishes a wrong threshold.
-    assert {c["audited"] for c in cases} == {True, False}
-    for c in cases:
-        assert is_audited(MAIN, h(c["block_hash"]), h(c["result_id"])) == c["audited"], c
 
 
 # -- sync messages ---------------------------------------------------------------------

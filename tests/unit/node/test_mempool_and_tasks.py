@@ -3,6 +3,7 @@ reactions to tip changes. Real consensus (pure ChainState), faked ports."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.params import DEV_ALLOCATION, REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import ResultTx, TaskTx, TransferTx
+from p2pml.chain.types import ChallengeTx, ResultTx, TaskTx, TransferTx
 from p2pml.crypto import Identity
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
@@ -223,3 +224,46 @@ def test_admission_cost_does_not_grow_with_the_pool(monkeypatch: pytest.MonkeyPa
             pool.admit(task(pub=poor, nonce=i), chain.chain, no_verdict)
         assert reason(exc) == "insufficient-funds"
     assert calls[0] == 50  # one application each, whatever the pool holds
+
+
+def test_the_pool_holds_one_blocks_worth_of_challenges() -> None:
+    """A flood of challenges: the pool keeps at most max_challenges_per_block
+    (the rest are refused until a block takes those), so every template it
+    makes is valid; a dry-run check takes no slot."""
+    chain = FakeChain()
+    chain.chain.verdicts = lambda _tx, _task, _audit: ""
+    b = Builder()
+    b.ref.verdicts = chain.chain.verdicts
+    t = dataclasses.replace(task(), max_results=10, signature=b"").signed_by(
+        PUB, REGTEST.genesis_hash
+    )
+    b1 = b.make(b.genesis, txs=(t,))
+    chain.node.feed(b1).raise_error()
+    trainers = [dev_identity(i) for i in (1, 2, 3, 4, 5, 6)]
+    results = [
+        ResultTx(
+            t.id, b1.hash, 0, who.public_key, 0.5, cid_of_bytes(b"m%d" % i), 10, 1, 1_000
+        ).signed_by(who, REGTEST.genesis_hash)
+        for i, who in enumerate(trainers)
+    ]
+    b2 = b.make(b1.hash, txs=tuple(results))
+    chain.node.feed(b2).raise_error()
+    flood = [
+        ChallengeTx(
+            PUB.public_key if i == 0 else trainers[i - 1].public_key, r.id, 1_000, i
+        ).signed_by(PUB if i == 0 else trainers[i - 1], REGTEST.genesis_hash)
+        for i, r in enumerate(results[: REGTEST.max_challenges_per_block + 1])
+    ]
+    pool = Mempool(REGTEST)
+    pool.check(flood[0], chain.chain, no_verdict)  # a dry run: no slot taken
+    for c in flood[:-1]:
+        pool.admit(c, chain.chain, no_verdict)
+    with pytest.raises(ValidationError) as exc:
+        pool.admit(flood[-1], chain.chain, no_verdict)
+    assert reason(exc) == "too-many-challenges"
+    chosen, _fees = pool.select(chain.chain, no_verdict, REGTEST.max_block_bytes)
+    assert len(chosen) == REGTEST.max_challenges_per_block
+    b3 = b.make(b2.hash, txs=tuple(chosen))
+    chain.node.feed(b3).raise_error()  # the template's block is valid
+    pool.reconcile(chain.chain, no_verdict, [b3], [])
+    pool.admit(flood[-1], chain.chain, no_verdict)  # room again in the next block

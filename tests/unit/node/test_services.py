@@ -26,6 +26,7 @@ from p2pml.node.training import TrainingService
 from p2pml.node.transfers import TransferService
 from p2pml.node.verification import (
     MAX_RESULT_CHECKS,
+    RETRY_MIN,
     UNFETCHABLE_ARTIFACT_SECONDS,
     VerificationService,
 )
@@ -352,6 +353,30 @@ async def test_a_block_waiting_for_a_verdict_connects_once_the_verifier_answers(
         await wait_until(lambda: chain.chain.tip.hash == blk.hash, timeout=10)
     finally:
         loop.cancel()
+
+
+async def test_a_retry_that_gets_further_into_a_block_does_not_back_off() -> None:
+    """A block of several results connects only up to its first unknown
+    verdict: each retry learns the next one. Backing off between such retries
+    (doubling each time) made a block of eight new results wait over a minute."""
+    chain, jobs, gossip = FakeChain(), Jobs(), FakeGossip()
+    verifier = _Verifier()
+    chain.chain.verdicts = verifier.verdict
+    svc = VerificationService(chain, verifier, FakeResults(), FakeRelay(), gossip, jobs)
+    b, t, seed = await chain_with_task(chain)
+    b.ref.verdicts = lambda *_: ""
+    r1 = result_for(t, seed, trainer=dev_identity(1))
+    r2 = result_for(t, seed, trainer=dev_identity(2))
+    blk = b.make(chain.chain.tip.hash, txs=(r1, r2))
+    assert (await chain.submit_block(blk)).waiting
+    verifier.answers[r1.id] = ""
+    assert await svc.verify_pass(RETRY_MIN * 4) == RETRY_MIN  # it asked for r2 now
+    assert (r2.id, False) in verifier.wanted
+    # Nothing new learnt: the same verdict is still unknown, back off.
+    assert await svc.verify_pass(RETRY_MIN) == 2 * RETRY_MIN
+    verifier.answers[r2.id] = ""
+    await svc.verify_pass(RETRY_MIN)
+    assert chain.chain.tip.hash == blk.hash
 
 
 # -- the relay ---------------------------------------------------------------------
