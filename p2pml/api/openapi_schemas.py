@@ -144,6 +144,18 @@ SCHEMAS: dict[str, Any] = {
             "height": {"type": "integer"},
             "block": HEX64,
             "audited": {"type": "boolean"},
+            "audit": {
+                "type": "object",
+                "properties": {
+                    "beacon_at": {"type": "integer"},
+                    "beacon": {"type": "string", "nullable": True},
+                    "selected": {"type": "boolean", "nullable": True},
+                    "committee": {"type": "array", "items": {"type": "string"}},
+                    "attest_until": {"type": "integer", "nullable": True},
+                    "hold": {"type": "integer"},
+                    "attestations": {"type": "array", "items": {"type": "object"}},
+                },
+            },
         },
     },
     "NewTask": {

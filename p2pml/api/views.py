@@ -16,7 +16,7 @@ from p2pml.api.render import block_json, entry_json
 from p2pml.chain.bonds import bond_key, lock_key
 from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
-from p2pml.chain.tasks import is_audited, result_key, task_key
+from p2pml.chain.tasks import result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import check_multiaddr
@@ -435,7 +435,26 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
         "model_cid": rec["model_cid"],
         "train_rows": rec["train_rows"],
         "train_ms": rec["train_ms"],
-        "audited": is_audited(ctx.params, bytes(rec["block"]), result_id),
+        # Selected for a committee audit by its beacon (False until drawn).
+        "audited": bool(rec["audit"]["selected"]),
+        "audit": _audit_view(rec),
+    }
+
+
+def _audit_view(rec: dict[str, Any]) -> dict[str, Any]:
+    """The beacon's draw and the committee's attestations (chain/audits.py)."""
+    audit = rec["audit"]
+    return {
+        "beacon_at": rec["beacon_at"],
+        "beacon": bytes(audit["beacon"]).hex() if audit["beacon"] is not None else None,
+        "selected": audit["selected"],
+        "committee": [bytes(k).hex() for k in audit["committee"]],
+        "attest_until": audit["until"],
+        "hold": audit["hold"],
+        "attestations": [
+            {"attester": bytes(k).hex(), "passed": passed, "height": h}
+            for k, passed, h in rec["attestations"]
+        ],
     }
 
 

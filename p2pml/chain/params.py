@@ -59,7 +59,20 @@ class NetworkParams:
     # A task's bounty must be at least this per round it asks for, so
     # demanding the network's compute is never free (0: no minimum).
     min_round_bounty: int = 0
-    audit_fraction: float = 1.0  # share of results re-trained in every block
+    # Share of results drawn for a committee audit by their beacon (winners
+    # of a bounty always are): docs/consensus.md "Audit committees".
+    audit_fraction: float = 1.0
+    # Audit committees: a result included at height h is judged by the
+    # beacon, the hash of the block at h + ``audit_delay`` (the includer
+    # cannot grind it without grinding that many blocks of work), which
+    # draws ``committee_size`` bonded keys; they attest in the
+    # ``attest_window`` blocks after the beacon and are paid from the part
+    # ``attest_fee_share`` (at most 4 decimals) of the result's fee held back
+    # from the including miner.
+    audit_delay: int = 6
+    committee_size: int = 3
+    attest_window: int = 30
+    attest_fee_share: float = 0.5
     # Trainer bonds (docs/consensus.md "Bonds"): a result counts only from a
     # key whose bond of at least ``min_bond`` was registered ``bond_maturity``
     # blocks or more before the task's seed block; an unbond releases the
@@ -83,6 +96,15 @@ class NetworkParams:
     def __post_init__(self) -> None:
         if self.payout_window < 1 or self.unbond_delay < 1 or self.bond_maturity < 0:
             raise ValueError("payout_window and unbond_delay must be >= 1, bond_maturity >= 0")
+        if self.audit_delay < 1 or self.attest_window < 1 or self.committee_size < 1:
+            raise ValueError("audit_delay, attest_window and committee_size must be >= 1")
+        if not 0.0 <= self.attest_fee_share <= 1.0:
+            raise ValueError("attest_fee_share must be in [0, 1]")
+        # Every attestation of a result lands before its task is paid (a
+        # result may be included in the block that closes its task), so a
+        # failing one can still open a dispute.
+        if self.audit_delay + self.attest_window >= self.payout_window:
+            raise ValueError("audit_delay + attest_window must be < payout_window")
         object.__setattr__(self, "genesis", _build_genesis(self))
 
     @property
@@ -169,6 +191,12 @@ MAIN = NetworkParams(
     bond_maturity=100,
     payout_window=100,
     unbond_delay=1_440,
+    # The beacon six blocks (~6 minutes) after inclusion; committees of
+    # three attest within half an hour, well inside the payout window.
+    audit_delay=6,
+    committee_size=3,
+    attest_window=30,
+    attest_fee_share=0.5,
 )
 
 DEVNET = NetworkParams(
@@ -192,6 +220,10 @@ DEVNET = NetworkParams(
     bond_maturity=2,
     payout_window=6,
     unbond_delay=12,
+    audit_delay=1,
+    committee_size=3,
+    attest_window=4,
+    attest_fee_share=0.5,
 )
 
 REGTEST = NetworkParams(
@@ -210,11 +242,16 @@ REGTEST = NetworkParams(
     timewarp_seconds=10 * 1,
     runtime=RUNTIME,
     # Small so functional tests stay fast: a bond counts from the next
-    # block, a payout two blocks after close.
+    # block, a payout five blocks after close (room for the beacon one
+    # block after inclusion and three blocks of attestations).
     min_bond=DEV_MIN_BOND,
     bond_maturity=1,
-    payout_window=2,
+    payout_window=5,
     unbond_delay=3,
+    audit_delay=1,
+    committee_size=3,
+    attest_window=3,
+    attest_fee_share=0.5,
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

@@ -5,12 +5,15 @@ that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
   the miner) and escrows ``bounty + result_reward * max_results`` from the
   publisher. The hash of the block that includes it seeds every partition.
 * ``ResultTx`` (tag 2): a trainer's signed claim for one (task, round). A
-  block is valid only if every result in it passes verification; the chain
-  asks a *verdict oracle* (the node, which re-runs the model in worker
-  processes) and treats "not known yet" as missing data, never as invalid.
+  block is valid only if every result in it passes the cheap checks (the
+  artifact's structure and budgets, the metric recomputed on the holdout;
+  no re-training); the chain asks a *verdict oracle* (the node, which runs
+  them in worker processes) and treats "not known yet" as missing data,
+  never as invalid. Re-training is for audit committees
+  (:mod:`p2pml.chain.audits`).
 
 A result counts only from a bonded key (:mod:`p2pml.chain.bonds`) and pays
-its ``fee`` to the miner. A task closes at its deadline height, or as soon
+its ``fee`` to the miner, less the part held back for its audit committee. A task closes at its deadline height, or as soon
 as ``max_results`` results are in. Then the bounty is assigned to the
 trainer(s) of the best result (ties split evenly, the indivisible remainder
 back to the publisher); a task with no result, and any unused per-result
@@ -21,10 +24,10 @@ through the undo-logged ``StateView``, so reorgs undo it exactly.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
+from p2pml.chain.audits import audit_fields, schedule_audit
 from p2pml.chain.bonds import lock_bond, require_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.metrics import better
@@ -42,14 +45,6 @@ from p2pml.errors import MissingDataError, ValidationError
 MAX_DEADLINE = 100_000
 MAX_RESULTS = 10_000
 MAX_TRAIN_MS = 7 * 24 * 3600 * 1000
-
-
-def is_audited(params: NetworkParams, block_hash: bytes, result_id: bytes) -> bool:
-    """Whether a result in this block must be re-trained: the same on every node."""
-    if params.audit_fraction >= 1.0:
-        return True
-    draw = int.from_bytes(hashlib.sha256(block_hash + result_id).digest()[:8], "big")
-    return draw < int(params.audit_fraction * 2**64)
 
 
 # -- rules -------------------------------------------------------------------------
@@ -141,13 +136,16 @@ class ResultHandler:
         # The fee before the (costly) verdict: a key that cannot pay is
         # refused without re-running its model.
         view.debit(tx.trainer, tx.fee)  # insufficient-funds
-        verdict = ctx.verdict(tx, task, is_audited(ctx.params, ctx.block_hash, rid))
+        # Only the cheap checks here (no re-training): which results are
+        # re-trained, and by whom, the beacon decides later (chain/audits.py).
+        verdict = ctx.verdict(tx, task, False)
         if verdict is None:
             raise MissingDataError(tx.model_cid, f"result {rid.hex()[:16]} not verified yet")
         if verdict:
             raise ValidationError(verdict, f"result {rid.hex()[:16]} failed verification")
 
-        ctx.fees += tx.fee
+        hold = schedule_audit(view, ctx, rid, tx.fee)
+        ctx.fees += tx.fee - hold
         lock_bond(view, tx.trainer, tx.task_id)
         view.put(slot_key(tx.task_id, tx.trainer, tx.round), rid)
         view.put(
@@ -162,6 +160,7 @@ class ResultHandler:
                 "model_cid": tx.model_cid,
                 "train_rows": tx.train_rows,
                 "train_ms": tx.train_ms,
+                **audit_fields(ctx.params, ctx.height, hold),
             },
         )
         task = dict(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from p2pml.chain.audits import AttestHandler, draw_due_audits
 from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
@@ -19,6 +20,7 @@ from p2pml.chain.tasks import ResultHandler, TaskHandler, close_due_tasks
 from p2pml.chain.transfers import TransferHandler
 from p2pml.chain.types import (
     Allocation,
+    AttestTx,
     BondTx,
     Coinbase,
     ResultTx,
@@ -71,12 +73,19 @@ HANDLERS: dict[type, TxHandler] = {
     TransferTx: TransferHandler(),
     BondTx: BondHandler(),
     UnbondTx: UnbondHandler(),
+    AttestTx: AttestHandler(),
 }
 
 # Run after a block's transactions, before its coinbase, in this order:
-# close the tasks due, pay those whose window ends, release bonds.
+# draw the audits this block is the beacon of, close the tasks due, pay
+# those whose window ends, release bonds.
 BlockHook = Callable[[StateView, BlockContext], None]
-BLOCK_HOOKS: tuple[BlockHook, ...] = (close_due_tasks, pay_due_tasks, release_due_bonds)
+BLOCK_HOOKS: tuple[BlockHook, ...] = (
+    draw_due_audits,
+    close_due_tasks,
+    pay_due_tasks,
+    release_due_bonds,
+)
 
 
 def handler_for(tx: Transaction) -> TxHandler:

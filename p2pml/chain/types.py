@@ -28,6 +28,7 @@ TAG_ALLOCATION = 3
 TAG_TRANSFER = 4
 TAG_BOND = 5
 TAG_UNBOND = 6
+TAG_ATTEST = 7
 
 # Signature domains: a signature for one type never verifies as another's.
 DOMAIN_TASK = b"task"
@@ -35,6 +36,7 @@ DOMAIN_RESULT = b"result"
 DOMAIN_TRANSFER = b"transfer"
 DOMAIN_BOND = b"bond"
 DOMAIN_UNBOND = b"unbond"
+DOMAIN_ATTEST = b"attest"
 
 
 def packb(obj: Any) -> bytes:
@@ -295,10 +297,39 @@ class UnbondTx:
         return sha256d(packb(self.to_wire()))
 
 
-Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
+@dataclass(frozen=True)
+class AttestTx:
+    """A committee member's verdict on a result it was drawn to audit
+    (docs/consensus.md "Audit committees"): ``passed`` is True if its full
+    re-run of the result matched the claim. ``fee`` goes to the miner (it may
+    be 0: attestations are bounded by the committees, not by fees)."""
+
+    attester: bytes
+    result_id: bytes
+    passed: bool
+    fee: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_ATTEST, self.attester, self.result_id, self.passed, self.fee]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> AttestTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_ATTEST, signed_payload(network, self.unsigned_wire()))
+        return AttestTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+Transaction = Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx
 #: What users send and the mempool holds (coinbases and allocations are made
-#: by miners and genesis only). Every one pays a fee.
-PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx
+#: by miners and genesis only). Every one names its fee.
+PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pml.chain.audits import miner_fee
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.hashing import ZERO_HASH
 from p2pml.chain.ledger import BlockContext, StateView
@@ -210,7 +211,8 @@ class Mempool:
                 continue
             chosen.append(e.tx)
             size += e.size
-        return chosen, sum(tx.fee for tx in chosen)  # results pay fees too (protocol 4)
+        # Results pay fees too (protocol 4), less their committee's hold (5).
+        return chosen, sum(miner_fee(self.params, tx) for tx in chosen)
 
     def reconcile(
         self,

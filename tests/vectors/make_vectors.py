@@ -832,22 +832,49 @@ def partition_vectors() -> dict[str, Any]:
 
 
 def audit_vectors() -> dict[str, Any]:
+    """Beacon audit selection and committee order (docs/consensus.md "Audit
+    committees"): draw = first 8 bytes, big-endian, of
+    SHA-256("p2pml-audit" || beacon || result id)."""
     fraction = 0.1  # main
     threshold = math.floor(fraction * 2**64)  # binary64 product, then floor
     draws = []
     for i in range(4000):
-        block, rid = sha256(b"block %d" % i), sha256(b"result %d" % i)
-        draws.append((int.from_bytes(sha256(block + rid)[:8], "big"), block, rid))
+        beacon, rid = sha256(b"block %d" % i), sha256(b"result %d" % i)
+        d = hashlib.sha256(b"p2pml-audit" + beacon + rid).digest()
+        draws.append((int.from_bytes(d[:8], "big"), beacon, rid))
     # The first few, and the ones closest to the threshold on either side:
     # they tell a wrong threshold (say 0.1 * 2^63) from the right one.
     below = sorted((d for d in draws if d[0] < threshold), key=lambda d: -d[0])[:4]
     above = sorted((d for d in draws if d[0] >= threshold), key=lambda d: d[0])[:4]
     chosen = draws[:8] + below + above
     cases = [
-        {"block_hash": b.hex(), "result_id": r.hex(), "draw": d, "audited": d < threshold}
+        {"beacon": b.hex(), "result_id": r.hex(), "draw": d, "selected": d < threshold}
         for d, b, r in chosen
     ]
-    return {"network": "main", "audit_fraction": fraction, "threshold": threshold, "cases": cases}
+    # Committee order: eligible keys sorted by
+    # SHA-256("p2pml-committee" || beacon || result id || key), ascending.
+    committees = []
+    for i in range(3):
+        beacon, rid = sha256(b"beacon %d" % i), sha256(b"rid %d" % i)
+        keys = [sha256(b"key %d %d" % (i, j)) for j in range(6)]
+        order = sorted(
+            keys, key=lambda k: hashlib.sha256(b"p2pml-committee" + beacon + rid + k).digest()
+        )
+        committees.append(
+            {
+                "beacon": beacon.hex(),
+                "result_id": rid.hex(),
+                "keys": [k.hex() for k in keys],
+                "order": [k.hex() for k in order],
+            }
+        )
+    return {
+        "network": "main",
+        "audit_fraction": fraction,
+        "threshold": threshold,
+        "cases": cases,
+        "committees": committees,
+    }
 
 
 # -- sync messages (docs/protocol.md section 4) -------------------------------------

@@ -28,7 +28,8 @@ from p2pml.chain.rules import (
     check_tx_root,
     median_time,
 )
-from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx, is_audited
+from p2pml.chain.audits import audit_draw, committee_rank, is_selected
+from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import (
@@ -373,9 +374,19 @@ def test_audit_selection() -> None:
     assert AUDIT["audit_fraction"] == MAIN.audit_fraction
     cases = AUDIT["cases"]
     # Both outcomes occur, so the vector distinguishes a wrong threshold.
-    assert {c["audited"] for c in cases} == {True, False}
+    assert {c["selected"] for c in cases} == {True, False}
     for c in cases:
-        assert is_audited(MAIN, h(c["block_hash"]), h(c["result_id"])) == c["audited"], c
+        beacon, rid = h(c["beacon"]), h(c["result_id"])
+        assert audit_draw(beacon, rid) == c["draw"], c
+        assert is_selected(MAIN, beacon, rid, winner=False) == c["selected"], c
+        assert is_selected(MAIN, beacon, rid, winner=True)  # winners always are
+
+
+def test_committee_order() -> None:
+    for c in AUDIT["committees"]:
+        beacon, rid = h(c["beacon"]), h(c["result_id"])
+        keys = sorted((h(k) for k in c["keys"]), key=lambda k: committee_rank(beacon, rid, k))
+        assert [k.hex() for k in keys] == c["order"]
 
 
 # -- sync messages ---------------------------------------------------------------------
