@@ -18,7 +18,7 @@ from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.tasks import result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import AttestTx, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -185,6 +185,17 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
         elif isinstance(tx, UnbondTx):
             out.append(
                 {"id": tx.id.hex(), "type": "unbond", "fee": tx.fee, "trainer": tx.trainer.hex()}
+            )
+        elif isinstance(tx, AttestTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "attest",
+                    "fee": tx.fee,
+                    "attester": tx.attester.hex(),
+                    "result": tx.result_id.hex(),
+                    "passed": tx.passed,
+                }
             )
         else:
             out.append(

@@ -13,8 +13,9 @@ that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
   (:mod:`p2pml.chain.audits`).
 
 A result counts only from a bonded key (:mod:`p2pml.chain.bonds`) and pays
-its ``fee`` to the miner, less the part held back for its audit committee. A task closes at its deadline height, or as soon
-as ``max_results`` results are in. Then the bounty is assigned to the
+its ``fee`` to the miner, less the part held back for its audit committee.
+A task closes at its deadline height, or as soon as ``max_results`` results
+are in. Then the bounty is assigned to the
 trainer(s) of the best result (ties split evenly, the indivisible remainder
 back to the publisher); a task with no result, and any unused per-result
 reward, refunds the publisher. The assignment is credited ``payout_window``

@@ -10,7 +10,8 @@ evicted. Every pooled set is therefore jointly valid at the tip, and so is
 any subset of it: a template takes transactions by priority without
 re-applying them (the block is validated in full when our miner submits it).
 
-Priority: results first (their task is waiting for them), then tasks,
+Priority: results and attestations first (their task is waiting for them;
+both are bounded by the rules, not by fees), then tasks,
 transfers, bonds and unbonds together by fee rate (fee per byte), earlier
 first on ties. A full pool evicts its
 lowest-priority fee-paying transaction for a newcomer that pays at least
@@ -32,7 +33,7 @@ from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Block, PoolTx, ResultTx
+from p2pml.chain.types import AttestTx, Block, PoolTx, ResultTx
 from p2pml.errors import MissingDataError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,13 @@ class _Entry:
     @property
     def priority(self) -> tuple[int, float, int]:
         """Larger is better: results, then fee rate, then earlier arrival."""
-        if isinstance(self.tx, ResultTx):
+        if isinstance(self.tx, ResultTx | AttestTx):
             return (1, 0.0, -self.seq)
         return (0, self.tx.fee / self.size, -self.seq)
 
     @property
     def fee_rate(self) -> float:
-        return 0.0 if isinstance(self.tx, ResultTx) else self.tx.fee / self.size
+        return 0.0 if isinstance(self.tx, ResultTx | AttestTx) else self.tx.fee / self.size
 
 
 class Mempool:
@@ -94,14 +95,15 @@ class Mempool:
 
     def _context(self, chain: ChainState, verdict: Verdict) -> BlockContext:
         tip = chain.tip
-        # A template's hash is unknown while it is built; results are only
-        # pooled after an audited verification, so ask for that verdict.
+        # A template's hash is unknown while it is built. Results are pooled
+        # after the cheap checks only, as blocks include them (protocol 5:
+        # re-training is for audit committees, p2pml/chain/audits.py).
         return BlockContext(
             self.params,
             tip.height + 1,
             ZERO_HASH,
             tip.header.time + 1,
-            verdict=lambda tx, task, _audit: verdict(tx, task, True),
+            verdict=lambda tx, task, _audit: verdict(tx, task, False),
         )
 
     def _pooled(self, chain: ChainState, verdict: Verdict) -> tuple[StateView, BlockContext]:
@@ -171,7 +173,7 @@ class Mempool:
         for e in sorted(self._entries.values(), key=lambda e: e.priority):
             if count <= self.max_txs and size <= self.max_bytes:
                 break
-            if isinstance(e.tx, ResultTx) or not _outbids(new, e):
+            if isinstance(e.tx, ResultTx | AttestTx) or not _outbids(new, e):
                 break
             out.append(e)
             count, size = count - 1, size - e.size
@@ -252,6 +254,6 @@ class Mempool:
 
 
 def _outbids(new: _Entry, old: _Entry) -> bool:
-    if isinstance(new.tx, ResultTx):
-        return True  # results go ahead of tasks
+    if isinstance(new.tx, ResultTx | AttestTx):
+        return True  # results and attestations go ahead of tasks
     return new.fee_rate >= old.fee_rate + INCREMENTAL_FEE_RATE

@@ -32,6 +32,7 @@ from p2pml.ml.trainer import Trainer
 from p2pml.net import P2PService
 from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
+from p2pml.node.audits import AuditService
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.gossip import GossipHandler
@@ -138,6 +139,16 @@ class Node:
             self._jobs.spawn,
             auto_bond=settings.training.enabled and settings.training.auto_bond,
         )
+        self.audits = AuditService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.verifier,
+            self.relay,
+            self.mining.notify,
+            self._jobs.spawn,
+            enabled=settings.node.attest and not follower,
+        )
         self.gossip = GossipHandler(
             self.chain,
             self.tasks,
@@ -147,6 +158,7 @@ class Node:
             self.transfers,
             judge_results=not follower,
             bonds=self.bonds,
+            audits=self.audits,
         )
         self.api = AdminServer(
             AdminContext(
@@ -195,6 +207,7 @@ class Node:
                 tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
                 self.bonds.start()
+                self.audits.start()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")
                 log.info(

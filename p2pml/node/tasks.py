@@ -2,8 +2,10 @@
 
 Tasks and results come from the admin API, from gossip and from this node's
 own trainer; each must pass the consensus rules against the tip (see
-:class:`~p2pml.node.mempool.Mempool`). A result whose verdict is unknown is
-re-run, with audit, before it may enter.
+:class:`~p2pml.node.mempool.Mempool`). A result whose verdict is unknown
+passes the cheap checks (metric recomputed on the holdout, no re-training)
+before it may enter; re-training is for audit committees
+(:mod:`p2pml.node.audits`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class TaskService:
     async def submit_result(
         self, tx: ResultTx, source: str, verify: bool = True, background: bool = False
     ) -> None:
-        """Verify (with audit) and pool a result; ValidationError if false.
+        """Check (cheaply) and pool a result; ValidationError if false.
 
         MissingDataError means the model or dataset cannot be fetched now,
         or (``verify=False``) that the result still needs re-running.
@@ -78,7 +80,7 @@ class TaskService:
                 raise
             task = self._chain.chain.state.get(task_key(tx.task_id))
             assert task is not None  # the handler checks the task before asking
-            req = Request(tx, task["spec"], task["seed"], True)
+            req = Request(tx, task["spec"], task["seed"], False)
             verdict = await self._verifier.check(req, background)
             if verdict is None:
                 raise

@@ -1,4 +1,5 @@
-"""The gossip topics of pool transactions: tasks, results, transfers, bonds.
+"""The gossip topics of pool transactions: tasks, results, transfers, bonds,
+attestations.
 
 Each topic decodes only its own transaction type and runs the stateless
 rules before relay (in the libp2p thread, so only pure checks).
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import AttestTx, BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.errors import DecodeError
 from p2pml.net import TopicRegistry, TopicSpec
 
@@ -21,6 +22,7 @@ TX_KINDS: dict[str, tuple[type, ...]] = {
     "results": (ResultTx,),
     "transfers": (TransferTx,),
     "bonds": (BondTx, UnbondTx),
+    "attests": (AttestTx,),
 }
 
 

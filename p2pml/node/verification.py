@@ -87,6 +87,13 @@ HARMLESS = frozenset(
         "bond-unbonding",
         "bond-too-young",  # bonded on a branch where it is old enough
         "no-bond",  # bonded on a branch we have not seen
+        # Attestations: committees and windows follow the branch's beacon.
+        "attest-unknown-result",
+        "attest-too-early",
+        "attest-too-late",
+        "attest-not-selected",
+        "not-in-committee",
+        "duplicate-attest",
     }
 )
 

@@ -296,9 +296,7 @@ def _grow(
     for i in range(n):
         txs: list[Any] = []
         nonce = tag * 1_000 + i
-        kind = data.draw(
-            st.sampled_from(KINDS)
-        )
+        kind = data.draw(st.sampled_from(KINDS))
         state = follower.chain.state
         if kind == "task":
             txs.append(task(deadline=data.draw(st.integers(1, 3)), nonce=nonce, max_results=2))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from p2pml.chain.audits import audit_draw, committee_rank, is_selected
 from p2pml.chain.encoding import decode_block, decode_tx, encode_block, encode_tx, packb, tx_id
 from p2pml.chain.hashing import merkle_root
 from p2pml.chain.params import MAIN, NETWORKS, dev_identity
@@ -28,7 +29,6 @@ from p2pml.chain.rules import (
     check_tx_root,
     median_time,
 )
-from p2pml.chain.audits import audit_draw, committee_rank, is_selected
 from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
