@@ -539,6 +539,11 @@ def metrics_text(ctx: AdminContext) -> str:
             f'p2pml_gossip_result_checks_total{{outcome="{k}"}} {v}'
             for k, v in sorted(ctx.result_checks.items())
         ),
+        "# TYPE p2pml_committee_audits_total counter",
+        *(
+            f'p2pml_committee_audits_total{{outcome="{k}"}} {ctx.audits.get(k, 0)}'
+            for k in ("passed", "failed", "pending")
+        ),
         "# TYPE p2pml_blocks_waiting_for_data gauge",
         f"p2pml_blocks_waiting_for_data {len(chain.waiting)}",
     ]

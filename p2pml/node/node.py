@@ -182,6 +182,7 @@ class Node:
                 pins=self.pins.stats,
                 validation=runtime.status(self.params, self.validation),
                 bonds=self.bonds,
+                audits=self.audits.counts,
             )
         )
 
