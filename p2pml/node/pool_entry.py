@@ -2,8 +2,9 @@
 
 TaskService (tasks, results), TransferService (transfers), BondService
 (bonds, unbonds) and AuditService (attestations) go through a
-:class:`PoolEntry`: admission under the consensus rules against the tip with every pooled transaction applied (results' known verdicts
-peeked), a log line, the miner told; and for the node's own transactions,
+:class:`PoolEntry`: admission under the consensus rules against the tip
+with every pooled transaction applied (results' known verdicts peeked), a
+log line, the miner told; and for the node's own transactions,
 a fresh nonce and the node's signature first and gossip after.
 """
 

@@ -546,6 +546,21 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 **tx_vector("unbond", [*unsigned, sig]),
             }
         )
+    for seed_, rid, passed, fee in (
+        (dev_seed(4), sha256(b"an audited result"), True, 0),
+        (dev_seed(5), sha256(b"another audited result"), False, 300),
+    ):
+        attester = ed25519_public(seed_)
+        fields = {"attester": attester.hex(), "result_id": rid.hex(), "passed": passed, "fee": fee}
+        unsigned = [7, attester, rid, passed, fee]
+        msg, sig = sign_tx(b"attest", seed_, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("attest", [*unsigned, sig]),
+            }
+        )
     first_task = next(t for t in txs if t["kind"] == "task")
     unsigned = mp_unsigned_task(first_task["fields"])
     msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, other_network)

@@ -33,10 +33,12 @@ from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import (
+    DOMAIN_ATTEST,
     DOMAIN_BOND,
     DOMAIN_TRANSFER,
     DOMAIN_UNBOND,
     Allocation,
+    AttestTx,
     Block,
     BlockHeader,
     BondTx,
@@ -168,6 +170,10 @@ def _build(v: dict[str, Any]) -> Transaction:
         return BondTx(h(f["trainer"]), f["amount"], f["fee"], f["nonce"], h(f["signature"]))
     if v["kind"] == "unbond":
         return UnbondTx(h(f["trainer"]), f["fee"], f["nonce"], h(f["signature"]))
+    if v["kind"] == "attest":
+        return AttestTx(
+            h(f["attester"]), h(f["result_id"]), f["passed"], f["fee"], h(f["signature"])
+        )
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -182,7 +188,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     )
 
 
-SIGNED = ("task", "result", "transfer", "bond", "unbond")
+SIGNED = ("task", "result", "transfer", "bond", "unbond", "attest")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -206,7 +212,7 @@ def test_transaction(v: dict[str, Any]) -> None:
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx)
+    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx)
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
     if isinstance(tx, TaskTx):
@@ -217,6 +223,8 @@ def test_signature(v: dict[str, Any]) -> None:
         domain, signer = DOMAIN_TRANSFER, tx.sender
     elif isinstance(tx, BondTx):
         domain, signer = DOMAIN_BOND, tx.trainer
+    elif isinstance(tx, AttestTx):
+        domain, signer = DOMAIN_ATTEST, tx.attester
     else:
         domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())
