@@ -36,6 +36,10 @@ class NodeSettings:
     # without re-running them, relays no results and trains none; for a node
     # whose scikit-learn/numpy differ from the network's (p2pml/node/runtime.py).
     validate_results: bool = True
+    # When this node's key is drawn into a result's audit committee: re-train
+    # the result and publish an attestation (docs/consensus.md "Audit
+    # committees"). A follower never attests.
+    attest: bool = True
     # Regtest only, for tests: replace the network's runtime parameter
     # ("scikit-learn==1.9.1", ...), e.g. to start a node that does not match.
     regtest_runtime: tuple[str, ...] = ()

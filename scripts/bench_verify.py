@@ -134,9 +134,9 @@ class TimedChecker:
         self.inner = inner
         self.seconds: dict[tuple[bytes, bytes], float] = {}
 
-    async def verify(self, claim: ResultClaim) -> None:
+    async def verify(self, claim: ResultClaim, background: bool = False) -> None:
         t = time.perf_counter()
-        await self.inner.verify(claim)
+        await self.inner.verify(claim, background)
         self.seconds[(claim.task_id, claim.trainer_pubkey)] = time.perf_counter() - t
 
 

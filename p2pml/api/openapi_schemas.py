@@ -153,6 +153,19 @@ SCHEMAS: dict[str, Any] = {
             },
             "dispute": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Dispute"}]},
             "challenge_pending": {"type": "boolean"},
+            "audited": {"type": "boolean"},
+            "audit": {
+                "type": "object",
+                "properties": {
+                    "beacon_at": {"type": "integer"},
+                    "beacon": {"type": "string", "nullable": True},
+                    "selected": {"type": "boolean", "nullable": True},
+                    "committee": {"type": "array", "items": {"type": "string"}},
+                    "attest_until": {"type": "integer", "nullable": True},
+                    "hold": {"type": "integer"},
+                    "attestations": {"type": "array", "items": {"type": "object"}},
+                },
+            },
         },
     },
     "Dispute": {

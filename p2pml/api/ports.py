@@ -167,6 +167,8 @@ class AdminContext:
     pins: Mapping[str, int] = field(default_factory=dict)
     #: validator or follower, installed and network runtime (p2pml/node/runtime.py)
     validation: Mapping[str, Any] = field(default_factory=dict)
+    #: committee audits (full re-trainings) by outcome: passed, failed, pending
+    audits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def params(self) -> NetworkParams:

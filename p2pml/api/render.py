@@ -8,6 +8,7 @@ from p2pml.chain.encoding import encode_block, tx_id
 from p2pml.chain.index import IndexEntry
 from p2pml.chain.state import ChainState
 from p2pml.chain.types import (
+    AttestTx,
     Block,
     BlockHeader,
     BondTx,
@@ -63,6 +64,14 @@ def tx_json(tx: Transaction) -> dict[str, Any]:
         out.update(type="unbondtx", trainer=tx.trainer.hex(), fee=tx.fee)
     elif isinstance(tx, ResultTx):
         out.update(type="resulttx", trainer=tx.trainer.hex(), task=tx.task_id.hex(), fee=tx.fee)
+    elif isinstance(tx, AttestTx):
+        out.update(
+            type="attesttx",
+            attester=tx.attester.hex(),
+            result=tx.result_id.hex(),
+            passed=tx.passed,
+            fee=tx.fee,
+        )
     else:  # pragma: no cover - every type renders itself once it exists
         out["type"] = type(tx).__name__.lower()
     return out

@@ -18,7 +18,15 @@ from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.tasks import result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import BondTx, ChallengeTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import (
+    AttestTx,
+    BondTx,
+    ChallengeTx,
+    ResultTx,
+    TaskTx,
+    TransferTx,
+    UnbondTx,
+)
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -199,6 +207,17 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
                     "fee": tx.fee,
                     "challenger": tx.challenger.hex(),
                     "result": tx.result_id.hex(),
+                }
+            )
+        elif isinstance(tx, AttestTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "attest",
+                    "fee": tx.fee,
+                    "attester": tx.attester.hex(),
+                    "result": tx.result_id.hex(),
+                    "passed": tx.passed,
                 }
             )
         else:
@@ -458,6 +477,9 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
         "model_cid": rec["model_cid"],
         "train_rows": rec["train_rows"],
         "train_ms": rec["train_ms"],
+        # Selected for a committee audit by its beacon (False until drawn).
+        "audited": bool(rec["audit"]["selected"]),
+        "audit": _audit_view(rec),
         # "ok" (included on the cheap checks), "disputed", "void" (a dispute's
         # full audit failed: it earns nothing): docs/consensus.md "Disputes".
         "verdict": rec["status"],
@@ -466,6 +488,23 @@ def _result_view(ctx: AdminContext, result_id: bytes) -> dict[str, Any]:
             isinstance(tx, ChallengeTx) and tx.result_id == result_id
             for tx in ctx.mempool.txs.values()
         ),
+    }
+
+
+def _audit_view(rec: dict[str, Any]) -> dict[str, Any]:
+    """The beacon's draw and the committee's attestations (chain/audits.py)."""
+    audit = rec["audit"]
+    return {
+        "beacon_at": rec["beacon_at"],
+        "beacon": bytes(audit["beacon"]).hex() if audit["beacon"] is not None else None,
+        "selected": audit["selected"],
+        "committee": [bytes(k).hex() for k in audit["committee"]],
+        "attest_until": audit["until"],
+        "hold": audit["hold"],
+        "attestations": [
+            {"attester": bytes(k).hex(), "passed": passed, "height": h}
+            for k, passed, h in rec["attestations"]
+        ],
     }
 
 
@@ -569,6 +608,11 @@ def metrics_text(ctx: AdminContext) -> str:
         *(
             f'p2pml_gossip_result_checks_total{{outcome="{k}"}} {v}'
             for k, v in sorted(ctx.result_checks.items())
+        ),
+        "# TYPE p2pml_committee_audits_total counter",
+        *(
+            f'p2pml_committee_audits_total{{outcome="{k}"}} {ctx.audits.get(k, 0)}'
+            for k in ("passed", "failed", "pending")
         ),
         "# TYPE p2pml_blocks_waiting_for_data gauge",
         f"p2pml_blocks_waiting_for_data {len(chain.waiting)}",

@@ -22,7 +22,9 @@ State (all undo-logged through ``StateView``): ``bond:<pubkey>`` ->
 ``{"amount", "height", "unbond_at"}`` (plus ``"challenges"``, the open
 challenges of the key, while there are any); ``bondlock:<pubkey>`` -> task
 ids holding an unpaid result of the key, and result ids it disputes;
-``unb:<height u64>`` -> keys whose bond is released at that height.
+``unb:<height u64>`` -> keys whose bond is released at that height;
+``bonded`` -> every key holding a bond (sorted), so audit committees can be
+drawn without scanning the state.
 """
 
 from __future__ import annotations
@@ -52,8 +54,23 @@ def release_key(height: int) -> bytes:
     return b"unb:" + height.to_bytes(8, "big")
 
 
+BONDED_KEY = b"bonded"
+
+
+def bonded_keys(view: StateView) -> list[bytes]:
+    """Every key holding a bond (unbonding ones included), sorted."""
+    return list(view.get(BONDED_KEY, []))
+
+
 def register_bond(view: StateView, pubkey: bytes, amount: int, height: int) -> None:
     view.put(bond_key(pubkey), {"amount": amount, "height": height, "unbond_at": None})
+    view.put(BONDED_KEY, sorted({*bonded_keys(view), pubkey}))
+
+
+def drop_bond(view: StateView, pubkey: bytes) -> None:
+    """The key holds no bond any more (released; slashing uses it too)."""
+    view.delete(bond_key(pubkey))
+    view.put(BONDED_KEY, [k for k in bonded_keys(view) if k != pubkey] or None)
 
 
 class BondHandler:
@@ -115,7 +132,7 @@ def release_due_bonds(view: StateView, ctx: BlockContext) -> None:
         if bond is None:  # slashed meanwhile (a dispute): nothing to release
             continue
         view.credit(pubkey, bond["amount"])
-        view.delete(bond_key(pubkey))
+        drop_bond(view, pubkey)
     view.delete(release_key(ctx.height))
 
 

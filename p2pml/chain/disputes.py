@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2pml.chain.bonds import bond_key, lock_bond, unlock_bond
+from p2pml.chain.bonds import bond_key, drop_bond, lock_bond, unlock_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.taskkeys import result_key, task_key
@@ -157,7 +157,7 @@ def _release_stake(view: StateView, dispute: dict[str, Any], rid: bytes, burn: i
     if left > 0:
         view.put(bond_key(challenger), bond)
     else:
-        view.delete(bond_key(challenger))
+        drop_bond(view, challenger)
 
 
 def _uphold(view: StateView, ctx: BlockContext, rid: bytes, rec: dict[str, Any]) -> None:
@@ -173,7 +173,7 @@ def _void(view: StateView, ctx: BlockContext, rid: bytes, rec: dict[str, Any], r
     _release_stake(view, rec["dispute"], rid, 0)
     bond = view.get(bond_key(rec["trainer"]))
     if bond is not None:  # slashed by an earlier dispute: nothing left to take
-        view.delete(bond_key(rec["trainer"]))
+        drop_bond(view, rec["trainer"])
         view.credit(challenger, int(bond["amount"] * ctx.params.challenge_slash_share))
     task = rerank(view, dict(view.get(task_key(rec["task"]))))
     if not task["open"]:

@@ -10,8 +10,10 @@ Wire layout (msgpack arrays, never maps, smallest integer encodings):
   train_ms, signature]``; allocation (genesis only) ``[3, pubkey, amount]``;
   transfer ``[4, sender(bin32), recipient(bin32), amount, fee, nonce,
   signature(bin64)]``; bond ``[5, trainer, amount, fee, nonce, signature]``;
-  unbond ``[6, trainer, fee, nonce, signature]``; challenge ``[8,
-  challenger(bin32), result_id(bin32), fee, nonce, signature(bin64)]``.
+  unbond ``[6, trainer, fee, nonce, signature]``; attest ``[7,
+  attester(bin32), result_id(bin32), passed(bool), fee, signature(bin64)]``;
+  challenge ``[8, challenger(bin32), result_id(bin32), fee, nonce,
+  signature(bin64)]``.
 * block: ``[header(bin 92), [transaction...]]``.
 
 A transaction id is ``sha256d`` of its canonical bytes. Decoding re-encodes
@@ -32,6 +34,7 @@ from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import (
     HEADER_SIZE,
     TAG_ALLOCATION,
+    TAG_ATTEST,
     TAG_BOND,
     TAG_CHALLENGE,
     TAG_COINBASE,
@@ -40,6 +43,7 @@ from p2pml.chain.types import (
     TAG_TRANSFER,
     TAG_UNBOND,
     Allocation,
+    AttestTx,
     Block,
     BlockHeader,
     BondTx,
@@ -216,6 +220,19 @@ def _challenge_from_wire(f: list[Any]) -> ChallengeTx:
     )
 
 
+def _attest_from_wire(f: list[Any]) -> AttestTx:
+    expect_list(f, "attest", 6)
+    if type(f[3]) is not bool:
+        raise DecodeError("attest.passed: expected a boolean")
+    return AttestTx(
+        attester=expect_bytes(f[1], "attest.attester", PUBKEY_SIZE),
+        result_id=expect_bytes(f[2], "attest.result_id", HASH_SIZE),
+        passed=f[3],
+        fee=expect_int(f[4], "attest.fee"),
+        signature=expect_bytes(f[5], "attest.signature", SIGNATURE_SIZE),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
     TAG_TASK: _task_from_wire,
@@ -225,6 +242,7 @@ _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_BOND: _bond_from_wire,
     TAG_UNBOND: _unbond_from_wire,
     TAG_CHALLENGE: _challenge_from_wire,
+    TAG_ATTEST: _attest_from_wire,
 }
 
 

@@ -59,7 +59,20 @@ class NetworkParams:
     # A task's bounty must be at least this per round it asks for, so
     # demanding the network's compute is never free (0: no minimum).
     min_round_bounty: int = 0
-    audit_fraction: float = 1.0  # share of results re-trained in every block
+    # Share of results drawn for a committee audit by their beacon (winners
+    # of a bounty always are): docs/consensus.md "Audit committees".
+    audit_fraction: float = 1.0
+    # Audit committees: a result included at height h is judged by the
+    # beacon, the hash of the block at h + ``audit_delay`` (the includer
+    # cannot grind it without grinding that many blocks of work), which
+    # draws ``committee_size`` bonded keys; they attest in the
+    # ``attest_window`` blocks after the beacon and are paid from the part
+    # ``attest_fee_share`` (at most 4 decimals) of the result's fee held back
+    # from the including miner.
+    audit_delay: int = 6
+    committee_size: int = 3
+    attest_window: int = 30
+    attest_fee_share: float = 0.5
     # Trainer bonds (docs/consensus.md "Bonds"): a result counts only from a
     # key whose bond of at least ``min_bond`` was registered ``bond_maturity``
     # blocks or more before the task's seed block; an unbond releases the
@@ -104,6 +117,15 @@ class NetworkParams:
             raise ValueError("challenge_slash_share in [0, 1], max_challenges_per_block >= 1")
         if not 1 <= self.challenge_stake <= self.min_bond:
             raise ValueError("challenge_stake must be in 1..min_bond")
+        if self.audit_delay < 1 or self.attest_window < 1 or self.committee_size < 1:
+            raise ValueError("audit_delay, attest_window and committee_size must be >= 1")
+        if not 0.0 <= self.attest_fee_share <= 1.0:
+            raise ValueError("attest_fee_share must be in [0, 1]")
+        # A failing attestation opens a dispute, which must resolve before its
+        # task is paid (a result may be included in the block that closes its
+        # task, whose payout is payout_window later).
+        if self.audit_delay + self.attest_window + self.dispute_delay > self.payout_window:
+            raise ValueError("audit_delay + attest_window + dispute_delay must be <= payout_window")
         object.__setattr__(self, "genesis", _build_genesis(self))
 
     @property
@@ -196,6 +218,12 @@ MAIN = NetworkParams(
     max_challenges_per_block=4,
     challenge_slash_share=0.5,
     challenge_stake=10_000_000,
+    # The beacon six blocks (~6 minutes) after inclusion; committees of
+    # three attest within half an hour, well inside the payout window.
+    audit_delay=6,
+    committee_size=3,
+    attest_window=30,
+    attest_fee_share=0.5,
 )
 
 DEVNET = NetworkParams(
@@ -217,12 +245,16 @@ DEVNET = NetworkParams(
     # Seconds, not hours: a dev network's tasks pay out within a minute.
     min_bond=DEV_MIN_BOND,
     bond_maturity=2,
-    payout_window=6,
+    payout_window=8,
     unbond_delay=12,
     dispute_delay=3,
     max_challenges_per_block=4,
     challenge_slash_share=0.5,
     challenge_stake=DEV_MIN_BOND,
+    audit_delay=1,
+    committee_size=3,
+    attest_window=4,
+    attest_fee_share=0.5,
 )
 
 REGTEST = NetworkParams(
@@ -241,15 +273,21 @@ REGTEST = NetworkParams(
     timewarp_seconds=10 * 1,
     runtime=RUNTIME,
     # Small so functional tests stay fast: a bond counts from the next
-    # block, a payout two blocks after close.
+    # block, a payout six blocks after close (room for the beacon one block
+    # after inclusion, three blocks of attestations and a failing one's
+    # two-block dispute).
     min_bond=DEV_MIN_BOND,
     bond_maturity=1,
-    payout_window=2,
+    payout_window=6,
     unbond_delay=3,
     dispute_delay=2,
     max_challenges_per_block=4,
     challenge_slash_share=0.5,
     challenge_stake=DEV_MIN_BOND,
+    audit_delay=1,
+    committee_size=3,
+    attest_window=3,
+    attest_fee_share=0.5,
 )
 
 NETWORKS: dict[str, NetworkParams] = {p.name: p for p in (MAIN, DEVNET, REGTEST)}

@@ -7,20 +7,22 @@ that pay for them (the transaction types are in :mod:`p2pml.chain.types`).
 * ``ResultTx`` (tag 2): a trainer's signed claim for one (task, round).
   Inclusion is optimistic: a block is valid only if every result in it
   passes the cheap checks (the verdict oracle with ``audit=False``: artifact
-  structure and budgets, the metric recomputed on the holdout); the chain
-  treats "not known yet" as missing data, never as invalid. Re-training
-  happens only when a result is disputed (:mod:`p2pml.chain.disputes`).
+  structure and budgets, the metric recomputed on the holdout; no
+  re-training); the chain treats "not known yet" as missing data, never as
+  invalid. Re-training is for audit committees drawn by a later beacon
+  (:mod:`p2pml.chain.audits`) and for disputed results, on every node
+  (:mod:`p2pml.chain.disputes`).
 
 A result counts only from a bonded key (:mod:`p2pml.chain.bonds`) and pays
-its ``fee`` to the miner. A task closes at its deadline height, or as soon
-as ``max_results`` results are in. Then the bounty is assigned to the
-trainer(s) of the best non-void result (ties split evenly, the indivisible
-remainder back to the publisher), and each non-void result earns
-``result_reward``; a task with no result, and any unearned reward, refunds
-the publisher. All of it is credited ``payout_window`` blocks after close
-(:mod:`p2pml.chain.payouts`); a dispute resolved meanwhile recomputes it.
-Everything here writes through the undo-logged ``StateView``, so reorgs
-undo it exactly.
+its ``fee`` to the miner, less the part held back for its audit committee.
+A task closes at its deadline height, or as soon as ``max_results`` results
+are in. Then the bounty is assigned to the trainer(s) of the best non-void
+result (ties split evenly, the indivisible remainder back to the
+publisher), and each non-void result earns ``result_reward``; a task with
+no result, and any unearned reward, refunds the publisher. All of it is
+credited ``payout_window`` blocks after close (:mod:`p2pml.chain.payouts`);
+a dispute resolved meanwhile recomputes it. Everything here writes through
+the undo-logged ``StateView``, so reorgs undo it exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from p2pml.chain.audits import audit_fields, schedule_audit
 from p2pml.chain.bonds import lock_bond, require_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.metrics import better
@@ -136,13 +139,17 @@ class ResultHandler:
         # The fee before the (costly) verdict: a key that cannot pay is
         # refused without re-running its model.
         view.debit(tx.trainer, tx.fee)  # insufficient-funds
-        verdict = ctx.verdict(tx, task, False)  # the cheap checks only: optimistic
+        # Only the cheap checks here (optimistic: no re-training); which
+        # results are re-trained, and by whom, the beacon decides later
+        # (chain/audits.py), or a dispute (chain/disputes.py).
+        verdict = ctx.verdict(tx, task, False)
         if verdict is None:
             raise MissingDataError(tx.model_cid, f"result {rid.hex()[:16]} not verified yet")
         if verdict:
             raise ValidationError(verdict, f"result {rid.hex()[:16]} failed verification")
 
-        ctx.fees += tx.fee
+        hold = schedule_audit(view, ctx, rid, tx.fee)
+        ctx.fees += tx.fee - hold
         lock_bond(view, tx.trainer, tx.task_id)
         view.put(slot_key(tx.task_id, tx.trainer, tx.round), rid)
         view.put(
@@ -163,6 +170,7 @@ class ResultHandler:
                 "signature": tx.signature,
                 "status": "ok",  # "disputed" while challenged, "void" once proven false
                 "dispute": None,
+                **audit_fields(ctx.params, ctx.height, hold),
             },
         )
         task = dict(task)

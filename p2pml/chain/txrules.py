@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from p2pml.chain.audits import AttestHandler, draw_due_audits
 from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
-from p2pml.chain.disputes import ChallengeHandler, resolve_due_disputes
+from p2pml.chain.disputes import ChallengeHandler, open_dispute, resolve_due_disputes
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import pay_due_tasks
@@ -20,6 +21,7 @@ from p2pml.chain.tasks import ResultHandler, TaskHandler, close_due_tasks
 from p2pml.chain.transfers import TransferHandler
 from p2pml.chain.types import (
     Allocation,
+    AttestTx,
     BondTx,
     ChallengeTx,
     Coinbase,
@@ -74,14 +76,17 @@ HANDLERS: dict[type, TxHandler] = {
     BondTx: BondHandler(),
     UnbondTx: UnbondHandler(),
     ChallengeTx: ChallengeHandler(),
+    AttestTx: AttestHandler(on_fail=open_dispute),
 }
 
 # Run after a block's transactions, before its coinbase, in this order:
-# resolve the disputes due (so a close or payout at this height sees their
-# outcome), close the tasks due, pay those whose window ends, release bonds.
+# resolve the disputes due (so what follows sees their outcome), draw the
+# audits this block is the beacon of (a voided winner is no longer drawn as
+# one), close the tasks due, pay those whose window ends, release bonds.
 BlockHook = Callable[[StateView, BlockContext], None]
 BLOCK_HOOKS: tuple[BlockHook, ...] = (
     resolve_due_disputes,
+    draw_due_audits,
     close_due_tasks,
     pay_due_tasks,
     release_due_bonds,

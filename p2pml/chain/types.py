@@ -28,7 +28,7 @@ TAG_ALLOCATION = 3
 TAG_TRANSFER = 4
 TAG_BOND = 5
 TAG_UNBOND = 6
-# 7 is TAG_ATTEST (audit committees).
+TAG_ATTEST = 7
 TAG_CHALLENGE = 8
 
 # Signature domains: a signature for one type never verifies as another's.
@@ -37,6 +37,7 @@ DOMAIN_RESULT = b"result"
 DOMAIN_TRANSFER = b"transfer"
 DOMAIN_BOND = b"bond"
 DOMAIN_UNBOND = b"unbond"
+DOMAIN_ATTEST = b"attest"
 DOMAIN_CHALLENGE = b"challenge"
 
 
@@ -327,12 +328,49 @@ class ChallengeTx:
         return sha256d(packb(self.to_wire()))
 
 
+@dataclass(frozen=True)
+class AttestTx:
+    """A committee member's verdict on a result it was drawn to audit
+    (docs/consensus.md "Audit committees"): ``passed`` is True if its full
+    re-run of the result matched the claim. ``fee`` goes to the miner (it may
+    be 0: attestations are bounded by the committees, not by fees)."""
+
+    attester: bytes
+    result_id: bytes
+    passed: bool
+    fee: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [TAG_ATTEST, self.attester, self.result_id, self.passed, self.fee]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> AttestTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_ATTEST, signed_payload(network, self.unsigned_wire()))
+        return AttestTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
 Transaction = (
-    Coinbase | Allocation | TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx
+    Coinbase
+    | Allocation
+    | TaskTx
+    | ResultTx
+    | TransferTx
+    | BondTx
+    | UnbondTx
+    | AttestTx
+    | ChallengeTx
 )
 #: What users send and the mempool holds (coinbases and allocations are made
-#: by miners and genesis only). Every one pays a fee.
-PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx
+#: by miners and genesis only). Every one names its fee.
+PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,19 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-# Version 5: optimistic results, challenges (a "challenges" topic), disputes
-# and slashing, per-result rewards paid after the window. Version 4: trainer
-# bonds (bond and unbond transactions, a "bonds" topic), result fees,
-# payouts a window after close. Version 3: signatures commit to the genesis
-# hash, transfers (a "transfers" topic), the timewarp rule.
+# Version 5: results included after the cheap checks only; audit
+# committees drawn from a beacon block (attest transactions, an "attests"
+# topic), part of each result fee held back for its committee; challenges
+# (a "challenges" topic), disputes and slashing; per-result rewards paid
+# after the window. Version 4: trainer bonds (bond and unbond transactions,
+# a "bonds" topic), result fees, payouts a window after close. Version 3:
+# signatures commit to the genesis hash, transfers (a "transfers" topic),
+# the timewarp rule.
 # Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
 PROTOCOL_VERSION = 5
-KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "challenges")
+KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges")
 
 MAX_HEADERS = 2_000
 MAX_LOCATOR = 101

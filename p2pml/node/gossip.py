@@ -2,7 +2,8 @@
 
 Blocks and headers go to the chain manager (one lock, persisted before the
 next); tasks go to the task service, transfers to the transfer service,
-bonds and unbonds to the bond service, challenges to the challenge service;
+bonds and unbonds to the bond service, attestations to the audit service,
+challenges to the challenge service;
 results are checked cheaply and, when their verdict is unknown, re-run in
 the background before they are relayed (a follower ignores them).
 Reject reasons become gossip verdicts: only a peer at fault is penalised;
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from p2pml.chain.index import Status
 from p2pml.chain.state import ChainState
 from p2pml.chain.types import (
+    AttestTx,
     Block,
     BlockHeader,
     BondTx,
@@ -35,6 +37,7 @@ from p2pml.net.backend import (
     HeadersOutcome,
     Verdict,
 )
+from p2pml.node.audits import AuditService
 from p2pml.node.bonds import BondService
 from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
@@ -67,12 +70,14 @@ class GossipHandler(ChainStateReads):
         judge_results: bool = True,
         bonds: BondService | None = None,
         challenges: ChallengeService | None = None,
+        audits: AuditService | None = None,
     ) -> None:
         self._mgr = chain
         self._tasks = tasks
         self._transfers = transfers
         self._bonds = bonds  # None: bonds and unbonds from gossip are ignored
         self._challenges = challenges  # None: challenges from gossip are ignored
+        self._audits = audits  # None: attestations from gossip are ignored
         # False on a follower: it neither re-runs nor relays gossiped results.
         self._judge_results = judge_results
         self._verification = verification
@@ -157,6 +162,10 @@ class GossipHandler(ChainStateReads):
                 if self._challenges is None:
                     return Verdict.IGNORE
                 await self._challenges.submit(obj, from_peer)
+            elif kind == "attests" and isinstance(obj, AttestTx):
+                if self._audits is None:
+                    return Verdict.IGNORE
+                await self._audits.submit(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
                 if not self._judge_results:
                     return Verdict.IGNORE

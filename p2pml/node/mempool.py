@@ -13,7 +13,8 @@ re-applying them (the block is validated in full when our miner submits it).
 The pool holds at most ``max_challenges_per_block`` challenges (its state
 counts them as one block's), so any template may take all of them.
 
-Priority: results first (their task is waiting for them), then tasks,
+Priority: results and attestations first (their task is waiting for them;
+both are bounded by the rules, not by fees), then tasks,
 transfers, bonds and unbonds together by fee rate (fee per byte), earlier
 first on ties. A full pool evicts its
 lowest-priority fee-paying transaction for a newcomer that pays at least
@@ -28,13 +29,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pml.chain.audits import miner_fee
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.hashing import ZERO_HASH
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.state import ChainState
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import Block, PoolTx, ResultTx
+from p2pml.chain.types import AttestTx, Block, PoolTx, ResultTx
 from p2pml.errors import MissingDataError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,13 @@ class _Entry:
     @property
     def priority(self) -> tuple[int, float, int]:
         """Larger is better: results, then fee rate, then earlier arrival."""
-        if isinstance(self.tx, ResultTx):
+        if isinstance(self.tx, ResultTx | AttestTx):
             return (1, 0.0, -self.seq)
         return (0, self.tx.fee / self.size, -self.seq)
 
     @property
     def fee_rate(self) -> float:
-        return 0.0 if isinstance(self.tx, ResultTx) else self.tx.fee / self.size
+        return 0.0 if isinstance(self.tx, ResultTx | AttestTx) else self.tx.fee / self.size
 
 
 class Mempool:
@@ -97,7 +99,8 @@ class Mempool:
     def _context(self, chain: ChainState, verdict: Verdict) -> BlockContext:
         tip = chain.tip
         # A template's hash is unknown while it is built. Inclusion is
-        # optimistic: results need the cheap checks' verdict only.
+        # optimistic: results need the cheap checks' verdict only (re-training
+        # is for audit committees and disputes).
         return BlockContext(
             self.params,
             tip.height + 1,
@@ -178,7 +181,7 @@ class Mempool:
         for e in sorted(self._entries.values(), key=lambda e: e.priority):
             if count <= self.max_txs and size <= self.max_bytes:
                 break
-            if isinstance(e.tx, ResultTx) or not _outbids(new, e):
+            if isinstance(e.tx, ResultTx | AttestTx) or not _outbids(new, e):
                 break
             out.append(e)
             count, size = count - 1, size - e.size
@@ -218,7 +221,8 @@ class Mempool:
                 continue
             chosen.append(e.tx)
             size += e.size
-        return chosen, sum(tx.fee for tx in chosen)  # results pay fees too (protocol 4)
+        # Results pay fees too (protocol 4), less their committee's hold (5).
+        return chosen, sum(miner_fee(self.params, tx) for tx in chosen)
 
     def reconcile(
         self,
@@ -258,6 +262,6 @@ class Mempool:
 
 
 def _outbids(new: _Entry, old: _Entry) -> bool:
-    if isinstance(new.tx, ResultTx):
-        return True  # results go ahead of tasks
+    if isinstance(new.tx, ResultTx | AttestTx):
+        return True  # results and attestations go ahead of tasks
     return new.fee_rate >= old.fee_rate + INCREMENTAL_FEE_RATE

@@ -32,6 +32,7 @@ from p2pml.ml.trainer import Trainer
 from p2pml.net import P2PService
 from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
+from p2pml.node.audits import AuditService
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.challenges import ChallengeService
@@ -150,6 +151,16 @@ class Node:
             # A follower judges no result: it cannot watch them either.
             watchtower=settings.verification.challenge_bad and not follower,
         )
+        self.audits = AuditService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.verifier,
+            self.relay,
+            self.mining.notify,
+            self._jobs.spawn,
+            enabled=settings.node.attest and not follower,
+        )
         self.gossip = GossipHandler(
             self.chain,
             self.tasks,
@@ -160,6 +171,7 @@ class Node:
             judge_results=not follower,
             bonds=self.bonds,
             challenges=self.challenges,
+            audits=self.audits,
         )
         self.api = AdminServer(
             AdminContext(
@@ -184,6 +196,7 @@ class Node:
                 validation=runtime.status(self.params, self.validation),
                 bonds=self.bonds,
                 challenges=self.challenges,
+                audits=self.audits.counts,
             )
         )
 
@@ -209,6 +222,7 @@ class Node:
                 tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
                 self.bonds.start()
+                self.audits.start()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")
                 log.info(

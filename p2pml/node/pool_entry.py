@@ -1,9 +1,10 @@
 """How a transaction enters this node's mempool, once for every kind.
 
-TaskService (tasks, results), TransferService (transfers) and BondService
-(bonds, unbonds) go through a :class:`PoolEntry`: admission under the consensus rules against
-the tip with every pooled transaction applied (results' known verdicts
-peeked), a log line, the miner told; and for the node's own transactions,
+TaskService (tasks, results), TransferService (transfers), BondService
+(bonds, unbonds) and AuditService (attestations) go through a
+:class:`PoolEntry`: admission under the consensus rules against the tip
+with every pooled transaction applied (results' known verdicts peeked), a
+log line, the miner told; and for the node's own transactions,
 a fresh nonce and the node's signature first and gossip after.
 """
 
@@ -14,7 +15,16 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from p2pml.chain.types import BondTx, ChallengeTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import (
+    AttestTx,
+    BondTx,
+    ChallengeTx,
+    PoolTx,
+    ResultTx,
+    TaskTx,
+    TransferTx,
+    UnbondTx,
+)
 from p2pml.crypto import Identity
 from p2pml.node.mempool import Mempool
 from p2pml.node.ports import ChainAccess, ResultVerifier, TxRelay
@@ -23,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 # Each kind signs to its own type and is relayed as such.
-T = TypeVar("T", TaskTx, ResultTx, TransferTx, BondTx, UnbondTx, ChallengeTx)
+T = TypeVar("T", TaskTx, ResultTx, TransferTx, BondTx, UnbondTx, AttestTx, ChallengeTx)
 
 
 class PoolEntry:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Iterator
 
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.types import (
+    AttestTx,
     Block,
     BondTx,
     ChallengeTx,
@@ -39,6 +40,7 @@ _KIND: dict[type, str] = {
     BondTx: "bonds",
     UnbondTx: "bonds",
     ChallengeTx: "challenges",
+    AttestTx: "attests",
 }
 
 

@@ -2,9 +2,11 @@
 
 Tasks and results come from the admin API, from gossip and from this node's
 own trainer; each must pass the consensus rules against the tip (see
-:class:`~p2pml.node.mempool.Mempool`). A result whose verdict is unknown gets
-the cheap checks (its model evaluated on the holdout, no re-training) before
-it may enter: inclusion is optimistic, disputes re-train.
+:class:`~p2pml.node.mempool.Mempool`). A result whose verdict is unknown
+passes the cheap checks (metric recomputed on the holdout, no re-training)
+before it may enter: inclusion is optimistic; re-training is for audit
+committees (:mod:`p2pml.node.audits`) and disputes
+(:mod:`p2pml.node.challenges`).
 """
 
 from __future__ import annotations

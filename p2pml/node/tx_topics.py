@@ -1,5 +1,5 @@
 """The gossip topics of pool transactions: tasks, results, transfers, bonds,
-challenges.
+attestations, challenges.
 
 Each topic decodes only its own transaction type and runs the stateless
 rules before relay (in the libp2p thread, so only pure checks).
@@ -12,7 +12,16 @@ from collections.abc import Callable
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import BondTx, ChallengeTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import (
+    AttestTx,
+    BondTx,
+    ChallengeTx,
+    PoolTx,
+    ResultTx,
+    TaskTx,
+    TransferTx,
+    UnbondTx,
+)
 from p2pml.errors import DecodeError
 from p2pml.net import TopicRegistry, TopicSpec
 
@@ -23,6 +32,7 @@ TX_KINDS: dict[str, tuple[type, ...]] = {
     "transfers": (TransferTx,),
     "bonds": (BondTx, UnbondTx),
     "challenges": (ChallengeTx,),
+    "attests": (AttestTx,),
 }
 
 

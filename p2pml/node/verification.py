@@ -94,6 +94,13 @@ HARMLESS = frozenset(
         "challenge-too-late",
         "duplicate-challenge",
         "too-many-challenges",
+        # Attestations: committees and windows follow the branch's beacon.
+        "attest-unknown-result",
+        "attest-too-early",
+        "attest-too-late",
+        "attest-not-selected",
+        "not-in-committee",
+        "duplicate-attest",
     }
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from p2pml.chain.audits import miner_fee
 from p2pml.chain.index import ChainUpdate, IndexEntry, MemoryBlockSource
 from p2pml.chain.params import REGTEST, NetworkParams
 from p2pml.chain.state import ChainState
@@ -60,7 +61,7 @@ class Builder:
         wrong amount: it passes every stateless check and fails at connect.
         """
         p = self.entry(parent)
-        fees = sum(getattr(t, "fee", 0) for t in txs)
+        fees = sum(miner_fee(self.params, t) for t in txs if hasattr(t, "fee"))
         b = build_block(
             self.params,
             parent,

@@ -546,6 +546,21 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 **tx_vector("unbond", [*unsigned, sig]),
             }
         )
+    for seed_, rid, passed, fee in (
+        (dev_seed(4), sha256(b"an audited result"), True, 0),
+        (dev_seed(5), sha256(b"another audited result"), False, 300),
+    ):
+        attester = ed25519_public(seed_)
+        fields = {"attester": attester.hex(), "result_id": rid.hex(), "passed": passed, "fee": fee}
+        unsigned = [7, attester, rid, passed, fee]
+        msg, sig = sign_tx(b"attest", seed_, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("attest", [*unsigned, sig]),
+            }
+        )
     # docs/consensus.md "Disputes": a challenge names a result by its id.
     for seed_, rid, fee, nonce in (
         (TRAINER_SEED, sha256(b"disputed result"), 1_000, 0),
@@ -852,6 +867,52 @@ def partition_vectors() -> dict[str, Any]:
     return {"row_keys": keys, "cases": cases, "random_state": states}
 
 
+def audit_vectors() -> dict[str, Any]:
+    """Beacon audit selection and committee order (docs/consensus.md "Audit
+    committees"): draw = first 8 bytes, big-endian, of
+    SHA-256("p2pml-audit" || beacon || result id)."""
+    fraction = 0.1  # main
+    threshold = math.floor(fraction * 2**64)  # binary64 product, then floor
+    draws = []
+    for i in range(4000):
+        beacon, rid = sha256(b"block %d" % i), sha256(b"result %d" % i)
+        d = hashlib.sha256(b"p2pml-audit" + beacon + rid).digest()
+        draws.append((int.from_bytes(d[:8], "big"), beacon, rid))
+    # The first few, and the ones closest to the threshold on either side:
+    # they tell a wrong threshold (say 0.1 * 2^63) from the right one.
+    below = sorted((d for d in draws if d[0] < threshold), key=lambda d: -d[0])[:4]
+    above = sorted((d for d in draws if d[0] >= threshold), key=lambda d: d[0])[:4]
+    chosen = draws[:8] + below + above
+    cases = [
+        {"beacon": b.hex(), "result_id": r.hex(), "draw": d, "selected": d < threshold}
+        for d, b, r in chosen
+    ]
+    # Committee order: eligible keys sorted by
+    # SHA-256("p2pml-committee" || beacon || result id || key), ascending.
+    committees = []
+    for i in range(3):
+        beacon, rid = sha256(b"beacon %d" % i), sha256(b"rid %d" % i)
+        keys = [sha256(b"key %d %d" % (i, j)) for j in range(6)]
+        order = sorted(
+            keys, key=lambda k: hashlib.sha256(b"p2pml-committee" + beacon + rid + k).digest()
+        )
+        committees.append(
+            {
+                "beacon": beacon.hex(),
+                "result_id": rid.hex(),
+                "keys": [k.hex() for k in keys],
+                "order": [k.hex() for k in order],
+            }
+        )
+    return {
+        "network": "main",
+        "audit_fraction": fraction,
+        "threshold": threshold,
+        "cases": cases,
+        "committees": committees,
+    }
+
+
 # -- sync messages (docs/protocol.md section 4) -------------------------------------
 
 
@@ -909,6 +970,7 @@ def main() -> None:
         "pow.json": pow_vectors(),
         "partition.json": partition_vectors(),
         "sync.json": sync_vectors(genesis),
+        "audit.json": audit_vectors(),
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():

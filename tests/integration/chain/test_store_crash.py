@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from p2pml.chain.bonds import bond_key
+from p2pml.chain.bonds import BONDED_KEY, bond_key
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.params import DEVNET, REGTEST
 from p2pml.errors import StoreError
@@ -34,6 +34,7 @@ def assert_consistent(path: Path) -> int:
             for k, _, bond in REGTEST.allocations
             if bond
         )
+        expected[BONDED_KEY] = sorted(k for k, _, bond in REGTEST.allocations if bond)
         for h in range(1, chain.height + 1):
             e = chain.at_height(h)
             assert e is not None and e.parent is chain.at_height(h - 1)

@@ -160,8 +160,9 @@ async def test_artifact_that_is_not_a_model(world: World) -> None:
 async def test_model_trained_on_a_hand_picked_partition(world: World) -> None:
     """Right class, params and random_state, honest holdout metric, but fitted
     on rows of Mallory's choosing: it passes the cheap checks, so the block
-    including it connects (optimistic); a challenge makes every node re-run
-    the seeded re-training audit, which voids it."""
+    including it connects (optimistic); only the seeded re-training audit sees
+    it (a committee member's, p2pml/node/audits.py, or every node's once a
+    challenge disputes it, which voids it)."""
     seed, tid = world.b1.hash, world.task.id
     data = parse_csv(world.csv, "regression", "target", (), 10**9)
     hold = holdout_indices(seed, tid, data.n_rows, world.spec.holdout_fraction)

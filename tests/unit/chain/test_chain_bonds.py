@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from p2pml.chain.audits import fee_hold
 from p2pml.chain.bonds import BondHandler, bond_key, lock_key
 from p2pml.chain.index import Status
 from p2pml.chain.params import REGTEST, NetworkParams, dev_identity
 from p2pml.chain.tasks import ResultHandler, task_key
-from p2pml.chain.types import Block, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import AttestTx, Block, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
 from p2pml.crypto import Identity
 from p2pml.errors import ValidationError
 from tests.framework.chainbuilder import MINER, Builder, Node
@@ -159,13 +160,16 @@ def test_a_bond_made_after_the_seed_is_too_young() -> None:
 
 
 def test_results_pay_their_fee_to_the_miner() -> None:
+    """Less the part held back for the result's audit committee (chain/audits.py)."""
     c = Chain()
     t = task()
     c.mine(t)
     r = c.result(t, T1)
     blk = c.mine(r)
-    assert blk.txs[0].amount == REGTEST.coinbase_reward + FEE  # type: ignore[union-attr]
-    assert bal(c.n, MINER) == 2 * REGTEST.coinbase_reward + 1000 + FEE
+    paid = FEE - fee_hold(REGTEST, FEE)
+    assert 0 < paid < FEE
+    assert blk.txs[0].amount == REGTEST.coinbase_reward + paid  # type: ignore[union-attr]
+    assert bal(c.n, MINER) == 2 * REGTEST.coinbase_reward + 1000 + paid
     assert bal(c.n, T1) == ALLOC[T1.public_key] - FEE
 
 
@@ -275,6 +279,10 @@ def test_a_reorg_undoes_bonds_unbonds_fees_and_payouts_exactly() -> None:
 # -- property: reorgs across bonds, unbonds, fees and payouts -----------------------
 
 KEYS = [T1, T2, dev_identity(3), FRESH]
+DEV_IDS = [dev_identity(i) for i in range(8)]  # every committee member is one
+# Results and attestations weigh more: an attestation needs a result, its
+# beacon and a draw inside the attest window.
+KINDS = ["task", "result", "result", "bond", "unbond", "fund", "attest", "attest", "none"]
 
 
 def _grow(
@@ -288,7 +296,7 @@ def _grow(
     for i in range(n):
         txs: list[Any] = []
         nonce = tag * 1_000 + i
-        kind = data.draw(st.sampled_from(["task", "result", "bond", "unbond", "fund", "none"]))
+        kind = data.draw(st.sampled_from(KINDS))
         state = follower.chain.state
         if kind == "task":
             txs.append(task(deadline=data.draw(st.integers(1, 3)), nonce=nonce, max_results=2))
@@ -312,6 +320,23 @@ def _grow(
             txs.append(unbond(data.draw(st.sampled_from(KEYS)), nonce=nonce))
         elif kind == "fund":
             txs.append(fund(FRESH, 2 * MIN, nonce=nonce))
+        elif kind == "attest":
+            h = follower.chain.height + 1
+            open_audits = [
+                (rid, bytes(k))
+                for key, rec in state.items()
+                if key.startswith(b"rid:")
+                and (rid := key[4:])
+                and rec["audit"]["selected"]
+                and h <= rec["audit"]["until"]
+                for k in rec["audit"]["committee"]
+                if all(bytes(a[0]) != bytes(k) for a in rec["attestations"])
+            ]
+            if open_audits:
+                rid, member = data.draw(st.sampled_from(open_audits))
+                who = next(i for i in DEV_IDS if i.public_key == member)
+                passed = data.draw(st.booleans())
+                txs.append(AttestTx(member, rid, passed, 0).signed_by(who, REGTEST.genesis_hash))
         miner = bytes([tag + 1]) * 32
         blk = b.make(parent, txs=tuple(txs), miner=miner)
         if follower.feed(blk).rejected:
@@ -367,3 +392,5 @@ def test_reorgs_across_bonds_fees_and_payouts_restore_the_exact_state(
             event("an unbond")
         if x.chain.state.get(bond_key(FRESH.public_key)):
             event("a fresh bond")
+        if any(k.startswith(b"rid:") and v["attestations"] for k, v in x.chain.state.items()):
+            event("an attestation")

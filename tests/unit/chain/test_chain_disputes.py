@@ -202,9 +202,12 @@ def test_a_challenge_resolving_at_the_payout_height_resolves_first() -> None:
     t = long_task(deadline=2)
     cheat, _honest = two_results(c, t)  # task at 1, results at 2
     c.o.audits[cheat.id] = "bad-result-audit"
-    blk = c.mine(challenge(T3, cheat.id))  # at 3, which also closes the task
+    c.mine()  # at 3, which closes the task
     pay_at = c.state(task_key(t.id))["payout_at"]
-    assert pay_at == blk.height + DELAY  # resolves at the payout height itself
+    while c.n.chain.height < pay_at - DELAY - 1:
+        c.mine()
+    blk = c.mine(challenge(T3, cheat.id))
+    assert blk.height + DELAY == pay_at  # resolves at the payout height itself
     while c.n.chain.height < pay_at:
         c.mine()
     assert c.state(task_key(t.id))["paid"]

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pml.chain.bonds import bond_key
+from p2pml.chain.bonds import BONDED_KEY, bond_key
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.types import Block
 from tests.framework.chainbuilder import RETARGET_PARAMS, Builder, Node
@@ -76,6 +76,7 @@ def test_random_trees_end_on_max_work_valid_tip(
         for k, _, bond in b.params.allocations
         if bond
     )
+    expected[BONDED_KEY] = sorted(k for k, _, bond in b.params.allocations if bond)
     h = tip.hash
     while h != b.genesis:
         cb = by_hash[h].txs[0]

@@ -189,7 +189,8 @@ def test_results_close_the_task_and_pay_the_best_with_ties_split() -> None:
     assert bal(n, T1) == ALLOC[T1.public_key] - FEE
     # 1 left over from the split goes back to the publisher.
     assert bal(n, PUB) == ALLOC[PUB.public_key] - 1000 - 1001 + 1
-    # Optimistic inclusion: only the cheap checks, never a re-training.
+    # Optimistic inclusion: only the cheap checks; re-training is for
+    # committees and disputes.
     assert o.asked and not any(audit for _, audit in o.asked)
 
 

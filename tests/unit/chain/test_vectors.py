@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from p2pml.chain.audits import audit_draw, committee_rank, is_selected
 from p2pml.chain.encoding import decode_block, decode_tx, encode_block, encode_tx, packb, tx_id
 from p2pml.chain.hashing import merkle_root
-from p2pml.chain.params import NETWORKS, dev_identity
+from p2pml.chain.params import MAIN, NETWORKS, dev_identity
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
 from p2pml.chain.rules import (
     check_block_body,
@@ -32,11 +33,13 @@ from p2pml.chain.tasks import DOMAIN_RESULT, DOMAIN_TASK, ResultTx, TaskTx
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import (
+    DOMAIN_ATTEST,
     DOMAIN_BOND,
     DOMAIN_CHALLENGE,
     DOMAIN_TRANSFER,
     DOMAIN_UNBOND,
     Allocation,
+    AttestTx,
     Block,
     BlockHeader,
     BondTx,
@@ -73,6 +76,7 @@ TXS = _load("transactions.json")
 BLOCKS = _load("blocks.json")
 POW = _load("pow.json")
 PARTITION = _load("partition.json")
+AUDIT = _load("audit.json")
 SYNC = _load("sync.json")
 
 h = bytes.fromhex
@@ -168,6 +172,10 @@ def _build(v: dict[str, Any]) -> Transaction:
         return BondTx(h(f["trainer"]), f["amount"], f["fee"], f["nonce"], h(f["signature"]))
     if v["kind"] == "unbond":
         return UnbondTx(h(f["trainer"]), f["fee"], f["nonce"], h(f["signature"]))
+    if v["kind"] == "attest":
+        return AttestTx(
+            h(f["attester"]), h(f["result_id"]), f["passed"], f["fee"], h(f["signature"])
+        )
     if v["kind"] == "challenge":
         return ChallengeTx(
             h(f["challenger"]), h(f["result_id"]), f["fee"], f["nonce"], h(f["signature"])
@@ -186,7 +194,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     )
 
 
-SIGNED = ("task", "result", "transfer", "bond", "unbond", "challenge")
+SIGNED = ("task", "result", "transfer", "bond", "unbond", "attest", "challenge")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -210,7 +218,9 @@ def test_transaction(v: dict[str, Any]) -> None:
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | ChallengeTx)
+    assert isinstance(
+        tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx
+    )
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
     if isinstance(tx, TaskTx):
@@ -223,6 +233,8 @@ def test_signature(v: dict[str, Any]) -> None:
         domain, signer = DOMAIN_BOND, tx.trainer
     elif isinstance(tx, ChallengeTx):
         domain, signer = DOMAIN_CHALLENGE, tx.challenger
+    elif isinstance(tx, AttestTx):
+        domain, signer = DOMAIN_ATTEST, tx.attester
     else:
         domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())
@@ -374,6 +386,25 @@ def test_partition(v: dict[str, Any]) -> None:
 def test_random_state(v: dict[str, Any]) -> None:
     got = derive_random_state(h(v["seed"]), h(v["task_id"]), h(v["pubkey"]), v["round"])
     assert got == v["random_state"]
+
+
+def test_audit_selection() -> None:
+    assert AUDIT["audit_fraction"] == MAIN.audit_fraction
+    cases = AUDIT["cases"]
+    # Both outcomes occur, so the vector distinguishes a wrong threshold.
+    assert {c["selected"] for c in cases} == {True, False}
+    for c in cases:
+        beacon, rid = h(c["beacon"]), h(c["result_id"])
+        assert audit_draw(beacon, rid) == c["draw"], c
+        assert is_selected(MAIN, beacon, rid, winner=False) == c["selected"], c
+        assert is_selected(MAIN, beacon, rid, winner=True)  # winners always are
+
+
+def test_committee_order() -> None:
+    for c in AUDIT["committees"]:
+        beacon, rid = h(c["beacon"]), h(c["result_id"])
+        keys = sorted((h(k) for k in c["keys"]), key=lambda k: committee_rank(beacon, rid, k))
+        assert [k.hex() for k in keys] == c["order"]
 
 
 # -- sync messages ---------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""AuditService against fakes of its ports (real consensus underneath): the
+committee members, and only they, audit a result once its beacon arrives,
+and attest with the audit's verdict; a result whose data is missing is
+tried again at the next tip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2pml.chain.encoding import encode_tx
+from p2pml.chain.params import REGTEST, dev_identity
+from p2pml.chain.tasks import result_key
+from p2pml.chain.txrules import handler_for
+from p2pml.chain.types import AttestTx, Block, ResultTx
+from p2pml.crypto import Identity
+from p2pml.ipfs.cid import cid_of_bytes
+from p2pml.node.audits import AuditService
+from p2pml.node.mempool import Mempool
+from p2pml.node.relay import Relay
+from p2pml.node.verifier import Request
+from tests.framework.chainbuilder import Builder
+from tests.unit.chain.test_chain_tasks import FEE, task
+from tests.unit.node.fakes import FakeChain, FakeGossip, Jobs
+
+TRAINER = dev_identity(1)
+DEV = [dev_identity(i) for i in range(8)]
+
+
+class AuditVerifier:
+    """Answers audits with ``answers`` in turn (None: data missing)."""
+
+    def __init__(self, *answers: str | None) -> None:
+        self.answers = list(answers) or [""]
+        self.asked: list[Request] = []
+
+    def peek(self, *_a: Any) -> str | None:
+        return None
+
+    async def check(self, req: Request, background: bool = False) -> str | None:
+        self.asked.append(req)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Seat:
+    def __init__(self, chain: FakeChain, who: Identity, jobs: Jobs, *answers: str | None):
+        self.who = who
+        self.pool, self.gossip = Mempool(REGTEST), FakeGossip()
+        self.verifier = AuditVerifier(*answers)
+        self.svc = AuditService(
+            who,
+            chain,
+            self.pool,
+            self.verifier,
+            Relay(chain, self.gossip),
+            lambda: None,
+            jobs,
+            enabled=True,
+        )
+
+    def attests(self) -> list[AttestTx]:
+        return [tx for tx in self.pool.txs.values() if isinstance(tx, AttestTx)]
+
+
+class World:
+    def __init__(self) -> None:
+        self.chain, self.jobs, self.b = FakeChain(), Jobs(), Builder()
+        self.chain.node.chain.verdicts = lambda _tx, _task, _audit: ""  # cheap checks pass
+        self.top = self.b.genesis
+
+    async def mine(self, *txs: Any) -> Block:
+        blk = self.b.make(self.top, txs=tuple(txs))
+        (await self.chain.submit_block(blk)).raise_error()
+        self.top = blk.hash
+        await self.jobs.settle()
+        return blk
+
+    async def result(self) -> ResultTx:
+        t = task()
+        seed = (await self.mine(t)).hash
+        r = ResultTx(
+            t.id, seed, 0, TRAINER.public_key, 0.5, cid_of_bytes(b"a model"), 100, 5, FEE
+        ).signed_by(TRAINER, REGTEST.genesis_hash)
+        await self.mine(r)
+        return r
+
+    def committee(self, rid: bytes) -> set[bytes]:
+        rec = self.chain.chain.state[result_key(rid)]
+        return {bytes(k) for k in rec["audit"]["committee"]}
+
+
+async def test_members_and_only_members_audit_and_attest_after_the_beacon() -> None:
+    w = World()
+    seats = [Seat(w.chain, who, w.jobs) for who in DEV]
+    r = await w.result()
+    assert all(not s.verifier.asked for s in seats)  # no beacon yet: nobody audits
+    await w.mine()  # the beacon (audit_delay 1)
+    members = w.committee(r.id)
+    assert len(members) == REGTEST.committee_size and TRAINER.public_key not in members
+    for s in seats:
+        if s.who.public_key in members:
+            (req,) = s.verifier.asked
+            assert req.audit and req.tx == r  # the result as its block holds it
+            (att,) = s.attests()
+            assert att.passed and att.result_id == r.id and att.attester == s.who.public_key
+            handler_for(att).check(att, REGTEST)  # signed for the network
+            assert s.gossip.published == [("attests", encode_tx(att))]
+            assert s.svc.counts == {"passed": 1}
+        else:
+            assert not s.verifier.asked and not s.attests() and not s.svc.counts
+    # In a block: the members' attestations count, and nobody audits again.
+    atts = [a for s in seats for a in s.attests()]
+    await w.mine(*atts)
+    rec = w.chain.chain.state[result_key(r.id)]
+    assert {bytes(a[0]) for a in rec["attestations"]} == members
+    assert all(len(s.verifier.asked) == (s.who.public_key in members) for s in seats)
+
+
+async def test_a_failed_audit_attests_fail_and_missing_data_is_tried_again() -> None:
+    w = World()
+    r = await w.result()
+    await w.mine()  # the beacon: its committee is known now
+    first, second = sorted(w.committee(r.id))[:2]
+    by_key = {who.public_key: who for who in DEV}
+    failing = Seat(w.chain, by_key[first], w.jobs, "bad-result-audit")
+    waiting = Seat(w.chain, by_key[second], w.jobs, None, "")
+    # Seated after the beacon (a node started late): start() finds the seats.
+    failing.svc.start()
+    waiting.svc.start()
+    await w.jobs.settle()
+    (att,) = failing.attests()
+    assert not att.passed and failing.svc.counts == {"failed": 1}
+    assert not waiting.attests() and waiting.svc.counts == {"pending": 1}
+    await w.mine()  # the next tip: the audit is tried again
+    (att2,) = waiting.attests()
+    assert att2.passed and waiting.svc.counts == {"pending": 1, "passed": 1}
+    assert len(waiting.verifier.asked) == 2
+    assert len(failing.verifier.asked) == 1  # attested: not audited again
+
+
+async def test_no_audit_once_the_window_has_ended() -> None:
+    w = World()
+    r = await w.result()
+    await w.mine()  # the beacon
+    for _ in range(REGTEST.attest_window):
+        await w.mine()
+    member = next(who for who in DEV if who.public_key in w.committee(r.id))
+    late = Seat(w.chain, member, w.jobs)
+    late.svc.start()
+    await w.jobs.settle()
+    assert not late.verifier.asked and not late.attests()
