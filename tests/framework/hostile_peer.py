@@ -224,15 +224,19 @@ def unfetchable_cid() -> str:
     return b58encode(b"\x12\x20" + hashlib.sha256(secrets.token_bytes(32)).digest())
 
 
-def genesis_forks(n: int, length: int = 2, network: str = "regtest") -> list[Block]:
+def genesis_forks(
+    n: int, length: int = 2, network: str = "regtest", salt: bytes = b""
+) -> list[Block]:
     """``n`` distinct side branches of ``length`` blocks forked at genesis, in
     sending order (parents first). Each is valid with cheap PoW and, while the
-    node's chain is longer than ``length``, lighter than it: only headers stay."""
+    node's chain is longer than ``length``, lighter than it: only headers stay.
+    The same ``salt`` gives the same blocks; a fresh one gives new blocks (gossip
+    ids are content hashes: a node's seen-cache drops blocks it got before)."""
     params = params_for(network)
     out: list[Block] = []
     for i in range(n):
         prev, t = params.genesis_hash, params.genesis_time
-        miner = hashlib.sha256(b"fork-miner" + i.to_bytes(4, "big")).digest()
+        miner = hashlib.sha256(b"fork-miner" + salt + i.to_bytes(4, "big")).digest()
         for height in range(1, length + 1):
             t += 1
             blk = solve(build_block(params, prev, height, params.pow_limit_bits, t, miner))
