@@ -63,7 +63,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pml.errors import NetworkError
-from p2pml.net import protocol, records
+from p2pml.net import protocol, records, yamux_credit
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 # only the library's go-yamux-like hysteresis sends credit (measured ~1.2
 # frames per message). The library reads this at call time.
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+# ... nor once per message from yamux's own "partial slack" credit (yamux_credit.py).
+yamux_credit.install()
 # A peer's signed peer record rides on every RPC: verify it once (records.py).
 records.install()
 
