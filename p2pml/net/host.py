@@ -176,22 +176,46 @@ class _Pubsub(Pubsub):
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         # Pubsub resets an inbound stream only when a frame is over the RPC
-        # size cap, and tells nobody: the spy turns that into a penalty.
-        spy: Any = _ResetSpy(stream, self._oversize)
-        await super().continuously_read_stream(spy)
+        # size cap, and tells nobody: the wrapper turns that into a penalty.
+        inbound: Any = _InboundStream(stream, self._oversize)
+        await super().continuously_read_stream(inbound)
 
     def _oversize(self, peer_id: str) -> None:
         if self.on_oversize is not None and self.manager.is_running:
             self.on_oversize(peer_id)
 
 
-class _ResetSpy:
+class _InboundStream:
+    """A pubsub stream as its read loop sees it: resets reported, reads buffered.
+
+    Pubsub reads each RPC's varint prefix a byte at a time and then its body:
+    three or more stream reads per small message, each through py-libp2p's
+    NetStream and yamux layers (locks, state checks, eagerly formatted debug
+    strings). Reading what is there (up to ``READ_CHUNK``) into a buffer the
+    loop then consumes makes that about one read per message. Only the loop
+    reads this stream, so the buffer is its alone; it holds at most one chunk.
+    """
+
+    READ_CHUNK = 65536
+
     def __init__(self, stream: INetStream, on_reset: Callable[[str], None]) -> None:
         self._stream = stream
         self._on_reset = on_reset
+        self._buf = b""
+        self._at = 0  # consumed prefix of _buf (no copying of the rest per read)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        if self._at >= len(self._buf):
+            if n is None or n < 0:
+                return await self._stream.read(n)
+            self._buf, self._at = await self._stream.read(max(n, self.READ_CHUNK)), 0
+        start = self._at
+        end = len(self._buf) if n is None or n < 0 else min(len(self._buf), start + n)
+        self._at = end
+        return self._buf[start:end]
 
     async def reset(self) -> None:
         self._on_reset(str(self._stream.muxed_conn.peer_id))

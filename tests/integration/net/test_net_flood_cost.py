@@ -122,6 +122,40 @@ async def test_a_flood_of_small_messages_costs_no_frame_per_read(
         await hp.stop()
 
 
+async def test_a_flood_of_small_messages_costs_about_one_stream_read_each(
+    net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pubsub read each message's varint prefix a byte at a time, then its
+    body in pieces: 6 reads through py-libp2p's stream and yamux layers for
+    each of these small blocks (900 for 150). Buffered, a read takes what has
+    arrived: one per yamux frame, and the sender writes the prefix and the
+    body as two frames (300 for 150)."""
+    ours = builder.chain(builder.genesis, 3)
+    small = [
+        builder.make(builder.genesis, miner=CHEAP, extra=i.to_bytes(2, "big")) for i in range(SMALL)
+    ]
+    a = await net.node(blocks=ours)
+    hp = HostilePeer()
+    await hp.start()
+    reads: list[int] = [0]
+    read_stream = yamux.Yamux.read_stream
+
+    async def counting(self: Any, stream_id: int, n: int = -1) -> bytes:
+        if str(self.peer_id) == hp.peer_id:  # the node's side of hp's connection
+            reads[0] += 1
+        return await read_stream(self, stream_id, n)
+
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        monkeypatch.setattr(yamux.Yamux, "read_stream", counting)
+        await flood(hp, a, small)
+        assert reads[0] <= 2.5 * SMALL, reads[0]
+        assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
+    finally:
+        await hp.stop()
+
+
 async def test_a_flood_of_small_messages_verifies_the_senders_record_once(
     net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +185,47 @@ async def test_a_flood_of_small_messages_verifies_the_senders_record_once(
         # Both hosts live in this process: count the node's checks of hp's record.
         assert checked.count(hp.peer_id) <= 2, checked.count(hp.peer_id)
         assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
+    finally:
+        await hp.stop()
+
+
+async def test_sending_many_rpcs_builds_our_own_record_once(
+    net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-libp2p attaches our signed peer record to every RPC it sends, and
+    for each rebuilt the host's address list (multiaddr parsing) to check
+    the cached record still matched: one ``get_addrs`` per RPC sent."""
+    ours = builder.chain(builder.genesis, 3)
+    blocks = [
+        builder.make(builder.genesis, miner=CHEAP, extra=b"O" + i.to_bytes(2, "big"))
+        for i in range(60)
+    ]
+    a = await net.node(blocks=ours)
+    hp = HostilePeer()
+    await hp.start()
+    host: Any = a._host
+    assert host is not None
+    calls: list[int] = [0]
+    get_addrs = type(host.host).get_addrs
+
+    def counting(self: Any) -> Any:
+        if self is host.host:
+            calls[0] += 1
+        return get_addrs(self)
+
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        monkeypatch.setattr(type(host.host), "get_addrs", counting)
+        for blk in blocks:
+            await a.publish_block(blk)
+        await wait_until(
+            lambda: sum("/blocks/" in t for t, _ in hp.received) >= len(blocks),
+            what="every block at the peer",
+        )
+        # 60 RPCs sent (more with control messages); the record is built again
+        # at most every few seconds.
+        assert calls[0] <= 5, calls[0]
     finally:
         await hp.stop()
 
