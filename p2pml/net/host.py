@@ -138,10 +138,28 @@ def peer_id_of(seed: bytes) -> str:
     return str(ID.from_pubkey(create_new_key_pair(seed).public_key))
 
 
+# go-libp2p's IDontWantMessageThreshold: py-libp2p sent an IDONTWANT (one
+# RPC to each mesh peer) for every message it relayed or published, however
+# small; for a message this small the IDONTWANT costs about what it saves.
+IDONTWANT_MIN_BYTES = 1024
+
+
 class _GossipSub(GossipSub):
-    """Counts the RPCs gossipsub drops on full peer queues (it only logs)."""
+    """Counts the RPCs gossipsub drops on full peer queues (it only logs);
+    sends IDONTWANT only for received messages of ``IDONTWANT_MIN_BYTES``."""
 
     on_drop: Callable[[str, int], None] | None = None
+    _idontwant = False  # for the message being published (set, then read without an await)
+
+    async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
+        own = self.pubsub is not None and msg_forwarder == self.pubsub.my_id
+        # Our own message goes to every mesh peer from us: nothing to tell them.
+        self._idontwant = not own and len(pubsub_msg.data) >= IDONTWANT_MIN_BYTES
+        await super().publish(msg_forwarder, pubsub_msg)
+
+    async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
+        if self._idontwant:
+            await super()._emit_idontwant_for_message(msg_id, topic_ids)
 
     def _get_peers_to_send(
         self,

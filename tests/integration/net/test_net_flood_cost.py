@@ -230,6 +230,47 @@ async def test_sending_many_rpcs_builds_our_own_record_once(
         await hp.stop()
 
 
+async def test_small_messages_cost_no_idontwant_rpcs(net: Net, builder: Builder) -> None:
+    """py-libp2p sent an IDONTWANT control RPC to every mesh peer for every
+    message it published or relayed, however small (one more encrypted frame
+    and socket write per peer and message); go-libp2p sends them only for
+    received messages of 1 KiB or more."""
+    ours = builder.chain(builder.genesis, 3)
+    blocks = [
+        builder.make(builder.genesis, miner=CHEAP, extra=b"I" + i.to_bytes(2, "big"))
+        for i in range(40)
+    ]
+    a = await net.node(blocks=ours)
+    hp = HostilePeer()
+    await hp.start()
+    host: Any = a._host
+    sent: list[int] = [0]
+    emit = host.gossipsub.emit_idontwant
+
+    async def counting(msg_ids: list[bytes], to_peer: Any) -> None:
+        sent[0] += 1
+        await emit(msg_ids, to_peer)
+
+    host.gossipsub.emit_idontwant = counting
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        topic = next(t for t in host.gossipsub.mesh if "/blocks/" in t)
+        await wait_until(
+            lambda: any(str(p) == hp.peer_id for p in host.gossipsub.mesh.get(topic, ())),
+            what="the peer in the node's blocks mesh",
+        )
+        for blk in blocks:
+            await a.publish_block(blk)
+        await wait_until(
+            lambda: sum("/blocks/" in t for t, _ in hp.received) >= len(blocks),
+            what="every block at the peer",
+        )
+        assert sent[0] == 0, sent[0]
+    finally:
+        await hp.stop()
+
+
 async def test_two_block_side_branches_are_dropped_by_header_and_the_sender_banned(
     net: Net, builder: Builder
 ) -> None:
