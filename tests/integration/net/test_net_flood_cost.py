@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 import pytest
+from libp2p.exceptions import ValidationError
 from libp2p.pubsub import utils as pubsub_utils
 from libp2p.stream_muxer.yamux import yamux
 
@@ -152,6 +153,38 @@ async def test_a_flood_of_small_messages_costs_about_one_stream_read_each(
         await flood(hp, a, small)
         assert reads[0] <= 2.5 * SMALL, reads[0]
         assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
+    finally:
+        await hp.stop()
+
+
+async def test_refused_messages_are_not_formatted_into_their_errors(
+    net: Net, builder: Builder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-libp2p's validate_msg raised, for every message a validator refused,
+    a ValidationError holding the whole message as protobuf text (~0.2 ms for
+    a 1 KB message): most of a flood is refused."""
+    ours = builder.chain(builder.genesis, 3)
+    small = [
+        builder.make(builder.genesis, miner=CHEAP, extra=b"F" + i.to_bytes(2, "big"))
+        for i in range(SMALL)
+    ]
+    a = await net.node(blocks=ours)
+    hp = HostilePeer()
+    await hp.start()
+    texts: list[int] = []
+    init = ValidationError.__init__
+
+    def counting(self: Any, *args: Any) -> None:
+        texts.append(sum(len(str(x)) for x in args))
+        init(self, *args)
+
+    try:
+        await hp.connect(a.listen_addrs()[0])
+        await hp.wait_subscribed(a.peer_id, "blocks")
+        monkeypatch.setattr(ValidationError, "__init__", counting)
+        await flood(hp, a, small)
+        assert len(texts) >= SMALL  # each refusal is one error (the seen-cache has none)
+        assert max(texts) <= 100, max(texts)  # was the message as text: ~1,000 characters
     finally:
         await hp.stop()
 
