@@ -18,10 +18,16 @@ consumed (the library's full-grow or pending-flush branch), so a sender is
 never starved: it always has at least half a window (128 KiB) to send while
 the update is on its way. Nothing changes on the wire but the number of
 WINDOW_UPDATE frames.
+
+The library also reads its ``PY_YAMUX_*`` tuning variables from the
+environment at every frame and read (a few ``os.getenv`` calls each, ~4 % of
+the libp2p thread under the same flood); :func:`install` makes it read each
+once per process (:mod:`p2pml.net.host` sets the one it changes at import).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +35,7 @@ from libp2p.stream_muxer.yamux import yamux as _yamux
 
 _Credit = Callable[..., Awaitable[None]]
 _ORIGINAL: _Credit = _yamux.YamuxStream._auto_tune_and_send_window_update
+_ENV: Callable[[str, str], str] = _yamux._py_yamux_env
 
 
 async def _batched_credit(self: Any, *, bytes_read: int = 0) -> None:
@@ -45,6 +52,12 @@ async def _batched_credit(self: Any, *, bytes_read: int = 0) -> None:
     await _ORIGINAL(self, bytes_read=bytes_read)
 
 
+@functools.cache
+def _env_once(name: str, default: str = "") -> str:
+    return _ENV(name, default)
+
+
 def install() -> None:
-    """Patch the library's stream class (idempotent)."""
+    """Patch the library's stream class and its settings reader (idempotent)."""
     _yamux.YamuxStream._auto_tune_and_send_window_update = _batched_credit  # type: ignore[method-assign]
+    _yamux._py_yamux_env = _env_once

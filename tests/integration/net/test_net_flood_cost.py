@@ -150,8 +150,20 @@ async def test_a_flood_of_small_messages_costs_about_one_stream_read_each(
         await hp.connect(a.listen_addrs()[0])
         await hp.wait_subscribed(a.peer_id, "blocks")
         monkeypatch.setattr(yamux.Yamux, "read_stream", counting)
+        getenv = yamux.os.getenv
+        env_reads: list[str] = []
+
+        def env(name: str, default: Any = None) -> Any:
+            if name.startswith("PY_YAMUX_"):
+                env_reads.append(name)
+            return getenv(name, default)
+
+        monkeypatch.setattr(yamux.os, "getenv", env)
         await flood(hp, a, small)
         assert reads[0] <= 2.5 * SMALL, reads[0]
+        # Its tuning variables were read from the environment at every frame
+        # and read (450 here); now once per process.
+        assert len(env_reads) <= 10, len(env_reads)
         assert a.metrics().get("penalties", 0) == 0 and hp.is_connected(a.peer_id)
     finally:
         await hp.stop()
