@@ -7,7 +7,7 @@ read consumed bytes and any credit is outstanding, it sends an update at
 once. Pubsub reads each RPC as a one-byte-at-a-time varint prefix and then
 its body, so that branch fired about once per inbound gossip message: one
 Noise-encrypted frame and one socket write back to the sender for every
-message (~20 % of the libp2p thread's busy samples under
+message (~20 % of the libp2p thread's non-idle py-spy samples under
 scripts/bench_attack.py's flood, and what a flooding peer costs us for free).
 
 :func:`install` wraps the method: a read that would take that branch only
