@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -65,7 +66,10 @@ class AttackPlan:
     result_keys: int = 100
     result_peers: int = 4
     unfetchable_share: float = 0.5  # of the result keys
-    fork_branches: int = 150  # each 2 blocks at genesis
+    # Each 2 blocks at genesis: 400 blocks, past the low-work budget's burst
+    # (200) plus the 100 points of a ban, so the spammer ends banned in every
+    # run rather than at the edge of its budget.
+    fork_branches: int = 200
     unfunded_tasks: int = 400  # past the harmless budget even if the send queue drops some
     min_fee_tasks: int = 40
     funded_key: int = 1  # dev key the min-fee spammer signs with (the node is another)
@@ -164,7 +168,11 @@ class AttackMix:
         return sum(sent)
 
     async def _headers(self, until: float) -> int:
-        blocks = await asyncio.to_thread(genesis_forks, self.plan.fork_branches, 2)
+        # Fresh blocks in every run: the same blocks again would be dropped by the
+        # node's gossip seen-cache (content ids, 120 s) and cost it nothing.
+        blocks = await asyncio.to_thread(
+            genesis_forks, self.plan.fork_branches, 2, "regtest", secrets.token_bytes(16)
+        )
         (hp,) = self.peers["headers"]
         data = [encode_block(b) for b in blocks]
         return await publish_paced(hp, "blocks", data, self.plan.per_second, until)

@@ -148,6 +148,9 @@ class HostilePeer:
             topics=tuple(P.topic_name(network, k) for k in P.KINDS),
             sync_protocol=P.sync_protocol(network),
             own_publish_rate=1e9,
+            # gossipsub's per-topic spam limit also drops our own publishes past
+            # it (silently): a hostile peer must send what the test tells it to.
+            gossip_rate_limit=1e9,
             publish_wait_seconds=0.0,
             request_timeout=5.0,
         )
@@ -224,15 +227,19 @@ def unfetchable_cid() -> str:
     return b58encode(b"\x12\x20" + hashlib.sha256(secrets.token_bytes(32)).digest())
 
 
-def genesis_forks(n: int, length: int = 2, network: str = "regtest") -> list[Block]:
+def genesis_forks(
+    n: int, length: int = 2, network: str = "regtest", salt: bytes = b""
+) -> list[Block]:
     """``n`` distinct side branches of ``length`` blocks forked at genesis, in
     sending order (parents first). Each is valid with cheap PoW and, while the
-    node's chain is longer than ``length``, lighter than it: only headers stay."""
+    node's chain is longer than ``length``, lighter than it: only headers stay.
+    The same ``salt`` gives the same blocks; a fresh one gives new blocks (gossip
+    ids are content hashes: a node's seen-cache drops blocks it got before)."""
     params = params_for(network)
     out: list[Block] = []
     for i in range(n):
         prev, t = params.genesis_hash, params.genesis_time
-        miner = hashlib.sha256(b"fork-miner" + i.to_bytes(4, "big")).digest()
+        miner = hashlib.sha256(b"fork-miner" + salt + i.to_bytes(4, "big")).digest()
         for height in range(1, length + 1):
             t += 1
             blk = solve(build_block(params, prev, height, params.pow_limit_bits, t, miner))

@@ -105,10 +105,19 @@ def test_env_override_json_log_and_sigint(nodes: NodeSet) -> None:
     assert n.status()["mining"]["enabled"]  # the environment won over the file
     wait_until_sync(lambda: n.height >= 2, 60, what="blocks mined (mining on from env)")
     log = n.data_dir / "blockchain.log"
-    records = [json.loads(line) for line in log.read_text().splitlines()]  # JSON lines only
-    assert {"ts", "level", "logger", "msg"} <= set(records[0])
-    chain_log = [r["msg"] for r in records if r["logger"] == "p2pml.node.chain_manager"]
-    assert any("height 2" in msg for msg in chain_log)
+
+    def records() -> list[dict[str, Any]]:
+        # JSON lines only (a last line still being written is not read yet)
+        lines = log.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines]
+
+    def logged_height_2() -> bool:
+        chain_log = [r["msg"] for r in records() if r["logger"] == "p2pml.node.chain_manager"]
+        return any("height 2" in msg for msg in chain_log)
+
+    assert {"ts", "level", "logger", "msg"} <= set(records()[0])
+    # The tip (what /status shows) moves before the block's log line is written.
+    wait_until_sync(logged_height_2, 30, what="height 2 in the JSON log")
 
     assert n.proc is not None
     n.proc.send_signal(signal.SIGINT)
