@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
+from p2pml.chain.federated_rounds import RoundCloseHandler, UpdateHandler
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import pay_due_tasks
@@ -22,10 +23,12 @@ from p2pml.chain.types import (
     BondTx,
     Coinbase,
     ResultTx,
+    RoundCloseTx,
     TaskTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.errors import ValidationError
 
@@ -71,6 +74,8 @@ HANDLERS: dict[type, TxHandler] = {
     TransferTx: TransferHandler(),
     BondTx: BondHandler(),
     UnbondTx: UnbondHandler(),
+    UpdateTx: UpdateHandler(),
+    RoundCloseTx: RoundCloseHandler(),
 }
 
 # Run after a block's transactions, before its coinbase, in this order:

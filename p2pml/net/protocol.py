@@ -21,14 +21,15 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-# Version 4: trainer bonds (bond and unbond transactions, a "bonds" topic),
+# Version 5: federated rounds (update and round-close transactions, an
+# "updates" topic). Version 4: trainer bonds (bond and unbond transactions, a "bonds" topic),
 # result fees, payouts a window after close. Version 3: signatures commit
 # to the genesis hash, transfers (a "transfers" topic), the timewarp rule.
 # Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
-PROTOCOL_VERSION = 4
-KINDS = ("blocks", "tasks", "results", "transfers", "bonds")
+PROTOCOL_VERSION = 5
+KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "updates")
 
 MAX_HEADERS = 2_000
 MAX_LOCATOR = 101

@@ -15,7 +15,16 @@ import logging
 from collections.abc import Awaitable, Iterator
 
 from p2pml.chain.encoding import encode_tx
-from p2pml.chain.types import Block, BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import (
+    Block,
+    BondTx,
+    PoolTx,
+    ResultTx,
+    TaskTx,
+    TransferTx,
+    UnbondTx,
+    UpdateTx,
+)
 from p2pml.errors import NetworkError
 from p2pml.node.ports import ChainAccess, Gossip
 
@@ -29,6 +38,7 @@ _KIND: dict[type, str] = {
     TransferTx: "transfers",
     BondTx: "bonds",
     UnbondTx: "bonds",
+    UpdateTx: "updates",
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from p2pml.chain.encoding import MAX_TX_BYTES, decode_tx, encode_tx
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.txrules import handler_for
-from p2pml.chain.types import BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import BondTx, PoolTx, ResultTx, TaskTx, TransferTx, UnbondTx, UpdateTx
 from p2pml.errors import DecodeError
 from p2pml.net import TopicRegistry, TopicSpec
 
@@ -21,6 +21,7 @@ TX_KINDS: dict[str, tuple[type, ...]] = {
     "results": (ResultTx,),
     "transfers": (TransferTx,),
     "bonds": (BondTx, UnbondTx),
+    "updates": (UpdateTx,),
 }
 
 
