@@ -261,6 +261,7 @@ _SPEC_FIELDS = (
     "holdout_fraction",
     "partition_fraction",
     "rounds",
+    "federated",
 )
 _ORDER_FIELDS = ("bounty", "fee", "deadline", "result_reward", "max_results")
 
@@ -384,6 +385,8 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             ],
         )
     out["failures"] = [dict(f) for f in ctx.training.failures.get(task_id, [])]
+    if rec is not None and "federated" in rec["spec"] and ctx.federated is not None:
+        out["federated"] = ctx.federated.describe(task_id)
     return out
 
 

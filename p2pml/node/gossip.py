@@ -16,7 +16,16 @@ from collections.abc import Sequence
 
 from p2pml.chain.index import Status
 from p2pml.chain.state import ChainState
-from p2pml.chain.types import Block, BlockHeader, BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import (
+    Block,
+    BlockHeader,
+    BondTx,
+    ResultTx,
+    TaskTx,
+    TransferTx,
+    UnbondTx,
+    UpdateTx,
+)
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import (
     BlockOutcome,
@@ -29,6 +38,7 @@ from p2pml.net.backend import (
 from p2pml.node.bonds import BondService
 from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
+from p2pml.node.federated import FederatedService
 from p2pml.node.ports import Gossip
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
@@ -56,8 +66,10 @@ class GossipHandler(ChainStateReads):
         transfers: TransferService,
         judge_results: bool = True,
         bonds: BondService | None = None,
+        federated: FederatedService | None = None,
     ) -> None:
         self._mgr = chain
+        self._federated = federated  # None: updates from gossip are ignored
         self._tasks = tasks
         self._transfers = transfers
         self._bonds = bonds  # None: bonds and unbonds from gossip are ignored
@@ -141,6 +153,10 @@ class GossipHandler(ChainStateReads):
                 if self._bonds is None:
                     return Verdict.IGNORE
                 await self._bonds.submit(obj, from_peer)
+            elif kind == "updates" and isinstance(obj, UpdateTx):
+                if self._federated is None or not self._judge_results:
+                    return Verdict.IGNORE
+                await self._federated.submit(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
                 if not self._judge_results:
                     return Verdict.IGNORE

@@ -34,6 +34,7 @@ from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
+from p2pml.node.federated import FederatedService, FederatedVerifier
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.mining import MiningService
@@ -80,12 +81,16 @@ class Node:
         self.pool = make_pool(settings.training)
         trainer = Trainer(self.ipfs, self.pool, settings.training, self.data_dir / "parsed")
         self.verifier = Verifier(self.ipfs, trainer, parallel=settings.training.workers)
+        # Updates and round closes of federated tasks; results pass through.
+        self.fed_verifier = FederatedVerifier(
+            self.verifier, self.ipfs, self.pool, settings.training, self.data_dir / "parsed"
+        )
         self.chain = ChainManager(
             self.params,
             self.store,
             clock=lambda: time.time() + offset,
             # A follower takes results in blocks on the chain's work.
-            verdicts=_on_the_chains_work if follower else self.verifier.verdict,
+            verdicts=_on_the_chains_work if follower else self.fed_verifier.verdict,
             on_fatal=self._fatal,
         )
         self.p2p = P2PService(
@@ -102,10 +107,22 @@ class Node:
             self.identity,
             self.chain,
             self.mempool,
-            self.verifier.peek,
+            self.fed_verifier.peek,
             self.relay,
             settings.mining,
             worker_memory_mb=settings.training.worker_memory_mb,
+            extra_txs=lambda txs: self.federated.closes(txs),
+        )
+        self.federated = FederatedService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.pool,
+            settings.training,
+            self._jobs.spawn,
+            self.mining.notify,
         )
         self.tasks = TaskService(
             self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
@@ -120,7 +137,7 @@ class Node:
             settings.training,
         )
         self.verification = VerificationService(
-            self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
+            self.chain, self.fed_verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
         self.pins = PinService(
             self.chain, self.ipfs, self.identity.public_key, settings.ipfs.pin_retention_blocks
@@ -147,6 +164,7 @@ class Node:
             self.transfers,
             judge_results=not follower,
             bonds=self.bonds,
+            federated=self.federated,
         )
         self.api = AdminServer(
             AdminContext(
@@ -170,6 +188,7 @@ class Node:
                 pins=self.pins.stats,
                 validation=runtime.status(self.params, self.validation),
                 bonds=self.bonds,
+                federated=self.federated,
             )
         )
 
@@ -194,6 +213,7 @@ class Node:
                     tg.create_task(self.pool.keep_connected(), name="dask")
                 tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
+                self.federated.start()
                 self.bonds.start()
                 # Written last: tools that wait for this file find a ready node.
                 (self.data_dir / "api.url").write_text(self.api.url + "\n")

@@ -87,6 +87,14 @@ HARMLESS = frozenset(
         "bond-unbonding",
         "bond-too-young",  # bonded on a branch where it is old enough
         "no-bond",  # bonded on a branch we have not seen
+        # Federated rounds move on: an update may arrive after its round's end.
+        "update-task-closed",
+        "update-task-unknown",
+        "update-wrong-seed",
+        "update-round-late",
+        "update-round-full",
+        "bad-update-round",
+        "duplicate-update",
     }
 )
 
