@@ -18,7 +18,7 @@ from p2pml.chain.encoding import parse_hash
 from p2pml.chain.ledger import balance_key
 from p2pml.chain.tasks import is_audited, result_key, task_key
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx
+from p2pml.chain.types import BondTx, ResultTx, TaskTx, TransferTx, UnbondTx, UpdateTx
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
 from p2pml.ipfs import embedded_swarm_addrs
@@ -185,6 +185,17 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
         elif isinstance(tx, UnbondTx):
             out.append(
                 {"id": tx.id.hex(), "type": "unbond", "fee": tx.fee, "trainer": tx.trainer.hex()}
+            )
+        elif isinstance(tx, UpdateTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "update",
+                    "fee": tx.fee,
+                    "task": tx.task_id.hex(),
+                    "round": tx.round,
+                    "participant": tx.participant.hex(),
+                }
             )
         else:
             out.append(

@@ -174,7 +174,7 @@ class FederatedVerifier:
         results = [r for r in reqs if isinstance(r, Request)]
         mine = [r for r in reqs if not isinstance(r, Request)]
         missing = await self.inner.resolve(results) if results else 0
-        answers = await asyncio.gather(*(self.check(r) for r in mine))
+        answers = await asyncio.gather(*(self.answer(r) for r in mine))
         return missing + sum(1 for a in answers if a is None)
 
     def want_again(self, reqs: Iterable[Any]) -> None:
@@ -192,7 +192,15 @@ class FederatedVerifier:
 
     # -- resolving ---------------------------------------------------------------------
 
-    async def check(self, req: UpdateCheck | CloseCheck) -> Any:
+    async def check(self, req: Any, background: bool = False) -> Any:
+        """A result's verdict from the wrapped verifier, or :meth:`answer`. The
+        mempool keeps the oracle of its first caller, so every service that
+        pools transactions must get this one."""
+        if isinstance(req, Request):
+            return await self.inner.check(req, background)
+        return await self.answer(req)
+
+    async def answer(self, req: UpdateCheck | CloseCheck) -> Any:
         """The answer (a reason for an update, a hash for a close), None if data is missing.
         Concurrent askers share one computation."""
         if isinstance(req, UpdateCheck) and req.key in self._updates:
@@ -294,7 +302,7 @@ class FederatedVerifier:
                 "models": fed["models"][:-1],
                 "updates": closed[-1][1],
             }
-            if await self.check(_close_check(task_id, task, prior)) is None:
+            if await self.answer(_close_check(task_id, task, prior)) is None:
                 return None
         return self.models.get(last)
 
@@ -358,6 +366,15 @@ class FederatedService:
                 continue
             if self.enabled:
                 self._maybe_train(task_id, task, fed)
+            # Due at the next height: compute G_{r+1} now, so the next template
+            # (ours or a peer's block) finds it.
+            height = self._chain.chain.height + 1
+            if (
+                fed["round"] < task["spec"]["rounds"]
+                and round_due(fed, task["spec"], height)
+                and self.verifier.expected_close(task_id, task, fed) is None
+            ):
+                self._compute_close(task_id, task, fed)
 
     def _maybe_train(self, task_id: bytes, task: dict[str, Any], fed: dict[str, Any]) -> None:
         me = self._identity.public_key
@@ -439,7 +456,7 @@ class FederatedService:
         artifact fetched), then pooled and relayed by us."""
         task = self._chain.chain.state.get(task_key(tx.task_id))
         if task is not None and "federated" in task["spec"]:
-            verdict = await self.verifier.check(UpdateCheck(tx, task["spec"], bytes(task["seed"])))
+            verdict = await self.verifier.answer(UpdateCheck(tx, task["spec"], bytes(task["seed"])))
             if verdict:
                 self._note(tx.task_id, tx.round, tx.participant, "rejected", verdict, source)
         self._mempool.admit(tx, self._chain.chain, self.verifier.peek)
@@ -504,7 +521,7 @@ class FederatedService:
 
         async def run() -> None:
             try:
-                await self.verifier.check(req)
+                await self.verifier.answer(req)
             finally:
                 self._computing.discard(req.key)
 
@@ -571,7 +588,11 @@ class FederatedService:
                 }
             )
         final = bytes(fed["models"][-1]) if fed["models"] else None
+        task = state.get(task_key(task_id))
+        ready = task is not None and self.verifier.expected_close(task_id, task, fed) is not None
         return {
+            # This node holds G_{r+1} of the round state at the tip (a close can be mined).
+            "next_model_ready": ready,
             "round": fed["round"],
             "opened_at": fed["opened_at"],
             "model_hash": final.hex() if final else None,

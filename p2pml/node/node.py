@@ -125,7 +125,12 @@ class Node:
             self.mining.notify,
         )
         self.tasks = TaskService(
-            self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.mining.notify,
         )
         self.training = TrainingService(
             self.identity,
@@ -143,13 +148,18 @@ class Node:
             self.chain, self.ipfs, self.identity.public_key, settings.ipfs.pin_retention_blocks
         )
         self.transfers = TransferService(
-            self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.mining.notify,
         )
         self.bonds = BondService(
             self.identity,
             self.chain,
             self.mempool,
-            self.verifier,
+            self.fed_verifier,
             self.relay,
             self.mining.notify,
             self._jobs.spawn,
