@@ -73,14 +73,16 @@ def test_federated_rounds_on_three_nodes(nodes: NodeSet, tmp_path: Path) -> None
     sync_blocks(trio)
     for rnd in range(ROUNDS):
         wait_until_sync(
-            lambda rnd=rnd: updates_pooled(a, task_id, rnd) == PARTICIPANTS,
+            lambda: updates_pooled(a, task_id, rnd) == PARTICIPANTS,  # noqa: B023 - waited here
             240,
             what=f"the three updates of round {rnd} in node a's mempool",
         )
         a.mine(1)  # the updates; the round is full
         sync_blocks(trio)
         wait_until_sync(
-            lambda: fed_view(a, task_id)["next_model_ready"], 120, what=f"G_{rnd + 1} at node a"
+            lambda: bool(fed_view(a, task_id)["next_model_ready"]),
+            120,
+            what=f"G_{rnd + 1} at node a",
         )
         a.mine(1)  # the round close
         sync_blocks(trio)
