@@ -35,14 +35,17 @@ from p2pml.chain.types import (
     DOMAIN_BOND,
     DOMAIN_TRANSFER,
     DOMAIN_UNBOND,
+    DOMAIN_UPDATE,
     Allocation,
     Block,
     BlockHeader,
     BondTx,
     Coinbase,
+    RoundCloseTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
     signed_payload,
 )
 from p2pml.cidv0 import is_cidv0
@@ -167,6 +170,19 @@ def _build(v: dict[str, Any]) -> Transaction:
         return BondTx(h(f["trainer"]), f["amount"], f["fee"], f["nonce"], h(f["signature"]))
     if v["kind"] == "unbond":
         return UnbondTx(h(f["trainer"]), f["fee"], f["nonce"], h(f["signature"]))
+    if v["kind"] == "update":
+        return UpdateTx(
+            task_id=h(f["task_id"]),
+            seed=h(f["seed"]),
+            round=f["round"],
+            participant=h(f["participant"]),
+            update_cid=f["update_cid"],
+            n_samples=f["n_samples"],
+            fee=f["fee"],
+            signature=h(f["signature"]),
+        )
+    if v["kind"] == "round_close":
+        return RoundCloseTx(h(f["task_id"]), f["round"], h(f["model_hash"]))
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -181,7 +197,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     )
 
 
-SIGNED = ("task", "result", "transfer", "bond", "unbond")
+SIGNED = ("task", "result", "transfer", "bond", "unbond", "update")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -205,7 +221,7 @@ def test_transaction(v: dict[str, Any]) -> None:
 )
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
-    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx)
+    assert isinstance(tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | UpdateTx)
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
     if isinstance(tx, TaskTx):
@@ -216,6 +232,8 @@ def test_signature(v: dict[str, Any]) -> None:
         domain, signer = DOMAIN_TRANSFER, tx.sender
     elif isinstance(tx, BondTx):
         domain, signer = DOMAIN_BOND, tx.trainer
+    elif isinstance(tx, UpdateTx):
+        domain, signer = DOMAIN_UPDATE, tx.participant
     else:
         domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())
