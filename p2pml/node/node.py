@@ -34,7 +34,8 @@ from p2pml.node import runtime
 from p2pml.node.admin_token import load_or_create_token
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
-from p2pml.node.federated import FederatedService, FederatedVerifier
+from p2pml.node.federated import FederatedService
+from p2pml.node.federated_verifier import FederatedVerifier
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.mining import MiningService

@@ -106,6 +106,10 @@ def test_federated_rounds_on_three_nodes(nodes: NodeSet, tmp_path: Path) -> None
     assert sum(shares.values()) > BOUNTY - PARTICIPANTS * ROUNDS
     shown = cli(a, "task", "show", task_id).stdout
     assert "round 0: accuracy" in shown and "accepted" in shown, shown
+    got = json.loads(
+        cli(trio[1], "model", "get", task_id, "-o", str(tmp_path / "g.p2fl"), "--json").stdout
+    )
+    assert got["model_hash"] == fed_view(trio[1], task_id)["rounds"][-1]["model_hash"]
 
     # The final model, downloaded: canonical bytes whose hash the chain committed.
     headers = a.api.download(f"/tasks/{task_id}/model", tmp_path / "global.p2fl")

@@ -24,7 +24,7 @@ from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
-from p2pml.node.federated import CloseCheck, FederatedVerifier, UpdateCheck
+from p2pml.node.federated_verifier import CloseCheck, FederatedVerifier, UpdateCheck
 from p2pml.node.verifier import Verifier
 
 SEED, TASK = b"\x01" * 32, b"\x02" * 32
