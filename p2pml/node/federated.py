@@ -25,7 +25,13 @@ from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import PoolTx, RoundCloseTx, Transaction, UpdateTx
 from p2pml.config import TrainingSettings
 from p2pml.crypto import Identity
-from p2pml.errors import DatasetError, P2PMLError, TrainingError, ValidationError
+from p2pml.errors import (
+    DatasetError,
+    MissingDataError,
+    P2PMLError,
+    TrainingError,
+    ValidationError,
+)
 from p2pml.ml.fedjobs import FedDescribeRequest, FedTrainRequest
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.scheduling import Priority
@@ -36,6 +42,9 @@ from p2pml.node.ports import ChainAccess, Spawn, TxRelay
 log = logging.getLogger(__name__)
 
 FED_PREFIX = b"fed:"
+#: Gossiped updates whose artifacts are fetched and checked at once (more wait
+#: for a peer to relay them again).
+MAX_GOSSIPED_CHECKS = 64
 #: What POST /tasks fills in when a federated body leaves it out.
 FEDERATED_DEFAULTS: dict[str, Any] = {
     "aggregation": "fedavg",
@@ -71,6 +80,7 @@ class FederatedService:
         self.tasks: set[bytes] = set()  # open federated tasks
         self._claimed: set[tuple[bytes, bytes, int]] = set()
         self._computing: set[Any] = set()
+        self._checking: set[bytes] = set()  # gossiped updates being checked
         #: task id -> what happened to this node's updates and to peers' gossiped ones
         self.events: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
         verifier.on_new_model = on_pool_change
@@ -183,20 +193,48 @@ class FederatedService:
 
     async def submit(self, tx: UpdateTx, source: str) -> None:
         """Pool an update once its artifact passed the check; ValidationError with
-        the reason if it may not enter. A gossiped one is checked first (the
-        artifact fetched), then pooled and relayed by us."""
+        the reason if it may not enter. Our own is checked here; a gossiped one
+        goes through the cheap rules first (round, duplicate, bond, fee) and, if
+        only the artifact check is missing, is checked in the background (at most
+        ``MAX_GOSSIPED_CHECKS`` at once), then pooled and relayed by us; the
+        caller gets MissingDataError meanwhile."""
+        if source == "self":
+            await self._check(tx, source)
+            self._admit(tx, source)
+            return
+        try:
+            self._admit(tx, source)
+        except MissingDataError:
+            if tx.id not in self._checking and len(self._checking) < MAX_GOSSIPED_CHECKS:
+                self._checking.add(tx.id)
+                self._spawn(self._check_then_pool(tx, source), "federated-update-check")
+            raise
+        await self._relay.tx(tx)
+
+    async def _check(self, tx: UpdateTx, source: str) -> None:
         task = self._chain.chain.state.get(task_key(tx.task_id))
         if task is not None and "federated" in task["spec"]:
             verdict = await self.verifier.answer(UpdateCheck(tx, task["spec"], bytes(task["seed"])))
             if verdict:
                 self._note(tx.task_id, tx.round, tx.participant, "rejected", verdict, source)
+
+    def _admit(self, tx: UpdateTx, source: str) -> None:
         self._mempool.admit(tx, self._chain.chain, self.verifier.peek)
         log.info(
             "update %s of round %d from %s entered the mempool", tx.id.hex()[:16], tx.round, source
         )
         self._on_pool_change()
-        if source != "self":
-            await self._relay.tx(tx)
+
+    async def _check_then_pool(self, tx: UpdateTx, source: str) -> None:
+        try:
+            await self._check(tx, source)
+            self._admit(tx, source)
+        except ValidationError as exc:  # refused, or its artifact still missing
+            log.info("gossiped update %s from %s: %s", tx.id.hex()[:16], source, exc)
+            return
+        finally:
+            self._checking.discard(tx.id)
+        await self._relay.tx(tx)
 
     # -- round closes for block templates ----------------------------------------------
 
