@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sklearn.datasets import load_digits
 
+from p2pml.chain.federated_rounds import fed_key
 from p2pml.chain.fedspec import FederatedSpec
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
-from p2pml.chain.types import RoundCloseTx, UpdateTx
+from p2pml.chain.types import RoundCloseTx, TaskTx, UpdateTx
 from p2pml.config import TrainingSettings
 from p2pml.errors import FetchTimeout
 from p2pml.federated import rounds
@@ -24,8 +25,12 @@ from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
+from p2pml.node.federated import FederatedService
 from p2pml.node.federated_verifier import CloseCheck, FederatedVerifier, UpdateCheck
+from p2pml.node.mempool import Mempool
 from p2pml.node.verifier import Verifier
+from tests.framework.chainbuilder import Builder
+from tests.unit.node.fakes import FakeChain, FakeRelay, Jobs
 
 SEED, TASK = b"\x01" * 32, b"\x02" * 32
 P1, P2 = dev_identity(1).public_key, dev_identity(2).public_key
@@ -186,3 +191,51 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
     )
     assert got == h2
     assert fresh.verdict(RoundCloseTx(TASK, 1, h2), task1, False) == ""
+
+
+def test_the_service_trains_pools_and_closes_a_round_in_process(env: Any, tmp_path: Path) -> None:
+    """Task in a block -> this node trains and pools its update -> the template
+    gets the round close once G_1 is computed -> the block with both connects."""
+    fv, _store, spec = env
+    spec = dataclasses.replace(
+        spec, federated=dataclasses.replace(spec.federated, participants=1, round_blocks=5)
+    )
+    me = dev_identity(1)
+    chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
+    chain.node.chain.verdicts = fv.verdict
+    mempool = Mempool(REGTEST)
+    svc = FederatedService(
+        me,
+        chain,  # type: ignore[arg-type]
+        mempool,
+        fv,
+        relay,  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=True),
+        jobs,
+        lambda: None,
+    )
+    pub = dev_identity(0)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    async def run() -> None:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        (await chain.submit_block(b1)).raise_error()
+        await jobs.settle()  # trained, checked, pooled
+        [update] = list(mempool.txs.values())
+        assert isinstance(update, UpdateTx) and update.participant == me.public_key
+        assert relay.sent == [update]
+        assert svc.closes([update]) == []  # G_1 not known yet: computed now
+        await jobs.settle()
+        [close] = svc.closes([update])
+        assert isinstance(close, RoundCloseTx) and close.round == 0
+        b2 = builder.make(b1.hash, txs=(update, close))
+        (await chain.submit_block(b2)).raise_error()
+        assert chain.chain.tip.hash == b2.hash
+        assert chain.chain.state[fed_key(task.id)]["models"] == [close.model_hash]
+        view = svc.describe(task.id)
+        assert view is not None and view["rounds"][0]["metric"] is not None
+
+    asyncio.run(run())
