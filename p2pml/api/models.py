@@ -136,7 +136,27 @@ class ModelRoutes:
     # -- handlers --------------------------------------------------------------------
 
     async def task_model(self, req: web.Request) -> web.StreamResponse:
+        task = self._task(_id(req))
+        if task is not None and task.get("federated") is not None:
+            return await self._stream_global(task)
         return await self._stream(req, self.best_result(_id(req)))
+
+    async def _stream_global(self, task: dict[str, Any]) -> web.StreamResponse:
+        """A federated task's model: its last committed global model, in the
+        canonical encoding of docs/federated.md §4 (never a pickle)."""
+        fed = task["federated"]
+        cid = fed.get("model_cid")
+        if not cid:
+            raise NotServed(404, "no global model stored on this node yet", "no-result")
+        path = await self._fetch(cid, "model")
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{cid}.p2fl"',
+            "X-Model-CID": cid,
+            "X-Model-Hash": fed["model_hash"],
+            "X-Task": task["id"],
+        }
+        return web.FileResponse(path, chunk_size=1 << 18, headers=headers)
 
     async def result_model(self, req: web.Request) -> web.StreamResponse:
         return await self._stream(req, self.result(_id(req)))

@@ -122,6 +122,8 @@ SCHEMAS: dict[str, Any] = {
             "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
             "rounds_done": {"type": "integer"},
             "best": {"type": "object", "nullable": True},
+            # Federated tasks only: rounds, global models and their holdout metric.
+            "federated": {"type": "object", "nullable": True},
             "payout": {"type": "array", "items": {"type": "object"}},
             "payout_height": {"type": "integer", "nullable": True},
             "paid": {"type": "boolean"},

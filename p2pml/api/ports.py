@@ -63,6 +63,18 @@ class TaskPublisher(Protocol):
         ...
 
 
+class FederatedControl(Protocol):
+    """Federated tasks as the API sees them (:class:`p2pml.node.federated.FederatedService`)."""
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST /tasks body with its federated spec filled in from the dataset."""
+        ...
+
+    def describe(self, task_id: bytes) -> dict[str, Any] | None:
+        """Rounds, global models (hash, CID, holdout metric), updates and events."""
+        ...
+
+
 class TransferSender(Protocol):
     async def send(self, recipient: bytes, amount: int, fee: int) -> TransferTx:
         """Sign a transfer from the node's key, pool and gossip it."""
@@ -169,6 +181,8 @@ class AdminContext:
     validation: Mapping[str, Any] = field(default_factory=dict)
     #: committee audits (full re-trainings) by outcome: passed, failed, pending
     audits: Mapping[str, int] = field(default_factory=dict)
+    #: federated tasks (None: POST /tasks refuses them, task views omit rounds)
+    federated: FederatedControl | None = None
 
     @property
     def params(self) -> NetworkParams:

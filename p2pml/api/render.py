@@ -14,9 +14,11 @@ from p2pml.chain.types import (
     BondTx,
     Coinbase,
     ResultTx,
+    RoundCloseTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 
 
@@ -71,6 +73,23 @@ def tx_json(tx: Transaction) -> dict[str, Any]:
             result=tx.result_id.hex(),
             passed=tx.passed,
             fee=tx.fee,
+        )
+    elif isinstance(tx, UpdateTx):
+        out.update(
+            type="updatetx",
+            participant=tx.participant.hex(),
+            task=tx.task_id.hex(),
+            round=tx.round,
+            n_samples=tx.n_samples,
+            update_cid=tx.update_cid,
+            fee=tx.fee,
+        )
+    elif isinstance(tx, RoundCloseTx):
+        out.update(
+            type="roundclosetx",
+            task=tx.task_id.hex(),
+            round=tx.round,
+            model_hash=tx.model_hash.hex(),
         )
     else:  # pragma: no cover - every type renders itself once it exists
         out["type"] = type(tx).__name__.lower()

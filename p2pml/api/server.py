@@ -199,6 +199,8 @@ def make_app(ctx: AdminContext) -> web.Application:
 
     async def publish_task(req: web.Request) -> web.Response:
         body = await json_body(req)
+        if "federated" in body and ctx.federated is not None:
+            body = await ctx.federated.complete(body)
         order = views.task_order(body, ctx.params.min_task_fee, ctx.params.min_round_bounty)
         tx = await ctx.tasks.publish(order)
         return ok({"id": tx.id.hex()}, status=201)

@@ -26,6 +26,7 @@ from p2pml.chain.types import (
     TaskTx,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.config import check_multiaddr
 from p2pml.errors import DecodeError, NotFoundError, ValidationError
@@ -220,6 +221,17 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
                     "passed": tx.passed,
                 }
             )
+        elif isinstance(tx, UpdateTx):
+            out.append(
+                {
+                    "id": tx.id.hex(),
+                    "type": "update",
+                    "fee": tx.fee,
+                    "task": tx.task_id.hex(),
+                    "round": tx.round,
+                    "participant": tx.participant.hex(),
+                }
+            )
         else:
             out.append(
                 {"id": tx.id.hex(), "type": "result", "fee": tx.fee, "task": tx.task_id.hex()}
@@ -295,6 +307,7 @@ _SPEC_FIELDS = (
     "holdout_fraction",
     "partition_fraction",
     "rounds",
+    "federated",
 )
 _ORDER_FIELDS = ("bounty", "fee", "deadline", "result_reward", "max_results")
 
@@ -424,6 +437,8 @@ def _task_view(ctx: AdminContext, task_id: bytes) -> dict[str, Any] | None:
             ],
         )
     out["failures"] = [dict(f) for f in ctx.training.failures.get(task_id, [])]
+    if rec is not None and "federated" in rec["spec"] and ctx.federated is not None:
+        out["federated"] = ctx.federated.describe(task_id)
     return out
 
 

@@ -39,9 +39,11 @@ from p2pml.chain.types import (
     TAG_CHALLENGE,
     TAG_COINBASE,
     TAG_RESULT,
+    TAG_ROUND_CLOSE,
     TAG_TASK,
     TAG_TRANSFER,
     TAG_UNBOND,
+    TAG_UPDATE,
     Allocation,
     AttestTx,
     Block,
@@ -50,10 +52,12 @@ from p2pml.chain.types import (
     ChallengeTx,
     Coinbase,
     ResultTx,
+    RoundCloseTx,
     TaskTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
     packb,
 )
 from p2pml.crypto import SIGNATURE_SIZE
@@ -233,6 +237,31 @@ def _attest_from_wire(f: list[Any]) -> AttestTx:
     )
 
 
+def _update_from_wire(f: list[Any]) -> UpdateTx:
+    expect_list(f, "update", 9)
+    if type(f[5]) is not str or len(f[5]) > MAX_CID:
+        raise DecodeError("update.update_cid: expected a short string")
+    return UpdateTx(
+        task_id=expect_bytes(f[1], "update.task_id", 32),
+        seed=expect_bytes(f[2], "update.seed", 32),
+        round=expect_int(f[3], "update.round", hi=U32),
+        participant=expect_bytes(f[4], "update.participant", PUBKEY_SIZE),
+        update_cid=f[5],
+        n_samples=expect_int(f[6], "update.n_samples"),
+        fee=expect_int(f[7], "update.fee"),
+        signature=expect_bytes(f[8], "update.signature", SIGNATURE_SIZE),
+    )
+
+
+def _round_close_from_wire(f: list[Any]) -> RoundCloseTx:
+    expect_list(f, "round_close", 4)
+    return RoundCloseTx(
+        task_id=expect_bytes(f[1], "round_close.task_id", 32),
+        round=expect_int(f[2], "round_close.round", hi=U32),
+        model_hash=expect_bytes(f[3], "round_close.model_hash", 32),
+    )
+
+
 _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_COINBASE: _coinbase_from_wire,
     TAG_TASK: _task_from_wire,
@@ -243,6 +272,8 @@ _FROM_WIRE: dict[int, Callable[[list[Any]], Transaction]] = {
     TAG_UNBOND: _unbond_from_wire,
     TAG_CHALLENGE: _challenge_from_wire,
     TAG_ATTEST: _attest_from_wire,
+    TAG_UPDATE: _update_from_wire,
+    TAG_ROUND_CLOSE: _round_close_from_wire,
 }
 
 

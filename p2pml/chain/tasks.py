@@ -32,6 +32,7 @@ from typing import Any
 
 from p2pml.chain.audits import audit_fields, schedule_audit
 from p2pml.chain.bonds import lock_bond, require_bond
+from p2pml.chain.federated_rounds import close_federated_task, is_federated, open_federated
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.metrics import better
 from p2pml.chain.params import NetworkParams
@@ -102,6 +103,8 @@ class TaskHandler:
         )
         dl = list(view.get(deadline_key(close_at), []))
         view.put(deadline_key(close_at), [*dl, tid])
+        if tx.spec.federated is not None:
+            open_federated(view, tid, ctx.height)
 
 
 class ResultHandler:
@@ -125,6 +128,8 @@ class ResultHandler:
             raise ValidationError("result-task-unknown", "no such task in this chain")
         if task["height"] >= ctx.height:
             raise ValidationError("result-task-unknown", "task is not in an earlier block")
+        if is_federated(task):
+            raise ValidationError("result-task-federated", "a federated task takes updates")
         if not task["open"] or ctx.height > task["close_at"]:
             raise ValidationError("result-task-closed", "task is closed")
         if tx.round >= task["spec"]["rounds"]:
@@ -242,6 +247,9 @@ def payout_of(view: StateView, task: dict[str, Any]) -> list[list[Any]]:
 def close_task(view: StateView, task_id: bytes, ctx: BlockContext) -> None:
     """Fix the payout now; it is credited ``payout_window`` blocks later."""
     task = dict(view.get(task_key(task_id)))
+    if is_federated(task):
+        close_federated_task(view, task_id, ctx)
+        return
     if not task["open"]:
         return
     pay_at = ctx.height + ctx.params.payout_window

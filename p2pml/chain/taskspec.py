@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from p2pml.chain.allowlist import KINDS, ParamValue, check_params, get_estimator
+from p2pml.chain.fedspec import FederatedSpec
 from p2pml.chain.metrics import get_metric
 from p2pml.cidv0 import is_cidv0
 from p2pml.errors import DecodeError, ValidationError
@@ -43,6 +44,9 @@ WIRE_KEYS: Final = (
     "target",
     "v",
 )
+#: Present only in a federated task's spec (docs/federated.md, "On the chain"),
+#: so the encoding of every other task is unchanged.
+FEDERATED_KEY: Final = "federated"
 
 Params = tuple[tuple[str, ParamValue], ...]
 
@@ -74,6 +78,7 @@ class TaskSpec:
     holdout_fraction: float = 0.2
     partition_fraction: float = 0.5  # of ALL rows; holdout + partition <= 1
     rounds: int = 1
+    federated: FederatedSpec | None = None
     _param_map: Mapping[str, ParamValue] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +121,8 @@ class TaskSpec:
             or not 1 <= self.rounds <= MAX_ROUNDS
         ):
             raise ValidationError("bad-task-rounds", f"rounds must be 1..{MAX_ROUNDS}")
+        if self.federated is not None:
+            self.federated.validate(self.model, len(self.features))
 
     def _validate_features(self) -> None:
         if len(self.features) > MAX_FEATURES:
@@ -162,7 +169,7 @@ class TaskSpec:
 
     def to_wire(self) -> dict[str, Any]:
         """Canonical msgpack-friendly dict (see docs/tasks.md)."""
-        return {
+        wire = {
             "dataset_cid": self.dataset_cid,
             "features": list(self.features),
             "format": self.format,
@@ -176,6 +183,9 @@ class TaskSpec:
             "target": self.target,
             "v": WIRE_VERSION,
         }
+        if self.federated is not None:
+            wire[FEDERATED_KEY] = self.federated.to_wire()
+        return dict(sorted(wire.items()))
 
     @classmethod
     def from_wire(cls, obj: object) -> TaskSpec:
@@ -185,7 +195,7 @@ class TaskSpec:
         """
         if not isinstance(obj, Mapping):
             raise DecodeError("task spec must be a map")
-        keys = set(obj)
+        keys = set(obj) - {FEDERATED_KEY}
         if keys != set(WIRE_KEYS):
             missing = sorted(str(k) for k in set(WIRE_KEYS) - keys)
             extra = sorted(str(k) for k in keys - set(WIRE_KEYS))
@@ -217,6 +227,9 @@ class TaskSpec:
             holdout_fraction=_typed(obj, "holdout_fraction", float),
             partition_fraction=_typed(obj, "partition_fraction", float),
             rounds=_typed(obj, "rounds", int),
+            federated=(
+                FederatedSpec.from_wire(obj[FEDERATED_KEY]) if FEDERATED_KEY in obj else None
+            ),
         )
 
 

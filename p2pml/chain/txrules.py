@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from p2pml.chain.audits import AttestHandler, draw_due_audits
 from p2pml.chain.bonds import BondHandler, UnbondHandler, register_bond, release_due_bonds
 from p2pml.chain.disputes import ChallengeHandler, open_dispute, resolve_due_disputes
+from p2pml.chain.federated_rounds import RoundCloseHandler, UpdateHandler
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import pay_due_tasks
@@ -26,10 +27,12 @@ from p2pml.chain.types import (
     ChallengeTx,
     Coinbase,
     ResultTx,
+    RoundCloseTx,
     TaskTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.errors import ValidationError
 
@@ -77,6 +80,8 @@ HANDLERS: dict[type, TxHandler] = {
     UnbondTx: UnbondHandler(),
     ChallengeTx: ChallengeHandler(),
     AttestTx: AttestHandler(on_fail=open_dispute),
+    UpdateTx: UpdateHandler(),
+    RoundCloseTx: RoundCloseHandler(),
 }
 
 # Run after a block's transactions, before its coinbase, in this order:

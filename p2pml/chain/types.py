@@ -30,6 +30,8 @@ TAG_BOND = 5
 TAG_UNBOND = 6
 TAG_ATTEST = 7
 TAG_CHALLENGE = 8
+TAG_UPDATE = 9
+TAG_ROUND_CLOSE = 10
 
 # Signature domains: a signature for one type never verifies as another's.
 DOMAIN_TASK = b"task"
@@ -39,6 +41,7 @@ DOMAIN_BOND = b"bond"
 DOMAIN_UNBOND = b"unbond"
 DOMAIN_ATTEST = b"attest"
 DOMAIN_CHALLENGE = b"challenge"
+DOMAIN_UPDATE = b"fed-update"
 
 
 def packb(obj: Any) -> bytes:
@@ -357,6 +360,68 @@ class AttestTx:
         return sha256d(packb(self.to_wire()))
 
 
+@dataclass(frozen=True)
+class UpdateTx:
+    """A participant's signed update to round ``round`` of a federated task:
+    the CID of the canonical encoding of its parameter vector
+    (docs/federated.md §4) and the rows it trained on."""
+
+    task_id: bytes
+    seed: bytes  # hash of the block that included the task (as ResultTx.seed)
+    round: int
+    participant: bytes
+    update_cid: str
+    n_samples: int
+    fee: int
+    signature: bytes = b""
+
+    def unsigned_wire(self) -> list[Any]:
+        return [
+            TAG_UPDATE,
+            self.task_id,
+            self.seed,
+            self.round,
+            self.participant,
+            self.update_cid,
+            self.n_samples,
+            self.fee,
+        ]
+
+    def to_wire(self) -> list[Any]:
+        return [*self.unsigned_wire(), self.signature]
+
+    def signed_by(self, ident: Identity, network: bytes) -> UpdateTx:
+        """Signed for the network whose genesis hash is ``network``."""
+        sig = ident.sign(DOMAIN_UPDATE, signed_payload(network, self.unsigned_wire()))
+        return UpdateTx(**{**self.__dict__, "signature": sig})
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
+@dataclass(frozen=True)
+class RoundCloseTx:
+    """Closes round ``round`` of a federated task by committing the hash of
+    G_{round+1}. Unsigned and free, like the coinbase: its content is fixed by
+    the chain, and a block with another hash is invalid (``bad-round-hash``)."""
+
+    task_id: bytes
+    round: int
+    model_hash: bytes
+
+    @property
+    def fee(self) -> int:
+        return 0
+
+    def to_wire(self) -> list[Any]:
+        return [TAG_ROUND_CLOSE, self.task_id, self.round, self.model_hash]
+
+    @cached_property
+    def id(self) -> bytes:
+        return sha256d(packb(self.to_wire()))
+
+
 Transaction = (
     Coinbase
     | Allocation
@@ -367,10 +432,12 @@ Transaction = (
     | UnbondTx
     | AttestTx
     | ChallengeTx
+    | UpdateTx
+    | RoundCloseTx
 )
 #: What users send and the mempool holds (coinbases and allocations are made
 #: by miners and genesis only). Every one names its fee.
-PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx
+PoolTx = TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx | UpdateTx
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from p2pml.cli.common import ProgressBar, client, show
+from p2pml.cli.common import ProgressBar, client, fail, show
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -23,6 +23,10 @@ def model_get(args: argparse.Namespace) -> int:
     from p2pml.ml.modelfile import ModelCard, card_path, write_card
 
     c = client(args)
+    if not args.result:
+        fed = c.get(f"/tasks/{args.task_id}").get("federated")
+        if fed is not None:
+            return federated_model_get(args, c, fed)
     base = f"/results/{args.result}/model" if args.result else f"/tasks/{args.task_id}/model"
     card = ModelCard.from_json(c.get(base + "/card"), "model card from the node")
     dest = Path(args.output or f"model-{(args.result or args.task_id)[:16]}.skops")
@@ -35,6 +39,32 @@ def model_get(args: argparse.Namespace) -> int:
         f"saved {dest} ({dest.stat().st_size} bytes, CID {card.model_cid} checked)\n"
         f"card  {card_path(dest)}: {card.model}, {card.metric} {card.metric_value}, "
         f"{len(card.features)} features -> {card.target}",
+    )
+    return 0
+
+
+def federated_model_get(args: argparse.Namespace, c: Any, fed: dict[str, Any]) -> int:
+    """A federated task's global model: the canonical bytes of docs/federated.md
+    §4, checked against their CID and against the hash the chain committed."""
+    import hashlib
+
+    from p2pml.client import _download_checked
+
+    cid, digest = fed.get("model_cid"), fed.get("model_hash")
+    if not cid or not digest:
+        return fail("this node holds no global model of the task yet")
+    dest = Path(args.output or f"model-{args.task_id[:16]}.p2fl")
+    _download_checked(
+        c, f"/tasks/{args.task_id}/model", dest, cid, ProgressBar(f"model {cid[:12]}")
+    )
+    if hashlib.sha256(dest.read_bytes()).hexdigest() != digest:
+        dest.unlink(missing_ok=True)
+        return fail(f"the downloaded model is not the committed one ({digest})")
+    summary = {"file": str(dest), "model_cid": cid, "model_hash": digest, "round": fed["round"]}
+    show(
+        args,
+        summary,
+        f"saved {dest} (global model after round {fed['round']}, hash {digest} checked)",
     )
     return 0
 

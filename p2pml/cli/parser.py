@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--result-reward", type=int, help="paid per accepted result (default 0)")
     pp.add_argument("--follow", action="store_true", help="then follow it until it closes")
     pp.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    fg = pp.add_argument_group("federated (docs/federated.md): rounds of updates, no results")
+    fg.add_argument("--federated", action="store_true", help="train in federated rounds")
+    fg.add_argument("--participants", type=int, help="updates a round takes (default 5)")
+    fg.add_argument("--local-epochs", type=int, help="epochs per update (default 1)")
+    fg.add_argument("--aggregation", help="fedavg (linear models) or sum (nb, ols)")
+    fg.add_argument("--round-blocks", type=int, help="blocks a round takes updates (default 10)")
+    fg.add_argument(
+        "--classes", help="comma-separated label codes (default: read from the dataset)"
+    )
     p.set_defaults(fn=cmd_task)
 
     p = sub.add_parser("model", help="download a trained model, or describe a model file")

@@ -91,6 +91,8 @@ def task_text(data: dict[str, Any]) -> str:
         lines.append(f"  {verb} {p['amount']} to {p['to'][:16]}")
     for f in data.get("failures", []):
         lines.append(f"  failure round {f['round']}: {f['reason']} {f.get('detail', '')}")
+    if data.get("federated"):
+        lines.extend(federated_text(spec, data["federated"]))
     rows = [{**r, "trainer": r["trainer"][:16], "id": r["id"][:16]} for r in data["results"]]
     lines.append(table(rows, ["id", "trainer", "round", "metric", "model_cid", "height"]))
     return "\n".join(lines)
@@ -155,6 +157,8 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
         for key in ("bounty", "fee", "max_results", "result_reward"):
             if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
+        if args.federated:
+            body["federated"] = federated_body(args)
     data = c.post("/tasks", body)
     if args.follow:
         if not args.json:
@@ -162,6 +166,46 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
         return follow_task(args, c, data["id"])
     show(args, data, data["id"])
     return 0
+
+
+def federated_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``federated`` part of POST /tasks; the node fills in what is left out."""
+    fed: dict[str, Any] = {}
+    for key in ("participants", "local_epochs", "aggregation", "round_blocks"):
+        if getattr(args, key) is not None:
+            fed[key] = getattr(args, key)
+    if args.classes:
+        fed["classes"] = [int(c) for c in args.classes.split(",")]
+    return fed
+
+
+def federated_text(spec: dict[str, Any], fed: dict[str, Any]) -> list[str]:
+    """The learning curve (holdout metric of each committed global model),
+    the updates of each round and this node's accepted/refused updates."""
+    f = spec["federated"]
+    lines = [
+        f"  federated: round {fed['round']} of {spec['rounds']}, {f['participants']} updates"
+        f" per round, {f['local_epochs']} local epochs, {f['aggregation']},"
+        f" {f['round_blocks']} blocks per round",
+    ]
+    for r in fed["rounds"]:
+        metric = "?" if r["metric"] is None else f"{r['metric']:.4f}"
+        lines.append(
+            f"  round {r['round']}: {spec['metric']} {metric}, {len(r['updates'])} updates,"
+            f" G {r['model_hash'][:16]} (height {r['closed_at']})"
+        )
+        for u in r["updates"]:
+            lines.append(f"    accepted {u['participant'][:16]} {u['n_samples']} rows")
+    for u in fed["pending_updates"]:
+        lines.append(f"  round {fed['round']}: in {u['participant'][:16]} {u['n_samples']} rows")
+    for e in fed["events"]:
+        if e["event"] != "sent":
+            lines.append(
+                f"  round {e['round']}: {e['event']} {e['participant'][:16]} {e['reason']}"
+            )
+    if fed.get("model_cid"):
+        lines.append(f"  global model {fed['model_cid']} (p2pml model get)")
+    return lines
 
 
 def cmd_results(args: argparse.Namespace) -> int:

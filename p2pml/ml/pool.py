@@ -62,6 +62,10 @@ JOBS: Final = {
     "info": "p2pml.ml.worker:info_job",
     "sleep": "p2pml.ml.worker:sleep_job",
     "alloc": "p2pml.ml.worker:alloc_job",
+    "fed_train": "p2pml.ml.fedjobs:fed_train_job",
+    "fed_check": "p2pml.ml.fedjobs:fed_check_job",
+    "fed_aggregate": "p2pml.ml.fedjobs:fed_aggregate_job",
+    "fed_describe": "p2pml.ml.fedjobs:fed_describe_job",
 }
 
 _ERRORS: Final[dict[str, Callable[[str, str], P2PMLError]]] = {

@@ -21,7 +21,8 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
-# Version 5: results included after the cheap checks only; audit
+# Version 5: federated rounds (update and round-close transactions, an
+# "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"
 # topic), part of each result fee held back for its committee; challenges
 # (a "challenges" topic), disputes and slashing; per-result rewards paid
@@ -33,7 +34,7 @@ from p2pml.errors import DecodeError
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
 PROTOCOL_VERSION = 5
-KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges")
+KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges", "updates")
 
 MAX_HEADERS = 2_000
 MAX_LOCATOR = 101

@@ -27,6 +27,7 @@ from p2pml.chain.types import (
     TaskTx,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.errors import MissingDataError, ValidationError
 from p2pml.net.backend import (
@@ -42,6 +43,7 @@ from p2pml.node.bonds import BondService
 from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.challenges import ChallengeService
+from p2pml.node.federated import FederatedService
 from p2pml.node.ports import Gossip
 from p2pml.node.relay import Relay
 from p2pml.node.tasks import TaskService
@@ -71,8 +73,10 @@ class GossipHandler(ChainStateReads):
         bonds: BondService | None = None,
         challenges: ChallengeService | None = None,
         audits: AuditService | None = None,
+        federated: FederatedService | None = None,
     ) -> None:
         self._mgr = chain
+        self._federated = federated  # None: updates from gossip are ignored
         self._tasks = tasks
         self._transfers = transfers
         self._bonds = bonds  # None: bonds and unbonds from gossip are ignored
@@ -166,6 +170,10 @@ class GossipHandler(ChainStateReads):
                 if self._audits is None:
                     return Verdict.IGNORE
                 await self._audits.submit(obj, from_peer)
+            elif kind == "updates" and isinstance(obj, UpdateTx):
+                if self._federated is None or not self._judge_results:
+                    return Verdict.IGNORE
+                await self._federated.submit(obj, from_peer)
             elif kind == "results" and isinstance(obj, ResultTx):
                 if not self._judge_results:
                     return Verdict.IGNORE

@@ -4,8 +4,9 @@ block once a worker finds it (stored first, then relayed)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
-from p2pml.chain.types import Block
+from p2pml.chain.types import Block, PoolTx, Transaction
 from p2pml.config import MiningSettings
 from p2pml.crypto import Identity
 from p2pml.mining.miner import Miner, MinerStats
@@ -30,6 +31,7 @@ class MiningService:
         relay: Relay,
         settings: MiningSettings,
         worker_memory_mb: int | None = None,
+        extra_txs: Callable[[Sequence[PoolTx]], list[Transaction]] | None = None,
     ) -> None:
         self._identity = identity
         self._chain = chain
@@ -37,6 +39,8 @@ class MiningService:
         self._verdicts = verdicts
         self._relay = relay
         self._settings = settings
+        # Transactions the node adds after the mempool's (round closes).
+        self._extra_txs = extra_txs
         self.miner = Miner(
             self.template,
             self.submit_mined,
@@ -76,7 +80,8 @@ class MiningService:
     def template(self) -> Block:
         max_bytes = self._chain.params.max_block_bytes - TEMPLATE_OVERHEAD
         txs, fees = self._mempool.select(self._chain.chain, self._verdicts, max_bytes)
-        return self._chain.template(self._identity.public_key, tuple(txs), fees)
+        extra = self._extra_txs(txs) if self._extra_txs is not None else []
+        return self._chain.template(self._identity.public_key, (*txs, *extra), fees)
 
     async def submit_mined(self, block: Block) -> None:
         update = await self._chain.submit_block(block, source="miner")

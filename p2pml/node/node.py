@@ -36,6 +36,8 @@ from p2pml.node.audits import AuditService
 from p2pml.node.bonds import BondService
 from p2pml.node.chain_manager import ChainManager
 from p2pml.node.challenges import ChallengeService
+from p2pml.node.federated import FederatedService
+from p2pml.node.federated_verifier import FederatedVerifier
 from p2pml.node.gossip import GossipHandler
 from p2pml.node.mempool import Mempool
 from p2pml.node.mining import MiningService
@@ -82,12 +84,16 @@ class Node:
         self.pool = make_pool(settings.training)
         trainer = Trainer(self.ipfs, self.pool, settings.training, self.data_dir / "parsed")
         self.verifier = Verifier(self.ipfs, trainer, parallel=settings.training.workers)
+        # Updates and round closes of federated tasks; results pass through.
+        self.fed_verifier = FederatedVerifier(
+            self.verifier, self.ipfs, self.pool, settings.training, self.data_dir / "parsed"
+        )
         self.chain = ChainManager(
             self.params,
             self.store,
             clock=lambda: time.time() + offset,
             # A follower takes results in blocks on the chain's work.
-            verdicts=_on_the_chains_work if follower else self.verifier.verdict,
+            verdicts=_on_the_chains_work if follower else self.fed_verifier.verdict,
             on_fatal=self._fatal,
         )
         self.p2p = P2PService(
@@ -104,13 +110,30 @@ class Node:
             self.identity,
             self.chain,
             self.mempool,
-            self.verifier.peek,
+            self.fed_verifier.peek,
             self.relay,
             settings.mining,
             worker_memory_mb=settings.training.worker_memory_mb,
+            extra_txs=lambda txs: self.federated.closes(txs),
+        )
+        self.federated = FederatedService(
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.pool,
+            settings.training,
+            self._jobs.spawn,
+            self.mining.notify,
         )
         self.tasks = TaskService(
-            self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.mining.notify,
         )
         self.training = TrainingService(
             self.identity,
@@ -122,19 +145,24 @@ class Node:
             settings.training,
         )
         self.verification = VerificationService(
-            self.chain, self.verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
+            self.chain, self.fed_verifier, self.tasks, self.relay, self.p2p, self._jobs.spawn
         )
         self.pins = PinService(
             self.chain, self.ipfs, self.identity.public_key, settings.ipfs.pin_retention_blocks
         )
         self.transfers = TransferService(
-            self.identity, self.chain, self.mempool, self.verifier, self.relay, self.mining.notify
+            self.identity,
+            self.chain,
+            self.mempool,
+            self.fed_verifier,
+            self.relay,
+            self.mining.notify,
         )
         self.bonds = BondService(
             self.identity,
             self.chain,
             self.mempool,
-            self.verifier,
+            self.fed_verifier,
             self.relay,
             self.mining.notify,
             self._jobs.spawn,
@@ -172,6 +200,7 @@ class Node:
             bonds=self.bonds,
             challenges=self.challenges,
             audits=self.audits,
+            federated=self.federated,
         )
         self.api = AdminServer(
             AdminContext(
@@ -197,6 +226,7 @@ class Node:
                 bonds=self.bonds,
                 challenges=self.challenges,
                 audits=self.audits.counts,
+                federated=self.federated,
             )
         )
 
@@ -221,6 +251,7 @@ class Node:
                     tg.create_task(self.pool.keep_connected(), name="dask")
                 tg.create_task(self.pins.run(), name="pins")
                 self.training.schedule_open_tasks()
+                self.federated.start()
                 self.bonds.start()
                 self.audits.start()
                 # Written last: tools that wait for this file find a ready node.

@@ -25,6 +25,7 @@ from p2pml.chain.types import (
     TaskTx,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.errors import NetworkError
 from p2pml.node.ports import ChainAccess, Gossip
@@ -41,6 +42,7 @@ _KIND: dict[type, str] = {
     UnbondTx: "bonds",
     ChallengeTx: "challenges",
     AttestTx: "attests",
+    UpdateTx: "updates",
 }
 
 

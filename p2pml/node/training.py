@@ -121,6 +121,8 @@ class TrainingService:
             spec = TaskSpec.from_wire(rec["spec"])
         except DecodeError:
             return
+        if spec.federated is not None:
+            return  # trained in rounds by the FederatedService
         ok = self.trainer.accepts(spec)
         if ok is not True and ok != "busy":
             self.failures[task_id].append({"round": None, "reason": ok, "detail": "policy"})

@@ -21,6 +21,7 @@ from p2pml.chain.types import (
     TaskTx,
     TransferTx,
     UnbondTx,
+    UpdateTx,
 )
 from p2pml.errors import DecodeError
 from p2pml.net import TopicRegistry, TopicSpec
@@ -33,6 +34,7 @@ TX_KINDS: dict[str, tuple[type, ...]] = {
     "bonds": (BondTx, UnbondTx),
     "challenges": (ChallengeTx,),
     "attests": (AttestTx,),
+    "updates": (UpdateTx,),
 }
 
 

@@ -582,6 +582,31 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 **tx_vector("challenge", [*unsigned, sig]),
             }
         )
+    # Federated rounds (protocol 5, docs/federated.md §11): updates (tag 9,
+    # signed, domain "fed-update") and round closes (tag 10, unsigned).
+    for i, (rnd, n, fee) in enumerate(((0, 449, 1_000), (2**32 - 1, 2**53 - 1, 2**64 - 1))):
+        fields = {
+            "task_id": tasks[i].hex(),
+            "seed": seed.hex(),
+            "round": rnd,
+            "participant": trainer.hex(),
+            "update_cid": CID_MODEL,
+            "n_samples": n,
+            "fee": fee,
+        }
+        unsigned = [9, tasks[i], seed, rnd, trainer, CID_MODEL, n, fee]
+        msg, sig = sign_tx(b"fed-update", TRAINER_SEED, unsigned, network)
+        txs.append(
+            {
+                "fields": {**fields, "signature": sig.hex()},
+                "signed_message": msg.hex(),
+                **tx_vector("update", [*unsigned, sig]),
+            }
+        )
+    for i, rnd in enumerate((0, 63)):
+        model_hash = sha256(b"p2pml vector global model %d" % rnd)
+        fields = {"task_id": tasks[i].hex(), "round": rnd, "model_hash": model_hash.hex()}
+        txs.append({"fields": fields, **tx_vector("round_close", [10, tasks[i], rnd, model_hash])})
     first_task = next(t for t in txs if t["kind"] == "task")
     unsigned = mp_unsigned_task(first_task["fields"])
     msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, other_network)

@@ -38,6 +38,7 @@ from p2pml.chain.types import (
     DOMAIN_CHALLENGE,
     DOMAIN_TRANSFER,
     DOMAIN_UNBOND,
+    DOMAIN_UPDATE,
     Allocation,
     AttestTx,
     Block,
@@ -45,9 +46,11 @@ from p2pml.chain.types import (
     BondTx,
     ChallengeTx,
     Coinbase,
+    RoundCloseTx,
     Transaction,
     TransferTx,
     UnbondTx,
+    UpdateTx,
     signed_payload,
 )
 from p2pml.cidv0 import is_cidv0
@@ -180,6 +183,19 @@ def _build(v: dict[str, Any]) -> Transaction:
         return ChallengeTx(
             h(f["challenger"]), h(f["result_id"]), f["fee"], f["nonce"], h(f["signature"])
         )
+    if v["kind"] == "update":
+        return UpdateTx(
+            task_id=h(f["task_id"]),
+            seed=h(f["seed"]),
+            round=f["round"],
+            participant=h(f["participant"]),
+            update_cid=f["update_cid"],
+            n_samples=f["n_samples"],
+            fee=f["fee"],
+            signature=h(f["signature"]),
+        )
+    if v["kind"] == "round_close":
+        return RoundCloseTx(h(f["task_id"]), f["round"], h(f["model_hash"]))
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),
@@ -194,7 +210,7 @@ def _build(v: dict[str, Any]) -> Transaction:
     )
 
 
-SIGNED = ("task", "result", "transfer", "bond", "unbond", "attest", "challenge")
+SIGNED = ("task", "result", "transfer", "bond", "unbond", "attest", "challenge", "update")
 
 
 def _tx_ids(v: dict[str, Any]) -> str:
@@ -219,7 +235,7 @@ def test_transaction(v: dict[str, Any]) -> None:
 def test_signature(v: dict[str, Any]) -> None:
     tx = _build(v)
     assert isinstance(
-        tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx
+        tx, TaskTx | ResultTx | TransferTx | BondTx | UnbondTx | AttestTx | ChallengeTx | UpdateTx
     )
     network = h(TXS["network"])
     assert network == NETWORKS["regtest"].genesis_hash
@@ -235,6 +251,8 @@ def test_signature(v: dict[str, Any]) -> None:
         domain, signer = DOMAIN_CHALLENGE, tx.challenger
     elif isinstance(tx, AttestTx):
         domain, signer = DOMAIN_ATTEST, tx.attester
+    elif isinstance(tx, UpdateTx):
+        domain, signer = DOMAIN_UPDATE, tx.participant
     else:
         domain, signer = DOMAIN_UNBOND, tx.trainer
     payload = signed_payload(network, tx.unsigned_wire())

@@ -1,0 +1,75 @@
+"""The core's functions as the chain's federated rounds use them.
+
+The chain stores a federated task's spec (wire form) and its round state
+(:mod:`p2pml.chain.federated_rounds`); this module turns those into the
+core's objects and answers the two questions a verdict oracle is asked:
+
+* is an update artifact a valid vector of the task (``check_update``)?
+* which G_{r+1} do the round's updates make (``next_global``), hence which
+  hash must the round close commit (``round_hash``)?
+
+Pure: artifacts come in as bytes (the caller fetched them), nothing is read
+from disk or the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from p2pml.errors import ValidationError
+from p2pml.federated.aggregate import Rule, Update, aggregate
+from p2pml.federated.encoding import Vector, decode, model_hash
+from p2pml.federated.layout import Layout
+from p2pml.federated.params import Labels, initial_vector
+
+
+def layout_of(spec: Mapping[str, Any]) -> Layout:
+    """The parameter layout of a federated task spec (wire form)."""
+    fed = spec["federated"]
+    return Layout(spec["model"], len(spec["features"]), len(fed["classes"]))
+
+
+def classes_of(spec: Mapping[str, Any]) -> Labels:
+    return np.asarray(spec["federated"]["classes"], dtype=np.int64)
+
+
+def rule_of(spec: Mapping[str, Any]) -> Rule:
+    return Rule(name=spec["federated"]["aggregation"])
+
+
+def check_update(spec: Mapping[str, Any], data: bytes) -> str:
+    """``""`` if ``data`` is a canonical vector of the task, else the reason
+    (``bad-update-shape`` or ``bad-update-value``)."""
+    try:
+        decode(layout_of(spec), data)
+    except ValidationError as exc:
+        return exc.reason
+    return ""
+
+
+def initial(spec: Mapping[str, Any], task_seed: bytes) -> Vector:
+    """G_0 of the task."""
+    return initial_vector(layout_of(spec), task_seed)
+
+
+def next_global(
+    spec: Mapping[str, Any],
+    current: Vector,
+    updates: Sequence[tuple[bytes, bytes, int]],
+) -> Vector:
+    """G_{r+1} from G_r and the round's ``(participant, artifact bytes, n)``:
+    the core's aggregation (sorted by key, fixed float64 order). A round
+    without updates keeps G_r."""
+    if not updates:
+        return current
+    layout = layout_of(spec)
+    decoded = [Update(p, decode(layout, data), n) for p, data, n in updates]
+    return aggregate(layout, current, decoded, rule_of(spec))
+
+
+def round_hash(spec: Mapping[str, Any], vector: Vector) -> bytes:
+    """What the block closing a round commits: SHA-256 of the canonical encoding."""
+    return model_hash(layout_of(spec), vector)

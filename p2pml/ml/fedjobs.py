@@ -1,0 +1,189 @@
+"""Worker-process jobs of federated tasks (docs/federated.md, "On the chain").
+
+* ``fed_train_job``: a participant's update for round r: its public shard
+  (the partition of round 0: the same rows every round), trained from G_r for
+  the task's local epochs with the round's random_state; returns the
+  canonical encoding and the shard's row count.
+* ``fed_check_job``: a peer's update: the artifact decodes against the task's
+  layout (``bad-update-shape``/``bad-update-value``) and its sample count is
+  the participant's shard size (``bad-update-samples``).
+* ``fed_aggregate_job``: G_{r+1} (and any missing G before it) from G_start
+  and each round's update artifacts; optionally the task metric of each new
+  G on the task's holdout (the learning curve).
+
+Run by :mod:`p2pml.ml.pool` like the training jobs: never on the event loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.errors import TrainingError, ValidationError
+
+#: The shard of a participant is the partition of this round in every round.
+SHARD_ROUND = 0
+
+
+@dataclass(frozen=True)
+class FedData:
+    """Where a job finds the task's dataset (the trainer's parsed cache)."""
+
+    dataset_path: str
+    cache_dir: str
+    max_dataset_bytes: int
+
+
+@dataclass(frozen=True)
+class FedTrainRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    participant: bytes
+    round: int
+    global_model: bytes  # canonical encoding of G_r
+    data: FedData
+
+
+@dataclass(frozen=True)
+class FedCheckRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    participant: bytes
+    n_samples: int
+    artifact: bytes
+    data: FedData
+
+
+@dataclass(frozen=True)
+class FedAggregateRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    start: bytes | None  # canonical G to start from; None: G_0
+    # per round to compute: [(participant, artifact bytes, n_samples), ...]
+    rounds: list[list[tuple[bytes, bytes, int]]]
+    data: FedData | None = None  # given: score each new G on the holdout
+
+
+def _shard(spec: TaskSpec, task_id: bytes, seed: bytes, participant: bytes, data: FedData) -> Any:
+    from p2pml.ml.worker import prepare
+
+    return prepare(
+        spec,
+        task_id,
+        seed,
+        participant,
+        SHARD_ROUND,
+        Path(data.dataset_path),
+        Path(data.cache_dir),
+        data.max_dataset_bytes,
+    )
+
+
+def fed_train_job(req: FedTrainRequest) -> tuple[bytes, int]:
+    from p2pml.federated import rounds
+    from p2pml.federated.encoding import decode, encode
+    from p2pml.federated.local import train_local
+    from p2pml.ml.partition import derive_random_state
+
+    spec = req.spec.to_wire()
+    layout = rounds.layout_of(spec)
+    prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)
+    X, y = prep.data.X[prep.partition], prep.data.y[prep.partition]
+    try:
+        vector = train_local(
+            layout,
+            req.spec.param_dict,
+            decode(layout, req.global_model),
+            X,
+            y,
+            rounds.classes_of(spec),
+            round=req.round,
+            local_epochs=spec["federated"]["local_epochs"],
+            participants=spec["federated"]["participants"],
+            random_state=derive_random_state(req.seed, req.task_id, req.participant, req.round),
+        )
+    except ValidationError as exc:
+        raise TrainingError(exc.reason, exc.detail) from None
+    return encode(layout, vector), len(prep.partition)
+
+
+def fed_check_job(req: FedCheckRequest) -> str:
+    from p2pml.federated import rounds
+
+    reason = rounds.check_update(req.spec.to_wire(), req.artifact)
+    if reason:
+        return reason
+    prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)
+    if req.n_samples != len(prep.partition):
+        return "bad-update-samples"
+    return ""
+
+
+def fed_aggregate_job(req: FedAggregateRequest) -> list[tuple[bytes, bytes, float | None]]:
+    """``[(hash, encoding, metric or None), ...]``, one per round in ``req.rounds``."""
+    from p2pml.federated import rounds
+    from p2pml.federated.encoding import decode, encode
+
+    spec = req.spec.to_wire()
+    layout = rounds.layout_of(spec)
+    current = rounds.initial(spec, req.seed) if req.start is None else decode(layout, req.start)
+    out: list[tuple[bytes, bytes, float | None]] = []
+    for updates in req.rounds:
+        try:
+            current = rounds.next_global(spec, current, updates)
+        except ValidationError as exc:
+            raise TrainingError(exc.reason, exc.detail) from None
+        metric = None if req.data is None else _score(req, spec, current, req.data)
+        out.append((rounds.round_hash(spec, current), encode(layout, current), metric))
+    return out
+
+
+def _score(req: FedAggregateRequest, wire: Any, vector: Any, data: FedData) -> float | None:
+    """The task metric of G on the task's holdout rows (docs/tasks.md)."""
+    from p2pml.federated import rounds
+    from p2pml.federated.params import build
+    from p2pml.ml.metrics import compute_metric
+    from p2pml.ml.partition import holdout_indices
+    from p2pml.ml.worker import load_task_dataset
+
+    spec = req.spec
+    dataset = load_task_dataset(
+        spec, Path(data.dataset_path), Path(data.cache_dir), data.max_dataset_bytes
+    )
+    hold = holdout_indices(req.seed, req.task_id, dataset.n_rows, spec.holdout_fraction)
+    model = build(rounds.layout_of(wire), vector, spec.param_dict, rounds.classes_of(wire))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(compute_metric(spec.metric, model, dataset.X[hold], dataset.y[hold]))
+        except (ValueError, ArithmeticError):
+            return None
+
+
+@dataclass(frozen=True)
+class FedDescribeRequest:
+    spec: TaskSpec  # dataset, target, kind (and features, if listed)
+    data: FedData
+
+
+def fed_describe_job(req: FedDescribeRequest) -> tuple[list[str], list[int]]:
+    """What a federated spec must fix from the dataset: its feature columns
+    (d) and, for a classifier, the sorted distinct label codes (K)."""
+    import numpy as np
+
+    from p2pml.ml.worker import load_task_dataset
+
+    data = req.data
+    dataset = load_task_dataset(
+        req.spec, Path(data.dataset_path), Path(data.cache_dir), data.max_dataset_bytes
+    )
+    classes: list[int] = []
+    if req.spec.kind == "classification":
+        classes = [int(c) for c in np.unique(dataset.y)]
+    return list(dataset.features), classes

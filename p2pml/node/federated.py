@@ -1,0 +1,382 @@
+"""FederatedService: this node's part in federated tasks (docs/federated.md §11.6).
+
+When round r of a federated task is open and has room, it trains from G_r
+on this node's chain-seeded shard, adds the update to IPFS, checks, pools and
+publishes the UpdateTx; it admits peers' updates from gossip; it computes
+G_{r+1} as soon as a round is due and gives the miner the round-close
+transactions; and it shows rounds, global models and refusals to the API.
+The verdicts come from :class:`~p2pml.node.federated_verifier.FederatedVerifier`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due
+from p2pml.chain.index import ChainUpdate
+from p2pml.chain.ledger import BlockContext, StateView
+from p2pml.chain.tasks import task_key
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.txrules import handler_for
+from p2pml.chain.types import PoolTx, RoundCloseTx, Transaction, UpdateTx
+from p2pml.config import TrainingSettings
+from p2pml.crypto import Identity
+from p2pml.errors import (
+    DatasetError,
+    MissingDataError,
+    P2PMLError,
+    TrainingError,
+    ValidationError,
+)
+from p2pml.ml.fedjobs import FedDescribeRequest, FedTrainRequest
+from p2pml.ml.jobpool import JobPool
+from p2pml.ml.scheduling import Priority
+from p2pml.node.federated_verifier import FederatedVerifier, UpdateCheck, close_check
+from p2pml.node.mempool import Mempool
+from p2pml.node.ports import ChainAccess, Spawn, TxRelay
+
+log = logging.getLogger(__name__)
+
+FED_PREFIX = b"fed:"
+#: Gossiped updates whose artifacts are fetched and checked at once (more wait
+#: for a peer to relay them again).
+MAX_GOSSIPED_CHECKS = 64
+#: What POST /tasks fills in when a federated body leaves it out.
+FEDERATED_DEFAULTS: dict[str, Any] = {
+    "aggregation": "fedavg",
+    "local_epochs": 1,
+    "participants": 5,
+    "round_blocks": 10,
+}
+
+
+class FederatedService:
+    def __init__(
+        self,
+        identity: Identity,
+        chain: ChainAccess,
+        mempool: Mempool,
+        verifier: FederatedVerifier,
+        relay: TxRelay,
+        pool: JobPool,
+        settings: TrainingSettings,
+        spawn: Spawn,
+        on_pool_change: Callable[[], None],
+    ) -> None:
+        self._identity = identity
+        self._chain = chain
+        self._mempool = mempool
+        self.verifier = verifier
+        self._relay = relay
+        self._pool = pool
+        self._settings = settings
+        self._spawn = spawn
+        self._on_pool_change = on_pool_change
+        self.enabled = settings.enabled
+        self.tasks: set[bytes] = set()  # open federated tasks
+        self._claimed: set[tuple[bytes, bytes, int]] = set()
+        self._computing: set[Any] = set()
+        self._checking: set[bytes] = set()  # gossiped updates being checked
+        #: task id -> what happened to this node's updates and to peers' gossiped ones
+        self.events: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        verifier.on_new_model = on_pool_change
+        chain.on_tip_changed(self._tip_changed)
+
+    def start(self) -> None:
+        """At start: every open federated task in the chain state."""
+        for key in [k for k in self._chain.chain.state if k.startswith(FED_PREFIX)]:
+            self.tasks.add(key[len(FED_PREFIX) :])
+        self._advance()
+
+    def _tip_changed(self, update: ChainUpdate) -> None:
+        for key in update.state_changes:
+            if key.startswith(FED_PREFIX):
+                self.tasks.add(key[len(FED_PREFIX) :])
+        self._advance()
+
+    def _advance(self) -> None:
+        state = self._chain.chain.state
+        for task_id in list(self.tasks):
+            task, fed = state.get(task_key(task_id)), state.get(fed_key(task_id))
+            if task is None or fed is None or not task["open"]:
+                self.tasks.discard(task_id)
+                continue
+            if self.enabled:
+                self._maybe_train(task_id, task, fed)
+            # Due at the next height: compute G_{r+1} now, so the next template
+            # (ours or a peer's block) finds it.
+            height = self._chain.chain.height + 1
+            if (
+                fed["round"] < task["spec"]["rounds"]
+                and round_due(fed, task["spec"], height)
+                and self.verifier.expected_close(task_id, task, fed) is None
+            ):
+                self._compute_close(task_id, task, fed)
+
+    def _maybe_train(self, task_id: bytes, task: dict[str, Any], fed: dict[str, Any]) -> None:
+        me = self._identity.public_key
+        seed, rnd = bytes(task["seed"]), int(fed["round"])
+        f = task["spec"]["federated"]
+        if (task_id, seed, rnd) in self._claimed or rnd >= task["spec"]["rounds"]:
+            return
+        if (
+            any(bytes(u[0]) == me for u in fed["updates"])
+            or len(fed["updates"]) >= f["participants"]
+        ):
+            return
+        if self._chain.chain.height + 1 >= fed["opened_at"] + f["round_blocks"]:
+            return
+        self._claimed.add((task_id, seed, rnd))
+        self._spawn(self._train(task_id, seed, rnd), "federated-train")
+
+    async def _train(self, task_id: bytes, seed: bytes, rnd: int) -> None:
+        state = self._chain.chain.state
+        task, fed = state.get(task_key(task_id)), state.get(fed_key(task_id))
+        if task is None or fed is None or fed["round"] != rnd or bytes(task["seed"]) != seed:
+            return
+        me = self._identity
+        t0 = time.monotonic()
+        try:
+            spec = TaskSpec.from_wire(task["spec"])
+            start = await self.verifier.global_model(task_id, task, fed)
+            if start is None:
+                raise TrainingError("global-model-unavailable", f"G_{rnd} could not be computed")
+            data = await self.verifier.data(spec)
+            job = FedTrainRequest(spec, task_id, seed, me.public_key, rnd, start, data)
+            artifact, n = await self._pool.run(
+                "fed_train", job, self._settings.max_job_seconds, Priority.TRAIN
+            )
+            cid = await self.verifier.store.add_bytes(artifact)
+            tx = UpdateTx(
+                task_id=task_id,
+                seed=seed,
+                round=rnd,
+                participant=me.public_key,
+                update_cid=cid,
+                n_samples=n,
+                fee=self._chain.params.min_result_fee,
+            ).signed_by(me, self._chain.params.genesis_hash)
+            await self.submit(tx, "self")
+        except (P2PMLError, ValidationError) as exc:
+            reason = getattr(exc, "reason", type(exc).__name__)
+            self._note(task_id, rnd, me.public_key, "refused", reason, str(exc))
+            log.warning("federated round %d of %s: %s", rnd, task_id.hex()[:16], exc)
+            return
+        self._note(task_id, rnd, me.public_key, "sent", "", cid)
+        log.info(
+            "federated round %d of %s: update of %d rows in %.1fs -> %s",
+            rnd,
+            task_id.hex()[:16],
+            n,
+            time.monotonic() - t0,
+            cid,
+        )
+        await self._relay.tx(tx)
+
+    def _note(
+        self, task_id: bytes, rnd: int, who: bytes, what: str, reason: str, detail: str
+    ) -> None:
+        self.events[task_id].append(
+            {
+                "round": rnd,
+                "participant": who.hex(),
+                "event": what,
+                "reason": reason,
+                "detail": detail,
+                "time": time.time(),
+            }
+        )
+
+    async def submit(self, tx: UpdateTx, source: str) -> None:
+        """Pool an update once its artifact passed the check; ValidationError with
+        the reason if it may not enter. Our own is checked here; a gossiped one
+        goes through the cheap rules first (round, duplicate, bond, fee) and, if
+        only the artifact check is missing, is checked in the background (at most
+        ``MAX_GOSSIPED_CHECKS`` at once), then pooled and relayed by us; the
+        caller gets MissingDataError meanwhile."""
+        if source == "self":
+            await self._check(tx, source)
+            self._admit(tx, source)
+            return
+        try:
+            self._admit(tx, source)
+        except MissingDataError:
+            if tx.id not in self._checking and len(self._checking) < MAX_GOSSIPED_CHECKS:
+                self._checking.add(tx.id)
+                self._spawn(self._check_then_pool(tx, source), "federated-update-check")
+            raise
+        await self._relay.tx(tx)
+
+    async def _check(self, tx: UpdateTx, source: str) -> None:
+        task = self._chain.chain.state.get(task_key(tx.task_id))
+        if task is not None and "federated" in task["spec"]:
+            verdict = await self.verifier.answer(UpdateCheck(tx, task["spec"], bytes(task["seed"])))
+            if verdict:
+                self._note(tx.task_id, tx.round, tx.participant, "rejected", verdict, source)
+
+    def _admit(self, tx: UpdateTx, source: str) -> None:
+        self._mempool.admit(tx, self._chain.chain, self.verifier.peek)
+        log.info(
+            "update %s of round %d from %s entered the mempool", tx.id.hex()[:16], tx.round, source
+        )
+        self._on_pool_change()
+
+    async def _check_then_pool(self, tx: UpdateTx, source: str) -> None:
+        try:
+            await self._check(tx, source)
+            self._admit(tx, source)
+        except ValidationError as exc:  # refused, or its artifact still missing
+            log.info("gossiped update %s from %s: %s", tx.id.hex()[:16], source, exc)
+            return
+        finally:
+            self._checking.discard(tx.id)
+        await self._relay.tx(tx)
+
+    # -- round closes for block templates ----------------------------------------------
+
+    def closes(self, selected: Iterable[PoolTx]) -> list[Transaction]:
+        """Round-close transactions due in a block on the tip holding ``selected``
+        (applied in order first): those whose G_{r+1} this node has computed.
+        Missing ones are computed in the background; the miner is told when done."""
+        if not self.tasks:
+            return []
+        chain = self._chain.chain
+        view = StateView(chain.state)
+        ctx = BlockContext(
+            self._chain.params, chain.height + 1, bytes(32), 0, verdict=self.verifier.peek
+        )
+        for tx in selected:
+            trial = view.child()
+            try:
+                handler_for(tx).apply(tx, trial, ctx)
+            except ValidationError:
+                continue
+            view.merge(trial)
+        out: list[Transaction] = []
+        for task_id in sorted(self.tasks):
+            task, fed = view.get(task_key(task_id)), view.get(fed_key(task_id))
+            if task is None or fed is None or not task["open"]:
+                continue
+            if fed["round"] >= task["spec"]["rounds"] or not round_due(
+                fed, task["spec"], ctx.height
+            ):
+                continue
+            digest = self.verifier.expected_close(task_id, task, fed)
+            if digest is None:
+                self._compute_close(task_id, task, fed)
+                continue
+            close = RoundCloseTx(task_id, int(fed["round"]), digest)
+            trial = view.child()
+            try:
+                RoundCloseHandler().apply(close, trial, ctx)
+            except ValidationError as exc:
+                log.debug("round close of %s not possible: %s", task_id.hex()[:16], exc)
+                continue
+            view.merge(trial)
+            out.append(close)
+        return out
+
+    def _compute_close(
+        self, task_id: bytes, task: Mapping[str, Any], fed: Mapping[str, Any]
+    ) -> None:
+        req = close_check(task_id, task, fed)
+        if req.key in self._computing:
+            return
+        self._computing.add(req.key)
+
+        async def run() -> None:
+            try:
+                await self.verifier.answer(req)
+            finally:
+                self._computing.discard(req.key)
+
+        self._spawn(run(), "federated-aggregate")
+
+    # -- the API -----------------------------------------------------------------------
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST /tasks body with its federated spec filled in: defaults, and the
+        features and class list read from the dataset (which fix the layout)."""
+        fed = body.get("federated")
+        if not isinstance(fed, dict):
+            return body
+        need_features, need_classes = not body.get("features"), "classes" not in fed
+        fed = {**FEDERATED_DEFAULTS, **fed}
+        if need_features or need_classes:
+            probe = TaskSpec(
+                dataset_cid=str(body.get("dataset_cid", "")),
+                target=str(body.get("target", "")),
+                model=str(body.get("model", "")),
+                kind=str(body.get("kind", "")),
+                metric=str(body.get("metric", "")),
+                features=tuple(body.get("features") or ()),
+            )
+            try:
+                features, classes = await self._pool.run(
+                    "fed_describe",
+                    FedDescribeRequest(probe, await self.verifier.data(probe)),
+                    self._settings.max_job_seconds,
+                    Priority.TRAIN,
+                )
+            except (DatasetError, TrainingError) as exc:
+                raise ValidationError("bad-task-cid", f"cannot read the dataset: {exc}") from None
+            if need_features:
+                body = {**body, "features": features}
+            if need_classes:
+                fed["classes"] = classes
+        return {**body, "federated": fed}
+
+    # -- views for the API -------------------------------------------------------------
+
+    def describe(self, task_id: bytes) -> dict[str, Any] | None:
+        """Rounds (model hash, CID, holdout metric, updates), and this node's events."""
+        state = self._chain.chain.state
+        fed = state.get(fed_key(task_id))
+        if fed is None:
+            return None
+        rounds = []
+        for i, ((height, updates), digest) in enumerate(
+            zip(fed["closed"], fed["models"], strict=True)
+        ):
+            h = bytes(digest)
+            rounds.append(
+                {
+                    "round": i,
+                    "closed_at": height,
+                    "model_hash": h.hex(),
+                    "model_cid": self.verifier.model_cids.get(h),
+                    "metric": self.verifier.metrics.get(h),
+                    "updates": [
+                        {"participant": bytes(p).hex(), "update_cid": c, "n_samples": n}
+                        for p, c, n in updates
+                    ],
+                }
+            )
+        final = bytes(fed["models"][-1]) if fed["models"] else None
+        task = state.get(task_key(task_id))
+        ready = task is not None and self.verifier.expected_close(task_id, task, fed) is not None
+        return {
+            # This node holds G_{r+1} of the round state at the tip (a close can be mined).
+            "next_model_ready": ready,
+            "round": fed["round"],
+            "opened_at": fed["opened_at"],
+            "model_hash": final.hex() if final else None,
+            "model_cid": self.verifier.model_cids.get(final) if final else None,
+            "pending_updates": [
+                {"participant": bytes(p).hex(), "update_cid": c, "n_samples": n}
+                for p, c, n in fed["updates"]
+            ],
+            "rounds": rounds,
+            "events": list(self.events.get(task_id, [])),
+        }
+
+    def final_model(self, task_id: bytes) -> str | None:
+        """The IPFS CID of the last committed global model, if this node stored it."""
+        fed = self._chain.chain.state.get(fed_key(task_id))
+        if fed is None or not fed["models"]:
+            return None
+        return self.verifier.model_cids.get(bytes(fed["models"][-1]))

@@ -1,0 +1,241 @@
+"""The node's federated oracle: update checks (shape, values, the sample
+count a participant claims) and round closes (G_{r+1} recomputed, also after a
+restart from the chain's closed rounds). The jobs are the real worker
+functions, run in this process by a stand-in pool; the IPFS store is a dict."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sklearn.datasets import load_digits
+
+from p2pml.chain.federated_rounds import fed_key
+from p2pml.chain.fedspec import FederatedSpec
+from p2pml.chain.params import REGTEST, dev_identity
+from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import RoundCloseTx, TaskTx, UpdateTx
+from p2pml.config import TrainingSettings
+from p2pml.errors import FetchTimeout
+from p2pml.federated import rounds
+from p2pml.federated.encoding import encode
+from p2pml.ipfs.cid import cid_of_bytes
+from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
+from p2pml.ml.pool import execute, unpack
+from p2pml.node.federated import FederatedService
+from p2pml.node.federated_verifier import CloseCheck, FederatedVerifier, UpdateCheck
+from p2pml.node.mempool import Mempool
+from p2pml.node.verifier import Verifier
+from tests.framework.chainbuilder import Builder
+from tests.unit.node.fakes import FakeChain, FakeRelay, Jobs
+
+SEED, TASK = b"\x01" * 32, b"\x02" * 32
+P1, P2 = dev_identity(1).public_key, dev_identity(2).public_key
+
+
+class DictStore:
+    """Content by CID in files under ``root``; an unknown CID times out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[str, Path] = {}
+
+    async def add_bytes(self, data: bytes) -> str:
+        cid = cid_of_bytes(data)
+        path = self.root / cid
+        path.write_bytes(data)
+        self.files[cid] = path
+        return cid
+
+    async def fetch(self, cid: str, max_bytes: int | None = None) -> Path:
+        if cid not in self.files:
+            raise FetchTimeout(f"nobody serves {cid}")
+        return self.files[cid]
+
+
+class InlinePool:
+    """The worker pool's job table, run in this process (same code, no fork)."""
+
+    async def run(self, job: str, request: Any, timeout: float, priority: Any = None) -> Any:
+        return unpack(execute(job, request))
+
+
+class NoChecker:
+    async def verify(self, claim: Any, background: bool = False) -> None:
+        raise AssertionError("no results here")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[FederatedVerifier, DictStore, TaskSpec]:
+    frame = load_digits(as_frame=True).frame
+    csv = tmp_path / "digits.csv"
+    frame.to_csv(csv, index=False)
+    store = DictStore(tmp_path)
+    cid = asyncio.run(store.add_bytes(csv.read_bytes()))
+    spec = TaskSpec(
+        dataset_cid=cid,
+        target="target",
+        model="sgd_classifier",
+        kind="classification",
+        metric="accuracy",
+        features=tuple(c for c in frame.columns if c != "target"),
+        holdout_fraction=0.25,
+        partition_fraction=0.2,
+        rounds=2,
+        federated=FederatedSpec("fedavg", 2, 1, 10, tuple(range(10))),
+    )
+    spec.validate()
+    return make_verifier(store, tmp_path), store, spec
+
+
+def make_verifier(store: DictStore, tmp_path: Path) -> FederatedVerifier:
+    settings = TrainingSettings()
+    inner = Verifier(store, NoChecker())  # type: ignore[arg-type]
+    return FederatedVerifier(inner, store, InlinePool(), settings, tmp_path / "parsed")  # type: ignore[arg-type]
+
+
+def trained(
+    store: DictStore, spec: TaskSpec, who: bytes, rnd: int, start: bytes
+) -> tuple[bytes, int]:
+    data = FedData(str(store.files[spec.dataset_cid]), str(store.root / "parsed"), 10**9)
+    return fed_train_job(FedTrainRequest(spec, TASK, SEED, who, rnd, start, data))
+
+
+def update_tx(store: DictStore, artifact: bytes, who: bytes, n: int, rnd: int = 0) -> UpdateTx:
+    cid = asyncio.run(store.add_bytes(artifact))
+    return UpdateTx(TASK, SEED, rnd, who, cid, n, REGTEST.min_result_fee)
+
+
+def g0(spec: TaskSpec) -> bytes:
+    wire = spec.to_wire()
+    return encode(rounds.layout_of(wire), rounds.initial(wire, SEED))
+
+
+def test_update_checks_shape_values_and_the_claimed_sample_count(env: Any) -> None:
+    fv, store, spec = env
+    art, n = trained(store, spec, P1, 0, g0(spec))
+    wire = spec.to_wire()
+
+    def answer(tx: UpdateTx) -> Any:
+        return asyncio.run(fv.answer(UpdateCheck(tx, wire, SEED)))
+
+    honest = update_tx(store, art, P1, n)
+    assert answer(honest) == ""
+    # A participant claiming more rows than its shard to weigh more (and earn more).
+    assert answer(update_tx(store, art, P1, n * 3)) == "bad-update-samples"
+    assert answer(update_tx(store, art[:-8], P1, n)) == "bad-update-shape"
+    assert answer(update_tx(store, art[:-8] + b"\x00" * 7 + b"\x80", P1, n)) == "bad-update-value"
+    # The chain's question: known now, so answered without work.
+    task = {"spec": wire, "seed": SEED}
+    assert fv.verdict(honest, task, False) == ""
+
+
+def test_an_unknown_artifact_is_missing_data_and_wanted(env: Any) -> None:
+    fv, _store, spec = env
+    tx = UpdateTx(TASK, SEED, 0, P1, cid_of_bytes(b"never added"), 10, REGTEST.min_result_fee)
+    task = {"spec": spec.to_wire(), "seed": SEED}
+    assert fv.verdict(tx, task, False) is None
+    [wanted] = fv.take_wanted()
+    assert isinstance(wanted, UpdateCheck) and wanted.tx == tx
+    assert asyncio.run(fv.resolve([wanted])) == 1  # still missing
+    fv.want_again([wanted])
+    assert list(fv.wanted.values()) == [wanted]
+
+
+def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Path) -> None:
+    fv, store, spec = env
+    wire = spec.to_wire()
+    a1, n1 = trained(store, spec, P1, 0, g0(spec))
+    a2, n2 = trained(store, spec, P2, 0, g0(spec))
+    u1, u2 = update_tx(store, a1, P1, n1), update_tx(store, a2, P2, n2)
+    ups = [[P2, u2.update_cid, n2], [P1, u1.update_cid, n1]]  # inclusion order
+    fed0 = {"round": 0, "opened_at": 2, "updates": ups, "models": [], "closed": []}
+    task = {"spec": wire, "seed": SEED, "fed": fed0}
+    g1 = rounds.next_global(wire, rounds.initial(wire, SEED), [(P1, a1, n1), (P2, a2, n2)])
+    h1 = rounds.round_hash(wire, g1)
+    close = RoundCloseTx(TASK, 0, h1)
+    assert fv.verdict(close, task, False) is None
+    [want] = fv.take_wanted()
+    assert isinstance(want, CloseCheck)
+    assert asyncio.run(fv.resolve([want])) == 0
+    assert fv.verdict(close, task, False) == ""
+    assert (
+        fv.peek(dataclasses.replace(close, model_hash=bytes(32)), task, False) == "bad-round-hash"
+    )
+    assert fv.metrics[h1] is not None and h1 in fv.model_cids
+
+    # Round 1 on a node that never saw round 0's aggregate (a restart).
+    fresh = make_verifier(store, tmp_path)
+    g1_bytes = encode(rounds.layout_of(wire), g1)
+    a3, n3 = trained(store, spec, P1, 1, g1_bytes)
+    u3 = update_tx(store, a3, P1, n3, rnd=1)
+    fed1: dict[str, Any] = {
+        "round": 1,
+        "opened_at": 4,
+        "updates": [[P1, u3.update_cid, n3]],
+        "models": [h1],
+        "closed": [[3, ups]],
+    }
+    h2 = rounds.round_hash(wire, rounds.next_global(wire, g1, [(P1, a3, n3)]))
+    task1 = {"spec": wire, "seed": SEED, "fed": fed1}
+    # G_1 for training (the participant's start), recomputed from the chain.
+    assert asyncio.run(fresh.global_model(TASK, task1, fed1)) == g1_bytes
+    fresh = make_verifier(store, tmp_path)
+    got = asyncio.run(
+        fresh.answer(
+            CloseCheck(TASK, wire, SEED, tuple(fed1["closed"]), (h1,), ((P1, u3.update_cid, n3),))
+        )
+    )
+    assert got == h2
+    assert fresh.verdict(RoundCloseTx(TASK, 1, h2), task1, False) == ""
+
+
+def test_the_service_trains_pools_and_closes_a_round_in_process(env: Any, tmp_path: Path) -> None:
+    """Task in a block -> this node trains and pools its update -> the template
+    gets the round close once G_1 is computed -> the block with both connects."""
+    fv, _store, spec = env
+    spec = dataclasses.replace(
+        spec, federated=dataclasses.replace(spec.federated, participants=1, round_blocks=5)
+    )
+    me = dev_identity(1)
+    chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
+    chain.node.chain.verdicts = fv.verdict
+    mempool = Mempool(REGTEST)
+    svc = FederatedService(
+        me,
+        chain,  # type: ignore[arg-type]
+        mempool,
+        fv,
+        relay,  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=True),
+        jobs,
+        lambda: None,
+    )
+    pub = dev_identity(0)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    async def run() -> None:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        (await chain.submit_block(b1)).raise_error()
+        await jobs.settle()  # trained, checked, pooled
+        [update] = list(mempool.txs.values())
+        assert isinstance(update, UpdateTx) and update.participant == me.public_key
+        assert relay.sent == [update]
+        assert svc.closes([update]) == []  # G_1 not known yet: computed now
+        await jobs.settle()
+        [close] = svc.closes([update])
+        assert isinstance(close, RoundCloseTx) and close.round == 0
+        b2 = builder.make(b1.hash, txs=(update, close))
+        (await chain.submit_block(b2)).raise_error()
+        assert chain.chain.tip.hash == b2.hash
+        assert chain.chain.state[fed_key(task.id)]["models"] == [close.model_hash]
+        view = svc.describe(task.id)
+        assert view is not None and view["rounds"][0]["metric"] is not None
+
+    asyncio.run(run())
