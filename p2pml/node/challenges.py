@@ -1,10 +1,11 @@
 """ChallengeService: challenges (fraud proofs) of this node and from gossip,
 the full audits disputes need, and the optional watchtower.
 
-* A challenge that enters the chain resolves ``dispute_delay`` blocks later,
-  and every node must know the disputed result's full-audit verdict by
-  then (docs/consensus.md "Disputes"): at each tip change the service starts
-  that audit for every challenge in the connected blocks, so the verdict is
+* A dispute (opened by a challenge or by a committee member's failing
+  attestation) resolves ``dispute_delay`` blocks later, and every node must
+  know the disputed result's full-audit verdict by then (docs/consensus.md
+  "Disputes"): at each tip change the service starts that audit for every
+  result the connected blocks put under dispute, so the verdict is
   in the verifier's cache when the resolving block connects (if not, that
   block waits for it like any block lacking data).
 * Watchtower (``[verification] challenge_bad``): the current winners of the
@@ -36,6 +37,7 @@ from p2pml.node.verifier import Request
 log = logging.getLogger(__name__)
 
 MAX_WATCHED_TASKS = 10_000
+RESULT_PREFIX = result_key(b"")
 # Refusals of our own challenge that a later tip may lift: a full block or
 # pool, or our bond's stakes all held by open challenges until they resolve.
 RETRY_LATER = frozenset({"too-many-challenges", "mempool-full", "challenge-no-bond"})
@@ -87,15 +89,20 @@ class ChallengeService:
 
     def _tip_changed(self, update: ChainUpdate) -> None:
         chain = self._chain.chain
-        for h, _undo in update.connected:
-            block = chain.get_block(h)
-            if block is None:
-                continue
-            for tx in block.txs[1:]:
-                if isinstance(tx, ChallengeTx):
-                    self._start_audit(tx.result_id, "dispute")
-                elif isinstance(tx, ResultTx) and self.watchtower:
-                    self._watched[tx.task_id] = None
+        # Every dispute opened here, whoever opened it (a challenge, or a
+        # committee member's failing attestation): its result record is
+        # among this update's state writes, with status "disputed".
+        for key, rec in update.state_changes.items():
+            if key.startswith(RESULT_PREFIX) and rec is not None and rec["status"] == "disputed":
+                self._start_audit(key[len(RESULT_PREFIX) :], "dispute")
+        if self.watchtower:
+            for h, _undo in update.connected:
+                block = chain.get_block(h)
+                if block is None:
+                    continue
+                for tx in block.txs[1:]:
+                    if isinstance(tx, ResultTx):
+                        self._watched[tx.task_id] = None
         while len(self._watched) > MAX_WATCHED_TASKS:
             del self._watched[next(iter(self._watched))]
         if self.watchtower:

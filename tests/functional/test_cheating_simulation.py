@@ -125,6 +125,18 @@ def disputes(node: TestNode, task_ids: list[str]) -> list[dict[str, Any]]:
     return [d for t in task_ids for d in node.api.get(f"/tasks/{t}")["disputes"]]
 
 
+def attest_pay(node: TestNode, key: str, task_ids: list[str]) -> int:
+    """What ``key`` earned attesting these tasks' results as a committee
+    member (docs/consensus.md "Audit committees"; nodes attest with fee 0)."""
+    paid = 0
+    for t in task_ids:
+        for r in node.api.get(f"/tasks/{t}")["results"]:
+            audit = node.api.get(f"/results/{r['id']}")["audit"]
+            if any(at["attester"] == key for at in audit["attestations"]):
+                paid += audit["hold"] // len(audit["committee"])
+    return paid
+
+
 def audits_done(node: TestNode) -> int:
     c = node.status()["challenges"]
     return int(c.get("dispute-false", 0)) + int(c.get("dispute-valid", 0))
@@ -262,5 +274,19 @@ def test_over_several_tasks_no_cheater_is_paid_and_every_included_cheat_is_slash
         spent = FEE * sum(tx.trainer.hex() == k for tx in lies)
         assert balance(a, k) == before[k] - spent
     # The honest trainers got every bounty and lost nothing but their fees.
-    earned = sum(balance(a, k) - before[k] for k in honest_keys)
-    assert earned == len(task_ids) * (BOUNTY - len(honest_keys) * FEE)
+    # Besides, as committee members they may have earned attestation shares,
+    # and a member whose failing attestation opened a cheat's dispute gets
+    # the challenger's part of the slashed bond (once per slashed bond).
+    share = int(REGTEST.min_bond * REGTEST.challenge_slash_share)
+    paid = {k: 0 for k in honest_keys}
+    for task_id in task_ids:
+        for p in a.api.get(f"/tasks/{task_id}")["payout"]:
+            if p["to"] in paid:
+                paid[p["to"]] += p["amount"]
+    assert sum(paid.values()) == len(task_ids) * BOUNTY
+    openers = {d["challenger"] for d in disputes(a, task_ids)}
+    for k in honest_keys:
+        extra = balance(a, k) - before[k] - attest_pay(a, k, task_ids) - paid[k]
+        extra += len(task_ids) * FEE  # each honest key sent one result per task
+        assert extra % share == 0 and extra >= 0, (k, extra)
+        assert extra == 0 or k in openers, (k, extra)

@@ -106,9 +106,12 @@ def gossip_result(node: TestNode, tx: ResultTx) -> None:
 def test_a_watchtower_voids_a_holdout_cheat_and_a_wrong_challenge_costs_its_stake(
     nodes: NodeSet, tmp_path: Path
 ) -> None:
-    a = nodes.add(node={"dev_key": 0})  # publishes, mines, challenges wrongly
-    h = nodes.add(node={"dev_key": 1}, training={"enabled": True, "workers": 1})
-    w = nodes.add(node={"dev_key": 3}, verification={"challenge_bad": True})
+    # No committee attests here (`attest = false`): a member's failing
+    # attestation would open the cheat's dispute before the watchtower's
+    # challenge could (tests/functional/test_cheating_simulation.py runs both).
+    a = nodes.add(node={"dev_key": 0, "attest": False})  # publishes, mines, challenges wrongly
+    h = nodes.add(node={"dev_key": 1, "attest": False}, training={"enabled": True, "workers": 1})
+    w = nodes.add(node={"dev_key": 3, "attest": False}, verification={"challenge_bad": True})
     trio = [a, h, w]
     nodes.start_mesh()
     connect_nodes(a, h)

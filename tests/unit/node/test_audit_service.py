@@ -148,3 +148,26 @@ async def test_no_audit_once_the_window_has_ended() -> None:
     late.svc.start()
     await w.jobs.settle()
     assert not late.verifier.asked and not late.attests()
+
+
+async def test_a_dispute_opened_by_a_failing_attestation_is_audited_by_every_node() -> None:
+    """Every node must hold a dispute's full-audit verdict by its resolution
+    height, whoever opened it: here a committee member's failing attestation,
+    not a challenge transaction."""
+    from p2pml.node.challenges import ChallengeService
+
+    w = World()
+    members_seats = [Seat(w.chain, who, w.jobs, "bad-result-audit") for who in DEV]
+    bystander = AuditVerifier()
+    ChallengeService(
+        dev_identity(7), w.chain, Mempool(REGTEST), bystander, Relay(w.chain, FakeGossip()),
+        lambda: None, w.jobs,
+    )  # fmt: skip
+    r = await w.result()
+    await w.mine()  # the beacon: members audit, find it false, attest so
+    failing = [a for s in members_seats for a in s.attests() if not a.passed]
+    assert failing
+    assert not bystander.asked
+    await w.mine(failing[0])
+    assert w.chain.chain.state[result_key(r.id)]["status"] == "disputed"
+    assert [(q.tx.id, q.audit) for q in bystander.asked] == [(r.id, True)]
