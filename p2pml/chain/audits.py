@@ -195,7 +195,21 @@ class AttestHandler:
         attestations = [*rec["attestations"], [tx.attester, tx.passed, ctx.height]]
         view.put(result_key(tx.result_id), {**rec, "attestations": attestations})
         # A failing attestation is a challenge by the member (its bond at
-        # stake, the same rules); one dispute per result, so a later failing
-        # member only records its verdict.
-        if not tx.passed and rec["dispute"] is None:
-            self._on_fail(view, ctx, tx.result_id, tx.attester)
+        # stake, the same rules), counted against the block's challenge cap
+        # (each dispute is a full re-run on every node). It is recorded and
+        # paid whatever happens: one dispute per result, so a later failing
+        # member only records its verdict, and a member whose bond cannot
+        # take the stake, or a block at its cap, opens none; refusing the
+        # attestation would pay members to say "pass" without auditing.
+        if (
+            not tx.passed
+            and rec["dispute"] is None
+            and ctx.challenges < ctx.params.max_challenges_per_block
+        ):
+            trial = view.child()
+            try:
+                self._on_fail(trial, ctx, tx.result_id, tx.attester)
+            except ValidationError:
+                return
+            view.merge(trial)
+            ctx.challenges += 1

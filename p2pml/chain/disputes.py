@@ -174,7 +174,10 @@ def _void(view: StateView, ctx: BlockContext, rid: bytes, rec: dict[str, Any], r
     bond = view.get(bond_key(rec["trainer"]))
     if bond is not None:  # slashed by an earlier dispute: nothing left to take
         drop_bond(view, rec["trainer"])
-        view.credit(challenger, int(bond["amount"] * ctx.params.challenge_slash_share))
+        # A trainer that disputes its own result burns it all: else a cheat
+        # would challenge itself first and keep the challenger's part.
+        if challenger != rec["trainer"]:
+            view.credit(challenger, int(bond["amount"] * ctx.params.challenge_slash_share))
     task = rerank(view, dict(view.get(task_key(rec["task"]))))
     if not task["open"]:
         task["payout"] = payout_of(view, task)

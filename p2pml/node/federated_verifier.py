@@ -62,8 +62,11 @@ class CloseCheck:
 
     @property
     def key(self) -> tuple[Any, ...]:
+        # Everything G_{r+1} depends on: the round, G_r, and each update's
+        # participant (the aggregation order) and sample count (its weight)
+        # with its CID; two branches may hold the same CIDs under other keys.
         start = self.models[-1] if self.models else b""
-        return (self.task_id, self.seed, start, tuple(u[1] for u in self.updates))
+        return (self.task_id, self.seed, len(self.models), start, self.updates)
 
 
 def close_check(task_id: bytes, task: Mapping[str, Any], fed: Mapping[str, Any]) -> CloseCheck:

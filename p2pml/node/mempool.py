@@ -7,8 +7,9 @@ incrementally: admitting a transaction applies it alone on top (cost
 independent of the pool's size); the whole pool is re-applied only when the
 tip moves (:meth:`Mempool.reconcile`, once per block) or a transaction is
 evicted. Every pooled set is therefore jointly valid at the tip, and so is
-any subset of it: a template takes transactions by priority without
-re-applying them (the block is validated in full when our miner submits it).
+every prefix of it in priority order (a challenge may name a pooled result,
+which comes first): a template takes such a prefix without re-applying it
+(the block is validated in full when our miner submits it).
 
 The pool holds at most ``max_challenges_per_block`` challenges (its state
 counts them as one block's), so any template may take all of them.
@@ -207,18 +208,22 @@ class Mempool:
     # -- templates and tips ------------------------------------------------------------
 
     def select(
-        self, chain: ChainState, verdict: Verdict, max_bytes: int
+        self, chain: ChainState, verdict: Verdict, max_bytes: int, reserve_txs: int = 0
     ) -> tuple[list[PoolTx], int]:
-        """Transactions for a block template by priority, and their fees."""
+        """Transactions for a block template by priority, and their fees;
+        ``reserve_txs`` slots are left for what the miner adds after them."""
         self._pooled(chain, verdict)  # drops what the tip made invalid
         chosen: list[PoolTx] = []
         size = 0
-        room = self.params.max_block_txs - 1  # the coinbase takes one
+        room = self.params.max_block_txs - 1 - reserve_txs  # the coinbase takes one
         for e in sorted(self._entries.values(), key=lambda e: e.priority, reverse=True):
             if len(chosen) >= room:
                 break
+            # Stop at the first that does not fit: a challenge may name a
+            # pooled result, which comes earlier in this order (results
+            # first), so only a prefix surely keeps the two together.
             if size + e.size > max_bytes:
-                continue
+                break
             chosen.append(e.tx)
             size += e.size
         # Results pay fees too (protocol 4), less their committee's hold (5).

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 # Room in a template for the header and the coinbase.
 TEMPLATE_OVERHEAD = 4096
+# Round closes per template (the rest close in the next block) and a bound
+# on each one's encoding ([10, bin32, uint32, bin32]: 73 bytes at most).
+MAX_CLOSES = 32
+CLOSE_BYTES = 80
 
 
 class MiningService:
@@ -78,9 +82,15 @@ class MiningService:
         await self.miner.close()
 
     def template(self) -> Block:
-        max_bytes = self._chain.params.max_block_bytes - TEMPLATE_OVERHEAD
-        txs, fees = self._mempool.select(self._chain.chain, self._verdicts, max_bytes)
-        extra = self._extra_txs(txs) if self._extra_txs is not None else []
+        # Room is kept for the round closes (made after the pool's choice,
+        # on top of it): a full pool must not push a template past the block
+        # limits, which would be refused after its proof of work, every time.
+        reserve = (MAX_CLOSES, MAX_CLOSES * CLOSE_BYTES) if self._extra_txs is not None else (0, 0)
+        max_bytes = self._chain.params.max_block_bytes - TEMPLATE_OVERHEAD - reserve[1]
+        txs, fees = self._mempool.select(
+            self._chain.chain, self._verdicts, max_bytes, reserve_txs=reserve[0]
+        )
+        extra = self._extra_txs(txs)[:MAX_CLOSES] if self._extra_txs is not None else []
         return self._chain.template(self._identity.public_key, (*txs, *extra), fees)
 
     async def submit_mined(self, block: Block) -> None:

@@ -337,3 +337,36 @@ def test_params_keep_the_attest_window_inside_the_payout_window() -> None:
         dataclasses.replace(REGTEST, audit_delay=3, attest_window=2, payout_window=5)
     with pytest.raises(ValueError, match="attest_fee_share"):
         dataclasses.replace(REGTEST, attest_fee_share=1.5)
+
+
+def test_failing_attestations_past_the_blocks_challenge_cap_are_recorded_not_disputed() -> None:
+    """Attack: members fail-attest many results in one block, each a full
+    re-run on every node; they count against `max_challenges_per_block`.
+    Past it the verdict is recorded and paid, and opens no dispute."""
+    p = dataclasses.replace(REGTEST, max_challenges_per_block=1)
+    c = Chain(p)
+    _t1, r1 = included(c)
+    _t2, r2 = included(c, who=dev_identity(2))
+    at_beacon(c, r2.id)  # r1's beacon came first
+    fails = [attest(committee(c, r.id)[0], r.id, passed=False) for r in (r1, r2)]
+    c.mine(*fails)
+    recs = [c.state(result_key(r.id)) for r in (r1, r2)]
+    assert [rec["status"] for rec in recs] == ["disputed", "ok"]
+    assert all(len(rec["attestations"]) == 1 for rec in recs)  # both recorded
+
+
+def test_a_failing_attestation_whose_bond_cannot_take_the_stake_is_still_recorded() -> None:
+    """A member whose bond is being released cannot stake it: its failing
+    verdict is recorded and paid (refusing it would pay members to say
+    "pass" unchecked), and no dispute opens."""
+    c = Chain()
+    _t, r = included(c)
+    at_beacon(c, r.id)
+    member = committee(c, r.id)[0]
+    c.mine(unbond(member))
+    before = bal(c.n, member)
+    c.mine(attest(member, r.id, passed=False))
+    rec = c.state(result_key(r.id))
+    assert rec["status"] == "ok" and rec["dispute"] is None
+    assert [bytes(a[0]) for a in rec["attestations"]] == [member.public_key]
+    assert bal(c.n, member) == before + HOLD // len(audit(c, r.id)["committee"])

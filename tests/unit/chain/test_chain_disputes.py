@@ -344,3 +344,20 @@ def test_any_reorgs_across_disputes_restore_the_exact_state(data: st.DataObject)
             if key.startswith(b"task:") and v["paid"]:
                 event("a payout on the tip")
     _assert_equals_replay(c, c.n.chain.tip.hash)
+
+
+def test_a_cheat_that_challenges_its_own_result_keeps_none_of_its_bond() -> None:
+    """Attack: one dispute per result, so a cheat that opens it first would
+    take the challenger's part of its own slashed bond; it is burned."""
+    c = Chain()
+    t = long_task()
+    cheat, _honest = two_results(c, t)
+    c.o.audits[cheat.id] = "bad-result-audit"
+    c.mine(challenge(T1, cheat.id))  # T1 is the cheat's own trainer
+    before = bal(c.n, T1)
+    for _ in range(DELAY):
+        c.mine()
+    rec = c.state(result_key(cheat.id))
+    assert rec["status"] == "void"
+    assert c.state(bond_key(T1.public_key)) is None
+    assert bal(c.n, T1) == before  # no share of its own bond

@@ -239,3 +239,21 @@ def test_the_service_trains_pools_and_closes_a_round_in_process(env: Any, tmp_pa
         assert view is not None and view["rounds"][0]["metric"] is not None
 
     asyncio.run(run())
+
+
+def test_a_round_close_is_cached_by_who_sent_each_update_and_its_weight() -> None:
+    """Attack: a second key re-signs another participant's update CID. Two
+    branches then hold the same CIDs under other keys (the aggregation order)
+    or sample counts (the weights): a cache keyed by CIDs alone answered one
+    branch's round close with the other's G_{r+1}, and the nodes split."""
+    from p2pml.node.federated_verifier import CloseCheck
+
+    tid, seed, c_a, c_b = b"t" * 32, b"s" * 32, "QmA", "QmB"
+    p1, p2, p3 = b"1" * 32, b"2" * 32, b"3" * 32
+    spec: dict[str, Any] = {}
+    honest = CloseCheck(tid, spec, seed, (), (), ((p1, c_a, 10), (p2, c_b, 20)))
+    resigned = CloseCheck(tid, spec, seed, (), (), ((p3, c_a, 10), (p2, c_b, 20)))
+    reweighed = CloseCheck(tid, spec, seed, (), (), ((p1, c_a, 11), (p2, c_b, 20)))
+    assert len({honest.key, resigned.key, reweighed.key}) == 3
+    same = CloseCheck(tid, spec, seed, (), (), ((p1, c_a, 10), (p2, c_b, 20)))
+    assert same.key == honest.key

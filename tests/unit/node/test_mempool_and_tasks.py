@@ -267,3 +267,43 @@ def test_the_pool_holds_one_blocks_worth_of_challenges() -> None:
     chain.node.feed(b3).raise_error()  # the template's block is valid
     pool.reconcile(chain.chain, no_verdict, [b3], [])
     pool.admit(flood[-1], chain.chain, no_verdict)  # room again in the next block
+
+
+def test_round_closes_never_push_a_full_pools_template_past_the_block_limits() -> None:
+    """The attack: fill the pool with minimum-fee transfers and make a round
+    close due. The closes are added after the pool's choice; without room
+    kept for them the template held max_block_txs + 1 transactions, a block
+    every node refuses (`bad-tx-count`) after its proof of work, every time."""
+    from p2pml.chain.encoding import tx_id
+    from p2pml.chain.rules import check_block_body
+    from p2pml.chain.template import build_block
+    from p2pml.chain.types import RoundCloseTx
+    from p2pml.config import MiningSettings
+    from p2pml.node.mining import MiningService
+    from p2pml.node.relay import Relay
+    from tests.unit.node.fakes import FakeGossip
+
+    params = dataclasses.replace(REGTEST, max_block_txs=40)
+    chain, pool = FakeChain(params), Mempool(params)
+    for i in range(50):
+        pool.admit(transfer(sender=dev_identity(i % 4), nonce=i), chain.chain, no_verdict)
+
+    class Templates(FakeChain):
+        def template(self, miner: bytes, txs: Any = (), fees: int = 0) -> Any:
+            tip = self.chain.tip
+            return build_block(
+                params, tip.hash, tip.height + 1, self.chain.next_bits(tip), tip.header.time + 1,
+                miner, txs=txs, fees=fees,
+            )  # fmt: skip
+
+    chain.__class__ = Templates
+    closes = [RoundCloseTx(bytes([i]) * 32, 0, bytes(32)) for i in range(3)]
+    svc = MiningService(
+        NODE_KEY, chain, pool, no_verdict, Relay(chain, FakeGossip()),  # type: ignore[arg-type]
+        MiningSettings(), extra_txs=lambda _txs: list(closes),
+    )  # fmt: skip
+    blk = svc.template()
+    assert len(blk.txs) <= params.max_block_txs
+    assert [tx for tx in blk.txs if isinstance(tx, RoundCloseTx)] == closes
+    assert len(blk.txs) > 1 + len(closes)  # the pool still fills the rest
+    check_block_body(blk, [tx_id(tx) for tx in blk.txs], params)  # bad-tx-count
