@@ -23,9 +23,10 @@ the target column says so.
 A fresh devnet starts at the proof-of-work limit, so its first retarget
 windows (24 blocks) come faster than 5 s apart, and the node's first task
 also pays for the training pool's spawn: ``--warmup`` tasks (default 1) run
-first and are not measured. Blocks in the window still come at the spacing
-the difficulty has reached by then; the script prints the measured seconds
-per block beside the target spacing.
+first and are not measured, and measuring starts at height ``--settle`` x 24
+(default 2 windows, ~1.5 min). Blocks in the window still come at the spacing
+the difficulty has reached by then (and the hash rate a loaded machine
+leaves); the script prints the measured seconds per block beside the target.
 
     python scripts/bench_payout.py [--quick] [--tasks N] [--nodes K]
 """
@@ -124,8 +125,9 @@ def measure_task(node: DevNode, cid: str, rounds: int, nodes: int, timeout: floa
 
     wait_until_sync(closed, timeout, POLL, what=f"task {tid[:12]} closed")
     closed_seen, view = seen["closed"]
-    if not view.get("payout"):
-        raise RuntimeError(f"task {tid} closed without a payout: {view}")
+    if not view.get("best") or not view.get("payout"):
+        # Closed at its deadline without a result: a refund, not a bounty paid.
+        raise RuntimeError(f"task {tid} closed without a winner: {view.get('failures')}")
     # The winner: the best result's trainer; its share may come in several entries.
     winner = str(view["best"]["trainer"])
     amount = sum(int(p["amount"]) for p in view["payout"] if p["to"] == winner)
@@ -186,6 +188,18 @@ def measure_task(node: DevNode, cid: str, rounds: int, nodes: int, timeout: floa
     )
 
 
+def settle(node: DevNode, height: int, timeout: float) -> None:
+    """Until the tip is at ``height`` (past the first retarget windows, whose
+    blocks come faster than the target spacing)."""
+    wait_until_sync(
+        lambda: int(node.api.get("/status")["height"]) >= height,
+        timeout,
+        1.0,
+        what=f"height {height}",
+    )
+    print(f"(height {height} reached: measuring)", flush=True)
+
+
 def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
     """median (min-max) of ``xs``."""
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
@@ -193,18 +207,26 @@ def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 tasks")
+    ap.add_argument("--quick", action="store_true", help="2 tasks, measured from height 24")
     ap.add_argument("--tasks", type=int, default=3, help="tasks measured, one after another")
     ap.add_argument("--nodes", type=int, default=1, help="devnet node processes (1 or 2)")
     ap.add_argument("--rounds", type=int, default=1, help="training rounds per node per task")
+    ap.add_argument(
+        "--settle",
+        type=int,
+        default=2,
+        help="retarget windows mined before measuring (the spacing settles towards 5 s)",
+    )
     ap.add_argument(
         "--warmup", type=int, default=1, help="tasks run first and not measured (see the docstring)"
     )
     ap.add_argument("--keep", type=Path, help="keep the devnet's directory here (for its logs)")
     args = ap.parse_args()
     n_tasks = 2 if args.quick else args.tasks
-    if n_tasks < 1 or args.nodes < 1 or args.rounds < 1 or args.warmup < 0:
-        ap.error("--tasks, --nodes and --rounds must be >= 1, --warmup >= 0")
+    if args.quick:
+        args.settle = min(args.settle, 1)
+    if n_tasks < 1 or args.nodes < 1 or args.rounds < 1 or min(args.warmup, args.settle) < 0:
+        ap.error("--tasks, --nodes and --rounds must be >= 1, --warmup and --settle >= 0")
     timeout = 300.0
     print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     done: list[Measured] = []
@@ -218,9 +240,18 @@ def main() -> None:
             csv = base / "diabetes.csv"
             load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
             cid = str(node.api.upload("/datasets", csv)["cid"])
+            # The dev keys' genesis bonds must be bond_maturity blocks older than
+            # the block that seeds a task, or the node's own results are refused
+            # ("bond-too-young") and the task closes at its deadline unpaid.
+            wait_until_sync(
+                lambda: int(node.api.get("/status")["height"]) > DEVNET.bond_maturity,
+                timeout,
+                POLL,
+                what="the dev bonds mature",
+            )
             for i in range(args.warmup + n_tasks):
-                if i == args.warmup and i:
-                    print("(warm-up done; measuring)", flush=True)
+                if i == args.warmup:
+                    settle(node, args.settle * DEVNET.retarget_window, timeout)
                 try:
                     m = measure_task(node, cid, args.rounds, args.nodes, timeout)
                 except ApiError as exc:
