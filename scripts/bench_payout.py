@@ -16,8 +16,9 @@ own rounds are in. For each task it polls the node and records
 
 Printed: close -> payout in blocks and seconds, median (min-max) over the
 tasks, beside the rules before consensus v2 (bounty credited in the block
-that closed the task: 0 blocks, 0 s) and protocol 4's window (devnet
-``payout_window`` blocks x 5 s target spacing). The issue names no target:
+that closed the task: 0 blocks, 0 s) and the window the rules set (devnet
+``payout_window`` blocks x 5 s target spacing: 8 in protocol 5, 6 in
+protocol 4). The issue names no target:
 the target column says so.
 
 A fresh devnet starts at the proof-of-work limit, so its first retarget
@@ -274,13 +275,13 @@ def main() -> None:
         f"{statistics.median(blocks):.0f} blocks",
         "none given",
         f"{spread(blocks, '{:.0f}')} over {n}; before consensus v2: 0 blocks (credited at "
-        f"close); protocol 4 window: {window} blocks",
+        f"close); devnet payout_window: {window} blocks (protocol 4: 6)",
     )
     figure(
         "payout: close -> payout, seconds",
         f"{statistics.median(secs):.1f} s",
         "none given",
-        f"{spread(secs)} s; before consensus v2: 0 s; protocol 4 window at the "
+        f"{spread(secs)} s; before consensus v2: 0 s; devnet payout_window at the "
         f"{spacing} s target spacing: {window * spacing} s",
     )
     per_block = [m.seconds / m.blocks for m in done if m.blocks]
