@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pml.api.client import ApiClient
+from p2pml.chain.params import NETWORKS
 from p2pml.errors import ApiError
 
 STARTUP_TIMEOUT = 90.0
@@ -217,6 +218,15 @@ class Devnet:
         first, publisher = self.nodes[0], self.nodes[min(1, len(self.nodes) - 1)]
         cid = first.api.upload("/datasets", csv)["cid"]
         self.say(f"dataset diabetes.csv (442 rows) added on node1: {cid}")
+        # A result counts only from a bond registered bond_maturity blocks
+        # before the task's block: the dev keys' genesis bonds must be that
+        # old first, or every result is refused (bond-too-young).
+        mature = NETWORKS[self.network].bond_maturity
+        deadline_s = time.monotonic() + 300
+        while publisher.api.get("/status")["height"] < mature - 1:
+            if time.monotonic() > deadline_s:
+                raise RuntimeError(f"no block {mature - 1} after 300 s")
+            time.sleep(0.5)
         task = publisher.api.post(
             "/tasks",
             {
