@@ -9,6 +9,11 @@ audits the result through the verifier (in a worker process, never on the
 event loop), then signs and gossips an :class:`AttestTx` with the verdict.
 Nodes outside a committee re-train nothing. A result whose data cannot be
 fetched now is tried again at the next tip, while its window lasts.
+
+An attestation from gossip that comes before its beacon block
+(``attest-too-early``) is held in a bounded buffer
+(:mod:`p2pml.node.attest_orphans`) and pooled, then relayed, once the tip
+reaches the beacon; without it, a pool that gossip outran never got it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from p2pml.chain.audits import audit_queue_key
+from p2pml.chain.audits import audit_queue_key, eligible_auditor
+from p2pml.chain.bonds import bond_key
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.taskkeys import result_key, task_key
 from p2pml.chain.types import AttestTx, ResultTx
 from p2pml.crypto import Identity
-from p2pml.errors import ValidationError
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.node.attest_orphans import AttestOrphans
 from p2pml.node.mempool import Mempool
 from p2pml.node.pool_entry import PoolEntry
 from p2pml.node.ports import ChainAccess, ResultVerifier, Spawn, TxRelay
@@ -58,6 +65,10 @@ class AuditService:
         self._sent: OrderedDict[bytes, None] = OrderedDict()
         #: audits by outcome ("passed", "failed", "pending"), for /metrics
         self.counts: Counter[str] = Counter()
+        self.orphans = AttestOrphans()
+        self._relay = relay
+        # Held attestations are retried whether or not this node attests.
+        chain.on_tip_changed(self._retry_orphans)
         if enabled:
             chain.on_tip_changed(self._tip_changed)
 
@@ -156,10 +167,49 @@ class AuditService:
         return tx
 
     async def submit(self, tx: AttestTx, source: str) -> None:
-        """Pool an attestation (ValidationError with the reason if it may not enter)."""
-        self._entry.admit(tx)
+        """Pool an attestation (ValidationError with the reason if it may not
+        enter; one from a peer that is early for its beacon is also held, and
+        pooled when the beacon connects)."""
+        try:
+            self._entry.admit(tx)
+        except ValidationError as exc:
+            if exc.reason == "attest-too-early" and source != "api":
+                self._hold(tx, source)
+            raise
+        self._entered(tx, source)
+
+    def _entered(self, tx: AttestTx, source: str) -> None:
         verdict = "pass" if tx.passed else "fail"
         self._entry.entered(
             f"attestation ({verdict}) of {tx.result_id.hex()[:16]} by {tx.attester.hex()[:16]}",
             source,
         )
+
+    # -- attestations early for their beacon ----------------------------------------------
+
+    def _hold(self, tx: AttestTx, peer: str) -> None:
+        """Buffer ``tx``, refused as early (so its signature was checked), if
+        its attester can sit on a committee at the beacon: a bonded key."""
+        state = self._chain.chain.state
+        rec = state.get(result_key(tx.result_id))
+        if rec is None:  # the result is only pooled here: its beacon is further off
+            return
+        beacon_at = int(rec["beacon_at"])
+        params = self._chain.params
+        if tx.attester == bytes(rec["trainer"]) or not eligible_auditor(
+            state.get(bond_key(tx.attester)), params, beacon_at
+        ):
+            return
+        if self.orphans.add(tx, peer, beacon_at, beacon_at + params.attest_window):
+            log.debug("attestation %s held until height %d", tx.id.hex()[:16], beacon_at)
+
+    def _retry_orphans(self, _update: ChainUpdate) -> None:
+        for o in self.orphans.take_ready(self._chain.chain.height):
+            try:
+                self._entry.admit(o.tx)
+            except (ValidationError, MissingDataError) as exc:
+                log.debug("held attestation %s refused: %s", o.tx.id.hex()[:16], exc)
+                continue
+            self._entered(o.tx, o.peer)
+            # Gossip dropped it on the way here (we ignored it): send it on.
+            self._spawn(self._relay.tx(o.tx), "relay-attest")
