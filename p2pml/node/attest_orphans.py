@@ -1,19 +1,22 @@
 """Attestations that came before their beacon block, held until it connects.
 
 A committee member attests as soon as its audit ends; its attestation can
-reach a peer before the beacon block does (``attest-too-early`` there).
-Refused and dropped, it would never be sent again, and that pool (and what
-it relays) would lack it. :class:`AttestOrphans` keeps such attestations
-until the tip reaches their beacon height, then hands them back to be
-pooled again.
+reach a peer before the beacon block does (``attest-too-early`` there), or
+even before the result's block (``attest-unknown-result``: the peer lags,
+or that block waits for its data). Refused and dropped, it would never be
+sent again, and that pool (and what it relays) would lack it.
+:class:`AttestOrphans` keeps such attestations until the tip reaches a
+given height (the beacon's, or the next block for an unknown result), then
+hands them back to be tried again (:class:`p2pml.node.audits.AuditService`).
 
 Bounded (issue 14's rule): at most ``per_peer`` entries from one peer and
 ``total`` in all; a full peer loses its oldest entry, a full buffer the
 oldest entry of the peer holding most. One entry per (attester, result):
-the attester's later variants are ignored. Entries expire once their
-attest window has ended. What enters has had its signature checked and
-comes from a key that can sit on a committee at the beacon (the caller's
-job), so filling the buffer needs bonded keys, not just bytes.
+the attester's later variants are ignored. Entries expire at a height
+(the end of the attest window, or a bound for an unknown result). What
+enters has had its signature checked and comes from a key that can sit on
+a committee at the beacon (the caller's job), so filling the buffer needs
+bonded keys, not just bytes.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ Nodes outside a committee re-train nothing. A result whose data cannot be
 fetched now is tried again at the next tip, while its window lasts.
 
 An attestation from gossip that comes before its beacon block
-(``attest-too-early``) is held in a bounded buffer
-(:mod:`p2pml.node.attest_orphans`) and pooled, then relayed, once the tip
-reaches the beacon; without it, a pool that gossip outran never got it.
+(``attest-too-early``) or its result's block (``attest-unknown-result``) is
+held in a bounded buffer (:mod:`p2pml.node.attest_orphans`) and pooled,
+then relayed, once the tip reaches them; without it, a pool that gossip
+outran never got it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from p2pml.node.verifier import Request
 log = logging.getLogger(__name__)
 
 SENT_MAX = 10_000  # result ids we attested, remembered (far above a window's worth)
+# Refusals of a peer's attestation that a later tip may lift: it is held.
+EARLY = frozenset({"attest-too-early", "attest-unknown-result"})
 
 
 class AuditService:
@@ -168,13 +171,13 @@ class AuditService:
 
     async def submit(self, tx: AttestTx, source: str) -> None:
         """Pool an attestation (ValidationError with the reason if it may not
-        enter; one from a peer that is early for its beacon is also held, and
-        pooled when the beacon connects)."""
+        enter; one from a peer that is early, for its beacon or for the block
+        of its result, is also held and pooled once they connect)."""
         try:
             self._entry.admit(tx)
         except ValidationError as exc:
-            if exc.reason == "attest-too-early" and source != "api":
-                self._hold(tx, source)
+            if exc.reason in EARLY and source != "api":
+                self._hold(tx, source, exc.reason)
             raise
         self._entered(tx, source)
 
@@ -187,28 +190,47 @@ class AuditService:
 
     # -- attestations early for their beacon ----------------------------------------------
 
-    def _hold(self, tx: AttestTx, peer: str) -> None:
+    def _hold(self, tx: AttestTx, peer: str, reason: str, expires_at: int | None = None) -> None:
         """Buffer ``tx``, refused as early (so its signature was checked), if
-        its attester can sit on a committee at the beacon: a bonded key."""
-        state = self._chain.chain.state
+        its attester may sit on the committee: a bonded key, not the trainer.
+        Early for its beacon: held until the tip reaches it. Its result's
+        block unknown here (we lag, or that block waits for its data): tried
+        at every tip until its result's window could have ended."""
+        state, params = self._chain.chain.state, self._chain.params
+        tip = self._chain.chain.height
         rec = state.get(result_key(tx.result_id))
-        if rec is None:  # the result is only pooled here: its beacon is further off
+        if reason == "attest-too-early" and rec is not None:
+            ready_at = int(rec["beacon_at"])
+            if tx.attester == bytes(rec["trainer"]):
+                return
+            expires = ready_at + params.attest_window
+        elif reason == "attest-unknown-result" and rec is None:
+            # The result's block is one we lack: at the earliest the next. Held
+            # again at each tip while unknown, never past its first deadline.
+            ready_at = tip + 1
+            expires = tip + 1 + params.audit_delay + params.attest_window
+            if expires_at is not None:
+                expires = min(expires, expires_at)
+        else:  # only pooled here (its beacon is further off), or a reorg raced
             return
-        beacon_at = int(rec["beacon_at"])
-        params = self._chain.params
-        if tx.attester == bytes(rec["trainer"]) or not eligible_auditor(
-            state.get(bond_key(tx.attester)), params, beacon_at
-        ):
+        if not eligible_auditor(state.get(bond_key(tx.attester)), params, ready_at):
             return
-        if self.orphans.add(tx, peer, beacon_at, beacon_at + params.attest_window):
-            log.debug("attestation %s held until height %d", tx.id.hex()[:16], beacon_at)
+        if self.orphans.add(tx, peer, ready_at, expires):
+            log.debug(
+                "attestation %s held (%s) until height %d", tx.id.hex()[:16], reason, ready_at
+            )
 
     def _retry_orphans(self, _update: ChainUpdate) -> None:
         for o in self.orphans.take_ready(self._chain.chain.height):
             try:
                 self._entry.admit(o.tx)
-            except (ValidationError, MissingDataError) as exc:
-                log.debug("held attestation %s refused: %s", o.tx.id.hex()[:16], exc)
+            except ValidationError as exc:
+                if exc.reason in EARLY:  # still early (the result's block came, not its beacon)
+                    self._hold(o.tx, o.peer, exc.reason, o.expires_at)
+                else:
+                    log.debug("held attestation %s refused: %s", o.tx.id.hex()[:16], exc)
+                continue
+            except MissingDataError:
                 continue
             self._entered(o.tx, o.peer)
             # Gossip dropped it on the way here (we ignored it): send it on.

@@ -170,25 +170,27 @@ def test_a_miner_grinding_its_results_committee_still_loses_its_bond(
             beacon, committee, tries = grind(local, holder, lie.id)
             local.feed(beacon, int(time.time())).raise_error()
             assert local.chain.state.get(result_key(lie.id))["audit"]["committee"] == committee
-            # Release: the honest nodes learn of both blocks only now.
-            for blk in (holder, beacon):
-                await hp.publish_raw("blocks", encode_block(blk))
+
+            # Release: the honest nodes learn of both blocks only now. The
+            # colluders' "pass" attestations (no audit behind them) go out
+            # before the beacon: early, held by each node until the beacon
+            # connects, then pooled and relayed (before the attestation
+            # buffer, refused as attest-too-early and lost).
+            async def at_tip(blk: Block) -> None:
                 await wait_until(
-                    lambda blk=blk: asyncio.to_thread(lambda: a.status()["tip"] == blk.hash.hex()),
+                    lambda: asyncio.to_thread(lambda: a.status()["tip"] == blk.hash.hex()),
                     timeout=120,
                     what="the released block at node a's tip",
                 )
-            # The ground committee attests "pass" without auditing.
+
+            await hp.publish_raw("blocks", encode_block(holder))
+            await at_tip(holder)
             for k in COLLUDERS:
                 if k.public_key in committee:
                     tx = AttestTx(k.public_key, lie.id, True, 0).signed_by(k, REGTEST.genesis_hash)
                     await hp.publish_raw("attests", encode_tx(tx))
-            n = len([k for k in committee if k.hex() in colluder_keys])
-            await wait_until(
-                lambda: asyncio.to_thread(lambda: len(pooled(a, "attest")) >= n),
-                timeout=60,
-                what="the colluders' attestations pooled",
-            )
+            await hp.publish_raw("blocks", encode_block(beacon))
+            await at_tip(beacon)
             return committee, tries
         finally:
             await hp.stop()
@@ -199,6 +201,12 @@ def test_a_miner_grinding_its_results_committee_still_loses_its_bond(
         f"{sum(k.hex() in colluder_keys for k in committee)}/{len(committee)} colluders"
     )
     sync_blocks(trio)
+    for n in trio:  # every pool got the early attestations
+        wait_until_sync(
+            lambda n=n: {t["attester"] for t in pooled(n, "attest")} >= colluder_keys,
+            60,
+            what=f"the colluders' attestations pooled at node {n.index}",
+        )
     got = a.api.get(f"/results/{lie.id.hex()}")
     assert {k.hex() for k in committee} == colluder_keys  # the grind worked...
     assert set(got["audit"]["committee"]) == colluder_keys

@@ -213,6 +213,43 @@ async def test_an_attestation_before_its_beacon_is_held_then_pooled_and_relayed(
     assert {bytes(a[0]) for a in rec["attestations"]} == members
 
 
+async def test_an_attestation_before_its_results_block_is_held_through_the_beacon() -> None:
+    """A node that lacks the result's block too (it lags, or that block waits
+    for its data) holds the attestation, then holds it for the beacon."""
+    w = World()
+    t = task()
+    seed = (await w.mine(t)).hash
+    r = ResultTx(
+        t.id, seed, 0, TRAINER.public_key, 0.5, cid_of_bytes(b"a model"), 100, 5, FEE
+    ).signed_by(TRAINER, REGTEST.genesis_hash)
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    node.svc.enabled = False
+    early = [attest(who, r.id) for who in DEV if who.public_key != TRAINER.public_key]
+    for a in early:
+        with pytest.raises(ValidationError) as exc:
+            await node.svc.submit(a, "peer-x")
+        assert exc.value.reason == "attest-unknown-result"
+    assert len(node.svc.orphans) == len(early)
+    await w.mine(r)  # the result's block: now early for the beacon
+    assert len(node.svc.orphans) == len(early) and not node.attests()
+    await w.mine()  # the beacon
+    await w.jobs.settle()
+    assert {a.attester for a in node.attests()} == w.committee(r.id)
+    assert len(node.svc.orphans) == 0
+
+
+async def test_an_attestation_of_a_result_that_never_comes_expires() -> None:
+    w = World()
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    with pytest.raises(ValidationError):
+        await node.svc.submit(attest(DEV[2], bytes(32)), "peer-x")
+    assert len(node.svc.orphans) == 1
+    for _ in range(1 + REGTEST.audit_delay + REGTEST.attest_window):
+        assert len(node.svc.orphans) == 1
+        await w.mine()
+    assert len(node.svc.orphans) == 0
+
+
 async def test_only_signed_attestations_of_bonded_keys_are_held() -> None:
     w = World()
     r = await w.result()
