@@ -8,11 +8,13 @@ docs/consensus.md "Audit committees" is the specification; in short:
   is **selected** (always if it is then a winner of its task's bounty, else
   ``SHA-256("p2pml-audit" || beacon || result id)`` read as a big-endian
   u64 from its first 8 bytes is below ``floor(audit_fraction * 2^64)``), and
-  for a selected result its **committee**: the bonded keys eligible at
-  ``b`` (bond >= ``min_bond``, not unbonding, registered at least
-  ``bond_maturity`` blocks before ``b``, not the trainer) sorted by
-  ``SHA-256("p2pml-committee" || beacon || result id || key)`` ascending,
-  the first ``committee_size`` of them.
+  for a selected result its **committee**: the first ``committee_size``
+  keys eligible at ``b`` (bond >= ``min_bond``, not unbonding, registered
+  at least ``bond_maturity`` blocks before ``b``, not the trainer) in the
+  order of a Fisher-Yates shuffle of the sorted bonded-key index, drawn
+  lazily from ``SHA-256("p2pml-committee" || beacon || result id || j)``
+  (protocol 6; :func:`committee_positions`): O(committee_size) steps when
+  most bonded keys are eligible, not a rank of every bonded key.
 * Whoever includes the result does not know the beacon: to choose the
   outcome it must also mine the ``audit_delay`` blocks after it and throw
   away the ones whose hash draws badly, a block of work per try.
@@ -36,10 +38,10 @@ whose beacon is that height, kept until their attest window ends.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from p2pml.chain.bonds import bond_key, bonded_keys
+from p2pml.chain.bonds import BONDED_KEY, bond_key
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.taskkeys import result_key, task_key
@@ -79,8 +81,20 @@ def is_selected(params: NetworkParams, beacon: bytes, result_id: bytes, winner: 
     return audit_draw(beacon, result_id) < int(params.audit_fraction * 2**64)
 
 
-def committee_rank(beacon: bytes, result_id: bytes, key: bytes) -> bytes:
-    return hashlib.sha256(COMMITTEE_TAG + beacon + result_id + key).digest()
+def committee_positions(beacon: bytes, result_id: bytes, n: int) -> Iterator[int]:
+    """Positions ``0 .. n-1`` of the bonded-key index in the order the draw
+    visits them: a Fisher-Yates shuffle run lazily, one step per position
+    taken. Step ``j`` swaps ``j`` with ``j + d mod (n - j)``, ``d`` the first
+    8 bytes, big-endian, of ``SHA-256("p2pml-committee" || beacon ||
+    result id || u32 BE j)``, and yields what lands at ``j``. O(1) per step:
+    only the swapped places are remembered."""
+    moved: dict[int, int] = {}
+    for j in range(n):
+        digest = hashlib.sha256(COMMITTEE_TAG + beacon + result_id + j.to_bytes(4, "big")).digest()
+        r = j + int.from_bytes(digest[:8], "big") % (n - j)
+        pick = moved.get(r, r)
+        moved[r] = moved.pop(j, j)
+        yield pick
 
 
 def eligible_auditor(bond: dict[str, Any] | None, params: NetworkParams, height: int) -> bool:
@@ -100,15 +114,20 @@ def draw_committee(
     result_id: bytes,
     trainer: bytes,
 ) -> list[bytes]:
-    """The committee of a result whose beacon is the block at ``height``.
-    Reads every bonded key once (the index), so O(bonded keys)."""
-    keys = [
-        k
-        for k in bonded_keys(view)
-        if k != trainer and eligible_auditor(view.get(bond_key(k)), params, height)
-    ]
-    keys.sort(key=lambda k: committee_rank(beacon, result_id, k))
-    return keys[: params.committee_size]
+    """The committee of a result whose beacon is the block at ``height``:
+    the first ``committee_size`` eligible keys in the shuffled order of the
+    bonded-key index. Reads one bond per key visited: ``committee_size``
+    when every bonded key is eligible, ``committee_size x bonded / eligible``
+    expected otherwise (an ineligible key is a bond locked for nothing)."""
+    keys = view.get(BONDED_KEY, [])
+    out: list[bytes] = []
+    for pos in committee_positions(beacon, result_id, len(keys)):
+        k = bytes(keys[pos])
+        if k != trainer and eligible_auditor(view.get(bond_key(k)), params, height):
+            out.append(k)
+            if len(out) == params.committee_size:
+                break
+    return out
 
 
 def schedule_audit(view: StateView, ctx: BlockContext, result_id: bytes, fee: int) -> int:

@@ -198,7 +198,12 @@ class _Pubsub(Pubsub):
         a 1 KB message, for every message a validator refuses: most of a
         flood), and ran each validator in a nursery of its own."""
         msg_id = self._msg_id_constructor(msg)
-        cached = self.validation_cache.get(msg_id)
+        # Not for our own publish: a message we refused from a peer (ignored
+        # while it could not be judged yet: an attestation before its beacon,
+        # a result before its check) and accepted since is ours to send on;
+        # its cached refusal would drop it silently for the cache's 300 s.
+        own = msg_forwarder == self.my_id
+        cached = None if own else self.validation_cache.get(msg_id)
         if cached is not None:
             if not cached.is_valid:
                 raise ValidationError(f"cached: {cached.error_message}")

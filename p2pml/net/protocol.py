@@ -21,6 +21,8 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
+# Version 6: audit committees drawn by a hashed shuffle of the bonded-key
+# index (O(committee size) per selected result), no wire change.
 # Version 5: federated rounds (update and round-close transactions, an
 # "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"
@@ -33,7 +35,7 @@ from p2pml.errors import DecodeError
 # Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges", "updates")
 
 MAX_HEADERS = 2_000

@@ -9,6 +9,12 @@ audits the result through the verifier (in a worker process, never on the
 event loop), then signs and gossips an :class:`AttestTx` with the verdict.
 Nodes outside a committee re-train nothing. A result whose data cannot be
 fetched now is tried again at the next tip, while its window lasts.
+
+An attestation from gossip that comes before its beacon block
+(``attest-too-early``) or its result's block (``attest-unknown-result``) is
+held in a bounded buffer (:mod:`p2pml.node.attest_orphans`) and pooled,
+then relayed, once the tip reaches them; without it, a pool that gossip
+outran never got it.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from p2pml.chain.audits import audit_queue_key
+from p2pml.chain.audits import audit_queue_key, eligible_auditor
+from p2pml.chain.bonds import bond_key
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.taskkeys import result_key, task_key
 from p2pml.chain.types import AttestTx, ResultTx
 from p2pml.crypto import Identity
-from p2pml.errors import ValidationError
+from p2pml.errors import MissingDataError, ValidationError
+from p2pml.node.attest_orphans import AttestOrphans
 from p2pml.node.mempool import Mempool
 from p2pml.node.pool_entry import PoolEntry
 from p2pml.node.ports import ChainAccess, ResultVerifier, Spawn, TxRelay
@@ -32,6 +40,8 @@ from p2pml.node.verifier import Request
 log = logging.getLogger(__name__)
 
 SENT_MAX = 10_000  # result ids we attested, remembered (far above a window's worth)
+# Refusals of a peer's attestation that a later tip may lift: it is held.
+EARLY = frozenset({"attest-too-early", "attest-unknown-result"})
 
 
 class AuditService:
@@ -58,6 +68,10 @@ class AuditService:
         self._sent: OrderedDict[bytes, None] = OrderedDict()
         #: audits by outcome ("passed", "failed", "pending"), for /metrics
         self.counts: Counter[str] = Counter()
+        self.orphans = AttestOrphans()
+        self._relay = relay
+        # Held attestations are retried whether or not this node attests.
+        chain.on_tip_changed(self._retry_orphans)
         if enabled:
             chain.on_tip_changed(self._tip_changed)
 
@@ -156,10 +170,68 @@ class AuditService:
         return tx
 
     async def submit(self, tx: AttestTx, source: str) -> None:
-        """Pool an attestation (ValidationError with the reason if it may not enter)."""
-        self._entry.admit(tx)
+        """Pool an attestation (ValidationError with the reason if it may not
+        enter; one from a peer that is early, for its beacon or for the block
+        of its result, is also held and pooled once they connect)."""
+        try:
+            self._entry.admit(tx)
+        except ValidationError as exc:
+            if exc.reason in EARLY and source != "api":
+                self._hold(tx, source, exc.reason)
+            raise
+        self._entered(tx, source)
+
+    def _entered(self, tx: AttestTx, source: str) -> None:
         verdict = "pass" if tx.passed else "fail"
         self._entry.entered(
             f"attestation ({verdict}) of {tx.result_id.hex()[:16]} by {tx.attester.hex()[:16]}",
             source,
         )
+
+    # -- attestations early for their beacon ----------------------------------------------
+
+    def _hold(self, tx: AttestTx, peer: str, reason: str, expires_at: int | None = None) -> None:
+        """Buffer ``tx``, refused as early (so its signature was checked), if
+        its attester may sit on the committee: a bonded key, not the trainer.
+        Early for its beacon: held until the tip reaches it. Its result's
+        block unknown here (we lag, or that block waits for its data): tried
+        at every tip until its result's window could have ended."""
+        state, params = self._chain.chain.state, self._chain.params
+        tip = self._chain.chain.height
+        rec = state.get(result_key(tx.result_id))
+        if reason == "attest-too-early" and rec is not None:
+            ready_at = int(rec["beacon_at"])
+            if tx.attester == bytes(rec["trainer"]):
+                return
+            expires = ready_at + params.attest_window
+        elif reason == "attest-unknown-result" and rec is None:
+            # The result's block is one we lack: at the earliest the next. Held
+            # again at each tip while unknown, never past its first deadline.
+            ready_at = tip + 1
+            expires = tip + 1 + params.audit_delay + params.attest_window
+            if expires_at is not None:
+                expires = min(expires, expires_at)
+        else:  # only pooled here (its beacon is further off), or a reorg raced
+            return
+        if not eligible_auditor(state.get(bond_key(tx.attester)), params, ready_at):
+            return
+        if self.orphans.add(tx, peer, ready_at, expires):
+            log.debug(
+                "attestation %s held (%s) until height %d", tx.id.hex()[:16], reason, ready_at
+            )
+
+    def _retry_orphans(self, _update: ChainUpdate) -> None:
+        for o in self.orphans.take_ready(self._chain.chain.height):
+            try:
+                self._entry.admit(o.tx)
+            except ValidationError as exc:
+                if exc.reason in EARLY:  # still early (the result's block came, not its beacon)
+                    self._hold(o.tx, o.peer, exc.reason, o.expires_at)
+                else:
+                    log.debug("held attestation %s refused: %s", o.tx.id.hex()[:16], exc)
+                continue
+            except MissingDataError:
+                continue
+            self._entered(o.tx, o.peer)
+            # Gossip dropped it on the way here (we ignored it): send it on.
+            self._spawn(self._relay.tx(o.tx), "relay-attest")

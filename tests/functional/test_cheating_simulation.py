@@ -12,9 +12,10 @@ challenges it, and the dispute voids it. The copy fails the cheap checks
 a block. At the end no bounty went to a cheater, every included cheat's
 bond is slashed, and no honest trainer lost anything.
 
-(The issue's fourth kind, a miner withholding blocks to grind the audit
-draw, has nothing left to grind: inclusion no longer draws audits, and a
-dispute resolves the same way in every block.)
+(The issue's fourth kind, a miner withholding blocks to grind its result's
+audit committee, is tests/functional/test_withholding_miner.py: its grind
+succeeds and buys nothing, since a watchtower's challenge and the dispute
+do not depend on the draw.)
 """
 
 from __future__ import annotations

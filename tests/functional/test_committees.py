@@ -23,7 +23,7 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.types import UnbondTx
 from tests.framework.cli import cli
 from tests.framework.hostile_peer import HostilePeer
-from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
+from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks, sync_mempools
 from tests.framework.waiting import wait_until, wait_until_sync
 
 AUDITS = re.compile(r'^p2pml_committee_audits_total\{outcome="(\w+)"\} (\d+)$', re.M)
@@ -121,9 +121,11 @@ def test_the_committee_and_only_it_re_trains_attests_and_is_paid(
     # The three members re-train and gossip their attestations.
     wait_until_sync(lambda: len(pooled(a, "attest")) == 3, 180, what="three attestations")
     assert {tx["attester"] for tx in pooled(a, "attest")} == members
-    # Not every pool need hold all three: an attestation that reaches a peer
-    # before the beacon block does is refused there (`attest-too-early`,
-    # harmless) and not sent again. The miner's pool has them all (above).
+    # Every pool holds all three: one that reached a peer before the beacon
+    # block did (`attest-too-early` there) was held and pooled at the beacon.
+    sync_mempools(everyone)
+    for n in everyone:
+        assert {tx["attester"] for tx in pooled(n, "attest")} == members, n
     before = {n: balance(a, dev_identity(i).public_key.hex()) for i, n in ((2, v2), (3, v3))}
     a.mine(1)
     sync_blocks(everyone)

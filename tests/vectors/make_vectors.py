@@ -912,21 +912,33 @@ def audit_vectors() -> dict[str, Any]:
         {"beacon": b.hex(), "result_id": r.hex(), "draw": d, "selected": d < threshold}
         for d, b, r in chosen
     ]
-    # Committee order: eligible keys sorted by
-    # SHA-256("p2pml-committee" || beacon || result id || key), ascending.
+    # Committees (protocol 6): a Fisher-Yates shuffle of the sorted bonded
+    # keys, step j swapping j with j + d mod (n - j), d = first 8 bytes, big
+    # endian, of SHA-256("p2pml-committee" || beacon || result id || u32 BE j);
+    # the first `size` eligible keys (not the trainer) in shuffled order.
     committees = []
-    for i in range(3):
+    for i in range(4):
         beacon, rid = sha256(b"beacon %d" % i), sha256(b"rid %d" % i)
-        keys = [sha256(b"key %d %d" % (i, j)) for j in range(6)]
-        order = sorted(
-            keys, key=lambda k: hashlib.sha256(b"p2pml-committee" + beacon + rid + k).digest()
-        )
+        bonded = sorted(sha256(b"key %d %d" % (i, j)) for j in range(8 + 3 * i))
+        ineligible = bonded[1::3]  # immature, unbonding or under min_bond
+        trainer = bonded[2]
+        size = 3 if i < 3 else len(bonded)  # the last: fewer eligible than seats
+        order = list(bonded)
+        for j in range(len(order)):
+            d = hashlib.sha256(b"p2pml-committee" + beacon + rid + j.to_bytes(4, "big")).digest()
+            r = j + int.from_bytes(d[:8], "big") % (len(order) - j)
+            order[j], order[r] = order[r], order[j]
+        committee = [k for k in order if k != trainer and k not in ineligible][:size]
         committees.append(
             {
                 "beacon": beacon.hex(),
                 "result_id": rid.hex(),
-                "keys": [k.hex() for k in keys],
-                "order": [k.hex() for k in order],
+                "bonded": [k.hex() for k in bonded],
+                "ineligible": [k.hex() for k in ineligible],
+                "trainer": trainer.hex(),
+                "committee_size": size,
+                "shuffled": [k.hex() for k in order],
+                "committee": [k.hex() for k in committee],
             }
         )
     return {

@@ -123,3 +123,36 @@ async def test_default_handler_is_backend_on_gossip(net: Net) -> None:
     assert isinstance(be, MemoryChainBackend)
     await wait_until(lambda: len(be.gossip) == 1, what="on_gossip")
     assert be.gossip[0] == ("results", b"hello", a.peer_id)
+
+
+async def test_a_message_refused_then_accepted_is_sent_on_by_its_own_publish(net: Net) -> None:
+    """B ignores a note from A (as a node ignores an attestation that came
+    before its beacon block, or a result whose check is still running), then
+    accepts it and publishes it itself: C, which only knows B, gets it.
+    Before, B's own publish hit B's cached refusal and was dropped."""
+    at_b: list[bytes] = []
+    at_c: list[bytes] = []
+
+    async def ignore(note: bytes, peer: str) -> Verdict:
+        at_b.append(note)
+        return Verdict.IGNORE
+
+    async def take(note: bytes, peer: str) -> Verdict:
+        at_c.append(note)
+        return Verdict.ACCEPT
+
+    def spec(handler: object) -> TopicSpec:
+        return TopicSpec("attests", 4096, _decode_note, _check_note, handle=handler)  # type: ignore[arg-type]
+
+    a = await net.node(topics=[spec(take)])
+    b = await net.node(bootstrap=tuple(a.listen_addrs()), topics=[spec(ignore)])
+    c = await net.node(bootstrap=tuple(b.listen_addrs()), topics=[spec(take)])
+    await wait_until(lambda: len(b.peers()) == 2 and len(c.peers()) == 1, what="line A-B-C")
+    for n in (a, b, c):
+        await wait_until(lambda n=n: n.gossip_peers("attests") >= 1, what="subscriptions")
+    note = packb(b"early attestation")
+    await a.publish("attests", note)
+    await wait_until(lambda: at_b == [b"early attestation"], what="B judged the note")
+    assert at_c == []  # ignored: not relayed
+    await b.publish("attests", note)  # B accepted it since: it sends it on
+    await wait_until(lambda: at_c == [b"early attestation"], what="the note at C")

@@ -11,11 +11,12 @@ import pytest
 
 from p2pml.chain.audits import (
     audit_queue_key,
-    committee_rank,
+    committee_positions,
+    draw_committee,
     fee_hold,
     is_selected,
 )
-from p2pml.chain.bonds import BONDED_KEY
+from p2pml.chain.bonds import BONDED_KEY, bond_key
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.tasks import result_key, task_key
 from p2pml.chain.txrules import handler_for
@@ -63,6 +64,115 @@ def at_beacon(c: Chain, rid: bytes) -> Block:
     return blk
 
 
+def shuffled(beacon: bytes, rid: bytes, keys: list[bytes]) -> list[bytes]:
+    """docs/consensus.md's committee shuffle, on a whole list (a second
+    reading of the rule: the code walks it lazily)."""
+    out = list(keys)
+    for j in range(len(out)):
+        d = hashlib.sha256(b"p2pml-committee" + beacon + rid + j.to_bytes(4, "big")).digest()
+        r = j + int.from_bytes(d[:8], "big") % (len(out) - j)
+        out[j], out[r] = out[r], out[j]
+    return out
+
+
+class FakeBonds:
+    """The two state reads a committee draw makes, counted: the bonded-key
+    index and bond records (``eligible(key)`` decides each one's)."""
+
+    def __init__(self, keys: list[bytes], eligible: Any = lambda _k: True) -> None:
+        self.keys = sorted(keys)
+        self.eligible = eligible
+        self.bond_reads = 0
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        if key == BONDED_KEY:
+            return self.keys
+        self.bond_reads += 1
+        k = key[len(bond_key(b"")) :]
+        return {
+            "amount": REGTEST.min_bond,
+            "height": 0,
+            "unbond_at": None if self.eligible(k) else 1,
+        }
+
+
+def key_n(i: int) -> bytes:
+    return hashlib.sha256(b"key %d" % i).digest()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 64])
+def test_the_shuffle_visits_every_position_once(n: int) -> None:
+    for i in range(5):
+        beacon, rid = key_n(1000 + i), key_n(2000 + i)
+        walk = list(committee_positions(beacon, rid, n))
+        assert sorted(walk) == list(range(n))
+        keys = [key_n(j) for j in range(n)]
+        assert [keys[p] for p in walk] == shuffled(beacon, rid, keys)
+
+
+def test_a_draw_reads_a_few_bonds_not_every_bonded_key() -> None:
+    """Version 5 read and ranked every bonded key per selected result."""
+    view = FakeBonds([key_n(i) for i in range(20_000)])
+    got = draw_committee(view, REGTEST, key_n(-1), 10**6, key_n(-2), key_n(5))  # type: ignore[arg-type]
+    assert len(got) == REGTEST.committee_size == len(set(got))
+    assert view.bond_reads <= REGTEST.committee_size + 1  # + the trainer, if visited
+    # A third eligible: about three times the reads, still nowhere near 20,000.
+    third = FakeBonds(view.keys, lambda k: k[0] % 3 == 0)
+    got = draw_committee(third, REGTEST, key_n(-1), 10**6, key_n(-2), key_n(5))  # type: ignore[arg-type]
+    assert len(got) == REGTEST.committee_size and all(k[0] % 3 == 0 for k in got)
+    assert third.bond_reads < 100
+
+
+def test_the_draw_is_uniform_over_eligible_keys_and_skips_the_rest() -> None:
+    keys = [key_n(i) for i in range(12)]
+    trainer, barred = keys[0], set(keys[1:4])  # the trainer; three unbonding keys
+    eligible = [k for k in keys if k != trainer and k not in barred]
+    seats = {k: 0 for k in eligible}
+    draws = 3_000
+    for i in range(draws):
+        view = FakeBonds(keys, lambda k: k not in barred)
+        got = draw_committee(view, REGTEST, key_n(10_000 + i), 10**6, key_n(-i), trainer)  # type: ignore[arg-type]
+        assert len(got) == 3 and len(set(got)) == 3 and set(got) <= set(eligible)
+        for k in got:
+            seats[k] += 1
+    # Each of the 8 eligible keys sits 3/8 of the time: 1,125 expected,
+    # sd ~ 26.5; 5 sd either way.
+    for k, n in seats.items():
+        assert abs(n - draws * 3 / 8) < 135, (k.hex()[:8], n)
+    # Fewer eligible than seats: all of them.
+    few = FakeBonds(keys, lambda k: k in keys[:2])
+    assert set(draw_committee(few, REGTEST, key_n(1), 10**6, key_n(2), trainer)) == {keys[1]}  # type: ignore[arg-type]
+
+
+def test_a_reorg_redraws_the_committee_and_back_restores_it() -> None:
+    """A reorg onto another beacon redraws the committee as a node that only
+    saw that branch draws it; back on the first branch, the first committee."""
+    c = Chain()
+    _t, r = included(c)
+    fork = c.top
+    beacon_a = at_beacon(c, r.id)
+    assert beacon_a.prev_hash == fork  # regtest: the beacon is the next block
+    on_a = list(audit(c, r.id)["committee"])
+    # A heavier branch from the result's block: another beacon, redrawn.
+    side = c.b.chain(fork, 2, extra=b"side")
+    for blk in side:
+        c.n.feed(blk)
+    assert c.n.tip == side[-1].hash and audit(c, r.id)["beacon"] == side[0].hash
+    on_b = list(audit(c, r.id)["committee"])
+    assert on_b != on_a
+    # A node that only ever saw branch b draws the same.
+    fresh = Node()
+    fresh.chain.verdicts = c.o
+    for e in c.n.chain.active[1:]:
+        fresh.feed(c.b.blocks[e.hash]).raise_error()
+    assert fresh.chain.state[result_key(r.id)]["audit"]["committee"] == on_b
+    # Branch a overtakes again: the first committee comes back exactly.
+    for blk in c.b.chain(beacon_a.hash, 2):
+        c.n.feed(blk)
+    assert audit(c, r.id)["beacon"] == beacon_a.hash
+    assert list(audit(c, r.id)["committee"]) == on_a
+
+
 def test_a_result_waits_for_its_beacon_then_gets_a_committee() -> None:
     c = Chain()
     _t, r = included(c)
@@ -83,8 +193,8 @@ def test_a_result_waits_for_its_beacon_then_gets_a_committee() -> None:
     assert a["beacon"] == beacon.hash and a["selected"] is True  # regtest: every result
     assert a["until"] == h + D + AW
     # Every dev key is bonded in genesis; the trainer never judges itself.
-    eligible = [k for k in DEV if k != T1.public_key]
-    expect = sorted(eligible, key=lambda k: committee_rank(beacon.hash, r.id, k))
+    bonded = sorted(DEV)
+    expect = [k for k in shuffled(beacon.hash, r.id, bonded) if k != T1.public_key]
     assert [bytes(k) for k in a["committee"]] == expect[: REGTEST.committee_size]
 
 

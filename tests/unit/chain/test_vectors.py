@@ -8,6 +8,7 @@ last test re-runs the generator and demands the committed files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from p2pml.chain.audits import audit_draw, committee_rank, is_selected
+from p2pml.chain.audits import audit_draw, committee_positions, draw_committee, is_selected
 from p2pml.chain.encoding import decode_block, decode_tx, encode_block, encode_tx, packb, tx_id
 from p2pml.chain.hashing import merkle_root
-from p2pml.chain.params import MAIN, NETWORKS, dev_identity
+from p2pml.chain.params import MAIN, NETWORKS, REGTEST, dev_identity
 from p2pml.chain.pow import bits_to_target, block_work, retarget, target_to_bits
 from p2pml.chain.rules import (
     check_block_body,
@@ -66,6 +67,7 @@ from p2pml.ml.partition import (
     row_keys,
 )
 from p2pml.net import protocol as P
+from tests.unit.chain.test_chain_audits import FakeBonds
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 
@@ -419,10 +421,17 @@ def test_audit_selection() -> None:
 
 
 def test_committee_order() -> None:
+    assert AUDIT["committees"]
     for c in AUDIT["committees"]:
         beacon, rid = h(c["beacon"]), h(c["result_id"])
-        keys = sorted((h(k) for k in c["keys"]), key=lambda k: committee_rank(beacon, rid, k))
-        assert [k.hex() for k in keys] == c["order"]
+        bonded = [h(k) for k in c["bonded"]]
+        walk = [bonded[p].hex() for p in committee_positions(beacon, rid, len(bonded))]
+        assert walk == c["shuffled"]
+        ineligible = {h(k) for k in c["ineligible"]}
+        params = dataclasses.replace(REGTEST, committee_size=c["committee_size"])
+        view = FakeBonds(bonded, lambda k, ineligible=ineligible: k not in ineligible)
+        got = draw_committee(view, params, beacon, 10**6, rid, h(c["trainer"]))  # type: ignore[arg-type]
+        assert [k.hex() for k in got] == c["committee"]
 
 
 # -- sync messages ---------------------------------------------------------------------

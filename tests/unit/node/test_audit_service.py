@@ -5,7 +5,10 @@ tried again at the next tip."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import pytest
 
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.params import REGTEST, dev_identity
@@ -13,12 +16,14 @@ from p2pml.chain.tasks import result_key
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import AttestTx, Block, ResultTx
 from p2pml.crypto import Identity
+from p2pml.errors import ValidationError
 from p2pml.ipfs.cid import cid_of_bytes
+from p2pml.node.attest_orphans import AttestOrphans
 from p2pml.node.audits import AuditService
 from p2pml.node.mempool import Mempool
 from p2pml.node.relay import Relay
 from p2pml.node.verifier import Request
-from tests.framework.chainbuilder import Builder
+from tests.framework.chainbuilder import NOW, Builder
 from tests.unit.chain.test_chain_tasks import FEE, task
 from tests.unit.node.fakes import FakeChain, FakeGossip, Jobs
 
@@ -171,3 +176,147 @@ async def test_a_dispute_opened_by_a_failing_attestation_is_audited_by_every_nod
     await w.mine(failing[0])
     assert w.chain.chain.state[result_key(r.id)]["status"] == "disputed"
     assert [(q.tx.id, q.audit) for q in bystander.asked] == [(r.id, True)]
+
+
+def attest(who: Identity, rid: bytes, passed: bool = True, fee: int = 0) -> AttestTx:
+    return AttestTx(who.public_key, rid, passed, fee).signed_by(who, REGTEST.genesis_hash)
+
+
+async def test_an_attestation_before_its_beacon_is_held_then_pooled_and_relayed() -> None:
+    """A member's attestation that outruns the beacon block to a node is
+    refused there as early, held, and pooled and gossiped on once the
+    beacon connects (before the buffer it was lost)."""
+    w = World()
+    r = await w.result()
+    # A node that does not sit on the committee (so it attests nothing itself).
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    node.svc.enabled = False
+    # Which keys the beacon draws is not known yet: members attest after it,
+    # on their own nodes; the early copies reach this one first.
+    early = [attest(who, r.id) for who in DEV if who.public_key != TRAINER.public_key]
+    for a in early:
+        with pytest.raises(ValidationError) as exc:
+            await node.svc.submit(a, "peer-x")
+        assert exc.value.reason == "attest-too-early"
+    assert len(node.svc.orphans) == len(early) and not node.attests()
+    await w.mine()  # the beacon
+    await w.jobs.settle()
+    members = w.committee(r.id)
+    got = node.attests()
+    assert {a.attester for a in got} == members  # the others are not-in-committee
+    assert len(node.svc.orphans) == 0
+    relayed = {p for k, p in node.gossip.published if k == "attests"}
+    assert relayed == {encode_tx(a) for a in got}
+    # And a block may include them: the members are paid.
+    await w.mine(*got)
+    rec = w.chain.chain.state[result_key(r.id)]
+    assert {bytes(a[0]) for a in rec["attestations"]} == members
+
+
+async def test_an_attestation_before_its_results_block_is_held_through_the_beacon() -> None:
+    """A node that lacks the result's block too (it lags, or that block waits
+    for its data) holds the attestation, then holds it for the beacon."""
+    w = World()
+    t = task()
+    seed = (await w.mine(t)).hash
+    r = ResultTx(
+        t.id, seed, 0, TRAINER.public_key, 0.5, cid_of_bytes(b"a model"), 100, 5, FEE
+    ).signed_by(TRAINER, REGTEST.genesis_hash)
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    node.svc.enabled = False
+    early = [attest(who, r.id) for who in DEV if who.public_key != TRAINER.public_key]
+    for a in early:
+        with pytest.raises(ValidationError) as exc:
+            await node.svc.submit(a, "peer-x")
+        assert exc.value.reason == "attest-unknown-result"
+    assert len(node.svc.orphans) == len(early)
+    await w.mine(r)  # the result's block: now early for the beacon
+    assert len(node.svc.orphans) == len(early) and not node.attests()
+    await w.mine()  # the beacon
+    await w.jobs.settle()
+    assert {a.attester for a in node.attests()} == w.committee(r.id)
+    assert len(node.svc.orphans) == 0
+
+
+async def test_an_attestation_of_a_result_that_never_comes_expires() -> None:
+    w = World()
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    with pytest.raises(ValidationError):
+        await node.svc.submit(attest(DEV[2], bytes(32)), "peer-x")
+    assert len(node.svc.orphans) == 1
+    for _ in range(1 + REGTEST.audit_delay + REGTEST.attest_window):
+        assert len(node.svc.orphans) == 1
+        await w.mine()
+    assert len(node.svc.orphans) == 0
+
+
+async def test_only_signed_attestations_of_bonded_keys_are_held() -> None:
+    w = World()
+    r = await w.result()
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    stranger = Identity.generate()  # holds no bond: can never sit on a committee
+    forged = dataclasses.replace(attest(DEV[2], r.id), passed=False)  # signature broken
+    by_trainer = attest(TRAINER, r.id)  # never on its own result's committee
+    for tx, reason in (
+        (attest(stranger, r.id), "attest-too-early"),
+        (forged, "bad-attest-sig"),
+        (by_trainer, "attest-too-early"),
+    ):
+        with pytest.raises(ValidationError) as exc:
+            await node.svc.submit(tx, "peer-x")
+        assert exc.value.reason == reason
+    assert len(node.svc.orphans) == 0
+    # Our own early attestation (from the API) is refused, not held.
+    with pytest.raises(ValidationError):
+        await node.svc.submit(attest(DEV[2], r.id), "api")
+    assert len(node.svc.orphans) == 0
+
+
+async def test_held_attestations_expire_with_their_window() -> None:
+    w = World()
+    r = await w.result()
+    node = Seat(w.chain, dev_identity(0), w.jobs)
+    node.svc.enabled = False
+    held = [attest(who, r.id) for who in DEV[2:]]
+    for a in held:
+        with pytest.raises(ValidationError):
+            await node.svc.submit(a, "peer-x")
+    assert len(node.svc.orphans) == len(held)
+    # The tip jumps past the window (a branch connected at once): nothing
+    # held may be included any more, so nothing is pooled and all is dropped.
+    blocks = []
+    top = w.top
+    for _ in range(1 + REGTEST.attest_window):
+        blk = w.b.make(top)
+        blocks.append(blk)
+        top = blk.hash
+    for blk in blocks[:-1]:
+        w.chain.node.chain.accept_block(blk, NOW)  # no tip report: as one update
+    await w.chain.submit_block(blocks[-1])
+    await w.jobs.settle()
+    assert len(node.svc.orphans) == 0 and not node.attests()
+
+
+def test_the_buffer_is_bounded_per_peer_and_in_total() -> None:
+    rid = bytes(32)
+    keys = [Identity.generate() for _ in range(12)]
+    buf = AttestOrphans(per_peer=3, total=5)
+    for k in keys[:4]:
+        assert buf.add(attest(k, rid), "flooder", 10, 20)
+    # A peer over its cap loses its own oldest, not someone else's.
+    assert buf.peer_count("flooder") == 3 and len(buf) == 3
+    assert not buf.add(attest(keys[3], rid, fee=1), "other", 10, 20)  # same pair: one entry
+    assert buf.add(attest(keys[4], rid), "honest", 10, 20)
+    assert buf.add(attest(keys[5], rid), "honest", 10, 20)
+    assert len(buf) == 5
+    # Full: the fullest peer (the flooder) makes room.
+    assert buf.add(attest(keys[6], rid), "third", 10, 20)
+    assert len(buf) == 5 and buf.peer_count("flooder") == 2 and buf.peer_count("honest") == 2
+    # Ready at the beacon height, in arrival order; nothing before it.
+    assert buf.take_ready(9) == []
+    got = buf.take_ready(10)
+    assert [o.tx.attester for o in got] == [k.public_key for k in (keys[2], keys[3], *keys[4:7])]
+    assert len(buf) == 0 and buf.peer_count("flooder") == 0
+    # Expired ones are dropped, not returned.
+    buf.add(attest(keys[7], rid), "p", 10, 12)
+    assert buf.take_ready(12) == [] and len(buf) == 0
