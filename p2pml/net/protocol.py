@@ -21,6 +21,10 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
+# Version 6: federated tasks with private shards, robust rules (median,
+# trimmed mean) and local DP on the chain (new federated spec keys, epsilon
+# recorded per round, equal payout shares for private tasks, a deadline that
+# fits the rounds; dp-accounting is part of the network's runtime).
 # Version 5: federated rounds (update and round-close transactions, an
 # "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"
@@ -33,7 +37,7 @@ from p2pml.errors import DecodeError
 # Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges", "updates")
 
 MAX_HEADERS = 2_000
