@@ -7,7 +7,8 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
      "opened_at": height,     # first height at which round r takes updates
      "updates": [[participant, update_cid, n_samples], ...],  # round r, in order
      "models": [hash(G_1), ..., hash(G_r)],                    # committed hashes
-     "closed": [[close height, updates of that round], ...]}
+     "closed": [[close height, updates of that round], ...],
+     "epsilon": float}        # DP: privacy loss of the closed rounds (0.0 without)
 
 * ``UpdateTx`` (tag 9) joins the open round while it has room (``participants``)
   and its window (``round_blocks`` blocks from ``opened_at``) lasts. The node's
