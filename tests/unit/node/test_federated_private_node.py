@@ -16,19 +16,27 @@ import pytest
 from sklearn.datasets import load_digits
 
 from p2pml.chain.fedspec import FederatedSpec
+from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
+from p2pml.chain.types import TaskTx, UpdateTx
+from p2pml.config import FederatedSettings, TrainingSettings
 from p2pml.federated import rounds
 from p2pml.federated.aggregate import l2_norm
 from p2pml.federated.encoding import decode
 from p2pml.ml.fedjobs import FedAggregateRequest, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
+from p2pml.node.federated import FederatedService
 from p2pml.node.federated_verifier import CloseCheck, UpdateCheck
+from p2pml.node.mempool import Mempool
+from tests.framework.chainbuilder import Builder
+from tests.unit.node.fakes import FakeChain, FakeRelay, Jobs
 from tests.unit.node.test_federated_verifier import (
     P1,
     P2,
     SEED,
     TASK,
     DictStore,
+    InlinePool,
     g0,
     make_verifier,
     update_tx,
@@ -140,3 +148,46 @@ def test_global_models_are_scored_on_every_validation_row(private: Any) -> None:
     assert data.validation
     out = unpack(execute("fed_aggregate", FedAggregateRequest(spec, TASK, SEED, None, [[]], data)))
     assert len(out) == 1
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_only_a_node_mapping_the_private_name_takes_part(
+    private: Any, tmp_path: Path, mapped: bool
+) -> None:
+    fv, _store, spec, mine = private
+    spec = dataclasses.replace(spec, rounds=1)
+    me = dev_identity(1)
+    chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
+    chain.node.chain.verdicts = fv.verdict
+    mempool = Mempool(REGTEST)
+    files = FederatedSettings(private=(("digits", mine),) if mapped else (("other", mine),))
+    FederatedService(
+        me,
+        chain,  # type: ignore[arg-type]
+        mempool,
+        fv,
+        relay,  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=True),
+        jobs,
+        lambda: None,
+        files,
+    )
+    pub = dev_identity(0)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    async def run() -> list[Any]:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        (await chain.submit_block(b1)).raise_error()
+        await jobs.settle()
+        return list(mempool.txs.values())
+
+    pooled = asyncio.run(run())
+    if not mapped:
+        assert pooled == [] and relay.sent == []
+        return
+    [update] = pooled
+    assert isinstance(update, UpdateTx) and update.participant == me.public_key
+    assert update.n_samples == 300  # every row of its own file
