@@ -52,7 +52,8 @@ def toml_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):  # an inline table, e.g. [federated] private = {digits = "..."}
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+        pairs = (f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items())
+        return "{" + ", ".join(pairs) + "}"
     return json.dumps(str(v))
 
 
