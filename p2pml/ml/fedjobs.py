@@ -103,7 +103,8 @@ def fed_train_job(req: FedTrainRequest) -> tuple[bytes, int]:
     spec = req.spec.to_wire()
     layout = rounds.layout_of(spec)
     fed = req.spec.federated
-    assert fed is not None
+    if fed is None:
+        raise TrainingError("federated-estimator", "not a federated task")
     if req.private_file:
         X, y = _private_rows(req)
     else:
