@@ -14,8 +14,8 @@ The task's ``rounds`` is R, its ``features`` fix d (they must be listed),
 regressor). ``private`` names the local files participants train on ("" =
 public shards); ``validation`` is the public CSV that scores the global model
 (required for private tasks); ``clip`` C (0.0: none), ``trim`` t, and local DP
-(``noise_multiplier`` z > 0) with its ``sampling_rate`` q, ``delta`` and
-``epsilon`` budget. Consensus code: no numpy, no scikit-learn, no I/O; the
+(``noise_multiplier`` z > 0) with its ``delta`` and ``epsilon`` budget
+(``sampling_rate`` q must be 1.0 in protocol 6). Consensus code: no numpy, no scikit-learn, no I/O; the
 epsilon of a DP plan comes from the pinned RDP accountant (a pure function of
 the plan, see p2pml/federated/accountant.py and ``RUNTIME``).
 """
@@ -63,6 +63,8 @@ MERGE_RULE: Final = "sum"
 #: Rules of the averaging families (linear, mlp); nb/ols merge by ``sum``.
 AVERAGING_RULES: Final = (FEDAVG, MEDIAN, TRIMMED_MEAN)
 ROBUST_RULES: Final = (MEDIAN, TRIMMED_MEAN)
+#: Local sampling (q < 1) is not on the chain in protocol 6: see validate().
+ON_CHAIN_SAMPLING_RATE: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,12 @@ class FederatedSpec:
             if type(number) is not float or not math.isfinite(number) or number < 0.0:
                 raise ValidationError("bad-task-param", f"{key} must be a finite float >= 0")
         q = self.sampling_rate
-        if type(q) is not float or not 0.0 < q <= 1.0:
-            raise ValidationError("bad-task-param", f"sampling_rate must be in (0, 1], got {q!r}")
+        if type(q) is not float or q != ON_CHAIN_SAMPLING_RATE:
+            # The subsampled-Gaussian RDP of q < 1 costs up to seconds per plan
+            # (2.2 s for z = 4, q = 0.5) on a path any signed task reaches before
+            # paying anything, and drops orders whose series fails to converge:
+            # not for consensus in version 6 (the wire key is kept for later).
+            raise ValidationError("bad-task-param", f"sampling_rate must be 1.0, got {q!r}")
         if self.private and not PRIVATE_NAME.fullmatch(self.private):
             raise ValidationError("bad-task-param", "private: 1..64 of A-Z a-z 0-9 _ . -")
         if self.validation and not is_cidv0(self.validation):
@@ -173,10 +179,8 @@ class FederatedSpec:
 
     def _validate_dp(self, rounds: int) -> None:
         if not self.is_dp:
-            if self.sampling_rate != 1.0 or self.delta or self.epsilon:
-                raise ValidationError(
-                    "bad-task-param", "sampling_rate, delta and epsilon are for DP tasks"
-                )
+            if self.delta or self.epsilon:
+                raise ValidationError("bad-task-param", "delta and epsilon are for DP tasks")
             return
         if not self.clip:
             raise ValidationError("federated-aggregation", "local DP needs a clip bound")

@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--clip", type=float, help="clip bound C of each update's delta")
     fg.add_argument("--epsilon", type=float, help="DP: epsilon budget (sets the noise)")
     fg.add_argument("--delta", type=float, help="DP: delta the epsilon is stated at")
-    fg.add_argument("--sampling-rate", type=float, help="DP: secret local sampling rate q")
+    fg.add_argument(
+        "--sampling-rate",
+        type=float,
+        help="DP: secret local sampling rate q (protocol 6 takes 1.0 only)",
+    )
     fg.add_argument(
         "--noise-multiplier", type=float, help="DP: noise multiplier z (default: from --epsilon)"
     )
