@@ -15,9 +15,10 @@ regressor). ``private`` names the local files participants train on ("" =
 public shards); ``validation`` is the public CSV that scores the global model
 (required for private tasks); ``clip`` C (0.0: none), ``trim`` t, and local DP
 (``noise_multiplier`` z > 0) with its ``delta`` and ``epsilon`` budget
-(``sampling_rate`` q must be 1.0 in protocol 6). Consensus code: no numpy, no scikit-learn, no I/O; the
-epsilon of a DP plan comes from the pinned RDP accountant (a pure function of
-the plan, see p2pml/federated/accountant.py and ``RUNTIME``).
+(``sampling_rate`` q must be 1.0 in protocol 6). Consensus code: no numpy,
+no scikit-learn, no I/O; the epsilon of a DP plan comes from the pinned RDP
+accountant (a pure function of the plan, see p2pml/federated/accountant.py
+and ``RUNTIME``).
 """
 
 from __future__ import annotations
