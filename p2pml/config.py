@@ -123,6 +123,22 @@ class VerificationSettings:
     challenge_bad: bool = False
 
 
+#: ``[federated.private]``: NAME -> local CSV file, as (name, path) pairs sorted by name.
+PrivateFiles = tuple[tuple[str, Path], ...]
+
+
+@dataclass(frozen=True)
+class FederatedSettings:
+    # ``[federated.private] digits = "/data/digits.csv"``: this node takes part
+    # in private federated tasks naming "digits" by training on that file. The
+    # file never leaves the node (not added to IPFS, never sent); only model
+    # updates do (docs/federated.md §11.8).
+    private: PrivateFiles = ()
+
+    def private_file(self, name: str) -> Path | None:
+        return dict(self.private).get(name)
+
+
 @dataclass(frozen=True)
 class AdminSettings:
     listen: str = "127.0.0.1:8080"
@@ -147,6 +163,7 @@ class Settings:
     mining: MiningSettings = field(default_factory=MiningSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
+    federated: FederatedSettings = field(default_factory=FederatedSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -178,6 +195,8 @@ def _describe(tp: Any) -> str:
         return "a string"
     if tp is Path:
         return "a path"
+    if tp == PrivateFiles:
+        return 'a table of NAME = "path to a CSV file"'
     if typing.get_origin(tp) is tuple:
         return "a list of strings"
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -187,6 +206,11 @@ def _describe(tp: Any) -> str:
 
 def _convert(value: Any, tp: Any, base: Path, from_env: bool) -> Any:
     """Check ``value`` against the field type; env strings are parsed first."""
+    if tp == PrivateFiles:
+        # A TOML table of NAME = "path" (not settable from the environment).
+        if type(value) is not dict or not all(type(v) is str and v for v in value.values()):
+            raise ValueError
+        return tuple(sorted((k, _convert(v, Path, base, False)) for k, v in value.items()))
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -248,9 +272,15 @@ def check_multiaddr(text: str) -> str | None:
 
 def _validate(s: Settings) -> list[tuple[str, str, str]]:
     """Cross-field checks; returns (section, key, problem) triples."""
+    from p2pml.chain.fedspec import PRIVATE_NAME
     from p2pml.chain.params import NETWORKS
 
     bad: list[tuple[str, str, str]] = []
+    for name, file in s.federated.private:
+        if not PRIVATE_NAME.fullmatch(name):
+            bad.append(("federated", f"private.{name}", "names are 1..64 of A-Z a-z 0-9 _ . -"))
+        elif not file.is_file():
+            bad.append(("federated", f"private.{name}", f"{str(file)!r}: no such file"))
     if s.node.network not in NETWORKS:
         bad.append(
             (

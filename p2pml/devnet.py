@@ -51,6 +51,9 @@ def toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. [federated] private = {digits = "..."}
+        pairs = (f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items())
+        return "{" + ", ".join(pairs) + "}"
     return json.dumps(str(v))
 
 

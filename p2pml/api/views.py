@@ -309,6 +309,7 @@ _SPEC_FIELDS = (
     "rounds",
     "federated",
 )
+FLOAT_KEYS = ("clip", "delta", "epsilon", "noise_multiplier", "sampling_rate")
 _ORDER_FIELDS = ("bounty", "fee", "deadline", "result_reward", "max_results")
 
 
@@ -333,6 +334,11 @@ def task_order(body: dict[str, Any], min_fee: int, min_round_bounty: int = 0) ->
             wire[k] = float(wire[k])
     if isinstance(wire.get("features"), tuple):
         wire["features"] = list(wire["features"])
+    fed = wire.get("federated")
+    if isinstance(fed, dict):  # JSON writes 1.0 as 1: the wire wants float64
+        wire["federated"] = {
+            k: float(v) if k in FLOAT_KEYS and type(v) is int else v for k, v in fed.items()
+        }
     spec = TaskSpec.from_wire(wire)
     spec.validate()  # ValidationError names the rule (bad-task-*)
 

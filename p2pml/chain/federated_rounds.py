@@ -7,7 +7,8 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
      "opened_at": height,     # first height at which round r takes updates
      "updates": [[participant, update_cid, n_samples], ...],  # round r, in order
      "models": [hash(G_1), ..., hash(G_r)],                    # committed hashes
-     "closed": [[close height, updates of that round], ...]}
+     "closed": [[close height, updates of that round], ...],
+     "epsilon": float}        # DP: privacy loss of the closed rounds (0.0 without)
 
 * ``UpdateTx`` (tag 9) joins the open round while it has room (``participants``)
   and its window (``round_blocks`` blocks from ``opened_at``) lasts. The node's
@@ -18,8 +19,13 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
   passed, committing hash(G_{r+1}); the oracle recomputes the aggregate and
   answers ``bad-round-hash`` on a mismatch. A round without updates closes with
   G_{r+1} = G_r. Closing the last round closes the task.
+* Private tasks (protocol 6): updates cannot be re-executed, so the oracle
+  accepts them by rule (layout, finite, canonical) and ``n_samples`` is only
+  bounded by ``MAX_PRIVATE_SAMPLES``; under local DP each round close records
+  ``epsilon``, the privacy loss of the rounds closed so far (the accountant).
 * Payout: ``bounty // R`` per round, split among that round's updates by sample
-  count (floor); the rest, and the unused result escrow, back to the publisher.
+  count (floor), or in equal shares for private tasks (their counts are
+  unverifiable); the rest, and the unused result escrow, back to the publisher.
 
 Pure and undo-logged through ``StateView`` like the other rules.
 """
@@ -37,9 +43,14 @@ from p2pml.chain.types import DOMAIN_UPDATE, RoundCloseTx, UpdateTx, signed_payl
 from p2pml.cidv0 import is_cidv0
 from p2pml.crypto import verify
 from p2pml.errors import MissingDataError, ValidationError
+from p2pml.federated.accountant import epsilon_spent
 
 FEDERATED = "federated"
 MAX_SAMPLES = 2**53 - 1
+#: A private update's self-reported row count is only informative (it weighs
+#: nothing: private rounds use robust rules or 1/m, payouts are equal shares);
+#: the cap keeps it a plausible row count.
+MAX_PRIVATE_SAMPLES = 10**9
 
 
 def fed_key(task_id: bytes) -> bytes:
@@ -50,12 +61,32 @@ def is_federated(task: dict[str, Any]) -> bool:
     return FEDERATED in task["spec"]
 
 
+def is_private(task: dict[str, Any]) -> bool:
+    return bool(task["spec"][FEDERATED]["private"])
+
+
 def open_federated(view: StateView, task_id: bytes, height: int) -> None:
     """Round 0 takes updates from the block after the task's."""
     view.put(
         fed_key(task_id),
-        {"round": 0, "opened_at": height + 1, "updates": [], "models": [], "closed": []},
+        {
+            "round": 0,
+            "opened_at": height + 1,
+            "updates": [],
+            "models": [],
+            "closed": [],
+            "epsilon": 0.0,
+        },
     )
+
+
+def epsilon_after(spec: dict[str, Any], rounds: int) -> float:
+    """The privacy loss recorded after ``rounds`` closed rounds: the accountant's
+    epsilon at the task's delta (0.0 without DP or before any round)."""
+    f = spec[FEDERATED]
+    if f["noise_multiplier"] <= 0.0 or rounds < 1:
+        return 0.0
+    return epsilon_spent(f["noise_multiplier"], f["sampling_rate"], rounds, f["delta"])
 
 
 def round_due(fed: dict[str, Any], spec: dict[str, Any], height: int) -> bool:
@@ -97,6 +128,8 @@ class UpdateHandler:
         task = _federated_task(view, tx.task_id, ctx.height, "update")
         if tx.seed != task["seed"]:
             raise ValidationError("update-wrong-seed", "trained for the task in another block")
+        if is_private(task) and tx.n_samples > MAX_PRIVATE_SAMPLES:
+            raise ValidationError("bad-update-value", f"private sample count {tx.n_samples}")
         fed = dict(view.get(fed_key(tx.task_id)))
         if tx.round != fed["round"]:
             raise ValidationError("bad-update-round", f"round {tx.round}, open is {fed['round']}")
@@ -143,6 +176,7 @@ class RoundCloseHandler:
             updates=[],
             models=[*fed["models"], tx.model_hash],
             closed=[*fed["closed"], [ctx.height, fed["updates"]]],
+            epsilon=epsilon_after(task["spec"], tx.round + 1),
         )
         view.put(fed_key(tx.task_id), fed)
         if fed["round"] >= task["spec"]["rounds"]:
@@ -152,11 +186,14 @@ class RoundCloseHandler:
 def federated_payout(task: dict[str, Any], fed: dict[str, Any]) -> list[list[Any]]:
     """``[[key, amount], ...]``: participants by key (bytewise), then the publisher."""
     per_round = task["bounty"] // task["spec"]["rounds"]
+    private = is_private(task)
     earned: dict[bytes, int] = {}
     for _height, updates in fed["closed"]:
-        total = sum(n for _p, _cid, n in updates)
+        # Private counts are self-reported: each accepted update the same share.
+        total = len(updates) if private else sum(n for _p, _cid, n in updates)
         for participant, _cid, n in updates:
-            earned[participant] = earned.get(participant, 0) + per_round * n // total
+            weight = 1 if private else n
+            earned[participant] = earned.get(participant, 0) + per_round * weight // total
     payout: list[list[Any]] = [[p, earned[p]] for p in sorted(earned) if earned[p]]
     refund = task["bounty"] - sum(earned.values()) + task["result_reward"] * task["max_results"]
     if refund:

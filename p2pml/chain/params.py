@@ -180,7 +180,9 @@ GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 # The runtime every network's verdicts are defined by (pinned in
 # pyproject.toml; a release that changes them is a consensus change).
-RUNTIME = (("numpy", "2.4.6"), ("scikit-learn", "1.9.1"))
+# dp-accounting decides whether a DP federated task is valid (its epsilon
+# against the budget) and the epsilon recorded per round (protocol 6).
+RUNTIME = (("dp-accounting", "0.6.0"), ("numpy", "2.4.6"), ("scikit-learn", "1.9.1"))
 
 # Main: one day of blocks (1,440 at 60 s) at the genesis difficulty. A fresh
 # node stores no header of a branch lighter than that, so a stranger cannot

@@ -69,6 +69,14 @@ class TaskHandler:
             )
         if not 1 <= tx.deadline <= MAX_DEADLINE:
             raise ValidationError("bad-task-deadline", f"deadline must be 1..{MAX_DEADLINE}")
+        fed = tx.spec.federated
+        if fed is not None and tx.spec.rounds * (fed.round_blocks + 1) > tx.deadline:
+            # Each round may take its whole window plus the block closing it.
+            raise ValidationError(
+                "federated-deadline",
+                f"{tx.spec.rounds} rounds of {fed.round_blocks} blocks (+1 to close each)"
+                f" need a deadline of {tx.spec.rounds * (fed.round_blocks + 1)}, not {tx.deadline}",
+            )
         if not 1 <= tx.max_results <= MAX_RESULTS:
             raise ValidationError("bad-task-max-results", f"max_results must be 1..{MAX_RESULTS}")
 

@@ -122,7 +122,7 @@ class TaskSpec:
         ):
             raise ValidationError("bad-task-rounds", f"rounds must be 1..{MAX_ROUNDS}")
         if self.federated is not None:
-            self.federated.validate(self.model, len(self.features))
+            self.federated.validate(self.model, len(self.features), self.rounds)
 
     def _validate_features(self) -> None:
         if len(self.features) > MAX_FEATURES:

@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--bounty", type=int, default=None, help="default: the network's minimum per round"
     )
-    pp.add_argument("--deadline", type=int, default=20, help="blocks")
+    pp.add_argument(
+        "--deadline",
+        type=int,
+        help="blocks (default 20; federated: rounds x (round blocks + 1))",
+    )
     pp.add_argument("--fee", type=int, help="fee for the miner (default: the network minimum)")
     pp.add_argument("--max-results", type=int, help="close after N results (default 3 x rounds)")
     pp.add_argument("--result-reward", type=int, help="paid per accepted result (default 0)")
@@ -138,10 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--federated", action="store_true", help="train in federated rounds")
     fg.add_argument("--participants", type=int, help="updates a round takes (default 5)")
     fg.add_argument("--local-epochs", type=int, help="epochs per update (default 1)")
-    fg.add_argument("--aggregation", help="fedavg (linear models) or sum (nb, ols)")
+    fg.add_argument(
+        "--aggregation",
+        help="fedavg, median or trimmed_mean (linear models, mlp) or sum (nb, ols)",
+    )
     fg.add_argument("--round-blocks", type=int, help="blocks a round takes updates (default 10)")
     fg.add_argument(
         "--classes", help="comma-separated label codes (default: read from the dataset)"
+    )
+    fg.add_argument(
+        "--private",
+        metavar="NAME",
+        help="private shards: each participant trains on its own file mapped to NAME"
+        " ([federated.private] in its config); needs --validation",
+    )
+    fg.add_argument(
+        "--validation", metavar="CID", help="public validation CSV scoring each global model"
+    )
+    fg.add_argument("--trim", type=int, help="trimmed_mean: updates dropped at each end")
+    fg.add_argument("--clip", type=float, help="clip bound C of each update's delta")
+    fg.add_argument("--epsilon", type=float, help="DP: epsilon budget (sets the noise)")
+    fg.add_argument("--delta", type=float, help="DP: delta the epsilon is stated at")
+    fg.add_argument(
+        "--sampling-rate",
+        type=float,
+        help="DP: secret local sampling rate q (protocol 6 takes 1.0 only)",
+    )
+    fg.add_argument(
+        "--noise-multiplier", type=float, help="DP: noise multiplier z (default: from --epsilon)"
     )
     p.set_defaults(fn=cmd_task)
 

@@ -136,12 +136,22 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             return fail(f"{args.file}: {exc}")
     else:
-        missing = [f for f in ("dataset", "target", "model") if not getattr(args, f)]
+        need = (
+            ("target", "model")
+            if args.federated and args.private
+            else ("dataset", "target", "model")
+        )
+        missing = [f for f in need if not getattr(args, f)]
         if missing:
             return fail(f"task publish needs --{missing[0]} (or --file spec.json)", EXIT_USAGE)
         kind = args.kind or _kind_of(args.model)
+        deadline = args.deadline
+        if deadline is None:
+            # A federated task must fit its rounds (federated-deadline).
+            rb = args.round_blocks or 10
+            deadline = args.rounds * (rb + 1) if args.federated else 20
         body = {
-            "dataset_cid": args.dataset,
+            "dataset_cid": args.dataset or args.validation,
             "target": args.target,
             "model": args.model,
             "kind": kind,
@@ -150,7 +160,7 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
             "rounds": args.rounds,
             "partition_fraction": args.partition,
             "holdout_fraction": args.holdout,
-            "deadline": args.deadline,
+            "deadline": deadline,
         }
         if args.features:
             body["features"] = args.features.split(",")
@@ -171,7 +181,20 @@ def publish_task(args: argparse.Namespace, c: ApiClient) -> int:
 def federated_body(args: argparse.Namespace) -> dict[str, Any]:
     """The ``federated`` part of POST /tasks; the node fills in what is left out."""
     fed: dict[str, Any] = {}
-    for key in ("participants", "local_epochs", "aggregation", "round_blocks"):
+    for key in (
+        "participants",
+        "local_epochs",
+        "aggregation",
+        "round_blocks",
+        "private",
+        "validation",
+        "trim",
+        "clip",
+        "epsilon",
+        "delta",
+        "sampling_rate",
+        "noise_multiplier",
+    ):
         if getattr(args, key) is not None:
             fed[key] = getattr(args, key)
     if args.classes:
@@ -188,6 +211,21 @@ def federated_text(spec: dict[str, Any], fed: dict[str, Any]) -> list[str]:
         f" per round, {f['local_epochs']} local epochs, {f['aggregation']},"
         f" {f['round_blocks']} blocks per round",
     ]
+    mode = f"private ({f['private']})" if f.get("private") else "public shards"
+    rule = f.get("aggregation", "?")
+    if f.get("trim"):
+        rule += f" trim {f['trim']}"
+    if f.get("clip"):
+        rule += f", clip {f['clip']:g}"
+    lines.append(f"  mode: {mode}, rule {rule}")
+    if f.get("validation"):
+        lines.append(f"  validation: {f['validation']}")
+    if f.get("noise_multiplier"):
+        lines.append(
+            f"  privacy: epsilon spent {fed.get('epsilon_spent', 0.0):.6f} of budget"
+            f" {f['epsilon']:g} at delta {f['delta']:g} (local DP, noise multiplier"
+            f" {f['noise_multiplier']:g}, sampling rate {f['sampling_rate']:g})"
+        )
     for r in fed["rounds"]:
         metric = "?" if r["metric"] is None else f"{r['metric']:.4f}"
         lines.append(

@@ -37,7 +37,16 @@ def classes_of(spec: Mapping[str, Any]) -> Labels:
 
 
 def rule_of(spec: Mapping[str, Any]) -> Rule:
-    return Rule(name=spec["federated"]["aggregation"])
+    """The task's rule: name, trim, clip bound (0.0 on the wire: none) and the
+    local DP noise multiplier (aggregation clips DP deltas to the published bound)."""
+    fed = spec["federated"]
+    clip = fed.get("clip", 0.0)
+    return Rule(
+        name=fed["aggregation"],
+        trim=fed.get("trim", 0),
+        clip=clip if clip else None,
+        noise_multiplier=fed.get("noise_multiplier", 0.0),
+    )
 
 
 def check_update(spec: Mapping[str, Any], data: bytes) -> str:

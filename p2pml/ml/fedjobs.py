@@ -1,21 +1,26 @@
 """Worker-process jobs of federated tasks (docs/federated.md, "On the chain").
 
 * ``fed_train_job``: a participant's update for round r: its public shard
-  (the partition of round 0: the same rows every round), trained from G_r for
-  the task's local epochs with the round's random_state; returns the
-  canonical encoding and the shard's row count.
+  (the partition of round 0: the same rows every round), or for a private
+  task every row of its own local file, trained from G_r for the task's
+  local epochs with the round's random_state; under local DP on a secret
+  Poisson sample and published through ``noise.privatise``; returns the
+  canonical encoding and the row count.
 * ``fed_check_job``: a peer's update: the artifact decodes against the task's
-  layout (``bad-update-shape``/``bad-update-value``) and its sample count is
-  the participant's shard size (``bad-update-samples``).
+  layout (``bad-update-shape``/``bad-update-value``) and, for public shards,
+  its sample count is the participant's shard size (``bad-update-samples``);
+  private updates are accepted by rule (nobody else has the data).
 * ``fed_aggregate_job``: G_{r+1} (and any missing G before it) from G_start
   and each round's update artifacts; optionally the task metric of each new
-  G on the task's holdout (the learning curve).
+  G on the task's public validation set (every row) or else its holdout
+  (the learning curve).
 
 Run by :mod:`p2pml.ml.pool` like the training jobs: never on the event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,8 @@ class FedData:
     dataset_path: str
     cache_dir: str
     max_dataset_bytes: int
+    # The task's public validation CSV: scored whole, not split into a holdout.
+    validation: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,9 @@ class FedTrainRequest:
     participant: bytes
     round: int
     global_model: bytes  # canonical encoding of G_r
-    data: FedData
+    data: FedData | None  # public shards: the task's dataset
+    private_file: str = ""  # private task: this node's own CSV (never leaves the node)
+    max_private_bytes: int = 512 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class FedCheckRequest:
     participant: bytes
     n_samples: int
     artifact: bytes
-    data: FedData
+    data: FedData | None  # None: a private task's update (nothing to re-derive)
 
 
 @dataclass(frozen=True)
@@ -93,31 +102,69 @@ def fed_train_job(req: FedTrainRequest) -> tuple[bytes, int]:
 
     spec = req.spec.to_wire()
     layout = rounds.layout_of(spec)
-    prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)
-    X, y = prep.data.X[prep.partition], prep.data.y[prep.partition]
+    fed = req.spec.federated
+    if fed is None:
+        raise TrainingError("federated-estimator", "not a federated task")
+    if req.private_file:
+        X, y = _private_rows(req)
+    else:
+        if req.data is None:
+            raise TrainingError("dataset-unavailable", "a public-shard update needs the dataset")
+        prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)
+        X, y = prep.data.X[prep.partition], prep.data.y[prep.partition]
+    n = len(y)
+    start = decode(layout, req.global_model)
+    if fed.is_dp and fed.sampling_rate < 1.0:
+        from p2pml.federated.noise import secret_sample
+
+        keep = secret_sample(n, fed.sampling_rate)  # secret: the amplification needs it
+        X, y = X[keep], y[keep]
     try:
-        vector = train_local(
-            layout,
-            req.spec.param_dict,
-            decode(layout, req.global_model),
-            X,
-            y,
-            rounds.classes_of(spec),
-            round=req.round,
-            local_epochs=spec["federated"]["local_epochs"],
-            participants=spec["federated"]["participants"],
-            random_state=derive_random_state(req.seed, req.task_id, req.participant, req.round),
-        )
+        if len(y) == 0:
+            vector = start  # an empty secret sample trains nothing
+        else:
+            vector = train_local(
+                layout,
+                req.spec.param_dict,
+                start,
+                X,
+                y,
+                rounds.classes_of(spec),
+                round=req.round,
+                local_epochs=fed.local_epochs,
+                participants=fed.participants,
+                random_state=derive_random_state(req.seed, req.task_id, req.participant, req.round),
+            )
+        if fed.is_dp:
+            from p2pml.federated.noise import privatise
+
+            vector = privatise(layout, start, vector, fed.clip, fed.noise_multiplier)
     except ValidationError as exc:
         raise TrainingError(exc.reason, exc.detail) from None
-    return encode(layout, vector), len(prep.partition)
+    # The whole file's row count, never the secret sample's (docs/federated.md §7.2).
+    return encode(layout, vector), n
+
+
+def _private_rows(req: FedTrainRequest) -> tuple[Any, Any]:
+    """Every row of this node's own file, parsed fresh (no cache entry keyed by
+    a public CID may hold private data)."""
+    from p2pml.ml.dataset import parse_csv
+
+    spec = req.spec
+    data = parse_csv(
+        Path(req.private_file), spec.kind, spec.target, spec.features, req.max_private_bytes
+    )
+    if data.labels:
+        # String labels would be coded from this file alone, not the task's list.
+        raise TrainingError("federated-labels", "a private file's labels must be integers")
+    return data.X, data.y
 
 
 def fed_check_job(req: FedCheckRequest) -> str:
     from p2pml.federated import rounds
 
     reason = rounds.check_update(req.spec.to_wire(), req.artifact)
-    if reason:
+    if reason or req.data is None:  # no data: a private update, accepted by rule
         return reason
     prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)
     if req.n_samples != len(prep.partition):
@@ -145,7 +192,10 @@ def fed_aggregate_job(req: FedAggregateRequest) -> list[tuple[bytes, bytes, floa
 
 
 def _score(req: FedAggregateRequest, wire: Any, vector: Any, data: FedData) -> float | None:
-    """The task metric of G on the task's holdout rows (docs/tasks.md)."""
+    """The task metric of G on the task's validation set (every row) or on its
+    holdout rows (docs/tasks.md)."""
+    import numpy as np
+
     from p2pml.federated import rounds
     from p2pml.federated.params import build
     from p2pml.ml.metrics import compute_metric
@@ -153,10 +203,16 @@ def _score(req: FedAggregateRequest, wire: Any, vector: Any, data: FedData) -> f
     from p2pml.ml.worker import load_task_dataset
 
     spec = req.spec
+    fed = spec.federated
+    if data.validation and fed is not None:
+        spec = dataclasses.replace(spec, dataset_cid=fed.validation)  # its own cache entry
     dataset = load_task_dataset(
         spec, Path(data.dataset_path), Path(data.cache_dir), data.max_dataset_bytes
     )
-    hold = holdout_indices(req.seed, req.task_id, dataset.n_rows, spec.holdout_fraction)
+    if data.validation:
+        hold = np.arange(dataset.n_rows)
+    else:
+        hold = holdout_indices(req.seed, req.task_id, dataset.n_rows, spec.holdout_fraction)
     model = build(rounds.layout_of(wire), vector, spec.param_dict, rounds.classes_of(wire))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -22,7 +22,11 @@ from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
 # Version 6: audit committees drawn by a hashed shuffle of the bonded-key
-# index (O(committee size) per selected result), no wire change.
+# index (O(committee size) per selected result); federated tasks with private
+# shards, robust rules (median, trimmed mean) and local DP on the chain (new
+# federated spec keys, epsilon recorded per round, equal payout shares for
+# private tasks, a deadline that fits the rounds; dp-accounting is part of the
+# network's runtime).
 # Version 5: federated rounds (update and round-close transactions, an
 # "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"

@@ -10,6 +10,7 @@ The verdicts come from :class:`~p2pml.node.federated_verifier.FederatedVerifier`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -23,7 +24,7 @@ from p2pml.chain.tasks import task_key
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.txrules import handler_for
 from p2pml.chain.types import PoolTx, RoundCloseTx, Transaction, UpdateTx
-from p2pml.config import TrainingSettings
+from p2pml.config import FederatedSettings, TrainingSettings
 from p2pml.crypto import Identity
 from p2pml.errors import (
     DatasetError,
@@ -51,6 +52,14 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
     "local_epochs": 1,
     "participants": 5,
     "round_blocks": 10,
+    "private": "",
+    "validation": "",
+    "clip": 0.0,
+    "trim": 0,
+    "noise_multiplier": 0.0,
+    "sampling_rate": 1.0,
+    "delta": 0.0,
+    "epsilon": 0.0,
 }
 
 
@@ -66,6 +75,7 @@ class FederatedService:
         settings: TrainingSettings,
         spawn: Spawn,
         on_pool_change: Callable[[], None],
+        fed_settings: FederatedSettings | None = None,
     ) -> None:
         self._identity = identity
         self._chain = chain
@@ -74,6 +84,7 @@ class FederatedService:
         self._relay = relay
         self._pool = pool
         self._settings = settings
+        self._fed_settings = fed_settings or FederatedSettings()
         self._spawn = spawn
         self._on_pool_change = on_pool_change
         self.enabled = settings.enabled
@@ -130,6 +141,8 @@ class FederatedService:
             return
         if self._chain.chain.height + 1 >= fed["opened_at"] + f["round_blocks"]:
             return
+        if f["private"] and self._fed_settings.private_file(f["private"]) is None:
+            return  # a private task: only nodes holding a file of that name take part
         self._claimed.add((task_id, seed, rnd))
         self._spawn(self._train(task_id, seed, rnd), "federated-train")
 
@@ -145,8 +158,28 @@ class FederatedService:
             start = await self.verifier.global_model(task_id, task, fed)
             if start is None:
                 raise TrainingError("global-model-unavailable", f"G_{rnd} could not be computed")
-            data = await self.verifier.data(spec)
-            job = FedTrainRequest(spec, task_id, seed, me.public_key, rnd, start, data)
+            fspec = spec.federated
+            private = fspec.private if fspec is not None else ""
+            if private:
+                # Trained from this node's own file: nothing of it is fetched,
+                # added to IPFS or sent; only the (noised, under DP) update is.
+                path = self._fed_settings.private_file(private)
+                if path is None:
+                    return
+                job = FedTrainRequest(
+                    spec,
+                    task_id,
+                    seed,
+                    me.public_key,
+                    rnd,
+                    start,
+                    None,
+                    private_file=str(path),
+                    max_private_bytes=self._settings.max_dataset_bytes,
+                )
+            else:
+                data = await self.verifier.data(spec)
+                job = FedTrainRequest(spec, task_id, seed, me.public_key, rnd, start, data)
             artifact, n = await self._pool.run(
                 "fed_train", job, self._settings.max_job_seconds, Priority.TRAIN
             )
@@ -306,6 +339,10 @@ class FederatedService:
             return body
         need_features, need_classes = not body.get("features"), "classes" not in fed
         fed = {**FEDERATED_DEFAULTS, **fed}
+        if fed["private"] and fed["validation"] and not body.get("dataset_cid"):
+            # A private task's public data is its validation set: it fixes d and K.
+            body = {**body, "dataset_cid": fed["validation"]}
+        fed = await self._noise_for_budget(fed, body)
         if need_features or need_classes:
             probe = TaskSpec(
                 dataset_cid=str(body.get("dataset_cid", "")),
@@ -329,6 +366,23 @@ class FederatedService:
             if need_classes:
                 fed["classes"] = classes
         return {**body, "federated": fed}
+
+    @staticmethod
+    async def _noise_for_budget(fed: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """An epsilon budget without a noise multiplier: the smallest z whose plan
+        stays within it (the accountant; bisection, so in a thread)."""
+        eps, delta, rounds = fed.get("epsilon"), fed.get("delta"), body.get("rounds", 1)
+        if fed.get("noise_multiplier") or not eps:
+            return fed
+        if not (isinstance(eps, int | float) and isinstance(delta, int | float)):
+            return fed  # the spec's own checks name the problem
+        if type(rounds) is not int or not 0 < delta < 1 or eps <= 0:
+            return fed
+        from p2pml.federated.accountant import noise_for_epsilon
+
+        q = fed.get("sampling_rate", 1.0)
+        z = await asyncio.to_thread(noise_for_epsilon, float(eps), float(q), rounds, float(delta))
+        return {**fed, "noise_multiplier": float(z)}
 
     # -- views for the API -------------------------------------------------------------
 
@@ -359,9 +413,23 @@ class FederatedService:
         final = bytes(fed["models"][-1]) if fed["models"] else None
         task = state.get(task_key(task_id))
         ready = task is not None and self.verifier.expected_close(task_id, task, fed) is not None
+        f = task["spec"]["federated"] if task is not None else {}
         return {
             # This node holds G_{r+1} of the round state at the tip (a close can be mined).
             "next_model_ready": ready,
+            "mode": "private" if f.get("private") else "public",
+            "private": f.get("private", ""),
+            "rule": f.get("aggregation"),
+            "trim": f.get("trim", 0),
+            "clip": f.get("clip", 0.0),
+            "validation": f.get("validation", ""),
+            "dp": bool(f.get("noise_multiplier")),
+            "noise_multiplier": f.get("noise_multiplier", 0.0),
+            "sampling_rate": f.get("sampling_rate", 1.0),
+            "delta": f.get("delta", 0.0),
+            # The privacy loss of the rounds closed so far, as the chain records it.
+            "epsilon_spent": fed.get("epsilon", 0.0),
+            "epsilon_budget": f.get("epsilon", 0.0),
             "round": fed["round"],
             "opened_at": fed["opened_at"],
             "model_hash": final.hex() if final else None,

@@ -202,6 +202,17 @@ class FederatedVerifier:
         path = await self.store.fetch(spec.dataset_cid, self._settings.max_dataset_bytes)
         return FedData(str(path), str(self._cache_dir), self._settings.max_dataset_bytes)
 
+    async def score_data(self, spec: TaskSpec) -> FedData:
+        """What scores the global models: the task's public validation CSV (fetched
+        and parsed as datasets are), else its dataset's holdout."""
+        fed = spec.federated
+        if fed is None or not fed.validation:
+            return await self.data(spec)
+        path = await self.store.fetch(fed.validation, self._settings.max_dataset_bytes)
+        return FedData(
+            str(path), str(self._cache_dir), self._settings.max_dataset_bytes, validation=True
+        )
+
     async def _bytes(self, cid: str) -> bytes:
         path = await self.store.fetch(cid, MAX_UPDATE_BYTES)
         return await asyncio.to_thread(path.read_bytes)
@@ -209,6 +220,8 @@ class FederatedVerifier:
     async def _check_update(self, req: UpdateCheck) -> str:
         spec = TaskSpec.from_wire(req.spec)
         artifact = await self._bytes(req.tx.update_cid)
+        # A private update cannot be re-derived: it is checked by rule only.
+        private = spec.federated is not None and spec.federated.is_private
         job = FedCheckRequest(
             spec,
             req.tx.task_id,
@@ -216,7 +229,7 @@ class FederatedVerifier:
             req.tx.participant,
             req.tx.n_samples,
             artifact,
-            await self.data(spec),
+            None if private else await self.data(spec),
         )
         reason: str = await self._pool.run(
             "fed_check", job, self._settings.max_job_seconds, Priority.BLOCK
@@ -238,7 +251,7 @@ class FederatedVerifier:
                 todo = [tuple((bytes(p), c, n) for p, c, n in ups) for _h, ups in req.closed] + todo
         rounds = [[(p, await self._bytes(cid), n) for p, cid, n in updates] for updates in todo]
         try:
-            data: FedData | None = await self.data(spec)
+            data: FedData | None = await self.score_data(spec)
         except DatasetError:
             data = None  # the aggregate needs no dataset; only the metric does
         job = FedAggregateRequest(spec, req.task_id, req.seed, start, rounds, data)

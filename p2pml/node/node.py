@@ -126,6 +126,7 @@ class Node:
             settings.training,
             self._jobs.spawn,
             self.mining.notify,
+            settings.federated,
         )
         self.tasks = TaskService(
             self.identity,

@@ -397,6 +397,37 @@ def task_specs() -> list[dict[str, Any]]:
             "rounds": 64,
             "target": "t",
         },
+        {
+            # Protocol 6 (docs/federated.md §11.1): a private federated task with
+            # a trimmed mean and local DP; its dataset is the validation set.
+            "dataset_cid": CID_DATA,
+            "federated": {
+                "aggregation": "trimmed_mean",
+                "classes": [0, 1, 2],
+                "clip": 1.5,
+                "delta": 1e-05,
+                "epsilon": 5.0,
+                "local_epochs": 2,
+                "noise_multiplier": 4.0,
+                "participants": 5,
+                "private": "digits",
+                "round_blocks": 6,
+                "sampling_rate": 1.0,
+                "trim": 1,
+                "validation": CID_DATA,
+            },
+            "features": ["a", "b"],
+            "format": "csv",
+            "holdout_fraction": 0.2,
+            "kind": "classification",
+            "metric": "accuracy",
+            "model": "sgd_classifier",
+            "params": [],
+            "partition_fraction": 0.5,
+            "rounds": 4,
+            "target": "label",
+            "v": 1,
+        },
     ]
 
 
@@ -443,13 +474,13 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
     for i, spec in enumerate(task_specs()):
         fields = {
             "spec": spec,
-            "bounty": [1_000_000, 0, 2**40][i],
-            "fee": [1_000, 5_000, 123_456][i],
-            "deadline": [10, 100_000, 1][i],
-            "result_reward": [0, 10, 1000][i],
-            "max_results": [1, 10_000, 300][i],
+            "bounty": [1_000_000, 0, 2**40, 40_000][i],
+            "fee": [1_000, 5_000, 123_456, 1_000][i],
+            "deadline": [10, 100_000, 1, 28][i],
+            "result_reward": [0, 10, 1000, 0][i],
+            "max_results": [1, 10_000, 300, 1][i],
             "publisher": pub.hex(),
-            "nonce": [0, 42, 2**64 - 1][i],
+            "nonce": [0, 42, 2**64 - 1, 6][i],
         }
         unsigned = [
             1,

@@ -359,20 +359,23 @@ def test_round_limits_duplicates_late_updates_and_wrong_closes() -> None:
 
 def test_deadline_pays_the_closed_rounds_and_refunds_the_rest() -> None:
     b, n, o = setup()
-    t = fed_task(bounty=1001, deadline=3)
+    # The shortest deadline that fits: 2 rounds x (1 block + 1 to close).
+    short = dataclasses.replace(SPEC, federated=dataclasses.replace(FED, round_blocks=1))
+    t = fed_task(bounty=1001, deadline=4, spec=short)
     b1 = mine(b, n, b.genesis, t)
     u1, u2 = update(o, t, b1.hash, P1, 0, 1.0, n=1), update(o, t, b1.hash, P2, 0, 1.5, n=2)
     h1, _ = expected_hash(rounds.initial(WIRE, b1.hash), (P1, 1.0, 1), (P2, 1.5, 2))
     b2 = mine(b, n, b1.hash, u1, u2, RoundCloseTx(t.id, 0, h1))
     b3 = mine(b, n, b2.hash)
-    b4 = mine(b, n, b3.hash)  # close_at = 1 + 3
+    b4 = mine(b, n, b3.hash)  # round 1 due, but no block closes it
+    b5 = mine(b, n, b4.hash)  # close_at = 1 + 4
     rec = n.chain.state[task_key(t.id)]
-    assert not rec["open"] and rec["closed_at"] == b4.height
+    assert not rec["open"] and rec["closed_at"] == b5.height
     # 500 for round 0 split 1:2 (166 + 333), round 1 never closed: 502 back.
     earned = {P1.public_key: 166, P2.public_key: 333}
     shares = [[key, earned[key]] for key in sorted(earned)]  # bytewise key order
     assert rec["payout"] == [*shares, [PUB.public_key, 502]]
-    late = b.make(b4.hash, txs=(update(o, t, b1.hash, P3, 1, 1.0),), register=False)
+    late = b.make(b5.hash, txs=(update(o, t, b1.hash, P3, 1, 1.0),), register=False)
     assert n.feed(late).rejected == [(late.hash, "update-task-closed")]
 
 

@@ -59,3 +59,12 @@ def test_the_generator_reproduces_the_committed_file(tmp_path: Path) -> None:
     script = HERE / "make_federated_vectors.py"
     subprocess.run([sys.executable, "-I", str(script), str(tmp_path)], check=True, timeout=60)
     assert (tmp_path / "federated.json").read_text() == (HERE / "federated.json").read_text()
+
+
+@pytest.mark.parametrize("v", VECTORS["epsilon"], ids=lambda v: f"z{v['noise_multiplier']}")
+def test_epsilon_vector(v: dict[str, Any]) -> None:
+    """The epsilon the chain records (docs/federated.md §7.3, §11.4)."""
+    from p2pml.federated.accountant import epsilon_spent
+
+    got = epsilon_spent(v["noise_multiplier"], v["sampling_rate"], v["rounds"], v["delta"])
+    assert got == v["epsilon"]

@@ -16,7 +16,7 @@ from p2pml.node import runtime
 
 def test_every_network_pins_the_installed_runtime() -> None:
     for p in (MAIN, DEVNET, REGTEST):
-        assert dict(p.runtime) == runtime.installed(["numpy", "scikit-learn"])
+        assert dict(p.runtime) == runtime.installed(["dp-accounting", "numpy", "scikit-learn"])
         assert runtime.validation_mode(p, validate_results=True) == runtime.VALIDATOR
 
 

@@ -196,8 +196,51 @@ def case(
     return c
 
 
+# RDP orders of docs/federated.md section 7.3.
+ORDERS = (
+    [1.0 + x / 10.0 for x in range(1, 100)] + [float(x) for x in range(11, 64)] + [128.0, 256.0]
+)
+
+
+def epsilon_full_rate(z: float, rounds: int, delta: float) -> float:
+    """Section 7.3 with q = 1: R rounds of the Gaussian mechanism of noise
+    multiplier z / 2, RDP R a / (2 sigma^2) at order a, converted to epsilon at
+    delta (the improved conversion; the KL case gives 0), minimised over the
+    orders (first minimum), rounded up to 6 decimals."""
+    sigma = z / 2.0
+    best = math.inf
+    for a in ORDERS:
+        r = 0.0 + rounds * (a / (2 * sigma**2))
+        if delta**2 + math.expm1(-r) > 0:
+            eps = 0.0
+        elif a > 1.01:
+            eps = r + math.log1p(-1 / a) - math.log(delta * a) / (a - 1)
+        else:
+            eps = math.inf
+        best = min(best, eps)
+    return math.ceil(max(0.0, best) * 10**6) / 10**6
+
+
 def vectors() -> dict[str, Any]:
     return {
+        "epsilon": [
+            {
+                "noise_multiplier": z,
+                "sampling_rate": 1.0,
+                "rounds": rounds,
+                "delta": delta,
+                "epsilon": epsilon_full_rate(z, rounds, delta),
+            }
+            for z, rounds, delta in (
+                (4.0, 1, 1e-5),
+                (4.0, 4, 1e-5),
+                (1.0, 30, 1e-5),
+                (3.0, 30, 1e-5),
+                (25.6, 10, 1e-5),
+                (0.7, 64, 1e-6),
+                (100.0, 1, 0.5),
+            )
+        ],
         "cases": [
             case("fedavg", "sgd_classifier", 3, 3, "fedavg", 4, None),
             case("fedavg-clipped", "sgd_classifier", 4, 2, "fedavg", 5, 0.75),
