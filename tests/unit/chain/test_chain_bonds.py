@@ -279,7 +279,9 @@ def test_a_reorg_undoes_bonds_unbonds_fees_and_payouts_exactly() -> None:
 # -- property: reorgs across bonds, unbonds, fees and payouts -----------------------
 
 KEYS = [T1, T2, dev_identity(3), FRESH]
-DEV_IDS = [dev_identity(i) for i in range(8)]  # every committee member is one
+# Every key a committee can draw: the genesis-bonded dev keys and FRESH, which the
+# "bond" kind bonds (a drawn FRESH once made the signer lookup fail).
+SIGNERS = {i.public_key: i for i in [*(dev_identity(i) for i in range(8)), FRESH]}
 # Results and attestations weigh more: an attestation needs a result, its
 # beacon and a draw inside the attest window.
 KINDS = ["task", "result", "result", "bond", "unbond", "fund", "attest", "attest", "none"]
@@ -334,7 +336,7 @@ def _grow(
             ]
             if open_audits:
                 rid, member = data.draw(st.sampled_from(open_audits))
-                who = next(i for i in DEV_IDS if i.public_key == member)
+                who = SIGNERS[member]
                 passed = data.draw(st.booleans())
                 txs.append(AttestTx(member, rid, passed, 0).signed_by(who, REGTEST.genesis_hash))
         miner = bytes([tag + 1]) * 32
