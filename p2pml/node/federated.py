@@ -159,9 +159,11 @@ class FederatedService:
                 raise TrainingError("global-model-unavailable", f"G_{rnd} could not be computed")
             data = await self.verifier.data(spec)
             job = FedTrainRequest(spec, task_id, seed, me.public_key, rnd, start, data)
+            t_job = time.monotonic()
             artifact, n = await self._pool.run(
                 "fed_train", job, self._settings.max_job_seconds, Priority.TRAIN
             )
+            train_seconds = time.monotonic() - t_job
             cid = await self.verifier.store.add_bytes(artifact)
             tx = UpdateTx(
                 task_id=task_id,
@@ -185,7 +187,9 @@ class FederatedService:
             self._note(task_id, rnd, me.public_key, "refused", reason, str(exc))
             log.warning("federated round %d of %s: %s", rnd, task_id.hex()[:16], exc)
             return
-        self._note(task_id, rnd, me.public_key, "sent", "", cid)
+        # The local training job's wall time (worker queue included), for the
+        # per-round overhead figures (scripts/bench_fed_rounds.py).
+        self._note(task_id, rnd, me.public_key, "sent", "", cid, train_seconds)
         log.info(
             "federated round %d of %s: update of %d rows in %.1fs -> %s",
             rnd,
@@ -197,7 +201,14 @@ class FederatedService:
         await self._relay.tx(tx)
 
     def _note(
-        self, task_id: bytes, rnd: int, who: bytes, what: str, reason: str, detail: str
+        self,
+        task_id: bytes,
+        rnd: int,
+        who: bytes,
+        what: str,
+        reason: str,
+        detail: str,
+        train_seconds: float | None = None,
     ) -> None:
         self.events[task_id].append(
             {
@@ -207,6 +218,7 @@ class FederatedService:
                 "reason": reason,
                 "detail": detail,
                 "time": time.time(),
+                "train_seconds": train_seconds,
             }
         )
 
