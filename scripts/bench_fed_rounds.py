@@ -91,10 +91,10 @@ class Round:
 
 @dataclass
 class Interval:
-    """Bytes between two quiet points: all of round r's updates pooled at
-    every node, then all of round r+1's: round r's update block and close
-    block, and round r+1's update transactions and artifacts: one round's
-    worth of everything."""
+    """Bytes between two quiet points, round r's update block connected at
+    every node, then round r+1's: round r's close block, round r+1's update
+    transactions and artifacts and its update block: one round's worth of
+    everything."""
 
     index: int
     gossip_bytes: int
@@ -150,15 +150,17 @@ def run_rounds(
     quiet: list[tuple[int, int]] = []
     opened = mine(miner)  # the task's block opens round 0
     for rnd in range(rounds):
-        for n in nodes:  # every node fetched and checked every update: quiet
-            wait_until_sync(
-                lambda n=n: updates_pooled(n, task_id, rnd) >= participants,  # type: ignore[misc]  # noqa: B023
-                300,
-                POLL,
-                what=f"the updates of round {rnd} at node{n.index}",
-            )
-        quiet.append(byte_counters(nodes))
+        wait_until_sync(
+            lambda: updates_pooled(miner, task_id, rnd) >= participants,  # noqa: B023
+            300,
+            POLL,
+            what=f"the updates of round {rnd} at the miner",
+        )
         mine(miner)
+        # A quiet point: every node connected the block with the round's
+        # updates, so it fetched and checked each; G_{r+1} needs no more data.
+        sync_blocks(nodes)
+        quiet.append(byte_counters(nodes))
         wait_until_sync(
             lambda: bool(fed_view(miner, task_id)["next_model_ready"]),
             120,
