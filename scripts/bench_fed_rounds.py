@@ -269,7 +269,7 @@ def main() -> None:
     med = statistics.median
     n = f"median of rounds 1-{len(done) - 1} (min-max)"
     figure(
-        "fed rounds: overhead per round",
+        "fed_rounds: overhead per round",
         f"{med(r.overhead for r in later):.2f} s",
         f"<= {OVERHEAD_TARGET:g} s",
         f"{n}: {min(r.overhead for r in later):.2f}-{max(r.overhead for r in later):.2f} s;"
@@ -277,7 +277,7 @@ def main() -> None:
         f" (devnet: + ~2 x 5 s block spacing)",
     )
     figure(
-        "fed rounds: round wall time",
+        "fed_rounds: round wall time",
         f"{med(r.wall for r in later):.2f} s",
         "",
         f"{n}; slowest local training {med(r.slowest_training for r in later):.2f} s"
@@ -286,7 +286,7 @@ def main() -> None:
     model = spans[0].model_bytes
     m = f"median of {len(spans)} rounds (min-max)"
     figure(
-        "fed rounds: bytes sent per round / model x P",
+        "fed_rounds: bytes sent per round / model x P",
         f"{med(b.ratio for b in spans):.2f}x",
         f"<= {BYTES_TARGET:g}x",
         f"{m}: {min(b.ratio for b in spans):.2f}-{max(b.ratio for b in spans):.2f}x of"
@@ -294,7 +294,7 @@ def main() -> None:
         f" {args.nodes - 1}x (each node fetches every peer's update); Flower: 2x",
     )
     figure(
-        "fed rounds: bytes per round, breakdown",
+        "fed_rounds: bytes per round, breakdown",
         f"{med(b.sent for b in spans):,.0f} B",
         "",
         f"gossip {med(b.gossip_bytes for b in spans):,.0f} B + IPFS payload"
