@@ -111,6 +111,11 @@ class HostCallbacks(Protocol):
         """A gossip RPC frame over the 1 MiB cap arrived from ``peer_id``."""
         ...
 
+    def on_sent(self, nbytes: int) -> None:
+        """A gossip RPC frame of ``nbytes`` (length prefix included) was
+        written to a peer's stream: every publish, relay and control message."""
+        ...
+
 
 @dataclass(frozen=True)
 class HostConfig:
@@ -190,6 +195,16 @@ class _Pubsub(Pubsub):
     Validation without formatting every refused message into its error."""
 
     on_oversize: Callable[[str], None] | None = None
+    on_sent: Callable[[int], None] | None = None
+
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        """The library's write, counted (bytes handed to the stream, before the
+        muxer's and Noise's framing): what gossip costs the node's uplink."""
+        ok = await super().write_msg(stream, rpc_msg)
+        if ok and self.on_sent is not None:
+            size = rpc_msg.ByteSize()
+            self.on_sent(size + _uvarint_len(size))
+        return ok
 
     async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         """The library's ``validate_msg`` (cached verdicts, the validator
@@ -243,6 +258,15 @@ class _Pubsub(Pubsub):
     def _oversize(self, peer_id: str) -> None:
         if self.on_oversize is not None and self.manager.is_running:
             self.on_oversize(peer_id)
+
+
+def _uvarint_len(n: int) -> int:
+    """Bytes of the unsigned varint that prefixes an RPC of ``n`` bytes."""
+    out = 1
+    while n >= 0x80:
+        n >>= 7
+        out += 1
+    return out
 
 
 class _InboundStream:
@@ -369,6 +393,7 @@ class TrioHost:
             max_concurrent_validator_count=64,
         )
         self.pubsub.on_oversize = self.cb.on_oversize
+        self.pubsub.on_sent = self.cb.on_sent
         self.rr = RequestResponse(self.host)
         self._rr_server_cfg = RequestResponseConfig(
             timeout=config.request_timeout,

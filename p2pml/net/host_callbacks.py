@@ -66,6 +66,9 @@ class HostCallbacks:
     def on_dropped(self, what: str, count: int) -> None:
         self.counters.inc(what, count)
 
+    def on_sent(self, nbytes: int) -> None:
+        self.counters.inc("gossip_bytes_sent", nbytes)
+
     def on_oversize(self, peer_id: str) -> None:
         self.counters.inc("gossip_oversize_rpc")
         self._penalise(peer_id, "oversize-rpc", P.PENALTY_MALFORMED)

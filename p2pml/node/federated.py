@@ -63,6 +63,11 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _start_of(fed: Mapping[str, Any]) -> bytes:
+    """The committed hash of G_r, the model the open round trains from (b"" for G_0)."""
+    return bytes(fed["models"][-1]) if fed["models"] else b""
+
+
 class FederatedService:
     def __init__(
         self,
@@ -89,7 +94,11 @@ class FederatedService:
         self._on_pool_change = on_pool_change
         self.enabled = settings.enabled
         self.tasks: set[bytes] = set()  # open federated tasks
-        self._claimed: set[tuple[bytes, bytes, int]] = set()
+        # (task, seed, round, hash of G_r): a reorg that brings another G_r
+        # (the rounds before closed differently) calls for a new update.
+        self._claimed: set[tuple[bytes, bytes, int, bytes]] = set()
+        #: (task, seed, round) -> id of the update this node pooled for it
+        self._sent: dict[tuple[bytes, bytes, int], bytes] = {}
         self._computing: set[Any] = set()
         self._checking: set[bytes] = set()  # gossiped updates being checked
         #: task id -> what happened to this node's updates and to peers' gossiped ones
@@ -132,7 +141,8 @@ class FederatedService:
         me = self._identity.public_key
         seed, rnd = bytes(task["seed"]), int(fed["round"])
         f = task["spec"]["federated"]
-        if (task_id, seed, rnd) in self._claimed or rnd >= task["spec"]["rounds"]:
+        claim = (task_id, seed, rnd, _start_of(fed))
+        if claim in self._claimed or rnd >= task["spec"]["rounds"]:
             return
         if (
             any(bytes(u[0]) == me for u in fed["updates"])
@@ -143,13 +153,15 @@ class FederatedService:
             return
         if f["private"] and self._fed_settings.private_file(f["private"]) is None:
             return  # a private task: only nodes holding a file of that name take part
-        self._claimed.add((task_id, seed, rnd))
-        self._spawn(self._train(task_id, seed, rnd), "federated-train")
+        self._claimed.add(claim)
+        self._spawn(self._train(task_id, seed, rnd, claim[3]), "federated-train")
 
-    async def _train(self, task_id: bytes, seed: bytes, rnd: int) -> None:
+    async def _train(self, task_id: bytes, seed: bytes, rnd: int, start_hash: bytes) -> None:
         state = self._chain.chain.state
         task, fed = state.get(task_key(task_id)), state.get(fed_key(task_id))
         if task is None or fed is None or fed["round"] != rnd or bytes(task["seed"]) != seed:
+            return
+        if _start_of(fed) != start_hash:
             return
         me = self._identity
         t0 = time.monotonic()
@@ -180,9 +192,11 @@ class FederatedService:
             else:
                 data = await self.verifier.data(spec)
                 job = FedTrainRequest(spec, task_id, seed, me.public_key, rnd, start, data)
+            t_job = time.monotonic()
             artifact, n = await self._pool.run(
                 "fed_train", job, self._settings.max_job_seconds, Priority.TRAIN
             )
+            train_seconds = time.monotonic() - t_job
             cid = await self.verifier.store.add_bytes(artifact)
             tx = UpdateTx(
                 task_id=task_id,
@@ -193,13 +207,22 @@ class FederatedService:
                 n_samples=n,
                 fee=self._chain.params.min_result_fee,
             ).signed_by(me, self._chain.params.genesis_hash)
+            # Ours from another G_r (before a reorg) is valid by the rules but
+            # trained from the wrong model, and would refuse this one as a
+            # duplicate: drop it from our pool.
+            stale = self._sent.get((task_id, seed, rnd))
+            if stale is not None and stale != tx.id:
+                self._mempool.remove(stale)
             await self.submit(tx, "self")
+            self._sent[(task_id, seed, rnd)] = tx.id
         except (P2PMLError, ValidationError) as exc:
             reason = getattr(exc, "reason", type(exc).__name__)
             self._note(task_id, rnd, me.public_key, "refused", reason, str(exc))
             log.warning("federated round %d of %s: %s", rnd, task_id.hex()[:16], exc)
             return
-        self._note(task_id, rnd, me.public_key, "sent", "", cid)
+        # The local training job's wall time (worker queue included), for the
+        # per-round overhead figures (scripts/bench_fed_rounds.py).
+        self._note(task_id, rnd, me.public_key, "sent", "", cid, train_seconds)
         log.info(
             "federated round %d of %s: update of %d rows in %.1fs -> %s",
             rnd,
@@ -211,7 +234,14 @@ class FederatedService:
         await self._relay.tx(tx)
 
     def _note(
-        self, task_id: bytes, rnd: int, who: bytes, what: str, reason: str, detail: str
+        self,
+        task_id: bytes,
+        rnd: int,
+        who: bytes,
+        what: str,
+        reason: str,
+        detail: str,
+        train_seconds: float | None = None,
     ) -> None:
         self.events[task_id].append(
             {
@@ -221,6 +251,7 @@ class FederatedService:
                 "reason": reason,
                 "detail": detail,
                 "time": time.time(),
+                "train_seconds": train_seconds,
             }
         )
 

@@ -108,6 +108,9 @@ class _Callbacks:
     def on_oversize(self, peer_id: str) -> None:
         pass
 
+    def on_sent(self, nbytes: int) -> None:
+        pass
+
     async def validate(self, topic: str, forwarder: str, data: bytes, msg_id: bytes) -> bool:
         self.peer.received.append((topic, data))
         return True

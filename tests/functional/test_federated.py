@@ -12,44 +12,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.linear_model import SGDClassifier
 
 from p2pml.federated import rounds
 from p2pml.federated.encoding import decode
-from p2pml.federated.params import build
-from p2pml.ml.partition import holdout_indices, partition_indices
 from tests.framework.cli import cli
-from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
-from tests.framework.waiting import wait_until_sync
+from tests.framework.federated import (
+    centralised_accuracy,
+    fed_view,
+    holdout_accuracy,
+    run_round,
+    upload_digits,
+)
+from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks
 
 ROUNDS = 3
 PARTICIPANTS = 3
 BOUNTY = 3 * 10_000
-
-
-def upload_digits(node: TestNode, tmp_path: Path) -> tuple[str, Any]:
-    frame = load_digits(as_frame=True).frame
-    frame.iloc[:, :-1] = frame.iloc[:, :-1] / 16.0
-    csv = tmp_path / "digits.csv"
-    frame.to_csv(csv, index=False)
-    return str(node.api.upload("/datasets", csv)["cid"]), frame
-
-
-def fed_view(node: TestNode, task_id: str) -> dict[str, Any]:
-    view: dict[str, Any] = node.api.get(f"/tasks/{task_id}")["federated"]
-    return view
-
-
-def updates_pooled(node: TestNode, task_id: str, rnd: int) -> int:
-    return sum(
-        1
-        for tx in node.api.get("/mempool")
-        if tx["type"] == "update" and tx["task"] == task_id and tx["round"] == rnd
-    )
 
 
 def test_federated_rounds_on_three_nodes(nodes: NodeSet, tmp_path: Path) -> None:
@@ -72,21 +50,7 @@ def test_federated_rounds_on_three_nodes(nodes: NodeSet, tmp_path: Path) -> None
     a.mine(1)
     sync_blocks(trio)
     for rnd in range(ROUNDS):
-        wait_until_sync(
-            lambda: updates_pooled(a, task_id, rnd) == PARTICIPANTS,  # noqa: B023 - waited here
-            240,
-            what=f"the three updates of round {rnd} in node a's mempool",
-        )
-        a.mine(1)  # the updates; the round is full
-        sync_blocks(trio)
-        wait_until_sync(
-            lambda: bool(fed_view(a, task_id)["next_model_ready"]),
-            120,
-            what=f"G_{rnd + 1} at node a",
-        )
-        a.mine(1)  # the round close
-        sync_blocks(trio)
-        assert fed_view(a, task_id)["round"] == rnd + 1, fed_view(a, task_id)
+        run_round(a, trio, task_id, rnd, PARTICIPANTS)
 
     views = [fed_view(n, task_id) for n in trio]
     hashes = [[rd["model_hash"] for rd in v["rounds"]] for v in views]
@@ -116,30 +80,14 @@ def test_federated_rounds_on_three_nodes(nodes: NodeSet, tmp_path: Path) -> None
     data = (tmp_path / "global.p2fl").read_bytes()
     assert headers["x-model-hash"] == hashes[0][-1]
     spec = task["spec"]
-    g = decode(rounds.layout_of(spec), data)
-    assert rounds.round_hash(spec, g).hex() == hashes[0][-1]
-    seed, tid = bytes.fromhex(task["seed"]), bytes.fromhex(task_id)
-    X = frame.drop(columns="target").to_numpy(dtype=np.float64)
-    y = frame["target"].to_numpy(dtype=np.int64)
-    hold = holdout_indices(seed, tid, len(y), spec["holdout_fraction"])
-    model = build(rounds.layout_of(spec), g, {}, rounds.classes_of(spec))
-    federated = float((model.predict(X[hold]) == y[hold]).mean())
+    assert rounds.round_hash(spec, decode(rounds.layout_of(spec), data)).hex() == hashes[0][-1]
+    federated = holdout_accuracy(task, frame, data)
     assert abs(federated - curve[-1]) < 1e-12
     keys = [bytes.fromhex(n.status()["public_key"]) for n in trio]
-    rows = np.unique(
-        np.concatenate(
-            [
-                partition_indices(seed, tid, k, 0, len(y), 0.25, spec["partition_fraction"])
-                for k in keys
-            ]
-        )
-    )
-    central = SGDClassifier(random_state=0).fit(X[rows], y[rows])
-    centralised = float((central.predict(X[hold]) == y[hold]).mean())
+    centralised, n_rows = centralised_accuracy(task, frame, keys)
     print(
         f"\nfederated sgd_classifier on digits, {PARTICIPANTS} nodes, {ROUNDS} rounds:"
         f" accuracy per round {[round(c, 4) for c in curve]};"
-        f" centralised on the same {len(rows)} rows {centralised:.4f}"
-        f" (holdout {len(hold)} rows)"
+        f" centralised on the same {n_rows} rows {centralised:.4f}"
     )
     assert federated > 0.8, curve

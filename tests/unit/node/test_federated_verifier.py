@@ -26,7 +26,12 @@ from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
 from p2pml.node.federated import FederatedService
-from p2pml.node.federated_verifier import CloseCheck, FederatedVerifier, UpdateCheck
+from p2pml.node.federated_verifier import (
+    CloseCheck,
+    FederatedVerifier,
+    UpdateCheck,
+    close_check,
+)
 from p2pml.node.mempool import Mempool
 from p2pml.node.verifier import Verifier
 from tests.framework.chainbuilder import Builder
@@ -257,3 +262,88 @@ def test_a_round_close_is_cached_by_who_sent_each_update_and_its_weight() -> Non
     assert len({honest.key, resigned.key, reweighed.key}) == 3
     same = CloseCheck(tid, spec, seed, (), (), ((p1, c_a, 10), (p2, c_b, 20)))
     assert same.key == honest.key
+
+
+def test_after_a_reorg_that_changes_g_r_the_service_trains_again_from_it(
+    env: Any, tmp_path: Path
+) -> None:
+    """Branch A closes round 0 with this node's update; branch B (longer)
+    closes it empty, so G_1 differs. Having trained round 1 from A's G_1, the
+    node must train it again from B's after the reorg and pool that update
+    instead: its old one is valid by the rules but from the wrong model (the
+    training claim was keyed by task, seed and round only: it sat round 1 out)."""
+    fv, store, spec = env
+    spec = dataclasses.replace(
+        spec, federated=dataclasses.replace(spec.federated, participants=2, round_blocks=2)
+    )
+    wire = spec.to_wire()
+    me = dev_identity(1)
+    chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
+    chain.node.chain.verdicts = fv.verdict
+    mempool = Mempool(REGTEST)
+    FederatedService(
+        me,
+        chain,  # type: ignore[arg-type]
+        mempool,
+        fv,
+        relay,  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=True),
+        jobs,
+        lambda: None,
+    )
+    pub = dev_identity(0)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    def my_update(rnd: int) -> UpdateTx:
+        [u] = [
+            t
+            for t in mempool.txs.values()
+            if isinstance(t, UpdateTx) and t.round == rnd and t.participant == me.public_key
+        ]
+        return u
+
+    async def close_for(fed: dict[str, Any], seed: bytes) -> RoundCloseTx:
+        digest = await fv.answer(close_check(task.id, {"spec": wire, "seed": seed}, fed))
+        return RoundCloseTx(task.id, int(fed["round"]), digest)
+
+    async def run() -> None:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        (await chain.submit_block(b1)).raise_error()
+        await jobs.settle()
+        u0 = my_update(0)
+        # Branch A: our round-0 update, the window's end, the close.
+        a2 = builder.make(b1.hash, txs=(u0,))
+        a3 = builder.make(a2.hash)
+        for b in (a2, a3):
+            (await chain.submit_block(b)).raise_error()
+        fed_a = chain.chain.state[fed_key(task.id)]
+        a4 = builder.make(a3.hash, txs=(await close_for(fed_a, b1.hash),))
+        (await chain.submit_block(a4)).raise_error()
+        await jobs.settle()
+        stale = my_update(1)  # trained from A's G_1
+        # Branch B: round 0 closes with no update (G_1 = G_0), and B is longer.
+        empty = {"round": 0, "opened_at": 2, "updates": [], "models": [], "closed": []}
+        c2 = builder.make(b1.hash, dt=2)
+        c3 = builder.make(c2.hash)
+        c4 = builder.make(c3.hash, txs=(await close_for(empty, b1.hash),))
+        c5 = builder.make(c4.hash)
+        for b in (c2, c3, c4, c5):
+            (await chain.submit_block(b)).raise_error()
+        assert chain.chain.tip.hash == c5.hash
+        g1_b = await fv.global_model(
+            task.id, {"spec": wire, "seed": b1.hash}, chain.chain.state[fed_key(task.id)]
+        )
+        assert g1_b is not None
+        await jobs.settle()
+        fresh = my_update(1)
+        assert fresh.id != stale.id and stale.id not in mempool.txs
+        data = FedData(str(store.files[spec.dataset_cid]), str(store.root / "parsed"), 10**9)
+        want, _n = fed_train_job(
+            FedTrainRequest(spec, task.id, b1.hash, me.public_key, 1, g1_b, data)
+        )
+        assert fresh.update_cid == cid_of_bytes(want)
+
+    asyncio.run(run())
