@@ -118,13 +118,14 @@ def median(deltas: Sequence[Vector]) -> Vector:
 
 
 def trimmed_mean(deltas: Sequence[Vector], trim: int) -> Vector:
-    """Per coordinate: drop the ``trim`` lowest and highest values, then the sum
-    of the rest in ascending order divided by their count."""
+    """Per coordinate: drop ``t = min(trim, (m - 1) // 2)`` lowest and highest
+    values, then the sum of the rest in ascending order divided by their count.
+
+    The trim shrinks for a round that closed with ``m <= 2 trim`` updates (its
+    window ended short of the participants), which makes it the median: a rule
+    that refused such a round would leave it unclosable."""
     m = len(deltas)
-    if m <= 2 * trim:
-        raise ValidationError(
-            "federated-too-few-updates", f"{m} updates cannot be trimmed by {trim} on each side"
-        )
+    trim = min(trim, (m - 1) // 2)
     ordered = np.sort(np.stack(deltas), axis=0)
     total = np.zeros_like(ordered[0])
     for row in ordered[trim : m - trim]:

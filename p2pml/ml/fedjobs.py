@@ -21,6 +21,7 @@ Run by :mod:`p2pml.ml.pool` like the training jobs: never on the event loop.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from typing import Any
 
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.errors import TrainingError, ValidationError
+
+log = logging.getLogger(__name__)
 
 #: The shard of a participant is the partition of this round in every round.
 SHARD_ROUND = 0
@@ -173,7 +176,11 @@ def fed_check_job(req: FedCheckRequest) -> str:
 
 
 def fed_aggregate_job(req: FedAggregateRequest) -> list[tuple[bytes, bytes, float | None]]:
-    """``[(hash, encoding, metric or None), ...]``, one per round in ``req.rounds``."""
+    """``[(hash, encoding, metric or None), ...]``, one per round in ``req.rounds``.
+
+    The node asks without ``data`` (the hash is consensus, the metric is not:
+    a publisher's unparsable or slow validation CSV must not make a round
+    close undecidable) and scores in a separate :func:`fed_score_job`."""
     from p2pml.federated import rounds
     from p2pml.federated.encoding import decode, encode
 
@@ -188,6 +195,35 @@ def fed_aggregate_job(req: FedAggregateRequest) -> list[tuple[bytes, bytes, floa
             raise TrainingError(exc.reason, exc.detail) from None
         metric = None if req.data is None else _score(req, spec, current, req.data)
         out.append((rounds.round_hash(spec, current), encode(layout, current), metric))
+    return out
+
+
+@dataclass(frozen=True)
+class FedScoreRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    models: list[bytes]  # canonical encodings of the global models to score
+    data: FedData
+
+
+def fed_score_job(req: FedScoreRequest) -> list[float | None]:
+    """The task metric of each model on the validation set (or holdout); None
+    for a model that cannot be scored. Best effort: a dataset that fails to
+    load scores nothing and raises nothing."""
+    from p2pml.federated import rounds
+    from p2pml.federated.encoding import decode
+
+    spec = req.spec.to_wire()
+    layout = rounds.layout_of(spec)
+    agg = FedAggregateRequest(req.spec, req.task_id, req.seed, None, [], req.data)
+    out: list[float | None] = []
+    for encoding in req.models:
+        try:
+            out.append(_score(agg, spec, decode(layout, encoding), req.data))
+        except Exception as exc:  # a publisher's CSV: any failure is "no metric"
+            log.info("federated score: %s", exc)
+            out.append(None)
     return out
 
 

@@ -65,6 +65,7 @@ JOBS: Final = {
     "fed_train": "p2pml.ml.fedjobs:fed_train_job",
     "fed_check": "p2pml.ml.fedjobs:fed_check_job",
     "fed_aggregate": "p2pml.ml.fedjobs:fed_aggregate_job",
+    "fed_score": "p2pml.ml.fedjobs:fed_score_job",
     "fed_describe": "p2pml.ml.fedjobs:fed_describe_job",
 }
 

@@ -25,7 +25,7 @@ from p2pml.chain.types import RoundCloseTx, UpdateTx
 from p2pml.config import TrainingSettings
 from p2pml.errors import DatasetError, MissingDataError, TrainingError
 from p2pml.ipfs.store import DatasetStore
-from p2pml.ml.fedjobs import FedAggregateRequest, FedCheckRequest, FedData
+from p2pml.ml.fedjobs import FedAggregateRequest, FedCheckRequest, FedData, FedScoreRequest
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.scheduling import Priority
 from p2pml.node.verifier import Request, Verifier
@@ -250,27 +250,44 @@ class FederatedVerifier:
             else:
                 todo = [tuple((bytes(p), c, n) for p, c, n in ups) for _h, ups in req.closed] + todo
         rounds = [[(p, await self._bytes(cid), n) for p, cid, n in updates] for updates in todo]
-        try:
-            data: FedData | None = await self.score_data(spec)
-        except DatasetError:
-            data = None  # the aggregate needs no dataset; only the metric does
-        job = FedAggregateRequest(spec, req.task_id, req.seed, start, rounds, data)
+        # The hash needs no dataset; the metric is scored after it, best effort.
+        job = FedAggregateRequest(spec, req.task_id, req.seed, start, rounds, None)
         out = await self._pool.run(
             "fed_aggregate", job, self._settings.max_job_seconds, Priority.BLOCK
         )
-        for digest, encoding, metric in out:
-            if digest not in self.models:
-                self.models[digest] = encoding
-                self.metrics[digest] = metric
+        fresh = [(d, enc) for d, enc, _m in out if d not in self.models]
+        for digest, encoding in fresh:
+            self.models[digest] = encoding
+            self.metrics[digest] = None
         digest = out[-1][0]
+        self._remember(self._closes, req.key, digest)
         if digest not in self.model_cids:
             try:
                 self.model_cids[digest] = await self.store.add_bytes(self.models[digest])
             except DatasetError as exc:
                 log.warning("could not store a global model on IPFS: %s", exc)
-        self._remember(self._closes, req.key, digest)
+        if fresh:
+            await self._score(spec, req, fresh)
         self.on_new_model()
         return bytes(digest)
+
+    async def _score(
+        self, spec: TaskSpec, req: CloseCheck, fresh: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Each new global model's metric (the learning curve); no verdict
+        depends on it, so a validation set that is missing, unparsable or too
+        slow to score leaves the metric None."""
+        try:
+            data = await self.score_data(spec)
+            job = FedScoreRequest(spec, req.task_id, req.seed, [enc for _d, enc in fresh], data)
+            scores = await self._pool.run(
+                "fed_score", job, self._settings.max_job_seconds, Priority.BLOCK
+            )
+        except (DatasetError, TrainingError, MissingDataError) as exc:
+            log.info("federated score of %s: %s", req.task_id.hex()[:16], exc)
+            return
+        for (digest, _enc), metric in zip(fresh, scores, strict=True):
+            self.metrics[digest] = metric
 
     async def global_model(
         self, task_id: bytes, task: Mapping[str, Any], fed: Mapping[str, Any]

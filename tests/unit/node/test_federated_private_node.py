@@ -191,3 +191,39 @@ def test_only_a_node_mapping_the_private_name_takes_part(
     [update] = pooled
     assert isinstance(update, UpdateTx) and update.participant == me.public_key
     assert update.n_samples == 300  # every row of its own file
+
+
+def test_a_trimmed_round_that_closed_short_of_updates_still_closes(private: Any) -> None:
+    """trim 1 of 3 participants, and the window ended with one update: the
+    round is decided (trimmed to the median) instead of waiting for data that
+    can never come (the rule refused m <= 2 trim, so the close was unknown at
+    every tip)."""
+    fv, store, spec, mine = private
+    fed = dataclasses.replace(spec.federated, aggregation="trimmed_mean", trim=1)
+    trimmed = dataclasses.replace(spec, federated=fed)
+    trimmed.validate()
+    wire = trimmed.to_wire()
+    art, n = train(trimmed, P1, mine)
+    ups = ((P1, asyncio.run(store.add_bytes(art)), n),)
+    digest = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
+    assert digest is not None
+    g1 = rounds.next_global(wire, rounds.initial(wire, SEED), [(P1, art, n)])
+    assert digest == rounds.round_hash(wire, g1)
+
+
+def test_an_unparsable_validation_csv_leaves_the_metric_unknown_not_the_close(
+    private: Any,
+) -> None:
+    """The publisher names the validation CSV: one that does not parse must
+    not make the round close undecidable (the hash needs no dataset)."""
+    fv, store, spec, mine = private
+    junk = asyncio.run(store.add_bytes(b"x,y\n1,2\n"))
+    fed = dataclasses.replace(spec.federated, validation=junk)
+    bad = dataclasses.replace(spec, federated=fed)
+    bad.validate()
+    wire = bad.to_wire()
+    art, n = train(bad, P1, mine)
+    ups = ((P1, asyncio.run(store.add_bytes(art)), n),)
+    digest = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
+    assert digest is not None
+    assert fv.metrics[digest] is None

@@ -124,7 +124,7 @@ def aggregate(case: dict[str, Any]) -> list[float]:
             if rule == "median":
                 combined.append(col[m // 2] if m % 2 else (col[m // 2 - 1] + col[m // 2]) / 2.0)
             else:
-                t = case["trim"]
+                t = min(case["trim"], (m - 1) // 2)
                 acc = 0.0
                 for x in col[t : m - t]:
                     acc = acc + x
@@ -247,6 +247,7 @@ def vectors() -> dict[str, Any]:
             case("median-odd", "sgd_regressor", 6, 0, "median", 5, 2.0),
             case("median-even", "logistic_regression", 2, 4, "median", 4, 10.0),
             case("trimmed-mean", "sgd_classifier", 3, 5, "trimmed_mean", 5, 1.5, trim=1),
+            case("trimmed-mean-short", "sgd_regressor", 3, 0, "trimmed_mean", 4, 2.0, trim=2),
             case("nb-sum", "gaussian_nb", 2, 3, "sum", 3, None),
             case("dp-fedavg", "sgd_classifier", 4, 3, "fedavg", 5, 0.75, z=2.0),
             case("dp-median", "sgd_regressor", 5, 0, "median", 5, 0.5, z=1.5),
