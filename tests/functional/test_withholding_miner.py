@@ -39,6 +39,7 @@ from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_bloc
 from tests.framework.waiting import wait_until, wait_until_sync
 from tests.functional.test_cheating_simulation import FEE, balance, cheat
 
+DEADLINE = 20
 BOUNTY = 7_000
 CHEATER = dev_identity(5)
 COLLUDERS = [dev_identity(i) for i in (4, 6, 7)]  # bonded in genesis, run no node
@@ -129,7 +130,7 @@ def test_a_miner_grinding_its_results_committee_still_loses_its_bond(
             "params": {"alpha": 0.001},  # a holdout fit scores far above honest ones
             "rounds": 1,
             "bounty": BOUNTY,
-            "deadline": 20,
+            "deadline": DEADLINE,
             "max_results": 4,
         },
     )["id"]
@@ -241,9 +242,14 @@ def test_a_miner_grinding_its_results_committee_still_loses_its_bond(
             assert n.api.get(f"/bonds/{k}")["amount"] == REGTEST.min_bond
 
     view = a.api.get(f"/tasks/{task_id}")
-    while not view["paid"]:
+    # Paid at the latest payout_window blocks after the deadline closes the task.
+    bound = DEADLINE + REGTEST.payout_window + 1
+    for _ in range(bound):
+        if view["paid"]:
+            break
         a.mine(1)
         view = a.api.get(f"/tasks/{task_id}")
+    assert view["paid"], f"no payout {bound} blocks on: {view['status']}"
     sync_blocks(trio)
     assert {p["to"] for p in view["payout"]} == {hk}
     assert balance(a, ck) == before[ck] - FEE  # its fee, and nothing earned
