@@ -320,3 +320,27 @@ def test_the_buffer_is_bounded_per_peer_and_in_total() -> None:
     # Expired ones are dropped, not returned.
     buf.add(attest(keys[7], rid), "p", 10, 12)
     assert buf.take_ready(12) == [] and len(buf) == 0
+
+
+def test_one_key_over_many_peers_cannot_push_others_out() -> None:
+    """Attestations of results not known yet cannot be checked against their
+    committee, so one bonded key can sign any number of them: spread over
+    fresh peer ids (one entry each), it used to flush the whole buffer."""
+    honest = [Identity.generate() for _ in range(3)]
+    buf = AttestOrphans(per_peer=64, total=16, per_attester=4)
+    for i, k in enumerate(honest):
+        assert buf.add(attest(k, bytes([i]) * 32), "honest", 10, 20)
+    sybil = Identity.generate()
+    for i in range(1_000):
+        buf.add(attest(sybil, i.to_bytes(32, "big")), f"sybil-{i}", 10, 20)
+    assert len(buf) == 3 + 4  # the key's quota, not the buffer
+    kept = {o.tx.attester for o in buf.take_ready(10)}
+    assert {k.public_key for k in honest} <= kept
+    # Many keys: a full buffer evicts from the key holding most.
+    buf = AttestOrphans(per_peer=64, total=6, per_attester=4)
+    for i, k in enumerate(honest):
+        assert buf.add(attest(k, bytes([i]) * 32), "honest", 10, 20)
+    for i in range(4):
+        buf.add(attest(sybil, i.to_bytes(32, "big")), f"sybil-{i}", 10, 20)
+    assert len(buf) == 6
+    assert {k.public_key for k in honest} <= {o.tx.attester for o in buf.take_ready(10)}
