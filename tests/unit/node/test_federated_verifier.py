@@ -354,7 +354,8 @@ def early_env(env: Any, round_blocks: int = 2) -> tuple[Any, ...]:
     """A validating node that does not train (it only judges peers' updates)."""
     fv, store, spec = env
     spec = dataclasses.replace(
-        spec, federated=dataclasses.replace(spec.federated, participants=1, round_blocks=round_blocks)
+        spec,
+        federated=dataclasses.replace(spec.federated, participants=1, round_blocks=round_blocks),
     )
     chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
     chain.node.chain.verdicts = fv.verdict
