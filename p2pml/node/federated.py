@@ -60,6 +60,9 @@ UNKNOWN_TASK_BLOCKS = 10
 #: Gossiped updates whose artifacts are fetched and checked at once (more wait
 #: for a peer to relay them again).
 MAX_GOSSIPED_CHECKS = 64
+#: Events kept per task for the API (the newest): peers' updates refused or
+#: held are noted too, and a bonded peer can make many.
+EVENTS_MAX = 1_000
 #: What POST /tasks fills in when a federated body leaves it out.
 FEDERATED_DEFAULTS: dict[str, Any] = {
     "aggregation": "fedavg",
@@ -267,7 +270,10 @@ class FederatedService:
         detail: str,
         train_seconds: float | None = None,
     ) -> None:
-        self.events[task_id].append(
+        events = self.events[task_id]
+        if len(events) >= EVENTS_MAX:
+            del events[: len(events) - EVENTS_MAX + 1]
+        events.append(
             {
                 "round": rnd,
                 "participant": who.hex(),

@@ -26,7 +26,7 @@ from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
-from p2pml.node.federated import FederatedService, UpdateWaits
+from p2pml.node.federated import EVENTS_MAX, FederatedService, UpdateWaits
 from p2pml.node.federated_verifier import (
     CloseCheck,
     FederatedVerifier,
@@ -485,3 +485,14 @@ def test_held_updates_expire_and_are_bounded_per_peer() -> None:
     got = buf.take_ready(7)
     assert [w.tx.participant for w in got] == [keys[1].public_key, keys[3].public_key]
     assert len(buf) == 0
+
+
+def test_the_events_a_task_keeps_are_bounded(env: Any) -> None:
+    """Peers' updates refused or held are noted for the API: a bonded peer
+    sending variant after variant must not grow the list without end."""
+    svc, *_rest, task = early_env(env)
+    for i in range(EVENTS_MAX + 5):
+        svc._note(task.id, 1, P2, "held", "bad-update-round", f"peer{i}")
+    kept = svc.events[task.id]
+    assert len(kept) == EVENTS_MAX
+    assert kept[0]["detail"] == "peer5" and kept[-1]["detail"] == f"peer{EVENTS_MAX + 4}"
