@@ -6,6 +6,13 @@ publishes the UpdateTx; it admits peers' updates from gossip; it computes
 G_{r+1} as soon as a round is due and gives the miner the round-close
 transactions; and it shows rounds, global models and refusals to the API.
 The verdicts come from :class:`~p2pml.node.federated_verifier.FederatedVerifier`.
+
+A peer's update for a round that has not opened here yet (we lack the block
+closing the round before: ``bad-update-round``), or whose task's block we
+lack (``update-task-unknown``), is held in a bounded buffer
+(:class:`UpdateWaits`) and tried again at each new tip: pooled, checked and
+relayed once its round opens. Dropped, it would never come again (gossip
+delivers a message once), and in a sparse network never reach a miner.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from p2pml.chain.bonds import require_bond
 from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.ledger import BlockContext, StateView
@@ -36,6 +44,7 @@ from p2pml.errors import (
 from p2pml.ml.fedjobs import FedDescribeRequest, FedTrainRequest
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.scheduling import Priority
+from p2pml.node.chain_waits import ChainWaits
 from p2pml.node.federated_verifier import FederatedVerifier, UpdateCheck, close_check
 from p2pml.node.mempool import Mempool
 from p2pml.node.ports import ChainAccess, Spawn, TxRelay
@@ -43,9 +52,17 @@ from p2pml.node.ports import ChainAccess, Spawn, TxRelay
 log = logging.getLogger(__name__)
 
 FED_PREFIX = b"fed:"
+#: Refusals of a peer's update that a later tip may lift: it is held.
+EARLY = frozenset({"bad-update-round", "update-task-unknown"})
+#: An update whose task's block we lack is held this many blocks at most (the
+#: task's block is in flight, or waits here for its data).
+UNKNOWN_TASK_BLOCKS = 10
 #: Gossiped updates whose artifacts are fetched and checked at once (more wait
 #: for a peer to relay them again).
 MAX_GOSSIPED_CHECKS = 64
+#: Events kept per task for the API (the newest): peers' updates refused or
+#: held are noted too, and a bonded peer can make many.
+EVENTS_MAX = 1_000
 #: What POST /tasks fills in when a federated body leaves it out.
 FEDERATED_DEFAULTS: dict[str, Any] = {
     "aggregation": "fedavg",
@@ -61,6 +78,16 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
     "delta": 0.0,
     "epsilon": 0.0,
 }
+
+
+class UpdateWaits(ChainWaits[UpdateTx]):
+    """Early updates; one per (participant, task, round): later variants are ignored."""
+
+    def key(self, tx: UpdateTx) -> tuple[bytes, bytes, int]:
+        return (tx.participant, tx.task_id, tx.round)
+
+    def signer(self, tx: UpdateTx) -> bytes:
+        return tx.participant
 
 
 def _start_of(fed: Mapping[str, Any]) -> bytes:
@@ -103,6 +130,8 @@ class FederatedService:
         self._checking: set[bytes] = set()  # gossiped updates being checked
         #: task id -> what happened to this node's updates and to peers' gossiped ones
         self.events: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        #: peers' updates early for their round (or task), tried at each tip
+        self.waiting = UpdateWaits()
         verifier.on_new_model = on_pool_change
         chain.on_tip_changed(self._tip_changed)
 
@@ -117,6 +146,7 @@ class FederatedService:
             if key.startswith(FED_PREFIX):
                 self.tasks.add(key[len(FED_PREFIX) :])
         self._advance()
+        self._retry_waiting()
 
     def _advance(self) -> None:
         state = self._chain.chain.state
@@ -243,7 +273,10 @@ class FederatedService:
         detail: str,
         train_seconds: float | None = None,
     ) -> None:
-        self.events[task_id].append(
+        events = self.events[task_id]
+        if len(events) >= EVENTS_MAX:
+            del events[: len(events) - EVENTS_MAX + 1]
+        events.append(
             {
                 "round": rnd,
                 "participant": who.hex(),
@@ -269,11 +302,79 @@ class FederatedService:
         try:
             self._admit(tx, source)
         except MissingDataError:
-            if tx.id not in self._checking and len(self._checking) < MAX_GOSSIPED_CHECKS:
-                self._checking.add(tx.id)
-                self._spawn(self._check_then_pool(tx, source), "federated-update-check")
+            self._start_check(tx, source)
+            raise
+        except ValidationError as exc:
+            if exc.reason in EARLY:
+                self._hold(tx, source, exc.reason)
             raise
         await self._relay.tx(tx)
+
+    def _start_check(self, tx: UpdateTx, source: str) -> bool:
+        """Check a gossiped update's artifact in the background, then pool and
+        relay it; False if ``MAX_GOSSIPED_CHECKS`` are running already."""
+        if tx.id in self._checking:
+            return True
+        if len(self._checking) >= MAX_GOSSIPED_CHECKS:
+            return False
+        self._checking.add(tx.id)
+        if self._spawn(self._check_then_pool(tx, source), "federated-update-check") is None:
+            self._checking.discard(tx.id)  # the node is stopping
+        return True
+
+    # -- peers' updates early for their round ------------------------------------------
+
+    def _hold(self, tx: UpdateTx, peer: str, reason: str, expires_at: int | None = None) -> None:
+        """Buffer ``tx``, refused as early (so its signature was checked), if
+        its participant could be paid for it: a mature bond at the task's
+        height. Tried again at every tip (a round opens at a height nobody
+        knows in advance) until the last height its round's window could
+        have if each round before it closed as soon as it was due; an update
+        whose task we lack, for ``UNKNOWN_TASK_BLOCKS`` blocks."""
+        chain, params = self._chain.chain, self._chain.params
+        state, tip = chain.state, chain.height
+        task, fed = state.get(task_key(tx.task_id)), state.get(fed_key(tx.task_id))
+        if reason == "update-task-unknown" and task is None:
+            seeded_by = tip + UNKNOWN_TASK_BLOCKS  # the task's block is later than our tip
+            expires = tip + UNKNOWN_TASK_BLOCKS
+        elif reason == "bad-update-round" and task is not None and fed is not None:
+            ahead = tx.round - int(fed["round"])
+            if ahead <= 0 or tx.round >= task["spec"]["rounds"] or bytes(task["seed"]) != tx.seed:
+                return  # a round that is over, or that never comes
+            blocks = int(task["spec"]["federated"]["round_blocks"])
+            due = max(tip, int(fed["opened_at"]) + blocks)  # round r is closed by then
+            seeded_by = int(task["height"])
+            expires = min(int(task["close_at"]), due + ahead * (blocks + 1))
+        else:  # a reorg raced
+            return
+        if expires_at is not None:
+            expires = min(expires, expires_at)
+        try:
+            require_bond(StateView(state), params, tx.participant, seeded_by)
+        except ValidationError:
+            return
+        if self.waiting.add(tx, peer, tip + 1, expires):
+            if task is not None:
+                self._note(tx.task_id, tx.round, tx.participant, "held", reason, peer)
+            log.debug("update %s held (%s) until height %d", tx.id.hex()[:16], reason, expires)
+
+    def _retry_waiting(self) -> None:
+        tip = self._chain.chain.height
+        for w in self.waiting.take_ready(tip):
+            try:
+                self._admit(w.tx, w.peer)
+            except MissingDataError:  # its round is open: check the artifact, then pool
+                if not self._start_check(w.tx, w.peer):
+                    self.waiting.add(w.tx, w.peer, tip + 1, w.expires_at)
+                continue
+            except ValidationError as exc:
+                if exc.reason in EARLY:
+                    self._hold(w.tx, w.peer, exc.reason, w.expires_at)
+                else:
+                    log.debug("held update %s refused: %s", w.tx.id.hex()[:16], exc)
+                continue
+            # Gossip delivered it once, and we ignored it: send it on.
+            self._spawn(self._relay.tx(w.tx), "relay-update")
 
     async def _check(self, tx: UpdateTx, source: str) -> None:
         task = self._chain.chain.state.get(task_key(tx.task_id))

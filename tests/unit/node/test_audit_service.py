@@ -327,7 +327,7 @@ def test_one_key_over_many_peers_cannot_push_others_out() -> None:
     committee, so one bonded key can sign any number of them: spread over
     fresh peer ids (one entry each), it used to flush the whole buffer."""
     honest = [Identity.generate() for _ in range(3)]
-    buf = AttestOrphans(per_peer=64, total=16, per_attester=4)
+    buf = AttestOrphans(per_peer=64, total=16, per_signer=4)
     for i, k in enumerate(honest):
         assert buf.add(attest(k, bytes([i]) * 32), "honest", 10, 20)
     sybil = Identity.generate()
@@ -337,7 +337,7 @@ def test_one_key_over_many_peers_cannot_push_others_out() -> None:
     kept = {o.tx.attester for o in buf.take_ready(10)}
     assert {k.public_key for k in honest} <= kept
     # Many keys: a full buffer evicts from the key holding most.
-    buf = AttestOrphans(per_peer=64, total=6, per_attester=4)
+    buf = AttestOrphans(per_peer=64, total=6, per_signer=4)
     for i, k in enumerate(honest):
         assert buf.add(attest(k, bytes([i]) * 32), "honest", 10, 20)
     for i in range(4):

@@ -19,13 +19,14 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import RoundCloseTx, TaskTx, UpdateTx
 from p2pml.config import TrainingSettings
-from p2pml.errors import FetchTimeout
+from p2pml.crypto import Identity
+from p2pml.errors import FetchTimeout, ValidationError
 from p2pml.federated import rounds
 from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ml.fedjobs import FedData, FedTrainRequest, fed_train_job
 from p2pml.ml.pool import execute, unpack
-from p2pml.node.federated import FederatedService
+from p2pml.node.federated import EVENTS_MAX, FederatedService, UpdateWaits
 from p2pml.node.federated_verifier import (
     CloseCheck,
     FederatedVerifier,
@@ -347,3 +348,151 @@ def test_after_a_reorg_that_changes_g_r_the_service_trains_again_from_it(
         assert fresh.update_cid == cid_of_bytes(want)
 
     asyncio.run(run())
+
+
+def early_env(env: Any, round_blocks: int = 2) -> tuple[Any, ...]:
+    """A validating node that does not train (it only judges peers' updates)."""
+    fv, store, spec = env
+    spec = dataclasses.replace(
+        spec,
+        federated=dataclasses.replace(spec.federated, participants=1, round_blocks=round_blocks),
+    )
+    chain, builder, relay, jobs = FakeChain(), Builder(), FakeRelay(), Jobs()
+    chain.node.chain.verdicts = fv.verdict
+    mempool = Mempool(REGTEST)
+    svc = FederatedService(
+        dev_identity(0),
+        chain,  # type: ignore[arg-type]
+        mempool,
+        fv,
+        relay,  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=False),
+        jobs,
+        lambda: None,
+    )
+    pub = dev_identity(0)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+    return svc, chain, builder, relay, jobs, mempool, store, spec, task
+
+
+def peer_update(
+    store: DictStore, spec: TaskSpec, task_id: bytes, seed: bytes, who: Any, rnd: int
+) -> UpdateTx:
+    """``who``'s honest update of round ``rnd``, trained from G_0 (every round
+    here closes empty, so G_r = G_0)."""
+    data = FedData(str(store.files[spec.dataset_cid]), str(store.root / "parsed"), 10**9)
+    art, n = fed_train_job(
+        FedTrainRequest(spec, task_id, seed, who.public_key, rnd, g0(spec), data)
+    )
+    cid = asyncio.run(store.add_bytes(art))
+    return UpdateTx(task_id, seed, rnd, who.public_key, cid, n, REGTEST.min_result_fee).signed_by(
+        who, REGTEST.genesis_hash
+    )
+
+
+def test_an_update_early_for_its_round_is_held_then_pooled_and_relayed(env: Any) -> None:
+    """Attack on liveness (issue 16): a peer's round-1 update comes before the
+    block closing round 0. It was refused as ``bad-update-round`` and never
+    came again, so this node neither pooled nor relayed it and, in a line of
+    nodes, the participant's round was lost. Held, it enters once round 1 opens."""
+    svc, chain, builder, relay, jobs, mempool, store, spec, task = early_env(env)
+    wire = spec.to_wire()
+
+    async def run() -> None:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        b2 = builder.make(b1.hash)
+        b3 = builder.make(b2.hash)
+        for b in (b1, b2, b3):
+            (await chain.submit_block(b)).raise_error()
+        early = await asyncio.to_thread(
+            peer_update, store, spec, task.id, b1.hash, dev_identity(2), 1
+        )
+        with pytest.raises(ValidationError) as exc:
+            await svc.submit(early, "peerA")
+        assert exc.value.reason == "bad-update-round"
+        assert len(svc.waiting) == 1 and not mempool.txs and relay.sent == []
+        assert svc.events[task.id][-1]["event"] == "held"
+        # Gossip delivers a message once: the same one again is one entry.
+        with pytest.raises(ValidationError):
+            await svc.submit(early, "peerB")
+        assert len(svc.waiting) == 1
+        # Round 0 closes (empty: G_1 = G_0); round 1 opens at the next height.
+        fed = chain.chain.state[fed_key(task.id)]
+        digest = await svc.verifier.answer(
+            close_check(task.id, {"spec": wire, "seed": b1.hash}, fed)
+        )
+        b4 = builder.make(b3.hash, txs=(RoundCloseTx(task.id, 0, digest),))
+        (await chain.submit_block(b4)).raise_error()
+        await jobs.settle()  # its artifact checked, then pooled and relayed
+        assert early.id in mempool.txs and relay.sent == [early]
+        assert len(svc.waiting) == 0
+
+    asyncio.run(run())
+
+
+def test_an_update_before_its_tasks_block_is_held_only_from_a_bonded_key(env: Any) -> None:
+    """An update whose task's block has not come (``update-task-unknown``) is
+    held and pooled when it comes; one signed by an unbonded key (nobody
+    could be paid for it: free to make) or for a round already over is not."""
+    svc, chain, builder, relay, jobs, mempool, store, spec, task = early_env(env)
+
+    async def run() -> None:
+        b1 = builder.make(builder.genesis, txs=(task,))
+        stranger = Identity.generate()
+        honest = await asyncio.to_thread(
+            peer_update, store, spec, task.id, b1.hash, dev_identity(2), 0
+        )
+        free = await asyncio.to_thread(peer_update, store, spec, task.id, b1.hash, stranger, 0)
+        for tx in (honest, free):
+            with pytest.raises(ValidationError) as exc:
+                await svc.submit(tx, "peerA")
+            assert exc.value.reason == "update-task-unknown"
+        assert len(svc.waiting) == 1
+        (await chain.submit_block(b1)).raise_error()
+        await jobs.settle()
+        assert honest.id in mempool.txs and relay.sent == [honest]
+        # Round 0 is full now: another update for it is refused, not held.
+        late = await asyncio.to_thread(
+            peer_update, store, spec, task.id, b1.hash, dev_identity(3), 0
+        )
+        with pytest.raises(ValidationError):
+            await svc.submit(late, "peerA")
+        assert len(svc.waiting) == 0
+
+    asyncio.run(run())
+
+
+def test_held_updates_expire_and_are_bounded_per_peer() -> None:
+    buf = UpdateWaits(per_peer=2, total=3)
+    keys = [dev_identity(i) for i in range(4)]
+
+    def upd(k: Any, rnd: int = 1) -> UpdateTx:
+        return UpdateTx(TASK, SEED, rnd, k.public_key, "Qm" + "a" * 44, 1, 1)
+
+    assert buf.add(upd(keys[0]), "flooder", 5, 9)
+    assert not buf.add(upd(keys[0]), "other", 5, 9)  # one per (participant, task, round)
+    assert buf.add(upd(keys[0], 2), "flooder", 5, 9)
+    assert buf.add(upd(keys[1]), "flooder", 5, 9)  # its own oldest goes
+    assert buf.peer_count("flooder") == 2
+    assert buf.add(upd(keys[2]), "honest", 5, 7)
+    assert buf.add(upd(keys[3]), "third", 5, 9)  # full: the fullest peer's oldest goes
+    assert len(buf) == 3 and buf.peer_count("flooder") == 1
+    assert buf.take_ready(4) == []
+    # The honest one expired at height 7: dropped, not handed back.
+    got = buf.take_ready(7)
+    assert [w.tx.participant for w in got] == [keys[1].public_key, keys[3].public_key]
+    assert len(buf) == 0
+
+
+def test_the_events_a_task_keeps_are_bounded(env: Any) -> None:
+    """Peers' updates refused or held are noted for the API: a bonded peer
+    sending variant after variant must not grow the list without end."""
+    svc, *_rest, task = early_env(env)
+    for i in range(EVENTS_MAX + 5):
+        svc._note(task.id, 1, P2, "held", "bad-update-round", f"peer{i}")
+    kept = svc.events[task.id]
+    assert len(kept) == EVENTS_MAX
+    assert kept[0]["detail"] == "peer5" and kept[-1]["detail"] == f"peer{EVENTS_MAX + 4}"
