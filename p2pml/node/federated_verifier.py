@@ -260,14 +260,16 @@ class FederatedVerifier:
             self.models[digest] = encoding
             self.metrics[digest] = None
         digest = out[-1][0]
-        self._remember(self._closes, req.key, digest)
         if digest not in self.model_cids:
             try:
                 self.model_cids[digest] = await self.store.add_bytes(self.models[digest])
             except DatasetError as exc:
                 log.warning("could not store a global model on IPFS: %s", exc)
         if fresh:
+            # Before the close is known, so a closed round shows its metric; a
+            # failed or timed-out score only leaves it None.
             await self._score(spec, req, fresh)
+        self._remember(self._closes, req.key, digest)
         self.on_new_model()
         return bytes(digest)
 
