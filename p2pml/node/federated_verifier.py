@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pml.chain.fedspec import MAX_UPDATE_BYTES  # consensus: every task's updates fit
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import RoundCloseTx, UpdateTx
 from p2pml.config import TrainingSettings
@@ -32,7 +33,6 @@ from p2pml.node.verifier import Request, Verifier
 
 log = logging.getLogger(__name__)
 
-MAX_UPDATE_BYTES = 64 * 1024 * 1024
 CACHE_MAX = 10_000
 
 
