@@ -19,7 +19,7 @@ from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import RoundCloseTx, TaskTx, UpdateTx
 from p2pml.config import TrainingSettings
-from p2pml.errors import FetchTimeout
+from p2pml.errors import FetchTimeout, MissingDataError
 from p2pml.federated import rounds
 from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
@@ -35,7 +35,7 @@ from p2pml.node.federated_verifier import (
 from p2pml.node.mempool import Mempool
 from p2pml.node.verifier import Verifier
 from tests.framework.chainbuilder import Builder
-from tests.unit.node.fakes import FakeChain, FakeRelay, Jobs
+from tests.unit.node.fakes import FakeChain, FakeGossip, FakeRelay, Jobs
 
 SEED, TASK = b"\x01" * 32, b"\x02" * 32
 P1, P2 = dev_identity(1).public_key, dev_identity(2).public_key
@@ -345,5 +345,60 @@ def test_after_a_reorg_that_changes_g_r_the_service_trains_again_from_it(
             FedTrainRequest(spec, task.id, b1.hash, me.public_key, 1, g1_b, data)
         )
         assert fresh.update_cid == cid_of_bytes(want)
+
+    asyncio.run(run())
+
+
+def test_gossiped_update_checks_are_budgeted_and_a_bad_artifact_penalises_its_relay(
+    env: Any,
+) -> None:
+    """Issue 16: before, a peer could keep every background update check busy
+    (updates naming artifacts nobody serves) and relay updates whose artifact
+    is no model of the task, at no cost to itself."""
+    fv, store, spec = env
+    chain, builder, jobs, gossip = FakeChain(), Builder(), Jobs(), FakeGossip()
+    chain.node.chain.verdicts = fv.verdict
+    svc = FederatedService(
+        dev_identity(1),
+        chain,  # type: ignore[arg-type]
+        Mempool(REGTEST),
+        fv,
+        FakeRelay(),  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=False),
+        jobs,
+        lambda: None,
+        gossip=gossip,
+        clock=lambda: 0.0,  # no refill: the burst is all a peer gets
+    )
+    pub, eve = dev_identity(0), dev_identity(2)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    def gossiped(cid: str, n: int) -> UpdateTx:
+        tx = UpdateTx(task.id, b1.hash, 0, eve.public_key, cid, n, REGTEST.min_result_fee)
+        return tx.signed_by(eve, REGTEST.genesis_hash)
+
+    async def submit(tx: UpdateTx, peer: str) -> None:
+        with pytest.raises(MissingDataError):
+            await svc.submit(tx, peer)
+
+    b1 = builder.make(builder.genesis, txs=(task,))
+
+    async def run() -> None:
+        (await chain.submit_block(b1)).raise_error()
+        for n in range(1, 21):
+            await submit(gossiped(cid_of_bytes(b"nobody serves %d" % n), n), "flooder")
+        # 120 s of burst at a 10 s reservation each: 12 checks, then none.
+        assert jobs.names.count("federated-update-check") == 12
+        await submit(gossiped(cid_of_bytes(b"another peer"), 100), "honest")
+        assert jobs.names.count("federated-update-check") == 13  # others are not starved
+        await jobs.settle()
+        assert gossip.penalties == []  # missing data proves nothing
+        bad = await store.add_bytes(b"P2FL\x01 not a model of this task")
+        await submit(gossiped(bad, 7), "liar")
+        await jobs.settle()
+        assert gossip.penalties == [("liar", "invalid-update:bad-update-shape", 100)]
 
     asyncio.run(run())
