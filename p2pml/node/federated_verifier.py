@@ -249,15 +249,21 @@ class FederatedVerifier:
                 start = held
             else:
                 todo = [tuple((bytes(p), c, n) for p, c, n in ups) for _h, ups in req.closed] + todo
-        rounds = [[(p, await self._bytes(cid), n) for p, cid, n in updates] for updates in todo]
         try:
             data: FedData | None = await self.score_data(spec)
         except DatasetError:
             data = None  # the aggregate needs no dataset; only the metric does
-        job = FedAggregateRequest(spec, req.task_id, req.seed, start, rounds, data)
-        out = await self._pool.run(
-            "fed_aggregate", job, self._settings.max_job_seconds, Priority.BLOCK
-        )
+        # One job per round: consensus bounds one round's artifacts (P x size
+        # <= 2^23 values, docs/federated.md §3), not R of them at once.
+        out: list[tuple[bytes, bytes, float | None]] = []
+        for updates in todo:
+            arts = [(p, await self._bytes(cid), n) for p, cid, n in updates]
+            job = FedAggregateRequest(spec, req.task_id, req.seed, start, [arts], data)
+            got = await self._pool.run(
+                "fed_aggregate", job, self._settings.max_job_seconds, Priority.BLOCK
+            )
+            out.extend(got)
+            start = bytes(got[-1][1])
         for digest, encoding, metric in out:
             if digest not in self.models:
                 self.models[digest] = encoding

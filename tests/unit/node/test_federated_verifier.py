@@ -189,12 +189,22 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
     # G_1 for training (the participant's start), recomputed from the chain.
     assert asyncio.run(fresh.global_model(TASK, task1, fed1)) == g1_bytes
     fresh = make_verifier(store, tmp_path)
+    sizes: list[int] = []  # rounds per fed_aggregate job
+    real = fresh._pool.run
+
+    async def counting(job: str, request: Any, timeout: float, priority: Any = None) -> Any:
+        sizes.append(len(request.rounds))
+        return await real(job, request, timeout, priority)
+
+    fresh._pool.run = counting  # type: ignore[method-assign]
     got = asyncio.run(
         fresh.answer(
             CloseCheck(TASK, wire, SEED, tuple(fed1["closed"]), (h1,), ((P1, u3.update_cid, n3),))
         )
     )
     assert got == h2
+    # One job per round (consensus bounds a round's artifacts, not R rounds').
+    assert sizes == [1, 1]
     assert fresh.verdict(RoundCloseTx(TASK, 1, h2), task1, False) == ""
 
 
