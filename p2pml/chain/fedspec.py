@@ -55,6 +55,15 @@ _STR_KEYS: Final = ("aggregation", "private", "validation")
 MAX_PARTICIPANTS: Final = 1_000
 MAX_LOCAL_EPOCHS: Final = 1_000
 MAX_ROUND_BLOCKS: Final = 10_000
+#: The largest update artifact a node fetches (its canonical encoding, §4):
+#: a task whose layout encodes larger could never have an update checked.
+MAX_UPDATE_BYTES: Final = 64 * 1024 * 1024
+#: P x size at most: a round close holds up to P updates, and the robust rules
+#: stack them and sort a copy, so a validating worker holds a few copies of
+#: P x size float64 values. 2^23 values = 64 MiB a copy keeps the measured peak
+#: of the largest allowed close well inside the smallest ``worker_memory_mb``
+#: (1024) a node may configure (docs/federated.md §3).
+MAX_ROUND_VALUES: Final = 2**23
 #: A private name: what a participant's config maps to its local file.
 PRIVATE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 FEDAVG: Final = "fedavg"
@@ -135,6 +144,17 @@ class FederatedSpec:
         except ValidationError as exc:  # bad-update-shape on counts: the task's fault
             reason = "federated-labels" if "classes" in exc.detail else "bad-task-param"
             raise ValidationError(reason, exc.detail) from None
+        if layout.encoded_bytes > MAX_UPDATE_BYTES:
+            raise ValidationError(
+                "federated-update-too-large",
+                f"an update encodes to {layout.encoded_bytes} bytes > {MAX_UPDATE_BYTES}",
+            )
+        if self.participants * layout.size > MAX_ROUND_VALUES:
+            raise ValidationError(
+                "federated-too-large",
+                f"{self.participants} participants x {layout.size} parameters "
+                f"> {MAX_ROUND_VALUES} values a round",
+            )
         self._validate_dp(rounds)
         return layout
 

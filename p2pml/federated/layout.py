@@ -97,6 +97,16 @@ class Layout:
             raise ValidationError("bad-update-shape", f"{self.size} parameters")
 
     @property
+    def encoded_bytes(self) -> int:
+        """Length of this layout's canonical encoding (docs/federated.md §4): the
+        header (magic, version, name, d, K, MLP hidden sizes) then 8 bytes a value.
+        Pure arithmetic, so consensus can bound artifacts without numpy."""
+        head = len(b"P2FL") + 2 + len(self.estimator) + 8
+        if self.family == MLP:
+            head += 1 + 4 * len(self.hidden)
+        return head + 8 * self.size
+
+    @property
     def family(self) -> str:
         return FAMILIES[self.estimator]
 

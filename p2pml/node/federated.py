@@ -44,10 +44,18 @@ from p2pml.errors import (
 from p2pml.ml.fedjobs import FedDescribeRequest, FedTrainRequest
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.scheduling import Priority
+from p2pml.node.budget import PeerBudget
 from p2pml.node.chain_waits import ChainWaits
 from p2pml.node.federated_verifier import FederatedVerifier, UpdateCheck, close_check
 from p2pml.node.mempool import Mempool
-from p2pml.node.ports import ChainAccess, Spawn, TxRelay
+from p2pml.node.ports import ChainAccess, Gossip, Spawn, TxRelay
+from p2pml.node.verification import (
+    CHECK_RESERVE_SECONDS,
+    FALSE_RESULT_PENALTY,
+    HARMLESS,
+    PEER_CHECK_BURST_SECONDS,
+    PEER_CHECK_SECONDS_PER_SECOND,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,19 @@ class FederatedService:
         spawn: Spawn,
         on_pool_change: Callable[[], None],
         fed_settings: FederatedSettings | None = None,
+        gossip: Gossip | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._identity = identity
+        # Gossiped updates are judged like gossiped results (docs/federated.md
+        # §11.6): the relay of an update whose artifact check fails is penalised
+        # (an honest node relays only what passed), and the worker time of the
+        # checks a peer asks for comes out of its budget.
+        self._gossip = gossip
+        self._clock = clock
+        self.budget = PeerBudget(PEER_CHECK_SECONDS_PER_SECOND, PEER_CHECK_BURST_SECONDS, clock)
+        if gossip is not None:
+            gossip.on_banned(self.budget.forget)
         self._chain = chain
         self._mempool = mempool
         self.verifier = verifier
@@ -312,12 +331,17 @@ class FederatedService:
 
     def _start_check(self, tx: UpdateTx, source: str) -> bool:
         """Check a gossiped update's artifact in the background, then pool and
-        relay it; False if ``MAX_GOSSIPED_CHECKS`` are running already."""
+        relay it; False if ``MAX_GOSSIPED_CHECKS`` are running already. A
+        peer out of its budget of worker seconds gets no check (the update
+        may come again, from it later or from another peer)."""
         if tx.id in self._checking:
             return True
         if len(self._checking) >= MAX_GOSSIPED_CHECKS:
             return False
+        if not self.budget.allows(source):
+            return True
         self._checking.add(tx.id)
+        self.budget.charge(source, CHECK_RESERVE_SECONDS)
         if self._spawn(self._check_then_pool(tx, source), "federated-update-check") is None:
             self._checking.discard(tx.id)  # the node is stopping
         return True
@@ -391,14 +415,24 @@ class FederatedService:
         self._on_pool_change()
 
     async def _check_then_pool(self, tx: UpdateTx, source: str) -> None:
+        t0 = self._clock()
         try:
             await self._check(tx, source)
             self._admit(tx, source)
-        except ValidationError as exc:  # refused, or its artifact still missing
+        except MissingDataError as exc:  # its artifact (or our dataset) still missing
             log.info("gossiped update %s from %s: %s", tx.id.hex()[:16], source, exc)
+            return
+        except ValidationError as exc:
+            log.info("gossiped update %s from %s: %s", tx.id.hex()[:16], source, exc)
+            if exc.reason not in HARMLESS and self._gossip is not None:
+                # The verdict is a function of the signed update and its
+                # artifact alone: the relay is provably at fault.
+                self._gossip.penalise(source, f"invalid-update:{exc.reason}", FALSE_RESULT_PENALTY)
             return
         finally:
             self._checking.discard(tx.id)
+            # Settle the reservation with what the check really cost.
+            self.budget.charge(source, self._clock() - t0 - CHECK_RESERVE_SECONDS)
         await self._relay.tx(tx)
 
     # -- round closes for block templates ----------------------------------------------

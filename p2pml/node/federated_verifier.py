@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pml.chain.fedspec import MAX_UPDATE_BYTES  # consensus: every task's updates fit
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import RoundCloseTx, UpdateTx
 from p2pml.config import TrainingSettings
@@ -32,7 +33,6 @@ from p2pml.node.verifier import Request, Verifier
 
 log = logging.getLogger(__name__)
 
-MAX_UPDATE_BYTES = 64 * 1024 * 1024
 CACHE_MAX = 10_000
 
 
@@ -249,12 +249,18 @@ class FederatedVerifier:
                 start = held
             else:
                 todo = [tuple((bytes(p), c, n) for p, c, n in ups) for _h, ups in req.closed] + todo
-        rounds = [[(p, await self._bytes(cid), n) for p, cid, n in updates] for updates in todo]
         # The hash needs no dataset; the metric is scored after it, best effort.
-        job = FedAggregateRequest(spec, req.task_id, req.seed, start, rounds, None)
-        out = await self._pool.run(
-            "fed_aggregate", job, self._settings.max_job_seconds, Priority.BLOCK
-        )
+        # One job per round: consensus bounds one round's artifacts (P x size
+        # <= 2^23 values, docs/federated.md §3), not R of them at once.
+        out: list[tuple[bytes, bytes, float | None]] = []
+        for updates in todo:
+            arts = [(p, await self._bytes(cid), n) for p, cid, n in updates]
+            job = FedAggregateRequest(spec, req.task_id, req.seed, start, [arts], None)
+            got = await self._pool.run(
+                "fed_aggregate", job, self._settings.max_job_seconds, Priority.BLOCK
+            )
+            out.extend(got)
+            start = bytes(got[-1][1])
         fresh = [(d, enc) for d, enc, _m in out if d not in self.models]
         for digest, encoding in fresh:
             self.models[digest] = encoding

@@ -127,6 +127,7 @@ class Node:
             self._jobs.spawn,
             self.mining.notify,
             settings.federated,
+            gossip=self.p2p,
         )
         self.tasks = TaskService(
             self.identity,

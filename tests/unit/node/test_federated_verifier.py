@@ -20,7 +20,7 @@ from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import RoundCloseTx, TaskTx, UpdateTx
 from p2pml.config import TrainingSettings
 from p2pml.crypto import Identity
-from p2pml.errors import FetchTimeout, ValidationError
+from p2pml.errors import FetchTimeout, MissingDataError, ValidationError
 from p2pml.federated import rounds
 from p2pml.federated.encoding import encode
 from p2pml.ipfs.cid import cid_of_bytes
@@ -36,7 +36,7 @@ from p2pml.node.federated_verifier import (
 from p2pml.node.mempool import Mempool
 from p2pml.node.verifier import Verifier
 from tests.framework.chainbuilder import Builder
-from tests.unit.node.fakes import FakeChain, FakeRelay, Jobs
+from tests.unit.node.fakes import FakeChain, FakeGossip, FakeRelay, Jobs
 
 SEED, TASK = b"\x01" * 32, b"\x02" * 32
 P1, P2 = dev_identity(1).public_key, dev_identity(2).public_key
@@ -190,12 +190,23 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
     # G_1 for training (the participant's start), recomputed from the chain.
     assert asyncio.run(fresh.global_model(TASK, task1, fed1)) == g1_bytes
     fresh = make_verifier(store, tmp_path)
+    sizes: list[int] = []  # rounds per fed_aggregate job
+    real = fresh._pool.run
+
+    async def counting(job: str, request: Any, timeout: float, priority: Any = None) -> Any:
+        if job == "fed_aggregate":  # scoring runs in fed_score jobs of its own
+            sizes.append(len(request.rounds))
+        return await real(job, request, timeout, priority)
+
+    fresh._pool.run = counting  # type: ignore[method-assign]
     got = asyncio.run(
         fresh.answer(
             CloseCheck(TASK, wire, SEED, tuple(fed1["closed"]), (h1,), ((P1, u3.update_cid, n3),))
         )
     )
     assert got == h2
+    # One job per round (consensus bounds a round's artifacts, not R rounds').
+    assert sizes == [1, 1]
     assert fresh.verdict(RoundCloseTx(TASK, 1, h2), task1, False) == ""
 
 
@@ -496,3 +507,58 @@ def test_the_events_a_task_keeps_are_bounded(env: Any) -> None:
     kept = svc.events[task.id]
     assert len(kept) == EVENTS_MAX
     assert kept[0]["detail"] == "peer5" and kept[-1]["detail"] == f"peer{EVENTS_MAX + 4}"
+
+
+def test_gossiped_update_checks_are_budgeted_and_a_bad_artifact_penalises_its_relay(
+    env: Any,
+) -> None:
+    """Issue 16: before, a peer could keep every background update check busy
+    (updates naming artifacts nobody serves) and relay updates whose artifact
+    is no model of the task, at no cost to itself."""
+    fv, store, spec = env
+    chain, builder, jobs, gossip = FakeChain(), Builder(), Jobs(), FakeGossip()
+    chain.node.chain.verdicts = fv.verdict
+    svc = FederatedService(
+        dev_identity(1),
+        chain,  # type: ignore[arg-type]
+        Mempool(REGTEST),
+        fv,
+        FakeRelay(),  # type: ignore[arg-type]
+        InlinePool(),  # type: ignore[arg-type]
+        TrainingSettings(enabled=False),
+        jobs,
+        lambda: None,
+        gossip=gossip,
+        clock=lambda: 0.0,  # no refill: the burst is all a peer gets
+    )
+    pub, eve = dev_identity(0), dev_identity(2)
+    task = TaskTx(spec, 100_000, 1_000, 50, 0, 1, pub.public_key, 1).signed_by(
+        pub, REGTEST.genesis_hash
+    )
+
+    def gossiped(cid: str, n: int) -> UpdateTx:
+        tx = UpdateTx(task.id, b1.hash, 0, eve.public_key, cid, n, REGTEST.min_result_fee)
+        return tx.signed_by(eve, REGTEST.genesis_hash)
+
+    async def submit(tx: UpdateTx, peer: str) -> None:
+        with pytest.raises(MissingDataError):
+            await svc.submit(tx, peer)
+
+    b1 = builder.make(builder.genesis, txs=(task,))
+
+    async def run() -> None:
+        (await chain.submit_block(b1)).raise_error()
+        for n in range(1, 21):
+            await submit(gossiped(cid_of_bytes(b"nobody serves %d" % n), n), "flooder")
+        # 120 s of burst at a 10 s reservation each: 12 checks, then none.
+        assert jobs.names.count("federated-update-check") == 12
+        await submit(gossiped(cid_of_bytes(b"another peer"), 100), "honest")
+        assert jobs.names.count("federated-update-check") == 13  # others are not starved
+        await jobs.settle()
+        assert gossip.penalties == []  # missing data proves nothing
+        bad = await store.add_bytes(b"P2FL\x01 not a model of this task")
+        await submit(gossiped(bad, 7), "liar")
+        await jobs.settle()
+        assert gossip.penalties == [("liar", "invalid-update:bad-update-shape", 100)]
+
+    asyncio.run(run())
