@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from sklearn.datasets import load_wine
 
+from p2pml.chain.params import NETWORKS
 from p2pml.client import Client
 from p2pml.errors import P2PMLError
 
@@ -52,6 +54,15 @@ def main() -> int:
     cid = client.add_dataset(wine, name="wine.csv")
     print(f"dataset added: {cid}")
 
+    # A result counts only from a bond registered bond_maturity blocks before
+    # the task's block: on a fresh devnet, wait until the dev keys' genesis
+    # bonds are that old, or every result is refused (bond-too-young).
+    status = client.status()
+    mature = NETWORKS[status["network"]].bond_maturity if status["network"] in NETWORKS else 0
+    while status["height"] < mature - 1:
+        time.sleep(0.5)  # polling the node's API, as a user would
+        status = client.status()
+
     task = client.publish_task(
         cid,
         target="target",
@@ -66,6 +77,9 @@ def main() -> int:
     )
     print(f"task published: {task.id}")
     final = task.wait(progress=True, timeout=args.timeout)
+    if not final["best"]:
+        print(f"task {final['status']} without a valid result")
+        return 1
     print(f"task {final['status']}: best accuracy {final['best']['metric']:.4f}")
 
     print(task.results()[["round", "trainer", "metric", "model_cid"]].to_string())
