@@ -339,6 +339,9 @@ async def run_node(settings: Settings) -> None:
     """Run one node until SIGINT/SIGTERM."""
     import signal
 
+    # A parent may hand us SIGINT blocked (seen from a test runner's worker:
+    # the node then ignored Ctrl-C); unblock before any thread inherits the mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     node = Node(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
