@@ -18,14 +18,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.types import ChallengeTx
 from p2pml.crypto import Identity
 from tests.framework.attack import StatusProbe
 from tests.framework.hostile_peer import HostilePeer, publish_paced
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
 from tests.framework.waiting import TIMEOUT_FACTOR, wait_until, wait_until_sync
 
@@ -70,23 +69,15 @@ def test_a_challenge_flood_is_capped_per_block_costs_every_bond_and_spares_the_n
     connect_nodes(a, h)
     hk = h.status()["public_key"]
 
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task_id = a.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "rounds": ROUNDS,
-            "bounty": BOUNTY,
-            "deadline": 20,
-            "max_results": ROUNDS,
-        },
-    )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    task_id = publish_ridge_task(
+        a,
+        cid,
+        rounds=ROUNDS,
+        bounty=BOUNTY,
+        deadline=20,
+        max_results=ROUNDS,
+    )
     a.mine(1)
     sync_blocks(pair)
     wait_until_sync(

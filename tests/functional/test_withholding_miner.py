@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sklearn.datasets import load_diabetes
-
 from p2pml.chain.audits import draw_committee, miner_fee
 from p2pml.chain.encoding import decode_block, encode_block, encode_tx
 from p2pml.chain.ledger import StateView
@@ -35,6 +33,7 @@ from p2pml.chain.types import AttestTx, Block, ResultTx
 from p2pml.net import protocol as P
 from tests.framework.chainbuilder import Node
 from tests.framework.hostile_peer import HostilePeer
+from tests.framework.tasks import publish_ridge_task, upload_diabetes
 from tests.framework.testnode import NodeSet, TestNode, connect_nodes, sync_blocks
 from tests.framework.waiting import wait_until, wait_until_sync
 from tests.functional.test_cheating_simulation import FEE, balance, cheat
@@ -116,24 +115,16 @@ def test_a_miner_grinding_its_results_committee_still_loses_its_bond(
     ck = CHEATER.public_key.hex()
     colluder_keys = {k.public_key.hex() for k in COLLUDERS}
 
-    csv = tmp_path / "diabetes.csv"
-    load_diabetes(as_frame=True).frame.to_csv(csv, index=False)
-    cid = a.api.upload("/datasets", csv)["cid"]
-    task_id = a.api.post(
-        "/tasks",
-        {
-            "dataset_cid": cid,
-            "target": "target",
-            "model": "ridge",
-            "kind": "regression",
-            "metric": "r2",
-            "params": {"alpha": 0.001},  # a holdout fit scores far above honest ones
-            "rounds": 1,
-            "bounty": BOUNTY,
-            "deadline": DEADLINE,
-            "max_results": 4,
-        },
-    )["id"]
+    cid = upload_diabetes(a, tmp_path)
+    csv = tmp_path / "diabetes.csv"  # the cheat is fitted on its rows
+    task_id = publish_ridge_task(
+        a,
+        cid,
+        params={"alpha": 0.001},  # a holdout fit scores far above honest ones
+        bounty=BOUNTY,
+        deadline=DEADLINE,
+        max_results=4,
+    )
     a.mine(1)
     sync_blocks(trio)
     wait_until_sync(lambda: pooled(a, "result"), 180, what="the honest result at node a")
