@@ -11,7 +11,9 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
      "epsilon": float}        # DP: privacy loss of the closed rounds (0.0 without)
 
 * ``UpdateTx`` (tag 9) joins the open round while it has room (``participants``)
-  and its window (``round_blocks`` blocks from ``opened_at``) lasts. The node's
+  and its window (``round_blocks`` blocks from ``opened_at``) lasts, if its
+  ``base`` is hash(G_r) (``update-wrong-base``; for round 0 the oracle checks
+  it against hash(G_0), which consensus does not compute). The node's
   verdict oracle fetches the artifact and decodes it against the task's layout
   (``bad-update-shape``/``bad-update-value``, or ``bad-update-samples`` if the
   sample count is not the participant's shard size); "unknown" is missing data.
@@ -133,6 +135,10 @@ class UpdateHandler:
         fed = dict(view.get(fed_key(tx.task_id)))
         if tx.round != fed["round"]:
             raise ValidationError("bad-update-round", f"round {tx.round}, open is {fed['round']}")
+        # Trained from the committed G_r (round 0: G_0, a function of the task
+        # that the oracle checks, §11.3): a reorg that changed G_r voids it.
+        if fed["models"] and tx.base != bytes(fed["models"][-1]):
+            raise ValidationError("update-wrong-base", "trained from another G_r")
         f = task["spec"][FEDERATED]
         if ctx.height >= fed["opened_at"] + f["round_blocks"]:
             raise ValidationError("update-round-late", f"round {tx.round}'s window is over")
