@@ -36,10 +36,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2pml.chain.bonds import require_bond
+from p2pml.chain.bonds import lock_bond, require_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import schedule_payout
+from p2pml.chain.taskkeys import fed_key as fed_key  # re-exported: its home was here
 from p2pml.chain.taskkeys import task_key
 from p2pml.chain.types import DOMAIN_UPDATE, RoundCloseTx, UpdateTx, signed_payload
 from p2pml.cidv0 import is_cidv0
@@ -53,10 +54,6 @@ MAX_SAMPLES = 2**53 - 1
 #: nothing: private rounds use robust rules or 1/m, payouts are equal shares);
 #: the cap keeps it a plausible row count.
 MAX_PRIVATE_SAMPLES = 10**9
-
-
-def fed_key(task_id: bytes) -> bytes:
-    return b"fed:" + task_id
 
 
 def is_federated(task: dict[str, Any]) -> bool:
@@ -156,6 +153,9 @@ class UpdateHandler:
         ctx.fees += tx.fee
         fed["updates"] = [*fed["updates"], [tx.participant, tx.update_cid, tx.n_samples]]
         view.put(fed_key(tx.task_id), fed)
+        # As a result does (consensus.md "Bonds"): no unbonding out of a
+        # slash of this update until the task is paid (protocol 7).
+        lock_bond(view, tx.participant, tx.task_id)
 
 
 class RoundCloseHandler:
