@@ -29,7 +29,8 @@ from p2pml.errors import DecodeError
 # network's runtime).
 # Version 7: an update commits to the model it was trained from (``base``,
 # the hash of G_r; ``update-wrong-base``), so a reorg's stale updates leave
-# every pool. Version 6: private shards, robust rules and local DP.
+# every pool; an included update locks its participant's bond until the
+# task is paid. Version 6: private shards, robust rules and local DP.
 # Version 5: federated rounds (update and round-close transactions, an
 # "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"
