@@ -4,8 +4,9 @@
   ``min_bond``) of its balance and pays ``fee`` to the miner. One bond per
   key: a second is refused (``bond-exists``) until the first is released.
 * ``UnbondTx`` (tag 6): asks the release of the key's bond. Refused while
-  any of the key's results can still be paid or disputed (``bond-locked``:
-  a task holding one is open or inside its payout window). The bond is
+  any of the key's results or federated updates (protocol 7) can still be
+  paid or disputed (``bond-locked``: a task holding one is open or inside
+  its payout window). The bond is
   credited back ``unbond_delay`` blocks after the block including the
   unbond; meanwhile it counts for nothing (``bond-unbonding``).
 * A result counts only from a key whose bond was registered at least
@@ -21,7 +22,7 @@
 State (all undo-logged through ``StateView``): ``bond:<pubkey>`` ->
 ``{"amount", "height", "unbond_at"}`` (plus ``"challenges"``, the open
 challenges of the key, while there are any); ``bondlock:<pubkey>`` -> task
-ids holding an unpaid result of the key, and result ids it disputes;
+ids holding an unpaid result or update of the key, and result ids it disputes;
 ``unb:<height u64>`` -> keys whose bond is released at that height;
 ``bonded`` -> every key holding a bond (sorted), so audit committees can be
 drawn without scanning the state.

@@ -238,18 +238,19 @@ def _attest_from_wire(f: list[Any]) -> AttestTx:
 
 
 def _update_from_wire(f: list[Any]) -> UpdateTx:
-    expect_list(f, "update", 9)
-    if type(f[5]) is not str or len(f[5]) > MAX_CID:
+    expect_list(f, "update", 10)
+    if type(f[6]) is not str or len(f[6]) > MAX_CID:
         raise DecodeError("update.update_cid: expected a short string")
     return UpdateTx(
         task_id=expect_bytes(f[1], "update.task_id", 32),
         seed=expect_bytes(f[2], "update.seed", 32),
         round=expect_int(f[3], "update.round", hi=U32),
-        participant=expect_bytes(f[4], "update.participant", PUBKEY_SIZE),
-        update_cid=f[5],
-        n_samples=expect_int(f[6], "update.n_samples"),
-        fee=expect_int(f[7], "update.fee"),
-        signature=expect_bytes(f[8], "update.signature", SIGNATURE_SIZE),
+        base=expect_bytes(f[4], "update.base", 32),
+        participant=expect_bytes(f[5], "update.participant", PUBKEY_SIZE),
+        update_cid=f[6],
+        n_samples=expect_int(f[7], "update.n_samples"),
+        fee=expect_int(f[8], "update.fee"),
+        signature=expect_bytes(f[9], "update.signature", SIGNATURE_SIZE),
     )
 
 

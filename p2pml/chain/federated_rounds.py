@@ -11,7 +11,9 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
      "epsilon": float}        # DP: privacy loss of the closed rounds (0.0 without)
 
 * ``UpdateTx`` (tag 9) joins the open round while it has room (``participants``)
-  and its window (``round_blocks`` blocks from ``opened_at``) lasts. The node's
+  and its window (``round_blocks`` blocks from ``opened_at``) lasts, if its
+  ``base`` is hash(G_r) (``update-wrong-base``; for round 0 the oracle checks
+  it against hash(G_0), which consensus does not compute). The node's
   verdict oracle fetches the artifact and decodes it against the task's layout
   (``bad-update-shape``/``bad-update-value``, or ``bad-update-samples`` if the
   sample count is not the participant's shard size); "unknown" is missing data.
@@ -34,10 +36,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2pml.chain.bonds import require_bond
+from p2pml.chain.bonds import lock_bond, require_bond
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import schedule_payout
+from p2pml.chain.taskkeys import fed_key as fed_key  # re-exported: its home was here
 from p2pml.chain.taskkeys import task_key
 from p2pml.chain.types import DOMAIN_UPDATE, RoundCloseTx, UpdateTx, signed_payload
 from p2pml.cidv0 import is_cidv0
@@ -51,10 +54,6 @@ MAX_SAMPLES = 2**53 - 1
 #: nothing: private rounds use robust rules or 1/m, payouts are equal shares);
 #: the cap keeps it a plausible row count.
 MAX_PRIVATE_SAMPLES = 10**9
-
-
-def fed_key(task_id: bytes) -> bytes:
-    return b"fed:" + task_id
 
 
 def is_federated(task: dict[str, Any]) -> bool:
@@ -133,6 +132,10 @@ class UpdateHandler:
         fed = dict(view.get(fed_key(tx.task_id)))
         if tx.round != fed["round"]:
             raise ValidationError("bad-update-round", f"round {tx.round}, open is {fed['round']}")
+        # Trained from the committed G_r (round 0: G_0, a function of the task
+        # that the oracle checks, §11.3): a reorg that changed G_r voids it.
+        if fed["models"] and tx.base != bytes(fed["models"][-1]):
+            raise ValidationError("update-wrong-base", "trained from another G_r")
         f = task["spec"][FEDERATED]
         if ctx.height >= fed["opened_at"] + f["round_blocks"]:
             raise ValidationError("update-round-late", f"round {tx.round}'s window is over")
@@ -150,6 +153,9 @@ class UpdateHandler:
         ctx.fees += tx.fee
         fed["updates"] = [*fed["updates"], [tx.participant, tx.update_cid, tx.n_samples]]
         view.put(fed_key(tx.task_id), fed)
+        # As a result does (consensus.md "Bonds"): no unbonding out of a
+        # slash of this update until the task is paid (protocol 7).
+        lock_bond(view, tx.participant, tx.task_id)
 
 
 class RoundCloseHandler:

@@ -5,7 +5,8 @@ At close the chain fixes who gets what (``task["payout"]``) and the height
 it is paid (``task["payout_at"]``), and lists the task under
 ``po:<height u64>``. The block hook of that height credits the payout, marks
 the task ``paid`` and unlocks the bonds of every trainer with a result in
-it (:mod:`p2pml.chain.bonds`). The window is where later slices put
+it, and of every participant with an update in a federated task
+(:mod:`p2pml.chain.bonds`). The window is where later slices put
 challenges; reorgs undo all of it (undo-logged ``StateView``).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from p2pml.chain.bonds import unlock_bond
 from p2pml.chain.ledger import BlockContext, StateView
-from p2pml.chain.taskkeys import result_key, task_key
+from p2pml.chain.taskkeys import fed_key, result_key, task_key
 
 
 def payout_key(height: int) -> bytes:
@@ -35,6 +36,11 @@ def pay_due_tasks(view: StateView, ctx: BlockContext) -> None:
             view.credit(pubkey, amount)
         for rid in task["results"]:
             unlock_bond(view, view.get(result_key(rid))["trainer"], tid)
+        fed = view.get(fed_key(tid))
+        if fed is not None:  # a federated task: every update it included locked
+            rounds = [ups for _height, ups in fed["closed"]]
+            for participant in {p for ups in [*rounds, fed["updates"]] for p, _cid, _n in ups}:
+                unlock_bond(view, participant, tid)
         task["paid"] = True
         view.put(task_key(tid), task)
     view.delete(payout_key(ctx.height))

@@ -18,3 +18,8 @@ def slot_key(task_id: bytes, trainer: bytes, rnd: int) -> bytes:
 
 def deadline_key(height: int) -> bytes:
     return b"dl:" + height.to_bytes(8, "big")
+
+
+def fed_key(task_id: bytes) -> bytes:
+    """A federated task's round record (p2pml.chain.federated_rounds)."""
+    return b"fed:" + task_id

@@ -364,7 +364,9 @@ class AttestTx:
 class UpdateTx:
     """A participant's signed update to round ``round`` of a federated task:
     the CID of the canonical encoding of its parameter vector
-    (docs/federated.md §4) and the rows it trained on."""
+    (docs/federated.md §4) and the rows it trained on. ``base`` commits to the
+    model it was trained from (SHA-256 of G_r's encoding, protocol 7), so an
+    update trained from a G_r that a reorg replaced is invalid everywhere."""
 
     task_id: bytes
     seed: bytes  # hash of the block that included the task (as ResultTx.seed)
@@ -374,6 +376,8 @@ class UpdateTx:
     n_samples: int
     fee: int
     signature: bytes = b""
+    # Keyword-only: the wire puts it after ``round`` (see unsigned_wire).
+    base: bytes = field(kw_only=True)
 
     def unsigned_wire(self) -> list[Any]:
         return [
@@ -381,6 +385,7 @@ class UpdateTx:
             self.task_id,
             self.seed,
             self.round,
+            self.base,
             self.participant,
             self.update_cid,
             self.n_samples,

@@ -69,6 +69,9 @@ class FedCheckRequest:
     n_samples: int
     artifact: bytes
     data: FedData | None  # None: a private task's update (nothing to re-derive)
+    # Round 0: the update's ``base``, which must be hash(G_0) (consensus checks
+    # later rounds' bases against the chain; G_0 needs numpy, so it is here).
+    base0: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,12 @@ def _private_rows(req: FedTrainRequest) -> tuple[Any, Any]:
 def fed_check_job(req: FedCheckRequest) -> str:
     from p2pml.federated import rounds
 
-    reason = rounds.check_update(req.spec.to_wire(), req.artifact)
+    spec = req.spec.to_wire()
+    if req.base0 is not None:
+        g0 = rounds.initial(spec, req.seed)
+        if req.base0 != rounds.round_hash(spec, g0):
+            return "update-wrong-base"
+    reason = rounds.check_update(spec, req.artifact)
     if reason or req.data is None:  # no data: a private update, accepted by rule
         return reason
     prep = _shard(req.spec, req.task_id, req.seed, req.participant, req.data)

@@ -27,6 +27,10 @@ from p2pml.errors import DecodeError
 # federated spec keys, epsilon recorded per round, equal payout shares for
 # private tasks, a deadline that fits the rounds; dp-accounting is part of the
 # network's runtime).
+# Version 7: an update commits to the model it was trained from (``base``,
+# the hash of G_r; ``update-wrong-base``), so a reorg's stale updates leave
+# every pool; an included update locks its participant's bond until the
+# task is paid. Version 6: private shards, robust rules and local DP.
 # Version 5: federated rounds (update and round-close transactions, an
 # "updates" topic); results included after the cheap checks only; audit
 # committees drawn from a beacon block (attest transactions, an "attests"
@@ -39,7 +43,7 @@ from p2pml.errors import DecodeError
 # Version 2: a minimum bounty per task round.
 # Topic and sync protocol names carry it, so nodes of other versions do not
 # exchange messages they would judge differently.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 KINDS = ("blocks", "tasks", "results", "transfers", "bonds", "attests", "challenges", "updates")
 
 MAX_HEADERS = 2_000

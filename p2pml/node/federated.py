@@ -18,6 +18,7 @@ delivers a message once), and in a sparse network never reach a miner.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -251,14 +252,15 @@ class FederatedService:
                 task_id=task_id,
                 seed=seed,
                 round=rnd,
+                base=hashlib.sha256(start).digest(),
                 participant=me.public_key,
                 update_cid=cid,
                 n_samples=n,
                 fee=self._chain.params.min_result_fee,
             ).signed_by(me, self._chain.params.genesis_hash)
-            # Ours from another G_r (before a reorg) is valid by the rules but
-            # trained from the wrong model, and would refuse this one as a
-            # duplicate: drop it from our pool.
+            # Ours from another G_r (before a reorg) names that G_r as its base
+            # and is invalid now (update-wrong-base): the pool drops it at the
+            # reorg; removing it here too keeps the two from meeting.
             stale = self._sent.get((task_id, seed, rnd))
             if stale is not None and stale != tx.id:
                 self._mempool.remove(stale)

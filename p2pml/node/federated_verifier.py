@@ -230,6 +230,7 @@ class FederatedVerifier:
             req.tx.n_samples,
             artifact,
             None if private else await self.data(spec),
+            base0=req.tx.base if req.tx.round == 0 else None,
         )
         reason: str = await self._pool.run(
             "fed_check", job, self._settings.max_job_seconds, Priority.BLOCK

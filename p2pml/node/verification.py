@@ -105,6 +105,7 @@ HARMLESS = frozenset(
         "update-task-closed",
         "update-task-unknown",
         "update-wrong-seed",
+        "update-wrong-base",  # trained from G_r of another branch (round >= 1)
         "update-round-late",
         "update-round-full",
         "bad-update-round",

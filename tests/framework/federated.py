@@ -21,6 +21,14 @@ from tests.framework.testnode import TestNode, sync_blocks
 from tests.framework.waiting import wait_until_sync
 
 
+def g0_hash(node: TestNode, task_id: str) -> bytes:
+    """hash(G_0) of a federated task: the ``base`` its round-0 updates commit to
+    (docs/federated.md §11.3)."""
+    task = node.api.get(f"/tasks/{task_id}")
+    wire = task["spec"]
+    return rounds.round_hash(wire, rounds.initial(wire, bytes.fromhex(task["seed"])))
+
+
 def upload_digits(node: TestNode, tmp_path: Path) -> tuple[str, pd.DataFrame]:
     """scikit-learn's digits (pixels / 16) as CSV on ``node``'s IPFS: (CID, frame)."""
     frame = load_digits(as_frame=True).frame

@@ -14,6 +14,7 @@ again, and the round was lost for the participant.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -111,7 +112,14 @@ def test_an_update_early_for_its_round_crosses_a_line_of_nodes(
     path.write_bytes(art)
     assert a.api.upload("/datasets", path)["cid"] == cid_of_bytes(art)
     tx = UpdateTx(
-        tid, seed, 1, PARTICIPANT.public_key, cid_of_bytes(art), n, REGTEST.min_result_fee
+        tid,
+        seed,
+        1,
+        PARTICIPANT.public_key,
+        cid_of_bytes(art),
+        n,
+        REGTEST.min_result_fee,
+        base=hashlib.sha256(g1).digest(),  # round 0 closed empty: G_1 = G_0
     ).signed_by(PARTICIPANT, REGTEST.genesis_hash)
 
     gossip_early(a, tx, task_id)  # round 1 is not open at A: held, not pooled

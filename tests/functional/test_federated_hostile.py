@@ -13,7 +13,7 @@ from pathlib import Path
 from p2pml.chain.encoding import encode_tx
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.types import UpdateTx
-from tests.framework.federated import pooled_updates, publish_federated, upload_digits
+from tests.framework.federated import g0_hash, pooled_updates, publish_federated, upload_digits
 from tests.framework.hostile_peer import HostilePeer
 from tests.framework.testnode import NodeSet, connect_nodes, sync_blocks
 from tests.framework.waiting import wait_until, wait_until_sync
@@ -41,6 +41,7 @@ def test_relays_of_invalid_updates_are_banned_and_honest_updates_flow(
         fields: dict[str, object] = dict(
             task_id=bytes.fromhex(task), seed=seed, round=0, participant=mallory.public_key,
             update_cid=garbage_cid, n_samples=100, fee=REGTEST.min_result_fee,
+            base=g0_hash(a, task),
         )  # fmt: skip
         fields.update(kw)
         return UpdateTx(**fields).signed_by(mallory, REGTEST.genesis_hash)  # type: ignore[arg-type]

@@ -191,7 +191,10 @@ def test_private_median_rounds_absorb_a_scaled_attacker_and_dp_is_accounted(
         path = tmp_path / f"hostile{rnd}.p2fl"
         path.write_bytes(hostile)
         cid = str(a.api.upload("/datasets", path)["cid"])
-        tx = UpdateTx(tid, seed, rnd, ATTACKER.public_key, cid, 300, REGTEST.min_result_fee)
+        tx = UpdateTx(
+            tid, seed, rnd, ATTACKER.public_key, cid, 300, REGTEST.min_result_fee,
+            base=rounds.round_hash(wire, g),
+        )  # fmt: skip
         gossip_update(a, tx.signed_by(ATTACKER, REGTEST.genesis_hash))
         run_round(trio, task_id, rnd, PARTICIPANTS)
 

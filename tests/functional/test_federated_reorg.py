@@ -147,9 +147,10 @@ def test_reorg_across_a_round_boundary(nodes: NodeSet, tmp_path: Path) -> None:
     for n in (a, a2):  # the reorged side serves the winner's model
         assert served_model_hash(n, task_id, tmp_path / f"{n.index}.p2fl") == winner[0]
 
-    # Round 1 goes on over the joined network: a2 trains again, from C's G_1
-    # (its update from A's G_1 is valid by the rules, but from the wrong model),
-    # and drops the stale one from its own pool.
+    # Round 1 goes on over the joined network: a2 trains again, from C's G_1.
+    # Its update from A's G_1 commits to A's G_1 (``base``, protocol 7): after
+    # the reorg it is ``update-wrong-base`` everywhere, so it leaves every
+    # pool and the retrained one is the one mined.
     a2_key = a2.status()["public_key"]
     assert stale["participant"] == a2_key
     fresh_cid = retrain(task_id, c, a2_key, 1, tmp_path, "0.p2fl")
@@ -164,22 +165,22 @@ def test_reorg_across_a_round_boundary(nodes: NodeSet, tmp_path: Path) -> None:
         240,
         what="a2's update from C's G_1 sent",
     )
-    assert stale["id"] not in {u["id"] for u in pooled_updates(a2, task_id, 1)}
+    for n in four:  # the stale update is in no pool, the reorged ones included
+        assert stale["id"] not in {u["id"] for u in pooled_updates(n, task_id, 1)}, n.index
     wait_until_sync(
-        lambda: any(u["participant"] == a2_key for u in pooled_updates(c, task_id, 1)),
+        lambda: any(
+            u["participant"] == a2_key and u["id"] != stale["id"]
+            for u in pooled_updates(c, task_id, 1)
+        ),
         240,
-        what="an update of a2 for round 1 at c",
+        what="a2's retrained round-1 update at c",
     )
     c.mine(1)
     sync_blocks(four)
     pending = fed_view(c, task_id)["pending_updates"]
     assert len(pending) == 2, pending
     [mined] = [u for u in pending if u["participant"] == a2_key]
-    # Which of a2's two updates c mined depends on which reached c first: an
-    # update does not commit to its G_r, so the stale one stays valid and the
-    # later one is a duplicate-update where it came second (docs/federated.md
-    # §11.9, a known limit of version 6).
-    assert mined["update_cid"] in (fresh_cid, stale_cid)
+    assert mined["update_cid"] == fresh_cid
     close_round(c, four, task_id, 1)
     final = model_hashes(c, task_id)
     assert len(final) == 2 and final[0] == winner[0]

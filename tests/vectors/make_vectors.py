@@ -614,18 +614,21 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
             }
         )
     # Federated rounds (protocol 5, docs/federated.md §11): updates (tag 9,
-    # signed, domain "fed-update") and round closes (tag 10, unsigned).
+    # signed, domain "fed-update"; protocol 7: committing to ``base``, the hash
+    # of the G_r they were trained from) and round closes (tag 10, unsigned).
     for i, (rnd, n, fee) in enumerate(((0, 449, 1_000), (2**32 - 1, 2**53 - 1, 2**64 - 1))):
+        base = sha256(b"p2pml vector base model %d" % rnd)
         fields = {
             "task_id": tasks[i].hex(),
             "seed": seed.hex(),
             "round": rnd,
+            "base": base.hex(),
             "participant": trainer.hex(),
             "update_cid": CID_MODEL,
             "n_samples": n,
             "fee": fee,
         }
-        unsigned = [9, tasks[i], seed, rnd, trainer, CID_MODEL, n, fee]
+        unsigned = [9, tasks[i], seed, rnd, base, trainer, CID_MODEL, n, fee]
         msg, sig = sign_tx(b"fed-update", TRAINER_SEED, unsigned, network)
         txs.append(
             {

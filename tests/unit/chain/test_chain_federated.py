@@ -77,7 +77,12 @@ class Oracle:
         spec = task["spec"]
         if isinstance(tx, UpdateTx):
             data = self.artifacts.get(tx.update_cid)
-            return None if data is None else rounds.check_update(spec, data)
+            if data is None:
+                return None
+            # Round 0's base is checked by the oracle (G_0 needs numpy).
+            if tx.round == 0 and tx.base != g0_hash(task["seed"], spec):
+                return "update-wrong-base"
+            return rounds.check_update(spec, data)
         assert isinstance(tx, RoundCloseTx)
         fed = task["fed"]
         current = rounds.initial(spec, task["seed"])
@@ -110,14 +115,29 @@ def vector(scale: float) -> Any:
     return np.linspace(-1.0, 1.0, LAYOUT.size) * scale
 
 
+def g0_hash(seed: bytes, wire: dict[str, Any] = WIRE) -> bytes:
+    return rounds.round_hash(wire, rounds.initial(wire, seed))
+
+
 def update(
-    o: Oracle, t: TaskTx, seed: bytes, who: Identity, rnd: int, scale: float, n: int = 10
+    o: Oracle,
+    t: TaskTx,
+    seed: bytes,
+    who: Identity,
+    rnd: int,
+    scale: float,
+    n: int = 10,
+    base: bytes | None = None,
 ) -> UpdateTx:
+    """Trained from ``base`` (default: hash(G_0), right for round 0)."""
     cid = o.add(encode(LAYOUT, vector(scale)))
     return UpdateTx(
         task_id=t.id,
         seed=seed,
         round=rnd,
+        base=g0_hash(seed, t.spec.to_wire() if t.spec.federated else WIRE)
+        if base is None
+        else base,
         participant=who.public_key,
         update_cid=cid,
         n_samples=n,
@@ -232,7 +252,7 @@ def test_two_rounds_commit_the_recomputed_models_and_pay_by_samples() -> None:
     in_order = [[P1.public_key, u1.update_cid, 30], [P2.public_key, u2.update_cid, 10]]
     assert fed["closed"] == [[b2.height, in_order]]
     # Round 1: one update, then the window (3 blocks) runs out.
-    u3 = update(o, t, b1.hash, P3, 1, -0.5, n=20)
+    u3 = update(o, t, b1.hash, P3, 1, -0.5, n=20, base=h1)
     b3 = mine(b, n, b2.hash, u3)
     h2, _ = expected_hash(g1, (P3, -0.5, 20))
     early = b.make(b3.hash, txs=(RoundCloseTx(t.id, 1, h2),), register=False)
@@ -295,6 +315,8 @@ def _bad_artifact(o: Oracle, t: TaskTx, seed: bytes, data: bytes) -> UpdateTx:
         (lambda o, t, s: update(o, t, s, P1, 1, 1.0), "bad-update-round"),
         (lambda o, t, s: update(o, t, b"\x09" * 32, P1, 0, 1.0), "update-wrong-seed"),
         (lambda o, t, s: update(o, t, s, POOR, 0, 1.0), "no-bond"),
+        # Round 0 must start from G_0 (the oracle's check).
+        (lambda o, t, s: update(o, t, s, P1, 0, 1.0, base=b"\x07" * 32), "update-wrong-base"),
         (
             lambda o, t, s: _bad_artifact(o, t, s, encode(LAYOUT, vector(1.0))[:-8]),
             "bad-update-shape",
@@ -357,6 +379,19 @@ def test_round_limits_duplicates_late_updates_and_wrong_closes() -> None:
     assert refused(b2, result) == "result-task-federated"
 
 
+def test_an_update_trained_from_another_global_model_is_refused() -> None:
+    # After round 0 closes, round 1's updates must name hash(G_1): one trained
+    # from G_0 (or from G_1 of another branch) is invalid, by rule.
+    b, n, o, t, b1 = started()
+    u1, u2 = update(o, t, b1.hash, P1, 0, 1.0), update(o, t, b1.hash, P2, 0, 2.0)
+    h1, _ = expected_hash(rounds.initial(WIRE, b1.hash), (P1, 1.0, 10), (P2, 2.0, 10))
+    b2 = mine(b, n, b1.hash, u1, u2, RoundCloseTx(t.id, 0, h1))
+    for base in (g0_hash(b1.hash), b"\x07" * 32):
+        stale = b.make(b2.hash, txs=(update(o, t, b1.hash, P3, 1, 1.0, base=base),), register=False)
+        assert n.feed(stale).rejected == [(stale.hash, "update-wrong-base")]
+    mine(b, n, b2.hash, update(o, t, b1.hash, P3, 1, 1.0, base=h1))
+
+
 def test_deadline_pays_the_closed_rounds_and_refunds_the_rest() -> None:
     b, n, o = setup()
     # The shortest deadline that fits: 2 rounds x (1 block + 1 to close).
@@ -388,7 +423,7 @@ def test_a_reorg_across_a_round_boundary_recomputes_the_same_models() -> None:
     u1, u2 = update(o, t, b1.hash, P1, 0, 1.0), update(o, t, b1.hash, P2, 0, 2.0)
     ha, ga = expected_hash(g0, (P1, 1.0, 10), (P2, 2.0, 10))
     a2 = mine(b, n, b1.hash, u1, u2, RoundCloseTx(t.id, 0, ha))
-    u3 = update(o, t, b1.hash, P3, 1, 3.0)
+    u3 = update(o, t, b1.hash, P3, 1, 3.0, base=ha)
     a3 = mine(b, n, a2.hash, u3)
     a4 = mine(b, n, a3.hash)
     a5 = mine(b, n, a4.hash)
@@ -398,7 +433,7 @@ def test_a_reorg_across_a_round_boundary_recomputes_the_same_models() -> None:
 
     other = b"\x55" * 32
     hc, gc = expected_hash(g0, (P1, 1.0, 10))
-    u2b = update(o, t, b1.hash, P2, 1, -1.0)
+    u2b = update(o, t, b1.hash, P2, 1, -1.0, base=hc)
     hc2, _ = expected_hash(gc, (P2, -1.0, 10))
     c = [b.make(b1.hash, txs=(u1,), miner=other)]
     for _ in range(2):

@@ -200,7 +200,11 @@ def test_each_dp_round_close_records_the_accountants_epsilon() -> None:
     current = rounds.initial(wire, seed)
     assert n.chain.state[fed_key(t.id)]["epsilon"] == 0.0
     for rnd in range(2):
-        ups = [update(o, t, seed, who, rnd, k + rnd, n=7) for k, who in enumerate((P1, P2, P3))]
+        base = rounds.round_hash(wire, current)  # G_rnd: what round rnd trains from
+        ups = [
+            update(o, t, seed, who, rnd, k + rnd, n=7, base=base)
+            for k, who in enumerate((P1, P2, P3))
+        ]
         data = [
             (who.public_key, encode(LAYOUT, vector(k + rnd)), 7)
             for k, who in enumerate((P1, P2, P3))

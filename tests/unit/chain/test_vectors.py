@@ -190,6 +190,7 @@ def _build(v: dict[str, Any]) -> Transaction:
             task_id=h(f["task_id"]),
             seed=h(f["seed"]),
             round=f["round"],
+            base=h(f["base"]),
             participant=h(f["participant"]),
             update_cid=f["update_cid"],
             n_samples=f["n_samples"],

@@ -38,6 +38,7 @@ from tests.unit.node.test_federated_verifier import (
     DictStore,
     InlinePool,
     g0,
+    h0,
     make_verifier,
     update_tx,
 )
@@ -85,12 +86,13 @@ def test_a_private_update_trains_on_the_own_file_and_is_accepted_by_rule(private
         return asyncio.run(fv.answer(UpdateCheck(tx, wire, SEED)))
 
     # Any count is taken (it weighs nothing and nobody can check it) ...
-    assert answer(update_tx(store, art, P1, n)) == ""
-    assert answer(update_tx(store, art, P2, 10 * n)) == ""
+    assert answer(update_tx(store, art, P1, n, base=h0(spec))) == ""
+    assert answer(update_tx(store, art, P2, 10 * n, base=h0(spec))) == ""
     # ... but the artifact must still be a canonical vector of the task.
-    assert answer(update_tx(store, art[:-8], P1, n)) == "bad-update-shape"
+    assert answer(update_tx(store, art[:-8], P1, n, base=h0(spec))) == "bad-update-shape"
     assert (
-        answer(update_tx(store, art[:-8] + b"\x00" * 6 + b"\xf8\x7f", P1, n)) == "bad-update-value"
+        answer(update_tx(store, art[:-8] + b"\x00" * 6 + b"\xf8\x7f", P1, n, base=h0(spec)))
+        == "bad-update-value"
     )
     # The private file was never put in the store (only the update artifacts).
     assert all(store.files[c].read_bytes() != mine.read_bytes() for c in store.files)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +111,21 @@ def trained(
     return fed_train_job(FedTrainRequest(spec, TASK, SEED, who, rnd, start, data))
 
 
-def update_tx(store: DictStore, artifact: bytes, who: bytes, n: int, rnd: int = 0) -> UpdateTx:
+def update_tx(
+    store: DictStore, artifact: bytes, who: bytes, n: int, rnd: int = 0, *, base: bytes
+) -> UpdateTx:
     cid = asyncio.run(store.add_bytes(artifact))
-    return UpdateTx(TASK, SEED, rnd, who, cid, n, REGTEST.min_result_fee)
+    return UpdateTx(TASK, SEED, rnd, who, cid, n, REGTEST.min_result_fee, base=base)
 
 
 def g0(spec: TaskSpec) -> bytes:
     wire = spec.to_wire()
     return encode(rounds.layout_of(wire), rounds.initial(wire, SEED))
+
+
+def h0(spec: TaskSpec) -> bytes:
+    """hash(G_0): the ``base`` of a round-0 update."""
+    return hashlib.sha256(g0(spec)).digest()
 
 
 def test_update_checks_shape_values_and_the_claimed_sample_count(env: Any) -> None:
@@ -128,12 +136,16 @@ def test_update_checks_shape_values_and_the_claimed_sample_count(env: Any) -> No
     def answer(tx: UpdateTx) -> Any:
         return asyncio.run(fv.answer(UpdateCheck(tx, wire, SEED)))
 
-    honest = update_tx(store, art, P1, n)
+    b0 = h0(spec)
+    honest = update_tx(store, art, P1, n, base=b0)
     assert answer(honest) == ""
     # A participant claiming more rows than its shard to weigh more (and earn more).
-    assert answer(update_tx(store, art, P1, n * 3)) == "bad-update-samples"
-    assert answer(update_tx(store, art[:-8], P1, n)) == "bad-update-shape"
-    assert answer(update_tx(store, art[:-8] + b"\x00" * 7 + b"\x80", P1, n)) == "bad-update-value"
+    assert answer(update_tx(store, art, P1, n * 3, base=b0)) == "bad-update-samples"
+    assert answer(update_tx(store, art[:-8], P1, n, base=b0)) == "bad-update-shape"
+    bad_value = art[:-8] + b"\x00" * 7 + b"\x80"
+    assert answer(update_tx(store, bad_value, P1, n, base=b0)) == "bad-update-value"
+    # Round 0 commits to hash(G_0), which only the oracle computes (§11.3).
+    assert answer(update_tx(store, art, P1, n, base=bytes(32))) == "update-wrong-base"
     # The chain's question: known now, so answered without work.
     task = {"spec": wire, "seed": SEED}
     assert fv.verdict(honest, task, False) == ""
@@ -141,7 +153,9 @@ def test_update_checks_shape_values_and_the_claimed_sample_count(env: Any) -> No
 
 def test_an_unknown_artifact_is_missing_data_and_wanted(env: Any) -> None:
     fv, _store, spec = env
-    tx = UpdateTx(TASK, SEED, 0, P1, cid_of_bytes(b"never added"), 10, REGTEST.min_result_fee)
+    tx = UpdateTx(
+        TASK, SEED, 0, P1, cid_of_bytes(b"never added"), 10, REGTEST.min_result_fee, base=h0(spec)
+    )
     task = {"spec": spec.to_wire(), "seed": SEED}
     assert fv.verdict(tx, task, False) is None
     [wanted] = fv.take_wanted()
@@ -156,7 +170,8 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
     wire = spec.to_wire()
     a1, n1 = trained(store, spec, P1, 0, g0(spec))
     a2, n2 = trained(store, spec, P2, 0, g0(spec))
-    u1, u2 = update_tx(store, a1, P1, n1), update_tx(store, a2, P2, n2)
+    u1 = update_tx(store, a1, P1, n1, base=h0(spec))
+    u2 = update_tx(store, a2, P2, n2, base=h0(spec))
     ups = [[P2, u2.update_cid, n2], [P1, u1.update_cid, n1]]  # inclusion order
     fed0 = {"round": 0, "opened_at": 2, "updates": ups, "models": [], "closed": []}
     task = {"spec": wire, "seed": SEED, "fed": fed0}
@@ -177,7 +192,7 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
     fresh = make_verifier(store, tmp_path)
     g1_bytes = encode(rounds.layout_of(wire), g1)
     a3, n3 = trained(store, spec, P1, 1, g1_bytes)
-    u3 = update_tx(store, a3, P1, n3, rnd=1)
+    u3 = update_tx(store, a3, P1, n3, rnd=1, base=h1)
     fed1: dict[str, Any] = {
         "round": 1,
         "opened_at": 4,
@@ -399,9 +414,9 @@ def peer_update(
         FedTrainRequest(spec, task_id, seed, who.public_key, rnd, g0(spec), data)
     )
     cid = asyncio.run(store.add_bytes(art))
-    return UpdateTx(task_id, seed, rnd, who.public_key, cid, n, REGTEST.min_result_fee).signed_by(
-        who, REGTEST.genesis_hash
-    )
+    return UpdateTx(
+        task_id, seed, rnd, who.public_key, cid, n, REGTEST.min_result_fee, base=h0(spec)
+    ).signed_by(who, REGTEST.genesis_hash)
 
 
 def test_an_update_early_for_its_round_is_held_then_pooled_and_relayed(env: Any) -> None:
@@ -481,7 +496,7 @@ def test_held_updates_expire_and_are_bounded_per_peer() -> None:
     keys = [dev_identity(i) for i in range(4)]
 
     def upd(k: Any, rnd: int = 1) -> UpdateTx:
-        return UpdateTx(TASK, SEED, rnd, k.public_key, "Qm" + "a" * 44, 1, 1)
+        return UpdateTx(TASK, SEED, rnd, k.public_key, "Qm" + "a" * 44, 1, 1, base=bytes(32))
 
     assert buf.add(upd(keys[0]), "flooder", 5, 9)
     assert not buf.add(upd(keys[0]), "other", 5, 9)  # one per (participant, task, round)
@@ -537,7 +552,9 @@ def test_gossiped_update_checks_are_budgeted_and_a_bad_artifact_penalises_its_re
     )
 
     def gossiped(cid: str, n: int) -> UpdateTx:
-        tx = UpdateTx(task.id, b1.hash, 0, eve.public_key, cid, n, REGTEST.min_result_fee)
+        tx = UpdateTx(
+            task.id, b1.hash, 0, eve.public_key, cid, n, REGTEST.min_result_fee, base=h0(spec)
+        )
         return tx.signed_by(eve, REGTEST.genesis_hash)
 
     async def submit(tx: UpdateTx, peer: str) -> None:
