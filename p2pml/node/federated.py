@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from p2pml.chain.bonds import require_bond
-from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due
+from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due, round_shares
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.tasks import task_key
@@ -79,6 +79,7 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
     "round_blocks": 10,
     "private": "",
     "validation": "",
+    "reward": "samples",
     "clip": 0.0,
     "trim": 0,
     "noise_multiplier": 0.0,
@@ -464,11 +465,12 @@ class FederatedService:
                 fed, task["spec"], ctx.height
             ):
                 continue
-            digest = self.verifier.expected_close(task_id, task, fed)
-            if digest is None:
+            expected = self.verifier.expected_close(task_id, task, fed)
+            if expected is None:
                 self._compute_close(task_id, task, fed)
                 continue
-            close = RoundCloseTx(task_id, int(fed["round"]), digest)
+            digest, gains = expected
+            close = RoundCloseTx(task_id, int(fed["round"]), digest, gains)
             trial = view.child()
             try:
                 RoundCloseHandler().apply(close, trial, ctx)
@@ -558,9 +560,11 @@ class FederatedService:
         fed = state.get(fed_key(task_id))
         if fed is None:
             return None
+        task = state.get(task_key(task_id))
+        shares = round_shares(task, fed) if task is not None else [[] for _ in fed["closed"]]
         rounds = []
-        for i, ((height, updates), digest) in enumerate(
-            zip(fed["closed"], fed["models"], strict=True)
+        for i, ((height, updates), digest, gains, paid) in enumerate(
+            zip(fed["closed"], fed["models"], fed["gains"], shares, strict=True)
         ):
             h = bytes(digest)
             rounds.append(
@@ -570,14 +574,21 @@ class FederatedService:
                     "model_hash": h.hex(),
                     "model_cid": self.verifier.model_cids.get(h),
                     "metric": self.verifier.metrics.get(h),
+                    # What each update earns of the round's share (paid at close);
+                    # its gain is null unless the round was rewarded by improvement.
                     "updates": [
-                        {"participant": bytes(p).hex(), "update_cid": c, "n_samples": n}
-                        for p, c, n in updates
+                        {
+                            "participant": bytes(p).hex(),
+                            "update_cid": c,
+                            "n_samples": n,
+                            "gain": gains[k] if gains else None,
+                            "share": paid[k] if paid else None,
+                        }
+                        for k, (p, c, n) in enumerate(updates)
                     ],
                 }
             )
         final = bytes(fed["models"][-1]) if fed["models"] else None
-        task = state.get(task_key(task_id))
         ready = task is not None and self.verifier.expected_close(task_id, task, fed) is not None
         f = task["spec"]["federated"] if task is not None else {}
         return {
@@ -589,6 +600,7 @@ class FederatedService:
             "trim": f.get("trim", 0),
             "clip": f.get("clip", 0.0),
             "validation": f.get("validation", ""),
+            "reward": f.get("reward", "samples"),
             "dp": bool(f.get("noise_multiplier")),
             "noise_multiplier": f.get("noise_multiplier", 0.0),
             "sampling_rate": f.get("sampling_rate", 1.0),
