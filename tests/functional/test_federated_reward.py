@@ -40,9 +40,9 @@ def gossip_zero_update(node: TestNode, task: dict[str, object], tmp_path: Path) 
     shard = partition_indices(
         seed, tid, lazy.public_key, 0, 1797, spec["holdout_fraction"], spec["partition_fraction"]
     )
-    tx = UpdateTx(
-        tid, seed, 0, lazy.public_key, cid, len(shard), REGTEST.min_result_fee
-    ).signed_by(lazy, REGTEST.genesis_hash)
+    tx = UpdateTx(tid, seed, 0, lazy.public_key, cid, len(shard), REGTEST.min_result_fee).signed_by(
+        lazy, REGTEST.genesis_hash
+    )
 
     async def send() -> None:
         peer = HostilePeer("regtest")
