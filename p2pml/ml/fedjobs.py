@@ -288,10 +288,15 @@ def fed_gains_job(req: FedGainsRequest) -> list[int]:
     wire = spec.to_wire()
     layout = rounds.layout_of(wire)
     base = rounds.initial(wire, req.seed) if req.start is None else decode(layout, req.start)
+    path = Path(req.data.dataset_path)
+    if path.stat().st_size > req.data.max_dataset_bytes:
+        # The byte cap is node configuration, not consensus: over it is missing
+        # data here (the close waits), never the verdict "unusable".
+        raise TrainingError("dataset-too-large", "the validation CSV is over this node's cap")
     try:
         dataset = load_task_dataset(
             dataclasses.replace(spec, dataset_cid=fed.validation),
-            Path(req.data.dataset_path),
+            path,
             Path(req.data.cache_dir),
             req.data.max_dataset_bytes,
         )

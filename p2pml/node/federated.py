@@ -222,6 +222,11 @@ class FederatedService:
                 raise TrainingError("global-model-unavailable", f"G_{rnd} could not be computed")
             fspec = spec.federated
             private = fspec.private if fspec is not None else ""
+            if fspec is not None and fspec.by_improvement:
+                # No update before the validation set is here: one nobody serves
+                # would hold every close back, and an update sent meanwhile is
+                # work the publisher could aggregate without paying for it.
+                await self.verifier.score_data(spec)
             if private:
                 # Trained from this node's own file: nothing of it is fetched,
                 # added to IPFS or sent; only the (noised, under DP) update is.
