@@ -20,8 +20,8 @@ H = bytes(range(32))
 
 
 def test_names() -> None:
-    assert P.topic_name("regtest", "blocks") == "/p2pml/regtest/blocks/6"
-    assert P.sync_protocol("main") == "/p2pml/main/sync/6"
+    assert P.topic_name("regtest", "blocks") == "/p2pml/regtest/blocks/7"
+    assert P.sync_protocol("main") == "/p2pml/main/sync/7"
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_registry() -> None:
     r = TopicRegistry("devnet")
     spec = TopicSpec("tasks", 10, bytes, lambda o: None)
     r.register(spec)
-    assert r.by_topic("/p2pml/devnet/tasks/6") is spec
+    assert r.by_topic("/p2pml/devnet/tasks/7") is spec
     assert r.by_kind("tasks") is spec
     with pytest.raises(ValueError):
         r.register(spec)
