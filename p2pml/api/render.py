@@ -90,6 +90,7 @@ def tx_json(tx: Transaction) -> dict[str, Any]:
             task=tx.task_id.hex(),
             round=tx.round,
             model_hash=tx.model_hash.hex(),
+            gains=list(tx.gains),
         )
     else:  # pragma: no cover - every type renders itself once it exists
         out["type"] = type(tx).__name__.lower()

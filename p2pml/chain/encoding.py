@@ -33,6 +33,8 @@ from p2pml.chain.hashing import HASH_SIZE, sha256d
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import (
     HEADER_SIZE,
+    MAX_GAIN,
+    MAX_GAINS,
     TAG_ALLOCATION,
     TAG_ATTEST,
     TAG_BOND,
@@ -255,11 +257,15 @@ def _update_from_wire(f: list[Any]) -> UpdateTx:
 
 
 def _round_close_from_wire(f: list[Any]) -> RoundCloseTx:
-    expect_list(f, "round_close", 4)
+    expect_list(f, "round_close", 5)
+    gains = expect_list(f[4], "round_close.gains")
+    if len(gains) > MAX_GAINS:
+        raise DecodeError(f"round_close.gains: more than {MAX_GAINS}")
     return RoundCloseTx(
         task_id=expect_bytes(f[1], "round_close.task_id", 32),
         round=expect_int(f[2], "round_close.round", hi=U32),
         model_hash=expect_bytes(f[3], "round_close.model_hash", 32),
+        gains=tuple(expect_int(g, "round_close.gains", hi=MAX_GAIN) for g in gains),
     )
 
 

@@ -8,6 +8,7 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
      "updates": [[participant, update_cid, n_samples], ...],  # round r, in order
      "models": [hash(G_1), ..., hash(G_r)],                    # committed hashes
      "closed": [[close height, updates of that round], ...],
+     "gains": [[gain, ...], ...],  # per closed round (protocol 7), see below
      "epsilon": float}        # DP: privacy loss of the closed rounds (0.0 without)
 
 * ``UpdateTx`` (tag 9) joins the open round while it has room (``participants``)
@@ -25,9 +26,15 @@ State: a federated task keeps, besides its task record, ``fed:<task id>``::
   accepts them by rule (layout, finite, canonical) and ``n_samples`` is only
   bounded by ``MAX_PRIVATE_SAMPLES``; under local DP each round close records
   ``epsilon``, the privacy loss of the rounds closed so far (the accountant).
-* Payout: ``bounty // R`` per round, split among that round's updates by sample
-  count (floor), or in equal shares for private tasks (their counts are
-  unverifiable); the rest, and the unused result escrow, back to the publisher.
+* Rewards by improvement (protocol 7, spec ``reward`` "improvement"): each
+  round close carries one gain per update (the oracle scores G_r and each
+  update's model on the validation set), recorded in ``gains``; an empty list
+  is the verdict "the validation set does not parse" (or a task rewarding
+  samples, or a round without updates).
+* Payout: ``bounty // R`` per round, split among that round's updates by gain
+  (when some gain is above 0), else by sample count (floor),
+  or in equal shares for private tasks (their counts are unverifiable); the
+  rest, and the unused result escrow, back to the publisher.
 
 Pure and undo-logged through ``StateView`` like the other rules.
 """
@@ -37,6 +44,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2pml.chain.bonds import lock_bond, require_bond
+from p2pml.chain.fedspec import REWARD_IMPROVEMENT
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.params import NetworkParams
 from p2pml.chain.payouts import schedule_payout
@@ -64,6 +72,10 @@ def is_private(task: dict[str, Any]) -> bool:
     return bool(task["spec"][FEDERATED]["private"])
 
 
+def by_improvement(task: dict[str, Any]) -> bool:
+    return bool(task["spec"][FEDERATED]["reward"] == REWARD_IMPROVEMENT)
+
+
 def open_federated(view: StateView, task_id: bytes, height: int) -> None:
     """Round 0 takes updates from the block after the task's."""
     view.put(
@@ -74,6 +86,7 @@ def open_federated(view: StateView, task_id: bytes, height: int) -> None:
             "updates": [],
             "models": [],
             "closed": [],
+            "gains": [],
             "epsilon": 0.0,
         },
     )
@@ -169,6 +182,10 @@ class RoundCloseHandler:
             raise ValidationError("bad-round-close", f"round {tx.round}, open is {fed['round']}")
         if not round_due(fed, task["spec"], ctx.height):
             raise ValidationError("round-not-due", f"round {tx.round} is neither full nor over")
+        if tx.gains and not (by_improvement(task) and len(tx.gains) == len(fed["updates"])):
+            # () is always well-formed: no improvement reward, no update, or a
+            # validation set that does not parse (the oracle says which).
+            raise ValidationError("bad-round-gains", f"{len(tx.gains)} gains for this round")
         verdict = ctx.verdict(tx, oracle_view(task, fed), False)
         if verdict is None:
             raise MissingDataError(
@@ -182,6 +199,7 @@ class RoundCloseHandler:
             updates=[],
             models=[*fed["models"], tx.model_hash],
             closed=[*fed["closed"], [ctx.height, fed["updates"]]],
+            gains=[*fed["gains"], list(tx.gains)],
             epsilon=epsilon_after(task["spec"], tx.round + 1),
         )
         view.put(fed_key(tx.task_id), fed)
@@ -189,18 +207,40 @@ class RoundCloseHandler:
             close_federated_task(view, tx.task_id, ctx)
 
 
+def round_weights(task: dict[str, Any], updates: list[Any], gains: list[int]) -> list[int]:
+    """Each update's weight in its round's share: its gain (recorded for a task
+    rewarding improvement), else its sample count, or 1 in a private task
+    (self-reported counts). An improvement round falls back to those when its
+    validation set did not parse (gains []) or no update improved G_r (every
+    gain 0): a publisher must not get a round trained for free by choosing a
+    validation set nobody can improve on."""
+    if any(gains):
+        return list(gains)
+    if is_private(task):
+        return [1] * len(updates)
+    return [n for _p, _cid, n in updates]
+
+
+def round_shares(task: dict[str, Any], fed: dict[str, Any]) -> list[list[int]]:
+    """Per closed round, what each of its updates earns (inclusion order):
+    ``floor(floor(bounty / R) * weight / sum of weights)``."""
+    per_round = task["bounty"] // task["spec"]["rounds"]
+    out: list[list[int]] = []
+    for (_height, updates), gains in zip(fed["closed"], fed["gains"], strict=True):
+        weights = round_weights(task, updates, gains)
+        total = sum(weights)
+        out.append([per_round * w // total if total else 0 for w in weights])
+    return out
+
+
 def federated_payout(task: dict[str, Any], fed: dict[str, Any]) -> list[list[Any]]:
     """``[[key, amount], ...]``: participants by key (bytewise), then the publisher."""
-    per_round = task["bounty"] // task["spec"]["rounds"]
-    private = is_private(task)
     earned: dict[bytes, int] = {}
-    for _height, updates in fed["closed"]:
-        # Private counts are self-reported: each accepted update the same share.
-        total = len(updates) if private else sum(n for _p, _cid, n in updates)
-        for participant, _cid, n in updates:
-            weight = 1 if private else n
-            earned[participant] = earned.get(participant, 0) + per_round * weight // total
-    payout: list[list[Any]] = [[p, earned[p]] for p in sorted(earned) if earned[p]]
+    for (_height, updates), shares in zip(fed["closed"], round_shares(task, fed), strict=True):
+        for (participant, _cid, _n), share in zip(updates, shares, strict=True):
+            if share:
+                earned[participant] = earned.get(participant, 0) + share
+    payout: list[list[Any]] = [[p, earned[p]] for p in sorted(earned)]
     refund = task["bounty"] - sum(earned.values()) + task["result_reward"] * task["max_results"]
     if refund:
         payout.append([task["publisher"], refund])

@@ -2,20 +2,22 @@
 
 A task whose spec carries ``federated`` is trained in rounds by many
 participants instead of by independent trainers (docs/federated.md §11). Its
-wire form is a msgpack map with sorted keys (protocol version 6)::
+wire form is a msgpack map with sorted keys (protocol version 7)::
 
     {"aggregation": str, "classes": [int...], "clip": float, "delta": float,
      "epsilon": float, "local_epochs": int, "noise_multiplier": float,
-     "participants": int, "private": str, "round_blocks": int,
+     "participants": int, "private": str, "reward": str, "round_blocks": int,
      "sampling_rate": float, "trim": int, "validation": str}
 
 The task's ``rounds`` is R, its ``features`` fix d (they must be listed),
 ``classes`` fix K (the sorted distinct int64 label codes; empty for a
 regressor). ``private`` names the local files participants train on ("" =
 public shards); ``validation`` is the public CSV that scores the global model
-(required for private tasks); ``clip`` C (0.0: none), ``trim`` t, and local DP
+(required for private tasks and ``reward`` "improvement", whose round shares
+are split by each update's gain on it; "samples" is the default); ``clip`` C
+(0.0: none), ``trim`` t, and local DP
 (``noise_multiplier`` z > 0) with its ``delta`` and ``epsilon`` budget
-(``sampling_rate`` q must be 1.0 in protocol 6). Consensus code: no numpy,
+(``sampling_rate`` q must be 1.0 in protocol 7). Consensus code: no numpy,
 no scikit-learn, no I/O; the epsilon of a DP plan comes from the pinned RDP
 accountant (a pure function of the plan, see p2pml/federated/accountant.py
 and ``RUNTIME``).
@@ -44,6 +46,7 @@ WIRE_KEYS: Final = (
     "noise_multiplier",
     "participants",
     "private",
+    "reward",
     "round_blocks",
     "sampling_rate",
     "trim",
@@ -51,7 +54,7 @@ WIRE_KEYS: Final = (
 )
 _FLOAT_KEYS: Final = ("clip", "delta", "epsilon", "noise_multiplier", "sampling_rate")
 _INT_KEYS: Final = ("local_epochs", "participants", "round_blocks", "trim")
-_STR_KEYS: Final = ("aggregation", "private", "validation")
+_STR_KEYS: Final = ("aggregation", "private", "reward", "validation")
 MAX_PARTICIPANTS: Final = 1_000
 MAX_LOCAL_EPOCHS: Final = 1_000
 MAX_ROUND_BLOCKS: Final = 10_000
@@ -73,6 +76,10 @@ MERGE_RULE: Final = "sum"
 #: Rules of the averaging families (linear, mlp); nb/ols merge by ``sum``.
 AVERAGING_RULES: Final = (FEDAVG, MEDIAN, TRIMMED_MEAN)
 ROBUST_RULES: Final = (MEDIAN, TRIMMED_MEAN)
+#: How a round's share of the bounty is split (docs/federated.md §11.5).
+REWARD_SAMPLES: Final = "samples"
+REWARD_IMPROVEMENT: Final = "improvement"
+REWARDS: Final = (REWARD_SAMPLES, REWARD_IMPROVEMENT)
 #: Local sampling (q < 1) is not on the chain in protocol 6: see validate().
 ON_CHAIN_SAMPLING_RATE: Final = 1.0
 
@@ -92,6 +99,11 @@ class FederatedSpec:
     sampling_rate: float = 1.0  # q of local DP (secret Poisson sample per round)
     delta: float = 0.0  # DP: the delta epsilon is stated at
     epsilon: float = 0.0  # DP: the budget the plan must stay within
+    reward: str = REWARD_SAMPLES  # "improvement": shares by validation gain (protocol 7)
+
+    @property
+    def by_improvement(self) -> bool:
+        return self.reward == REWARD_IMPROVEMENT
 
     @property
     def is_private(self) -> bool:
@@ -133,6 +145,7 @@ class FederatedSpec:
         if self.validation and not is_cidv0(self.validation):
             raise ValidationError("federated-validation", "validation is not a CIDv0")
         self._validate_rule(model, family)
+        self._validate_reward(family)
         if list(self.classes) != sorted(set(self.classes)):
             raise ValidationError("federated-labels", "classes must be sorted and distinct")
         if n_features < 1:
@@ -198,6 +211,20 @@ class FederatedSpec:
                     "federated-aggregation", "private shards need median, trimmed_mean or DP"
                 )
 
+    def _validate_reward(self, family: str) -> None:
+        if self.reward not in REWARDS:
+            raise ValidationError("federated-reward", f"reward is one of {', '.join(REWARDS)}")
+        if not self.by_improvement:
+            return
+        if family not in AVERAGED:
+            # A merge round's statistics are not a model better or worse than
+            # G_r: nothing to measure an improvement against.
+            raise ValidationError("federated-reward", "improvement rewards averaging families")
+        if not self.validation:
+            raise ValidationError(
+                "federated-validation", "improvement rewards need a validation CID"
+            )
+
     def _validate_dp(self, rounds: int) -> None:
         if not self.is_dp:
             if self.delta or self.epsilon:
@@ -224,6 +251,7 @@ class FederatedSpec:
             "noise_multiplier": float(self.noise_multiplier),
             "participants": self.participants,
             "private": self.private,
+            "reward": self.reward,
             "round_blocks": self.round_blocks,
             "sampling_rate": float(self.sampling_rate),
             "trim": self.trim,
@@ -260,6 +288,7 @@ class FederatedSpec:
             sampling_rate=obj["sampling_rate"],
             delta=obj["delta"],
             epsilon=obj["epsilon"],
+            reward=obj["reward"],
         )
 
 

@@ -405,22 +405,33 @@ class UpdateTx:
         return sha256d(packb(self.to_wire()))
 
 
+#: A round close's gains: one per update (at most P <= 1000, fedspec's
+#: MAX_PARTICIPANTS), each an integer in micro-units of the task metric,
+#: capped where float64 still counts every integer.
+MAX_GAINS = 1_000
+MAX_GAIN = 2**53 - 1
+
+
 @dataclass(frozen=True)
 class RoundCloseTx:
     """Closes round ``round`` of a federated task by committing the hash of
     G_{round+1}. Unsigned and free, like the coinbase: its content is fixed by
-    the chain, and a block with another hash is invalid (``bad-round-hash``)."""
+    the chain, and a block with another hash is invalid (``bad-round-hash``).
+    ``gains`` (protocol 7): each update's validation gain for a task rewarding
+    improvement, in the round's inclusion order; () for every other task or a
+    round whose validation set does not parse (``bad-round-gains``)."""
 
     task_id: bytes
     round: int
     model_hash: bytes
+    gains: tuple[int, ...] = ()
 
     @property
     def fee(self) -> int:
         return 0
 
     def to_wire(self) -> list[Any]:
-        return [TAG_ROUND_CLOSE, self.task_id, self.round, self.model_hash]
+        return [TAG_ROUND_CLOSE, self.task_id, self.round, self.model_hash, list(self.gains)]
 
     @cached_property
     def id(self) -> bytes:

@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--validation", metavar="CID", help="public validation CSV scoring each global model"
     )
+    fg.add_argument(
+        "--reward",
+        choices=("samples", "improvement"),
+        help="split each round's share by sample count (default) or by each update's"
+        " gain on --validation (improvement)",
+    )
     fg.add_argument("--trim", type=int, help="trimmed_mean: updates dropped at each end")
     fg.add_argument("--clip", type=float, help="clip bound C of each update's delta")
     fg.add_argument("--epsilon", type=float, help="DP: epsilon budget (sets the noise)")

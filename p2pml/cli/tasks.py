@@ -188,6 +188,7 @@ def federated_body(args: argparse.Namespace) -> dict[str, Any]:
         "round_blocks",
         "private",
         "validation",
+        "reward",
         "trim",
         "clip",
         "epsilon",
@@ -220,6 +221,8 @@ def federated_text(spec: dict[str, Any], fed: dict[str, Any]) -> list[str]:
     lines.append(f"  mode: {mode}, rule {rule}")
     if f.get("validation"):
         lines.append(f"  validation: {f['validation']}")
+    if f.get("reward") == "improvement":
+        lines.append("  reward: by validation improvement (gain in 1e-6 of the metric)")
     if f.get("noise_multiplier"):
         lines.append(
             f"  privacy: epsilon spent {fed.get('epsilon_spent', 0.0):.6f} of budget"
@@ -233,7 +236,11 @@ def federated_text(spec: dict[str, Any], fed: dict[str, Any]) -> list[str]:
             f" G {r['model_hash'][:16]} (height {r['closed_at']})"
         )
         for u in r["updates"]:
-            lines.append(f"    accepted {u['participant'][:16]} {u['n_samples']} rows")
+            earned = "" if u.get("share") is None else f", earns {u['share']}"
+            gain = "" if u.get("gain") is None else f", gain {u['gain']}"
+            lines.append(
+                f"    accepted {u['participant'][:16]} {u['n_samples']} rows{gain}{earned}"
+            )
     for u in fed["pending_updates"]:
         lines.append(f"  round {fed['round']}: in {u['participant'][:16]} {u['n_samples']} rows")
     for e in fed["events"]:

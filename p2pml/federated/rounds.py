@@ -82,3 +82,31 @@ def next_global(
 def round_hash(spec: Mapping[str, Any], vector: Vector) -> bytes:
     """What the block closing a round commits: SHA-256 of the canonical encoding."""
     return model_hash(layout_of(spec), vector)
+
+
+#: Gains are counted in micro-units of the metric (docs/federated.md §11.5).
+GAIN_SCALE = 1_000_000.0
+MAX_GAIN = 2**53 - 1  # p2pml.chain.types.MAX_GAIN
+
+
+def update_model(
+    spec: Mapping[str, Any], current: Vector, update: tuple[bytes, bytes, int]
+) -> Vector:
+    """The model one update makes alone: the task's rule applied to G_r and
+    this update only (G_r plus its clipped delta), what its gain is scored on."""
+    return next_global(spec, current, [update])
+
+
+def gain(score: float | None, base: float, higher_is_better: bool) -> int:
+    """``max(0, floor(d * 10^6))`` with ``d`` the improvement of ``score`` over
+    ``base`` in binary64 (``score - base``, or ``base - score`` for an error
+    metric), capped at 2^53 - 1; an update whose model cannot be scored gains 0."""
+    if score is None:
+        return 0
+    d = score - base if higher_is_better else base - score
+    scaled = d * GAIN_SCALE
+    if scaled != scaled or scaled <= 0.0:
+        return 0
+    if scaled >= MAX_GAIN:
+        return MAX_GAIN
+    return int(scaled)  # floor: scaled > 0

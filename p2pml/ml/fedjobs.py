@@ -10,6 +10,8 @@
   layout (``bad-update-shape``/``bad-update-value``) and, for public shards,
   its sample count is the participant's shard size (``bad-update-samples``);
   private updates are accepted by rule (nobody else has the data).
+* ``fed_gains_job``: for a task rewarding improvement, each update's gain on
+  the validation set over G_r (consensus: the round close carries them).
 * ``fed_aggregate_job``: G_{r+1} (and any missing G before it) from G_start
   and each round's update artifacts; optionally the task metric of each new
   G on the task's public validation set (every row) or else its holdout
@@ -264,6 +266,81 @@ def _score(req: FedAggregateRequest, wire: Any, vector: Any, data: FedData) -> f
             return float(compute_metric(spec.metric, model, dataset.X[hold], dataset.y[hold]))
         except (ValueError, ArithmeticError):
             return None
+
+
+@dataclass(frozen=True)
+class FedGainsRequest:
+    spec: TaskSpec
+    task_id: bytes
+    seed: bytes
+    start: bytes | None  # canonical G_r; None: G_0
+    updates: list[tuple[bytes, bytes, int]]  # the round's (participant, artifact, n), in order
+    data: FedData  # the task's validation CSV
+
+
+def fed_gains_job(req: FedGainsRequest) -> list[int]:
+    """Each update's gain on the validation set (docs/federated.md §11.5), in the
+    round's order, or [] if the set does not load or G_r cannot be scored on it
+    (a verdict: the round's share then goes by samples, or equal shares)."""
+    import numpy as np
+
+    from p2pml.chain.metrics import higher_is_better
+    from p2pml.federated import rounds
+    from p2pml.federated.encoding import decode
+    from p2pml.ml.worker import load_task_dataset
+
+    spec = req.spec
+    fed = spec.federated
+    if fed is None or not fed.validation or not req.updates:
+        return []
+    wire = spec.to_wire()
+    layout = rounds.layout_of(wire)
+    base = rounds.initial(wire, req.seed) if req.start is None else decode(layout, req.start)
+    path = Path(req.data.dataset_path)
+    if path.stat().st_size > req.data.max_dataset_bytes:
+        # The byte cap is node configuration, not consensus: over it is missing
+        # data here (the close waits), never the verdict "unusable".
+        raise TrainingError("dataset-too-large", "the validation CSV is over this node's cap")
+    try:
+        dataset = load_task_dataset(
+            dataclasses.replace(spec, dataset_cid=fed.validation),
+            path,
+            Path(req.data.cache_dir),
+            req.data.max_dataset_bytes,
+        )
+    except Exception as exc:  # a publisher's CSV: any failure to load is the verdict
+        log.info("federated gains: validation set unusable: %s", exc)
+        return []
+    rows = np.arange(dataset.n_rows)
+    base_score = _metric_on(spec, wire, base, dataset.X[rows], dataset.y[rows])
+    if base_score is None:
+        return []
+    higher = higher_is_better(spec.metric)
+    out: list[int] = []
+    for update in req.updates:
+        model = rounds.update_model(wire, base, update)
+        score = _metric_on(spec, wire, model, dataset.X[rows], dataset.y[rows])
+        out.append(rounds.gain(score, base_score, higher))
+    return out
+
+
+def _metric_on(spec: TaskSpec, wire: Any, vector: Any, X: Any, y: Any) -> float | None:
+    """The task metric of a parameter vector on (X, y); None if it cannot be
+    computed or is not finite."""
+    import math
+
+    from p2pml.federated import rounds
+    from p2pml.federated.params import build
+    from p2pml.ml.metrics import compute_metric
+
+    model = build(rounds.layout_of(wire), vector, spec.param_dict, rounds.classes_of(wire))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = float(compute_metric(spec.metric, model, X, y))
+        except (ValueError, ArithmeticError):
+            return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ JOBS: Final = {
     "fed_check": "p2pml.ml.fedjobs:fed_check_job",
     "fed_aggregate": "p2pml.ml.fedjobs:fed_aggregate_job",
     "fed_score": "p2pml.ml.fedjobs:fed_score_job",
+    "fed_gains": "p2pml.ml.fedjobs:fed_gains_job",
     "fed_describe": "p2pml.ml.fedjobs:fed_describe_job",
 }
 

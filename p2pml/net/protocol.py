@@ -21,6 +21,9 @@ from p2pml.chain.hashing import HASH_SIZE
 from p2pml.chain.types import HEADER_SIZE, packb
 from p2pml.errors import DecodeError
 
+# Version 7: rewards by validation improvement (a federated spec key
+# "reward"; round closes carry each update's gain, recorded per round and
+# splitting the round's share of the bounty).
 # Version 6: audit committees drawn by a hashed shuffle of the bonded-key
 # index (O(committee size) per selected result); federated tasks with private
 # shards, robust rules (median, trimmed mean) and local DP on the chain (new

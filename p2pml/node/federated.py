@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from p2pml.chain.bonds import require_bond
-from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due
+from p2pml.chain.federated_rounds import RoundCloseHandler, fed_key, round_due, round_shares
 from p2pml.chain.index import ChainUpdate
 from p2pml.chain.ledger import BlockContext, StateView
 from p2pml.chain.tasks import task_key
@@ -80,6 +80,7 @@ FEDERATED_DEFAULTS: dict[str, Any] = {
     "round_blocks": 10,
     "private": "",
     "validation": "",
+    "reward": "samples",
     "clip": 0.0,
     "trim": 0,
     "noise_multiplier": 0.0,
@@ -222,6 +223,11 @@ class FederatedService:
                 raise TrainingError("global-model-unavailable", f"G_{rnd} could not be computed")
             fspec = spec.federated
             private = fspec.private if fspec is not None else ""
+            if fspec is not None and fspec.by_improvement:
+                # No update before the validation set is here: one nobody serves
+                # would hold every close back, and an update sent meanwhile is
+                # work the publisher could aggregate without paying for it.
+                await self.verifier.score_data(spec)
             if private:
                 # Trained from this node's own file: nothing of it is fetched,
                 # added to IPFS or sent; only the (noised, under DP) update is.
@@ -466,11 +472,12 @@ class FederatedService:
                 fed, task["spec"], ctx.height
             ):
                 continue
-            digest = self.verifier.expected_close(task_id, task, fed)
-            if digest is None:
+            expected = self.verifier.expected_close(task_id, task, fed)
+            if expected is None:
                 self._compute_close(task_id, task, fed)
                 continue
-            close = RoundCloseTx(task_id, int(fed["round"]), digest)
+            digest, gains = expected
+            close = RoundCloseTx(task_id, int(fed["round"]), digest, gains)
             trial = view.child()
             try:
                 RoundCloseHandler().apply(close, trial, ctx)
@@ -560,9 +567,11 @@ class FederatedService:
         fed = state.get(fed_key(task_id))
         if fed is None:
             return None
+        task = state.get(task_key(task_id))
+        shares = round_shares(task, fed) if task is not None else [[] for _ in fed["closed"]]
         rounds = []
-        for i, ((height, updates), digest) in enumerate(
-            zip(fed["closed"], fed["models"], strict=True)
+        for i, ((height, updates), digest, gains, paid) in enumerate(
+            zip(fed["closed"], fed["models"], fed["gains"], shares, strict=True)
         ):
             h = bytes(digest)
             rounds.append(
@@ -572,14 +581,21 @@ class FederatedService:
                     "model_hash": h.hex(),
                     "model_cid": self.verifier.model_cids.get(h),
                     "metric": self.verifier.metrics.get(h),
+                    # What each update earns of the round's share (paid at close);
+                    # its gain is null unless the round was rewarded by improvement.
                     "updates": [
-                        {"participant": bytes(p).hex(), "update_cid": c, "n_samples": n}
-                        for p, c, n in updates
+                        {
+                            "participant": bytes(p).hex(),
+                            "update_cid": c,
+                            "n_samples": n,
+                            "gain": gains[k] if gains else None,
+                            "share": paid[k] if paid else None,
+                        }
+                        for k, (p, c, n) in enumerate(updates)
                     ],
                 }
             )
         final = bytes(fed["models"][-1]) if fed["models"] else None
-        task = state.get(task_key(task_id))
         ready = task is not None and self.verifier.expected_close(task_id, task, fed) is not None
         f = task["spec"]["federated"] if task is not None else {}
         return {
@@ -591,6 +607,7 @@ class FederatedService:
             "trim": f.get("trim", 0),
             "clip": f.get("clip", 0.0),
             "validation": f.get("validation", ""),
+            "reward": f.get("reward", "samples"),
             "dp": bool(f.get("noise_multiplier")),
             "noise_multiplier": f.get("noise_multiplier", 0.0),
             "sampling_rate": f.get("sampling_rate", 1.0),

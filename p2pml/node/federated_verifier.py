@@ -26,7 +26,13 @@ from p2pml.chain.types import RoundCloseTx, UpdateTx
 from p2pml.config import TrainingSettings
 from p2pml.errors import DatasetError, MissingDataError, TrainingError
 from p2pml.ipfs.store import DatasetStore
-from p2pml.ml.fedjobs import FedAggregateRequest, FedCheckRequest, FedData, FedScoreRequest
+from p2pml.ml.fedjobs import (
+    FedAggregateRequest,
+    FedCheckRequest,
+    FedData,
+    FedGainsRequest,
+    FedScoreRequest,
+)
 from p2pml.ml.jobpool import JobPool
 from p2pml.ml.scheduling import Priority
 from p2pml.node.verifier import Request, Verifier
@@ -34,6 +40,8 @@ from p2pml.node.verifier import Request, Verifier
 log = logging.getLogger(__name__)
 
 CACHE_MAX = 10_000
+#: What a round close must carry: hash(G_{r+1}) and the round's gains.
+Close = tuple[bytes, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,8 @@ class FederatedVerifier:
         self._settings = settings
         self._cache_dir = cache_dir
         self._updates: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
-        self._closes: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        #: close key -> (hash(G_{r+1}), the round's gains: () unless improvement)
+        self._closes: OrderedDict[tuple[Any, ...], Close] = OrderedDict()
         self._wanted: dict[Any, UpdateCheck | CloseCheck] = {}
         self._inflight: dict[Any, asyncio.Future[Any]] = {}
         #: model hash -> canonical encoding / IPFS CID / holdout metric
@@ -122,15 +131,17 @@ class FederatedVerifier:
         if isinstance(tx, UpdateTx):
             return self._updates.get((tx.id, bytes(task["seed"])))
         if isinstance(tx, RoundCloseTx):
-            digest = self._closes.get(close_check(tx.task_id, task, task["fed"]).key)
-            if digest is None:
+            close = self._closes.get(close_check(tx.task_id, task, task["fed"]).key)
+            if close is None:
                 return None
-            return "" if digest == tx.model_hash else "bad-round-hash"
+            if close[0] != tx.model_hash:
+                return "bad-round-hash"
+            return "" if close[1] == tuple(tx.gains) else "bad-round-gains"
         return self.inner.peek(tx, task, audit)
 
     def expected_close(
         self, task_id: bytes, task: Mapping[str, Any], fed: Mapping[str, Any]
-    ) -> bytes | None:
+    ) -> Close | None:
         return self._closes.get(close_check(task_id, task, fed).key)
 
     # -- PendingVerdicts for the verification loop -----------------------------------
@@ -176,7 +187,8 @@ class FederatedVerifier:
         return await self.answer(req)
 
     async def answer(self, req: UpdateCheck | CloseCheck) -> Any:
-        """The answer (a reason for an update, a hash for a close), None if data is missing.
+        """The answer (a reason for an update, a :data:`Close` for a close), None if
+        data is missing.
         Concurrent askers share one computation."""
         if isinstance(req, UpdateCheck) and req.key in self._updates:
             return self._updates[req.key]
@@ -238,9 +250,10 @@ class FederatedVerifier:
         self._remember(self._updates, req.key, reason)
         return reason
 
-    async def _aggregate(self, req: CloseCheck) -> bytes:
-        """hash(G_{r+1}) for the round state of ``req`` (computing any G before it
-        that this node does not hold, e.g. after a restart)."""
+    async def _aggregate(self, req: CloseCheck) -> Close:
+        """hash(G_{r+1}) and the round's gains for the round state of ``req``
+        (computing any G before it that this node does not hold, e.g. after a
+        restart)."""
         spec = TaskSpec.from_wire(req.spec)
         start: bytes | None = None
         todo: list[tuple[tuple[bytes, str, int], ...]] = [req.updates]
@@ -254,7 +267,9 @@ class FederatedVerifier:
         # One job per round: consensus bounds one round's artifacts (P x size
         # <= 2^23 values, docs/federated.md §3), not R of them at once.
         out: list[tuple[bytes, bytes, float | None]] = []
+        base = start  # G_r of the round being closed, once the loop is done
         for updates in todo:
+            base = start
             arts = [(p, await self._bytes(cid), n) for p, cid, n in updates]
             job = FedAggregateRequest(spec, req.task_id, req.seed, start, [arts], None)
             got = await self._pool.run(
@@ -272,13 +287,31 @@ class FederatedVerifier:
                 self.model_cids[digest] = await self.store.add_bytes(self.models[digest])
             except DatasetError as exc:
                 log.warning("could not store a global model on IPFS: %s", exc)
+        gains = await self._gains(spec, req, base)
         if fresh:
             # Before the close is known, so a closed round shows its metric; a
             # failed or timed-out score only leaves it None.
             await self._score(spec, req, fresh)
-        self._remember(self._closes, req.key, digest)
+        close = (bytes(digest), gains)
+        self._remember(self._closes, req.key, close)
         self.on_new_model()
-        return bytes(digest)
+        return close
+
+    async def _gains(self, spec: TaskSpec, req: CloseCheck, base: bytes | None) -> tuple[int, ...]:
+        """The round's gains (consensus, docs/federated.md §11.5): () unless the
+        task rewards improvement. A validation CSV that cannot be fetched, or a
+        job that fails or times out, is missing data (raised: the close waits);
+        one that does not parse is the verdict () inside the job."""
+        fed = spec.federated
+        if fed is None or not fed.by_improvement or not req.updates:
+            return ()
+        arts = [(p, await self._bytes(cid), n) for p, cid, n in req.updates]
+        data = await self.score_data(spec)
+        job = FedGainsRequest(spec, req.task_id, req.seed, base, arts, data)
+        gains: list[int] = await self._pool.run(
+            "fed_gains", job, self._settings.max_job_seconds, Priority.BLOCK
+        )
+        return tuple(int(g) for g in gains)
 
     async def _score(
         self, spec: TaskSpec, req: CloseCheck, fresh: list[tuple[bytes, bytes]]

@@ -411,6 +411,7 @@ def task_specs() -> list[dict[str, Any]]:
                 "noise_multiplier": 4.0,
                 "participants": 5,
                 "private": "digits",
+                "reward": "samples",
                 "round_blocks": 6,
                 "sampling_rate": 1.0,
                 "trim": 1,
@@ -426,6 +427,38 @@ def task_specs() -> list[dict[str, Any]]:
             "partition_fraction": 0.5,
             "rounds": 4,
             "target": "label",
+            "v": 1,
+        },
+        {
+            # Protocol 7 (docs/federated.md §11.5): public shards rewarded by
+            # each update's gain on a validation set.
+            "dataset_cid": CID_DATA,
+            "federated": {
+                "aggregation": "fedavg",
+                "classes": [],
+                "clip": 0.0,
+                "delta": 0.0,
+                "epsilon": 0.0,
+                "local_epochs": 1,
+                "noise_multiplier": 0.0,
+                "participants": 3,
+                "private": "",
+                "reward": "improvement",
+                "round_blocks": 4,
+                "sampling_rate": 1.0,
+                "trim": 0,
+                "validation": CID_DATA,
+            },
+            "features": ["a", "b"],
+            "format": "csv",
+            "holdout_fraction": 0.2,
+            "kind": "regression",
+            "metric": "rmse",
+            "model": "sgd_regressor",
+            "params": [],
+            "partition_fraction": 0.5,
+            "rounds": 2,
+            "target": "y",
             "v": 1,
         },
     ]
@@ -474,13 +507,13 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
     for i, spec in enumerate(task_specs()):
         fields = {
             "spec": spec,
-            "bounty": [1_000_000, 0, 2**40, 40_000][i],
-            "fee": [1_000, 5_000, 123_456, 1_000][i],
-            "deadline": [10, 100_000, 1, 28][i],
-            "result_reward": [0, 10, 1000, 0][i],
-            "max_results": [1, 10_000, 300, 1][i],
+            "bounty": [1_000_000, 0, 2**40, 40_000, 90_000][i],
+            "fee": [1_000, 5_000, 123_456, 1_000, 1_000][i],
+            "deadline": [10, 100_000, 1, 28, 10][i],
+            "result_reward": [0, 10, 1000, 0, 0][i],
+            "max_results": [1, 10_000, 300, 1, 1][i],
             "publisher": pub.hex(),
-            "nonce": [0, 42, 2**64 - 1, 6][i],
+            "nonce": [0, 42, 2**64 - 1, 6, 7][i],
         }
         unsigned = [
             1,
@@ -637,10 +670,18 @@ def transaction_vectors(network: bytes, other_network: bytes) -> dict[str, Any]:
                 **tx_vector("update", [*unsigned, sig]),
             }
         )
-    for i, rnd in enumerate((0, 63)):
+    # Protocol 7: a close carries its round's gains ([] unless the task rewards
+    # improvement and its validation set parses), uint64 each, at most 2^53 - 1.
+    for i, (rnd, gains) in enumerate(((0, []), (63, [0, 1_234_567, 2**53 - 1]))):
         model_hash = sha256(b"p2pml vector global model %d" % rnd)
-        fields = {"task_id": tasks[i].hex(), "round": rnd, "model_hash": model_hash.hex()}
-        txs.append({"fields": fields, **tx_vector("round_close", [10, tasks[i], rnd, model_hash])})
+        fields = {
+            "task_id": tasks[i].hex(),
+            "round": rnd,
+            "model_hash": model_hash.hex(),
+            "gains": gains,
+        }
+        wire = [10, tasks[i], rnd, model_hash, gains]
+        txs.append({"fields": fields, **tx_vector("round_close", wire)})
     first_task = next(t for t in txs if t["kind"] == "task")
     unsigned = mp_unsigned_task(first_task["fields"])
     msg, sig = sign_tx(b"task", PUBLISHER_SEED, unsigned, other_network)

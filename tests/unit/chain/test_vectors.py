@@ -198,7 +198,7 @@ def _build(v: dict[str, Any]) -> Transaction:
             signature=h(f["signature"]),
         )
     if v["kind"] == "round_close":
-        return RoundCloseTx(h(f["task_id"]), f["round"], h(f["model_hash"]))
+        return RoundCloseTx(h(f["task_id"]), f["round"], h(f["model_hash"]), tuple(f["gains"]))
     return ResultTx(
         task_id=h(f["task_id"]),
         seed=h(f["seed"]),

@@ -68,3 +68,24 @@ def test_epsilon_vector(v: dict[str, Any]) -> None:
 
     got = epsilon_spent(v["noise_multiplier"], v["sampling_rate"], v["rounds"], v["delta"])
     assert got == v["epsilon"]
+
+
+@pytest.mark.parametrize("v", VECTORS["gains"], ids=lambda v: f"{v['score']}-{v['base']}")
+def test_gain_vector(v: dict[str, Any]) -> None:
+    """The gain a round close carries (docs/federated.md §11.4)."""
+    from p2pml.federated.rounds import gain
+
+    assert gain(v["score"], v["base"], v["higher_is_better"]) == v["gain"]
+
+
+@pytest.mark.parametrize("v", VECTORS["shares"], ids=lambda v: f"{v['gains']}-{v['samples']}")
+def test_share_vector(v: dict[str, Any]) -> None:
+    """A round's share split by weight (docs/federated.md §11.5), as the chain pays it."""
+    from p2pml.chain.federated_rounds import round_shares
+
+    updates = [[bytes([i]) * 32, "cid", n] for i, n in enumerate(v["samples"])]
+    task = {
+        "bounty": v["per_round"],
+        "spec": {"rounds": 1, "federated": {"private": "", "reward": "improvement"}},
+    }
+    assert round_shares(task, {"closed": [[1, updates]], "gains": [v["gains"]]}) == [v["shares"]]

@@ -130,7 +130,7 @@ def test_global_models_are_scored_on_every_validation_row(private: Any) -> None:
         for who, (a, n) in zip((P1, P2), arts, strict=True)
     )
     close = CloseCheck(TASK, wire, SEED, (), (), ups)
-    digest = asyncio.run(fv.answer(close))
+    digest, _gains = asyncio.run(fv.answer(close))
     metric = fv.metrics[digest]
     # Recompute: G_1 by the rule, its accuracy on the 297 validation rows.
     from p2pml.federated.params import build
@@ -207,7 +207,7 @@ def test_a_trimmed_round_that_closed_short_of_updates_still_closes(private: Any)
     wire = trimmed.to_wire()
     art, n = train(trimmed, P1, mine)
     ups = ((P1, asyncio.run(store.add_bytes(art)), n),)
-    digest = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
+    digest, _gains = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
     assert digest is not None
     g1 = rounds.next_global(wire, rounds.initial(wire, SEED), [(P1, art, n)])
     assert digest == rounds.round_hash(wire, g1)
@@ -226,6 +226,6 @@ def test_an_unparsable_validation_csv_leaves_the_metric_unknown_not_the_close(
     wire = bad.to_wire()
     art, n = train(bad, P1, mine)
     ups = ((P1, asyncio.run(store.add_bytes(art)), n),)
-    digest = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
+    digest, _gains = asyncio.run(fv.answer(CloseCheck(TASK, wire, SEED, (), (), ups)))
     assert digest is not None
     assert fv.metrics[digest] is None

@@ -219,7 +219,7 @@ def test_round_closes_are_recomputed_also_after_a_restart(env: Any, tmp_path: Pa
             CloseCheck(TASK, wire, SEED, tuple(fed1["closed"]), (h1,), ((P1, u3.update_cid, n3),))
         )
     )
-    assert got == h2
+    assert got == (h2, ())  # no gains: the task rewards samples
     # One job per round (consensus bounds a round's artifacts, not R rounds').
     assert sizes == [1, 1]
     assert fresh.verdict(RoundCloseTx(TASK, 1, h2), task1, False) == ""
@@ -333,8 +333,8 @@ def test_after_a_reorg_that_changes_g_r_the_service_trains_again_from_it(
         return u
 
     async def close_for(fed: dict[str, Any], seed: bytes) -> RoundCloseTx:
-        digest = await fv.answer(close_check(task.id, {"spec": wire, "seed": seed}, fed))
-        return RoundCloseTx(task.id, int(fed["round"]), digest)
+        digest, gains = await fv.answer(close_check(task.id, {"spec": wire, "seed": seed}, fed))
+        return RoundCloseTx(task.id, int(fed["round"]), digest, gains)
 
     async def run() -> None:
         b1 = builder.make(builder.genesis, txs=(task,))
@@ -447,7 +447,7 @@ def test_an_update_early_for_its_round_is_held_then_pooled_and_relayed(env: Any)
         assert len(svc.waiting) == 1
         # Round 0 closes (empty: G_1 = G_0); round 1 opens at the next height.
         fed = chain.chain.state[fed_key(task.id)]
-        digest = await svc.verifier.answer(
+        digest, _gains = await svc.verifier.answer(
             close_check(task.id, {"spec": wire, "seed": b1.hash}, fed)
         )
         b4 = builder.make(b3.hash, txs=(RoundCloseTx(task.id, 0, digest),))

@@ -297,7 +297,51 @@ def vectors() -> dict[str, Any]:
                 ).hex(),
             },
         ],
+        "gains": [
+            {"score": a, "base": b, "higher_is_better": h, "gain": gain(a, b, h)}
+            for a, b, h in (
+                (0.75, 0.5, True),
+                (0.5, 0.75, True),
+                (0.5, 0.75, False),
+                (0.9555555555555556, 0.0988888888888889, True),
+                (0.1 + 0.2, 0.3, True),  # 5.5e-17 above: 0 micro-units
+                (0.5000016, 0.5, True),
+                (12.5, 30.25, False),
+                (None, 0.5, True),
+                (1e300, 0.0, True),
+                (-1e308, 1e308, False),
+            )
+        ],
+        "shares": [
+            {"per_round": p, "gains": g, "samples": n, "shares": shares(p, g, n)}
+            for p, g, n in (
+                (500, [5, 0, 15], [1, 1, 1]),  # by gain: the zero update earns nothing
+                (500, [0, 0, 0], [10, 20, 30]),  # nobody improved: by samples instead
+                (500, [], [10, 20, 30]),  # by samples (an unparsable validation set)
+                (45_000, [], [1, 1]),  # equal shares of a private task (weights 1)
+                (90_001, [670_025, 0, 727_959], [1, 1, 1]),
+            )
+        ],
     }
+
+
+def gain(score: float | None, base: float, higher_is_better: bool) -> int:
+    """§11.4: max(0, floor(d * 10^6)) in binary64, capped at 2^53 - 1; 0 if unscored."""
+    if score is None:
+        return 0
+    d = score - base if higher_is_better else base - score
+    scaled = d * 1e6
+    if scaled >= 2**53 - 1:
+        return 2**53 - 1
+    return max(0, math.floor(scaled))
+
+
+def shares(per_round: int, gains: list[int], samples: list[int]) -> list[int]:
+    """§11.5: floor(per_round * w / W); w the gain, or (no gains, or all 0)
+    the sample count (1 each in a private task)."""
+    weights = gains if any(gains) else samples
+    total = sum(weights)
+    return [per_round * w // total for w in weights]
 
 
 def main() -> None:
