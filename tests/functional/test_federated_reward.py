@@ -10,6 +10,7 @@ share by gain: the zero update earns nothing, the others in proportion."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,9 +41,16 @@ def gossip_zero_update(node: TestNode, task: dict[str, object], tmp_path: Path) 
     shard = partition_indices(
         seed, tid, lazy.public_key, 0, 1797, spec["holdout_fraction"], spec["partition_fraction"]
     )
-    tx = UpdateTx(tid, seed, 0, lazy.public_key, cid, len(shard), REGTEST.min_result_fee).signed_by(
-        lazy, REGTEST.genesis_hash
-    )
+    tx = UpdateTx(
+        tid,
+        seed,
+        0,
+        lazy.public_key,
+        cid,
+        len(shard),
+        REGTEST.min_result_fee,
+        base=hashlib.sha256(g0).digest(),  # G_r of round 0 (federated.md §11.3)
+    ).signed_by(lazy, REGTEST.genesis_hash)
 
     async def send() -> None:
         peer = HostilePeer("regtest")
