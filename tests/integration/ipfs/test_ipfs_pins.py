@@ -29,6 +29,7 @@ from tests.integration.ipfs.conftest import (
 from tests.unit.node.fakes import FakeChain
 
 DEADLINE, RETENTION = 5, 3
+PAYOUT = REGTEST.payout_window
 PUB, ME = dev_identity(0), dev_identity(5)
 
 
@@ -63,8 +64,9 @@ async def test_open_tasks_dataset_survives_gc_and_is_collected_after_close_and_r
             await chain.submit_block(blk)
         await pins.reconcile()
 
-    # In block 1, it closes at height 1 + DEADLINE; pinned for RETENTION blocks from there.
-    await advance(DEADLINE + RETENTION - 1)
+    # In block 1, it closes at height 1 + DEADLINE and is paid PAYOUT blocks
+    # later; pinned for RETENTION blocks from there.
+    await advance(DEADLINE + PAYOUT + RETENTION - 1)
     assert not chain.chain.state[b"task:" + t.id]["open"]
     assert pins.pinned == {dataset}
     await advance(1)
