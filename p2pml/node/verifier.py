@@ -352,6 +352,9 @@ class Verifier:
             log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
             return None
         self._unfetchable.pop(tx.id, None)
+        # A worker got through: failures before say nothing about the next
+        # check of this result (its full audit after the cheap checks).
+        self._failures.pop(req.key, None)
         self._remember(req, verdict)
         if verdict:
             self.stats.failed += 1

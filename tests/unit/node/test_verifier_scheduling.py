@@ -7,6 +7,7 @@ tests/integration/node/test_verified_blocks.py); the bounds are the point.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,26 @@ async def test_a_blocks_verdict_is_retried_with_backoff_after_repeated_worker_fa
         assert await capped.check(block) is None
         clock.now += FAILED_RETRY_MAX
     assert crashing.runs == MAX_WORKER_FAILURES + 12
+
+
+async def test_a_verdict_clears_the_worker_failures_before_it(tmp_path: Path) -> None:
+    """The cheap checks got through after crashes (a transient cause); the
+    full audit a dispute later needs starts afresh: its first crash is
+    retried at once, not after the cheap checks' backoff."""
+    store, checker, clock = FakeStore(tmp_path), CrashingChecker(), Clock()
+    verifier = Verifier(store, checker, parallel=1, clock=clock)  # type: ignore[arg-type]
+    cheap = request(0)
+    for _ in range(MAX_WORKER_FAILURES):
+        assert await verifier.check(cheap) is None
+    clock.now += FAILED_RETRY_FIRST
+    checker.reason = ""
+    assert await verifier.check(cheap) == ""
+    audit = dataclasses.replace(cheap, audit=True)
+    checker.reason = "worker-crashed"
+    assert await verifier.check(audit) is None
+    runs = checker.runs
+    assert await verifier.check(audit) is None
+    assert checker.runs == runs + 1  # re-run at once: one failure, not four
 
 
 async def test_artifacts_are_fetched_under_the_artifact_cap(tmp_path: Path) -> None:
