@@ -70,7 +70,7 @@ class IpfsSettings:
     # provider): a CID nobody has costs this, not ``timeout``.
     fetch_start_timeout: float = 10.0
     unfetchable_ttl: float = 60.0  # a CID that failed is refused at once meanwhile
-    pin_retention_blocks: int = 100  # datasets/best own artifacts stay pinned after close
+    pin_retention_blocks: int = 100  # a task's data stays pinned this long after its payout
 
 
 @dataclass(frozen=True)

@@ -221,9 +221,27 @@ class CachingDatasetStore:
             return False
 
     async def pin(self, cid: str) -> None:
+        """Pin ``cid`` in the IPFS node. Content that is here only in our
+        cache (the repo's GC collected its blocks after the fetch) is added
+        back from the verified cached copy, which pins it: pinning it in the
+        node would fetch it from peers, for ever if nobody serves it any more
+        (a trainer that withholds its artifact after inclusion)."""
         _check_cid(cid)
+        if not await self._repo_has(cid):
+            cached = await self.cache.aget_verified(cid)
+            if cached is not None:
+                added = await self._add_with_progress(cached, None)
+                if added != cid:  # the cached file changed since it was verified
+                    raise CIDMismatch(f"cached copy of {cid} now hashes to {added}")
+                return
         deadline = time.monotonic() + self.timeout
         await self._retrying(f"pin {cid}", lambda: self.backend.pin(cid), deadline)
+
+    async def _repo_has(self, cid: str) -> bool:
+        try:
+            return await asyncio.wait_for(self.backend.has_local(cid), timeout=5)
+        except (DatasetError, TimeoutError):
+            return True  # unknown: pin as before
 
     async def unpin(self, cid: str) -> None:
         """Let the IPFS node drop ``cid`` when it needs the space (embedded: our

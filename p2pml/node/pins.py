@@ -6,12 +6,21 @@ derived from the active chain's state alone, so a restart or a reorg ends in
 the same pins with no ledger of our own (retention rule, ``N`` =
 ``ipfs.pin_retention_blocks``):
 
-* a task's dataset: while the task is open and ``N`` blocks after it closed
-  (every node verifies the task's results in blocks, and a shallow reorg may
-  reopen it); for ever if this node published the task (it is the source);
-* this node's own model artifacts (results it trained, in the chain): while
-  their task is open; the best one (a winner) ``N`` blocks after the close;
-  the others are unpinned when the task closes.
+* a task's dataset: until ``N`` blocks after the task is paid (every node
+  verifies the task's results in blocks, a dispute's full audit re-trains
+  on it on every node until the payout height, and a shallow reorg may
+  undo the payout); for ever if this node published the task (it is the
+  source);
+* the model artifact of every result in the chain, whoever trained it, and
+  every update artifact of a federated task: until ``N`` blocks after the
+  task is paid. A dispute (challenge, failing attestation) may be opened
+  until the payout height, and its resolution makes every node re-run the
+  result's full audit; a federated round close and a restart's recomputation
+  of the global models need the updates. A trainer that stops serving its
+  artifact after inclusion therefore cannot stall a dispute: every
+  validator fetched it for the cheap checks and keeps it pinned. (The global
+  models a node computes are derived from the updates and recomputed after
+  a restart, docs/federated.md §11.6, so the updates are what is pinned.)
 
 Pins are added only for content already here (``has``): pinning asks IPFS to
 fetch whatever is missing, which for a CID nobody serves never ends. Releases
@@ -34,9 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pml.chain.index import ChainUpdate
-from p2pml.chain.tasks import task_key
 from p2pml.errors import DaemonUnavailable, DatasetError
-from p2pml.node.pin_records import PinRecords
+from p2pml.node.pin_records import PinRecords, artifact_cids, needed, owning_task
 from p2pml.node.ports import ChainAccess, PinStore
 
 log = logging.getLogger(__name__)
@@ -55,25 +63,21 @@ def plan_pins(state: Mapping[bytes, Any], height: int, me: bytes, retention: int
     """What should be pinned at chain ``height`` (pure: a function of the state)."""
     keep: set[str] = set()
     named: set[str] = set()
-
-    def recent(task: Mapping[str, Any]) -> bool:
-        return bool(task["open"]) or height - int(task["closed_at"]) < retention
-
     for key, rec in state.items():
         if key.startswith(b"task:"):
             cid = str(rec["spec"]["dataset_cid"])
             named.add(cid)
-            if recent(rec) or bytes(rec["publisher"]) == me:
+            if needed(rec, height, retention) or bytes(rec["publisher"]) == me:
                 keep.add(cid)
-        elif key.startswith(b"rid:") and bytes(rec["trainer"]) == me:
-            cid = str(rec["model_cid"])
-            named.add(cid)
-            task = state.get(task_key(bytes(rec["task"])))
-            if task is None:
-                continue
-            winner = any(bytes(w[1]) == key[4:] for w in task["winners"])
-            if task["open"] or (winner and recent(task)):
-                keep.add(cid)
+            continue
+        owner = owning_task(key, rec)
+        if owner is None:
+            continue
+        cids = artifact_cids(key, rec)
+        named.update(cids)
+        task = state.get(owner)
+        if task is not None and needed(task, height, retention):
+            keep.update(cids)
     return PinPlan(frozenset(keep), frozenset(named - keep))
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,8 +38,14 @@ CACHE_MAX = 100_000
 # Reasons that depend on this node's configuration, not on the result.
 LOCAL_LIMITS = frozenset({"bad-result-dataset"})
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
-# Worker crashes/timeouts after which a result is no longer re-run.
+# Worker crashes/timeouts after which a result is no longer re-run at once:
+# a gossiped one never again; one a block needs (the cheap checks of an
+# included result, a dispute's full audit) only after a doubling delay, since
+# the chain cannot pass that block without a verdict (a transient cause, an
+# overloaded host or a worker memory limit raised by the operator, may end).
 MAX_WORKER_FAILURES = 3
+FAILED_RETRY_FIRST = 60.0
+FAILED_RETRY_MAX = 3600.0
 WORKER_FAILURES = frozenset({"worker-crashed", "job-timeout", "worker-memory-limit", "job-failed"})
 # Artifact fetches in flight per worker: enough to keep workers fed while
 # models download, few enough to bound memory (<= 64 MiB each).
@@ -72,8 +79,15 @@ class VerifierStats:
 
 
 class Verifier:
-    def __init__(self, store: DatasetStore, checker: ResultChecker, parallel: int = 2) -> None:
+    def __init__(
+        self,
+        store: DatasetStore,
+        checker: ResultChecker,
+        parallel: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
+        self._clock = clock
         self._checker = checker
         # (result id, seed) -> (audited?, verdict): "" valid, else the reason
         self._cache: OrderedDict[tuple[bytes, bytes], tuple[bool, str]] = OrderedDict()
@@ -93,8 +107,9 @@ class Verifier:
         self._detached: set[asyncio.Future[Path]] = set()
         self._waiters: dict[tuple[bytes, bytes, bool], int] = {}
         self._inflight: dict[tuple[bytes, bytes, bool], asyncio.Future[str | None]] = {}
-        # (result id, seed) -> worker crashes/timeouts while verifying it
-        self._failures: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        # (result id, seed) -> (worker crashes/timeouts while verifying it,
+        # the clock before which a block's request does not re-run it)
+        self._failures: OrderedDict[tuple[bytes, bytes], tuple[int, float]] = OrderedDict()
         # Result ids whose artifact nobody served on the last try (the
         # sender of a gossiped one pays for it: VerificationService).
         self._unfetchable: OrderedDict[bytes, None] = OrderedDict()
@@ -257,10 +272,12 @@ class Verifier:
 
     async def _check(self, req: Request, background: bool) -> str | None:
         tx = req.tx
-        if self._failures.get(req.key, 0) >= MAX_WORKER_FAILURES:
+        failed, not_before = self._failures.get(req.key, (0, 0.0))
+        if failed >= MAX_WORKER_FAILURES and (background or self._clock() < not_before):
             # Crashed or timed out a worker each time: whatever it is (a
             # model that breaks scikit-learn, a host too slow), re-running it
-            # only burns workers. Pending, not false: nothing was proven.
+            # at once only burns workers. Pending, not false: nothing was
+            # proven. A block's request retries after the backoff.
             return None
         try:
             spec = TaskSpec.from_wire(req.spec_wire)
@@ -314,21 +331,30 @@ class Verifier:
             # later rather than split the network.
             self.stats.pending += 1
             if isinstance(exc, TrainingError) and exc.reason in WORKER_FAILURES:
-                failures = self._failures.pop(req.key, 0) + 1
-                self._failures[req.key] = failures
+                failures = self._failures.pop(req.key, (0, 0.0))[0] + 1
+                delay = 0.0
+                if failures >= MAX_WORKER_FAILURES:
+                    over = failures - MAX_WORKER_FAILURES
+                    delay = min(FAILED_RETRY_MAX, FAILED_RETRY_FIRST * 2.0 ** min(over, 32))
+                self._failures[req.key] = (failures, self._clock() + delay)
                 while len(self._failures) > CACHE_MAX:
                     self._failures.popitem(last=False)
                 if failures >= MAX_WORKER_FAILURES:
                     log.warning(
-                        "result %s: worker failed %d times (%s); not retried, stays pending",
+                        "result %s: worker failed %d times (%s); stays pending, a block's"
+                        " request retries it in %.0f s",
                         tx.id.hex()[:16],
                         failures,
                         exc,
+                        delay,
                     )
                     return None
             log.warning("verifying result %s failed: %s", tx.id.hex()[:16], exc)
             return None
         self._unfetchable.pop(tx.id, None)
+        # A worker got through: failures before say nothing about the next
+        # check of this result (its full audit after the cheap checks).
+        self._failures.pop(req.key, None)
         self._remember(req, verdict)
         if verdict:
             self.stats.failed += 1

@@ -6,22 +6,21 @@ Node a publishes a task on a dataset it added; node b trains for it,
 fetching the dataset from a over bitswap. While the task is open, b's repo
 pins the dataset (and b's own model): a collection (run on b's repo while b
 is stopped, as its GC does) keeps them. b restarts, derives its pins from the
-chain again, and once the task is closed and ``ipfs.pin_retention_blocks``
+chain again, and once the task is paid (``payout_window`` blocks after its
+close: a dispute may need both until then) and ``ipfs.pin_retention_blocks``
 have passed it unpins both: the next collection takes them.
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from sklearn.datasets import load_diabetes
 
+from p2pml.chain.params import REGTEST
 from p2pml.cidv0 import b58decode
-from p2pml.ipfs.embedded import EmbeddedBackend
-from p2pml.ipfs.repogc import Flatfs
-from tests.framework.attack import node_metrics
 from tests.framework.cli import cli as run_cli
+from tests.framework.ipfsrepo import held_pins, repo_after_collection
 from tests.framework.testnode import (
     NodeSet,
     TestNode,
@@ -36,31 +35,6 @@ RETENTION = 2
 
 def cli(node: TestNode, *args: str) -> str:
     return run_cli(node, *args, timeout=120, cwd=node.dir).stdout.strip()
-
-
-def repo_after_collection(node: TestNode) -> tuple[set[str], Flatfs]:
-    """Pins of the stopped node's repo, after a collection of everything unpinned."""
-
-    async def run() -> set[str]:
-        # On the node's own swarm address: the repo carries the node's peer id,
-        # and a peer that learns an ephemeral address for it here would later
-        # redial that port, which the restarted node's admin API may hold.
-        swarm = tuple(node.sections.get("ipfs", {}).get("swarm", ())) or ("/ip4/127.0.0.1/tcp/0",)
-        kubo = EmbeddedBackend(node.data_dir / "ipfs", swarm, ())
-        await kubo.start()
-        try:
-            pins = set(await kubo._call("pins") or [])
-            await kubo.collect_garbage(force=True)
-            return pins
-        finally:
-            await kubo.close()
-
-    pins = asyncio.run(run())
-    return pins, Flatfs(node.data_dir / "ipfs" / "blocks")
-
-
-def held_pins(node: TestNode) -> float:
-    return node_metrics(node).get("p2pml_pins_held", -1)
 
 
 def test_dataset_of_an_open_task_stays_pinned_and_is_released_after_retention(
@@ -105,8 +79,12 @@ def test_dataset_of_an_open_task_stays_pinned_and_is_released_after_retention(
     a.mine(DEADLINE - 1)  # the task closes at its deadline height
     sync_blocks([a, b])
     assert b.api.get(f"/tasks/{task_id}")["status"] == "closed"
-    # Within the retention b still holds both (derived again after the restart).
+    # Until the payout and within the retention after it b still holds both
+    # (derived again after the restart).
     wait_until_sync(lambda: held_pins(b) == 2, 60, what="b pins again after its restart")
+    a.mine(REGTEST.payout_window)
+    sync_blocks([a, b])
+    assert b.api.get(f"/tasks/{task_id}")["paid"]
     a.mine(RETENTION)
     sync_blocks([a, b])
     wait_until_sync(lambda: held_pins(b) == 0, 60, what="b releases both")

@@ -10,12 +10,14 @@ dataset, so the first collection after its fetch could drop it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from p2pml.chain.params import REGTEST, dev_identity
 from p2pml.chain.taskspec import TaskSpec
 from p2pml.chain.types import TaskTx
 from p2pml.cidv0 import b58decode
+from p2pml.ipfs.cid import cid_of_bytes
 from p2pml.ipfs.repogc import Flatfs
 from p2pml.node.pins import PinService
 from tests.framework.chainbuilder import Builder
@@ -29,6 +31,7 @@ from tests.integration.ipfs.conftest import (
 from tests.unit.node.fakes import FakeChain
 
 DEADLINE, RETENTION = 5, 3
+PAYOUT = REGTEST.payout_window
 PUB, ME = dev_identity(0), dev_identity(5)
 
 
@@ -63,8 +66,9 @@ async def test_open_tasks_dataset_survives_gc_and_is_collected_after_close_and_r
             await chain.submit_block(blk)
         await pins.reconcile()
 
-    # In block 1, it closes at height 1 + DEADLINE; pinned for RETENTION blocks from there.
-    await advance(DEADLINE + RETENTION - 1)
+    # In block 1, it closes at height 1 + DEADLINE and is paid PAYOUT blocks
+    # later; pinned for RETENTION blocks from there.
+    await advance(DEADLINE + PAYOUT + RETENTION - 1)
     assert not chain.chain.state[b"task:" + t.id]["open"]
     assert pins.pinned == {dataset}
     await advance(1)
@@ -89,3 +93,27 @@ async def test_only_a_complete_dag_counts_as_here(make_embedded: EmbeddedFactory
     blocks.path_of(leaf).unlink()
     assert blocks.path_of(root).exists()
     assert not await kb.has_local(cid)
+
+
+async def test_pinning_content_only_in_the_cache_adds_it_back_from_there(
+    make_embedded: EmbeddedFactory,
+) -> None:
+    """Issue 15: a model the verifier fetched is in the project cache, but
+    the repo's GC may collect its blocks before the pin pass (``has`` counts
+    the cache). Pinning it in Kubo would then fetch it from peers: for ever
+    (here: until the call's timeout, then again at every pass) once its
+    trainer stops serving it. It is added back from the verified cached copy."""
+    store = await make_embedded("n", timeout=10.0)
+    kb = embedded_backend(store)
+    data = os.urandom(MIB // 2)
+    cid = cid_of_bytes(data)
+    with store.cache.temp_file() as tmp:  # as a fetch leaves it, its blocks collected since
+        tmp.write_bytes(data)
+        store.cache.commit(cid, tmp)
+    assert await store.has(cid) and not await kb.has_local(cid)
+    async with asyncio.timeout(30):  # nobody serves it: before, the pin hung
+        await store.pin(cid)
+    assert await kb.has_local(cid)
+    assert cid in set(await kb._call("pins") or [])
+    await kb.collect_garbage(force=True)
+    assert Flatfs(kb.repo_dir / "blocks").complete(b58decode(cid))  # kept by its pin

@@ -381,3 +381,19 @@ async def test_fetch_lock_dropped_after_failure_and_cancel(
         f.cancel()
     await asyncio.gather(*fetches, return_exceptions=True)
     assert store._fetch_locks == {}
+
+
+async def test_pin_of_content_only_in_the_cache_adds_it_back(
+    store: CachingDatasetStore, backend: FakeBackend
+) -> None:
+    """The repo's GC took the blocks after the fetch; the verified cached
+    copy is added again (which pins it) instead of a pin that would fetch it."""
+    data = b"a model the verifier fetched" * 100
+    cid = await store.add_bytes(data)
+    await store.fetch(cid)  # cached
+    del backend.blobs[cid]  # collected from the repo
+    backend.no_provider = True  # and nobody serves it any more
+    fetches = backend.fetches
+    await store.pin(cid)
+    assert backend.blobs.get(cid) == data
+    assert backend.fetches == fetches

@@ -7,6 +7,7 @@ tests/integration/node/test_verified_blocks.py); the bounds are the point.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from p2pml.chain.types import ResultTx
 from p2pml.errors import DatasetError, TrainingError
 from p2pml.ml.scheduling import Priority, WorkerScheduler
 from p2pml.node.verifier import (
+    FAILED_RETRY_FIRST,
+    FAILED_RETRY_MAX,
     FETCH_AHEAD,
     MAX_ARTIFACT_BYTES,
     MAX_WORKER_FAILURES,
@@ -122,7 +125,8 @@ class CrashingChecker:
 
     async def verify(self, *_args: Any, **_kw: Any) -> None:
         self.runs += 1
-        raise TrainingError(self.reason, "worker exited during verify: EOFError()")
+        if self.reason:  # "": the cause went away, the check passes
+            raise TrainingError(self.reason, "worker exited during verify: EOFError()")
 
 
 @pytest.mark.parametrize(
@@ -140,6 +144,74 @@ async def test_a_result_that_keeps_crashing_workers_is_not_rerun(
     # Other results still get their workers.
     assert await verifier.check(request(1)) is None
     assert checker.runs == MAX_WORKER_FAILURES + 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_blocks_verdict_is_retried_with_backoff_after_repeated_worker_failures(
+    tmp_path: Path,
+) -> None:
+    """A block (an included result's cheap checks, a dispute's full audit)
+    cannot connect without a verdict: giving up on it for good stalled the
+    node at that height until a restart. It is retried after a doubling
+    delay; a gossiped result's check is not (it only burns workers)."""
+    store, checker, clock = FakeStore(tmp_path), CrashingChecker(), Clock()
+    verifier = Verifier(store, checker, parallel=1, clock=clock)  # type: ignore[arg-type]
+    block, gossip = request(0), request(1)
+    for _ in range(MAX_WORKER_FAILURES + 2):
+        assert await verifier.check(block) is None
+        assert await verifier.check(gossip, background=True) is None
+    assert checker.runs == 2 * MAX_WORKER_FAILURES  # no retry before the delay
+    clock.now += FAILED_RETRY_FIRST - 1
+    assert await verifier.check(block) is None
+    assert checker.runs == 2 * MAX_WORKER_FAILURES
+    clock.now += 1
+    assert await verifier.check(gossip, background=True) is None  # never again
+    assert checker.runs == 2 * MAX_WORKER_FAILURES
+    assert await verifier.check(block) is None  # retried once, crashed again
+    assert checker.runs == 2 * MAX_WORKER_FAILURES + 1
+    # The next delay is doubled; past it a worker that no longer crashes
+    # (a transient cause ended) gives the verdict the block waits for.
+    clock.now += FAILED_RETRY_FIRST
+    assert await verifier.check(block) is None
+    assert checker.runs == 2 * MAX_WORKER_FAILURES + 1
+    clock.now += FAILED_RETRY_FIRST
+    checker.reason = ""
+    assert await verifier.check(block) == ""
+    assert verifier.cached(block.tx.id, SEED, False) == ""
+    # The delay is capped.
+    crashing = CrashingChecker()
+    capped = Verifier(store, crashing, parallel=1, clock=clock)  # type: ignore[arg-type]
+    for _ in range(MAX_WORKER_FAILURES + 12):
+        assert await capped.check(block) is None
+        clock.now += FAILED_RETRY_MAX
+    assert crashing.runs == MAX_WORKER_FAILURES + 12
+
+
+async def test_a_verdict_clears_the_worker_failures_before_it(tmp_path: Path) -> None:
+    """The cheap checks got through after crashes (a transient cause); the
+    full audit a dispute later needs starts afresh: its first crash is
+    retried at once, not after the cheap checks' backoff."""
+    store, checker, clock = FakeStore(tmp_path), CrashingChecker(), Clock()
+    verifier = Verifier(store, checker, parallel=1, clock=clock)  # type: ignore[arg-type]
+    cheap = request(0)
+    for _ in range(MAX_WORKER_FAILURES):
+        assert await verifier.check(cheap) is None
+    clock.now += FAILED_RETRY_FIRST
+    checker.reason = ""
+    assert await verifier.check(cheap) == ""
+    audit = dataclasses.replace(cheap, audit=True)
+    checker.reason = "worker-crashed"
+    assert await verifier.check(audit) is None
+    runs = checker.runs
+    assert await verifier.check(audit) is None
+    assert checker.runs == runs + 1  # re-run at once: one failure, not four
 
 
 async def test_artifacts_are_fetched_under_the_artifact_cap(tmp_path: Path) -> None:
