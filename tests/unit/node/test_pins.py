@@ -314,22 +314,31 @@ class FedOracle:
     def __init__(self) -> None:
         self.artifacts: dict[str, bytes] = {}
 
-    def update(self, t: TaskTx, seed: bytes, who: Identity, rnd: int, scale: float) -> UpdateTx:
+    def update(
+        self, t: TaskTx, seed: bytes, who: Identity, *earlier: list[UpdateTx], scale: float
+    ) -> UpdateTx:
+        """``who``'s update for the round after the ``earlier`` rounds' updates."""
         layout = fed_rounds.layout_of(FED_SPEC.to_wire())
         data = encode(layout, np.linspace(-1.0, 1.0, layout.size) * scale)
         cid = cid_of_bytes(data)
         self.artifacts[cid] = data
-        tx = UpdateTx(t.id, seed, rnd, who.public_key, cid, 10, REGTEST.min_result_fee)
+        base = self.model_hash(seed, *earlier)  # G_r (federated.md §11.3)
+        tx = UpdateTx(
+            t.id, seed, len(earlier), who.public_key, cid, 10, REGTEST.min_result_fee, base=base
+        )
         return tx.signed_by(who, REGTEST.genesis_hash)
 
-    def close(self, t: TaskTx, seed: bytes, *rounds_: list[UpdateTx]) -> RoundCloseTx:
+    def model_hash(self, seed: bytes, *rounds_: list[UpdateTx]) -> bytes:
         wire = FED_SPEC.to_wire()
         g = fed_rounds.initial(wire, seed)
         for ups in rounds_:
             g = fed_rounds.next_global(
                 wire, g, [(u.participant, self.artifacts[u.update_cid], 10) for u in ups]
             )
-        return RoundCloseTx(t.id, len(rounds_) - 1, fed_rounds.round_hash(wire, g))
+        return fed_rounds.round_hash(wire, g)
+
+    def close(self, t: TaskTx, seed: bytes, *rounds_: list[UpdateTx]) -> RoundCloseTx:
+        return RoundCloseTx(t.id, len(rounds_) - 1, self.model_hash(seed, *rounds_))
 
     def __call__(self, tx: Any, task: dict[str, Any], audit: bool) -> str | None:
         if isinstance(tx, UpdateTx):
@@ -350,10 +359,10 @@ async def test_federated_updates_pinned_until_paid_then_released_after_retention
     )
     b1 = b.make(b.genesis, txs=(t,))
     await chain.submit_block(b1)
-    r0 = [o.update(t, b1.hash, ME, 0, 1.0), o.update(t, b1.hash, OTHER, 0, 2.0)]
+    r0 = [o.update(t, b1.hash, ME, scale=1.0), o.update(t, b1.hash, OTHER, scale=2.0)]
     b2 = b.make(b1.hash, txs=(*r0, o.close(t, b1.hash, r0)))  # full: closes round 0
     await chain.submit_block(b2)
-    r1 = [o.update(t, b1.hash, OTHER, 1, -0.5)]
+    r1 = [o.update(t, b1.hash, OTHER, r0, scale=-0.5)]
     await chain.submit_block(b.make(b2.hash, txs=tuple(r1)))
     updates = {u.update_cid for u in (*r0, *r1)}
     store = FakeStore({DATASET, *updates})
