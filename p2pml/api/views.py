@@ -230,6 +230,9 @@ def mempool(ctx: AdminContext) -> list[dict[str, Any]]:
                     "task": tx.task_id.hex(),
                     "round": tx.round,
                     "participant": tx.participant.hex(),
+                    "update_cid": tx.update_cid,
+                    "n_samples": tx.n_samples,
+                    "base": tx.base.hex(),
                 }
             )
         else:

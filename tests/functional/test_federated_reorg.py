@@ -121,6 +121,7 @@ def test_reorg_across_a_round_boundary(nodes: NodeSet, tmp_path: Path) -> None:
         lambda: len(pooled_updates(a, task_id, 1)) == 1, 240, what="a2's round-1 update at a"
     )
     [stale] = pooled_updates(a, task_id, 1)
+    assert stale["base"] == loser[0]  # it commits to side A's G_1
 
     # Side C goes on: c2's round-1 update (from C's G_1), then one more block.
     wait_until_sync(
@@ -175,6 +176,8 @@ def test_reorg_across_a_round_boundary(nodes: NodeSet, tmp_path: Path) -> None:
         240,
         what="a2's retrained round-1 update at c",
     )
+    [fresh] = [u for u in pooled_updates(c, task_id, 1) if u["participant"] == a2_key]
+    assert fresh["base"] == winner[0] and fresh["update_cid"] == fresh_cid, fresh
     c.mine(1)
     sync_blocks(four)
     pending = fed_view(c, task_id)["pending_updates"]
